@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs the Debian packages fooking needs to build, test or run the demo.
+# Idempotent: only missing packages are installed. Usage: scripts/deps.sh build|test|demo
+set -eu
+what=${1:-build}
+build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev"
+test="$build libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev redis-server openssl clang libclang-rt-14-dev"
+demo="$build php-fpm php-cli php-redis redis-server golang-go golang-github-gomodule-redigo-dev"
+case $what in
+  build) pkgs=$build ;;
+  test) pkgs=$test ;;
+  demo) pkgs=$demo ;;
+  *) echo "usage: $0 build|test|demo" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing missing packages:$missing"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,78 @@
+/* config.h - the one struct every module reads its settings from.
+ * Filled once by config_load() from a Lua 5.3 file; nothing else touches Lua config. */
+#ifndef FOOKING_CONFIG_H
+#define FOOKING_CONFIG_H
+
+#include <stddef.h>
+
+enum proto { PROTO_LENGTH = 0, PROTO_WEBSOCKET = 1 };
+
+struct cfg_backend {
+    char *addr; /* "host:port" or "unix:/path" */
+    int weight; /* >= 1 */
+};
+
+struct cfg_param {
+    char *name;
+    char *value;
+};
+
+struct config {
+    char *file;     /* path of the config file, for messages */
+    int router;     /* ROUTER: 1 router mode, 0 gateway */
+    char *host;     /* HOST */
+    int port;       /* PORT */
+    int daemonize;  /* DAEMONIZE */
+    char *pid_file; /* PID_FILE */
+    char *log_file; /* LOG_FILE */
+    int log_level;  /* LOG_LEVEL */
+    char *user, *group; /* USER, GROUP: drop privileges after bind */
+
+    /* router link (gateway) and router secret (both modes) */
+    char *router_host;
+    int router_port;
+    char *router_secret;
+
+    /* gateway */
+    int server_id;
+    int worker_num;
+    int max_client_num;
+    size_t max_buff_size;
+    size_t max_output_size; /* MAX_OUTPUT_SIZE: slow-consumer limit per client */
+    int idle_time;
+    int ssl;
+    char *ssl_cert, *ssl_pkey;
+    char *script_file;
+    enum proto protocol;    /* PROTOCOL: "length" | "websocket" */
+    char *static_dir;       /* STATIC_DIR */
+    int ping_interval;      /* PING_INTERVAL (websocket), seconds, 0 = off */
+    int handshake_timeout;  /* HANDSHAKE_TIMEOUT, seconds */
+    char **allowed_origins; /* ALLOWED_ORIGINS, NULL-terminated, NULL = any */
+    int ws_binary;          /* WS_BINARY: 1 = replies as binary frames */
+    char **ws_subprotocols; /* WS_SUBPROTOCOLS, NULL-terminated */
+
+    struct cfg_backend *backends;
+    int nbackends;
+    double backend_connect_timeout;
+    double backend_read_timeout;
+    int backend_keepalive;
+    int backend_max_conns;  /* BACKEND_MAX_CONNS per backend server per worker */
+    int backend_queue_size; /* BACKEND_QUEUE_SIZE per worker */
+    int backend_multiplex;  /* BACKEND_MULTIPLEX */
+    int event_connect, event_close;
+    char *fastcgi_prefix;
+    struct cfg_param *fastcgi_params;
+    int nparams;
+
+    /* router mode */
+    size_t router_output_limit; /* ROUTER_OUTPUT_LIMIT bytes pending per link */
+    char *bus;        /* BUS redis://... */
+    char *bus_prefix; /* BUS_PREFIX */
+};
+
+/* Loads `path` into *cfg. On error writes one line "path: KEY ..." into err and
+ * returns -1. Warnings (unknown keys) are written to stderr. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,85 @@
+/* fcgi.h - FastCGI 1.0 record codec and CGI response-header parser.
+ * Pure functions over bytes: no sockets, no allocation, no logging. The backend
+ * module (backend.c) owns the connections and calls these. */
+#ifndef FOOKING_FCGI_H
+#define FOOKING_FCGI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FCGI_VERSION_1 1
+#define FCGI_HEADER_LEN 8
+#define FCGI_MAX_CONTENT 65535
+
+enum fcgi_type {
+    FCGI_BEGIN_REQUEST = 1,
+    FCGI_ABORT_REQUEST = 2,
+    FCGI_END_REQUEST = 3,
+    FCGI_PARAMS = 4,
+    FCGI_STDIN = 5,
+    FCGI_STDOUT = 6,
+    FCGI_STDERR = 7,
+    FCGI_DATA = 8,
+    FCGI_GET_VALUES = 9,
+    FCGI_GET_VALUES_RESULT = 10,
+    FCGI_UNKNOWN_TYPE = 11,
+};
+
+enum { FCGI_RESPONDER = 1 };
+enum { FCGI_KEEP_CONN = 1 };
+
+struct fcgi_header {
+    uint8_t version;
+    uint8_t type;
+    uint16_t request_id;
+    uint16_t content_length;
+    uint8_t padding_length;
+};
+
+/* Result codes of the parsers. */
+enum { FCGI_OK = 0, FCGI_AGAIN = -1, FCGI_ERROR = -2 };
+
+/* Decodes the 8-byte header at p (len bytes available).
+ * FCGI_OK, FCGI_AGAIN (len < 8) or FCGI_ERROR (version != 1). */
+int fcgi_header_decode(const uint8_t *p, size_t len, struct fcgi_header *h);
+void fcgi_header_encode(uint8_t out[FCGI_HEADER_LEN], int type, uint16_t request_id,
+                        uint16_t content_length, uint8_t padding_length);
+
+/* BEGIN_REQUEST record (header + body), role RESPONDER. */
+void fcgi_begin_request_encode(uint8_t out[16], uint16_t request_id, int keep_conn);
+
+/* END_REQUEST body (8 bytes): app status and protocol status. FCGI_OK / FCGI_ERROR. */
+int fcgi_end_request_decode(const uint8_t *body, size_t len, uint32_t *app_status,
+                            uint8_t *protocol_status);
+
+/* Name-value pair: size it takes encoded, and the encoding (lengths < 128 use one
+ * byte, others four with the high bit set). out must hold fcgi_nv_size() bytes.
+ * Names and values longer than 0x7fffffff are not representable (size returns 0). */
+size_t fcgi_nv_size(size_t nlen, size_t vlen);
+size_t fcgi_nv_encode(uint8_t *out, const char *name, size_t nlen, const char *value,
+                      size_t vlen);
+/* Decodes one pair at p. Returns bytes consumed (> 0), FCGI_AGAIN if truncated,
+ * FCGI_ERROR if malformed. Pointers point into p. */
+long fcgi_nv_decode(const uint8_t *p, size_t len, const uint8_t **name, size_t *nlen,
+                    const uint8_t **value, size_t *vlen);
+
+/* Incremental CGI response-header parser (the head of STDOUT). Feed it STDOUT
+ * bytes as they arrive, across record boundaries; it keeps what it needs of a
+ * partial line in its own fixed buffer. Accepts CRLF and bare LF line ends. */
+#define CGI_MAX_HEADER 16384
+struct cgi_parser {
+    int done;               /* blank line seen: the rest of STDOUT is body */
+    int status;             /* from "Status: NNN ...", default 200 */
+    long content_length;    /* from "Content-Length", -1 when absent */
+    size_t total;           /* header bytes consumed so far (bounded by CGI_MAX_HEADER) */
+    size_t linelen;
+    char line[1024];        /* current partial line; longer lines are skipped unless relevant */
+    int line_overflow;
+};
+void cgi_parser_init(struct cgi_parser *cp);
+/* Consumes header bytes from p. Returns the number of bytes consumed as header
+ * (the remaining len - ret bytes, if cp->done, are body), or FCGI_ERROR when the
+ * header is over CGI_MAX_HEADER or a Status / Content-Length value is malformed. */
+long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len);
+
+#endif
