@@ -1,0 +1,129 @@
+"""pytest fixtures for fooking's integration tests (Debian python3-pytest).
+
+Fixtures:
+  php            session: php-fpm (static pool of 4) serving tests/backends/echo.php
+  goecho_bin     session: the built tests/backends/goecho binary
+  goecho         session: one running goecho
+  new_goecho     function: factory for fresh goecho processes (clean connection counts)
+  fake           function: factory for fcgifake.FakeFcgi servers
+  gateway        function: factory for started fk.Gateway processes
+  backend        parametrized "php" / "go": a real backend plus the gateway keys
+                 (BACKEND_SERVER, FASTCGI_PREFIX, FASTCGI_PARAMS) that reach it
+Everything a fixture starts it stops at teardown, by pid.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fk  # noqa: E402
+from fcgifake import FakeFcgi  # noqa: E402
+
+STATIC_PARAM = ("TEST_PARAM", "static value / 1")
+
+
+def base_params():
+    """Static FastCGI params every test backend needs: php-fpm needs SCRIPT_FILENAME,
+    Go's net/http/cgi needs REQUEST_METHOD and SERVER_PROTOCOL."""
+    return {"SCRIPT_FILENAME": str(fk.ECHO_PHP), "REQUEST_METHOD": "POST",
+            "SERVER_PROTOCOL": "HTTP/1.1", STATIC_PARAM[0]: STATIC_PARAM[1]}
+
+
+class Backend:
+    def __init__(self, name, addr, prefix, server):
+        self.name = name
+        self.addr = addr
+        self.prefix = prefix
+        self.server = server
+
+    def keys(self, event_log=None, params=None, **extra):
+        p = base_params()
+        if event_log:
+            p["EVENT_LOG"] = str(event_log)
+        p.update(params or {})
+        keys = {"BACKEND_SERVER": self.addr, "FASTCGI_PREFIX": self.prefix,
+                "FASTCGI_PARAMS": p}
+        keys.update(extra)
+        return keys
+
+    def __repr__(self):
+        return "Backend(%s)" % self.name
+
+
+@pytest.fixture(scope="session")
+def php(tmp_path_factory):
+    if not fk.find_php_fpm():
+        pytest.skip("php-fpm not installed (scripts/deps.sh test)")
+    srv = fk.PhpFpm(tmp_path_factory.mktemp("php-fpm"), children=4).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def goecho_bin(tmp_path_factory):
+    import shutil
+    if not (shutil.which("go") or os.path.exists("/usr/lib/go/bin/go")):
+        pytest.skip("go not installed (scripts/deps.sh test)")
+    return fk.build_goecho(tmp_path_factory.mktemp("goecho-build"))
+
+
+@pytest.fixture(scope="session")
+def goecho(goecho_bin, tmp_path_factory):
+    srv = fk.GoEcho(goecho_bin, tmp_path_factory.mktemp("goecho")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def new_goecho(goecho_bin, tmp_path):
+    started = []
+
+    def factory():
+        srv = fk.GoEcho(goecho_bin, tmp_path).start()
+        started.append(srv)
+        return srv
+    yield factory
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def fake():
+    started = []
+
+    def factory(**kw):
+        srv = FakeFcgi(**kw)
+        started.append(srv)
+        return srv
+    yield factory
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    started = []
+
+    def factory(start=True, **keys):
+        gw = fk.Gateway(tmp_path / ("gw%d" % len(started)), **keys)
+        started.append(gw)
+        return gw.start() if start else gw
+    yield factory
+    problems = []
+    for gw in started:
+        gw.stop()
+        problems += gw.sanitizer_report()
+    if problems:
+        pytest.fail("sanitizer reports from fooking:\n" + "\n".join(problems[:20]))
+
+
+@pytest.fixture(params=["php", "go"])
+def backend(request):
+    if request.param == "php":
+        srv = request.getfixturevalue("php")
+        return Backend("php", srv.addr, "", srv)
+    srv = request.getfixturevalue("goecho")
+    return Backend("go", srv.addr, "HTTP_", srv)
