@@ -1,0 +1,673 @@
+/* backend.c - FastCGI client side of a worker.
+ *
+ * One request per connection at a time (FastCGI multiplexing is rare in
+ * practice; php-fpm refuses it). Connections are kept when BACKEND_KEEPALIVE
+ * allows, capped per server by BACKEND_MAX_CONNS; a request that finds every
+ * allowed connection busy waits in a bounded FIFO. A server that refuses a
+ * connection is marked down for a while and the request moves to the next
+ * server - this is safe because nothing of it was written yet. Once a request
+ * is written it is never sent again: a failure then is reported, not retried. */
+#include "backend.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "client.h"
+#include "log.h"
+
+#define BACKEND_DOWN_SECONDS 2
+#define BACKEND_MAX_SERVERS 64
+
+struct backend_server {
+    struct backend_pool *pool;
+    char *name;
+    int index;
+    int weight, current;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    int nconns;
+    time_t down_until;
+    TAILQ_HEAD(, backend_conn) idle;
+};
+
+struct backend_conn {
+    TAILQ_ENTRY(backend_conn) entry;     /* in its server's idle list */
+    TAILQ_ENTRY(backend_conn) all_entry; /* in the pool's list of all connections */
+    struct backend_server *srv;
+    struct bufferevent *bev;
+    struct request *req;
+    int connected, idle;
+};
+
+struct backend_pool {
+    struct event_base *base;
+    const struct config *cfg;
+    const struct fcgi_params *static_params;
+    struct backend_server *servers;
+    int nservers;
+    int nidle; /* idle keepalive connections, all servers */
+    TAILQ_HEAD(, request) queue;
+    TAILQ_HEAD(, backend_conn) all;
+    int nqueued;
+    struct timeval connect_tv, read_tv;
+};
+
+static void backend_conn_close(struct backend_conn *bc);
+static void backend_conn_free(struct backend_conn *bc);
+static void backend_dispatch(struct backend_pool *p, struct request *r);
+static void backend_finish(struct request *r, int failed);
+
+/* ---- params ---- */
+
+struct fcgi_params *fcgi_params_new(const struct fcgi_params *base, size_t extra)
+{
+    size_t len = base ? base->len : 0;
+    struct fcgi_params *p = malloc(sizeof(*p) + len + extra);
+    if (!p)
+        abort(); /* out of memory in a gateway worker: nothing sane to do */
+    p->refs = 1;
+    p->len = len;
+    if (len)
+        memcpy(p->data, base->data, len);
+    return p;
+}
+
+void fcgi_params_add(struct fcgi_params **pp, const char *name, const char *value, size_t vlen)
+{
+    size_t nlen = strlen(name);
+    size_t need = fcgi_nv_size(nlen, vlen);
+    struct fcgi_params *p = realloc(*pp, sizeof(*p) + (*pp)->len + need);
+    if (!p)
+        abort();
+    p->len += fcgi_nv_encode(p->data + p->len, name, nlen, value, vlen);
+    *pp = p;
+}
+
+struct fcgi_params *fcgi_params_ref(struct fcgi_params *p)
+{
+    p->refs++;
+    return p;
+}
+
+void fcgi_params_unref(struct fcgi_params *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
+/* ---- requests ---- */
+
+struct request *request_new(struct backend_pool *pool, struct client *c, const char *sid,
+                            struct fcgi_params *params, enum request_event ev,
+                            struct evbuffer *body)
+{
+    struct request *r = calloc(1, sizeof(*r));
+    if (!r)
+        abort();
+    r->pool = pool;
+    r->client = c;
+    r->params = fcgi_params_ref(params);
+    r->event = ev;
+    r->body = body ? body : evbuffer_new();
+    r->reply = evbuffer_new();
+    memcpy(r->sid, sid, SID_LEN + 1);
+    cgi_parser_init(&r->cgi);
+    return r;
+}
+
+void request_free(struct request *r)
+{
+    fcgi_params_unref(r->params);
+    if (r->body)
+        evbuffer_free(r->body);
+    evbuffer_free(r->reply);
+    free(r);
+}
+
+/* ---- pool ---- */
+
+static int backend_resolve(struct backend_server *s, const char *addr)
+{
+    memset(&s->sa, 0, sizeof(s->sa));
+    if (strncmp(addr, "unix:", 5) == 0) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&s->sa;
+        un->sun_family = AF_UNIX;
+        snprintf(un->sun_path, sizeof(un->sun_path), "%s", addr + 5);
+        s->salen = sizeof(*un);
+        return 0;
+    }
+    int len = sizeof(s->sa);
+    /* evutil_parse_sockaddr_port takes "1.2.3.4:80" and "[::1]:80"; names are
+     * resolved once here, never in the loop. */
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&s->sa, &len) == 0) {
+        s->salen = (socklen_t)len;
+        return 0;
+    }
+    const char *colon = strrchr(addr, ':');
+    char host[256];
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof(host))
+        return -1;
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (evutil_getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return -1;
+    memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
+    s->salen = (socklen_t)res->ai_addrlen;
+    evutil_freeaddrinfo(res);
+    return 0;
+}
+
+static void backend_tv(struct timeval *tv, double seconds)
+{
+    tv->tv_sec = (time_t)seconds;
+    tv->tv_usec = (suseconds_t)((seconds - (double)tv->tv_sec) * 1e6);
+}
+
+struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
+                                      const struct fcgi_params *static_params)
+{
+    struct backend_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->base = base;
+    p->cfg = cfg;
+    p->static_params = static_params;
+    TAILQ_INIT(&p->queue);
+    TAILQ_INIT(&p->all);
+    backend_tv(&p->connect_tv, cfg->backend_connect_timeout);
+    backend_tv(&p->read_tv, cfg->backend_read_timeout);
+    p->nservers = cfg->nbackends < BACKEND_MAX_SERVERS ? cfg->nbackends : BACKEND_MAX_SERVERS;
+    p->servers = calloc((size_t)p->nservers, sizeof(*p->servers));
+    if (!p->servers)
+        goto fail;
+    for (int i = 0; i < p->nservers; i++) {
+        struct backend_server *s = &p->servers[i];
+        s->pool = p;
+        s->index = i;
+        s->name = strdup(cfg->backends[i].addr);
+        s->weight = cfg->backends[i].weight;
+        TAILQ_INIT(&s->idle);
+        if (backend_resolve(s, s->name) < 0) {
+            log_err("backend %s: cannot resolve address", s->name);
+            goto fail;
+        }
+    }
+    return p;
+fail:
+    backend_pool_free(p);
+    return NULL;
+}
+
+void backend_pool_free(struct backend_pool *p)
+{
+    if (!p)
+        return;
+    struct request *r;
+    while ((r = TAILQ_FIRST(&p->queue)) != NULL) {
+        TAILQ_REMOVE(&p->queue, r, queue_entry);
+        p->nqueued--;
+        r->queued = 0;
+        backend_finish(r, 1);
+    }
+    struct backend_conn *bc;
+    while ((bc = TAILQ_FIRST(&p->all)) != NULL) {
+        if (bc->req) {
+            bc->req->conn = NULL;
+            backend_finish(bc->req, 1);
+        }
+        backend_conn_free(bc);
+    }
+    for (int i = 0; i < p->nservers; i++)
+        free(p->servers[i].name);
+    free(p->servers);
+    free(p);
+}
+
+void backend_pool_stats(struct backend_pool *p, int *conns, int *idle, int *queued)
+{
+    int n = 0;
+    for (int i = 0; i < p->nservers; i++)
+        n += p->servers[i].nconns;
+    *conns = n;
+    *idle = p->nidle;
+    *queued = p->nqueued;
+}
+
+/* Smooth weighted round robin (as nginx): every server gains its weight, the
+ * richest is picked and pays the total. Servers marked down, already tried by
+ * this request, or at their connection cap with nothing idle are skipped;
+ * if only down servers are left they are tried anyway (the mark is a hint). */
+static struct backend_server *backend_pick(struct backend_pool *p, struct request *r,
+                                           int *at_cap)
+{
+    time_t now = time(NULL);
+    struct backend_server *best = NULL;
+    int total = 0;
+    *at_cap = 0;
+    for (int pass = 0; pass < 2 && best == NULL; pass++) {
+        total = 0;
+        for (int i = 0; i < p->nservers; i++) {
+            struct backend_server *s = &p->servers[i];
+            if (r->tried & (1ULL << i))
+                continue;
+            if (pass == 0 && s->down_until > now)
+                continue;
+            if (TAILQ_EMPTY(&s->idle) && s->nconns >= p->cfg->backend_max_conns) {
+                *at_cap = 1;
+                continue;
+            }
+            s->current += s->weight;
+            total += s->weight;
+            if (best == NULL || s->current > best->current)
+                best = s;
+        }
+    }
+    if (best)
+        best->current -= total;
+    return best;
+}
+
+static void backend_write_request(struct backend_conn *bc, struct request *r)
+{
+    struct backend_pool *p = bc->srv->pool;
+    struct evbuffer *out = bufferevent_get_output(bc->bev);
+    const uint16_t id = 1;
+    uint8_t rec[16];
+    char num[32];
+
+    fcgi_begin_request_encode(rec, id, p->cfg->backend_keepalive > 0);
+    evbuffer_add(out, rec, 16);
+
+    /* PARAMS: the worker's static params, the client's, then this request's. */
+    struct evbuffer *params = evbuffer_new();
+    if (p->static_params)
+        evbuffer_add(params, p->static_params->data, p->static_params->len);
+    evbuffer_add(params, r->params->data, r->params->len);
+    size_t blen = evbuffer_get_length(r->body);
+    uint8_t nv[64];
+    const char *prefix = p->cfg->fastcgi_prefix;
+    char name[80];
+    snprintf(name, sizeof(name), "%sEVENT", prefix);
+    num[0] = (char)('0' + r->event);
+    evbuffer_add(params, nv, fcgi_nv_encode(nv, name, strlen(name), num, 1));
+    int nl = snprintf(num, sizeof(num), "%zu", blen);
+    evbuffer_add(params, nv, fcgi_nv_encode(nv, "CONTENT_LENGTH", 14, num, (size_t)nl));
+    size_t plen;
+    while ((plen = evbuffer_get_length(params)) > 0) {
+        size_t chunk = plen > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : plen;
+        fcgi_header_encode(rec, FCGI_PARAMS, id, (uint16_t)chunk, 0);
+        evbuffer_add(out, rec, FCGI_HEADER_LEN);
+        evbuffer_remove_buffer(params, out, chunk);
+    }
+    evbuffer_free(params);
+    fcgi_header_encode(rec, FCGI_PARAMS, id, 0, 0);
+    evbuffer_add(out, rec, FCGI_HEADER_LEN);
+
+    /* STDIN: the message moves into the output buffer, record by record. */
+    while ((blen = evbuffer_get_length(r->body)) > 0) {
+        size_t chunk = blen > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : blen;
+        fcgi_header_encode(rec, FCGI_STDIN, id, (uint16_t)chunk, 0);
+        evbuffer_add(out, rec, FCGI_HEADER_LEN);
+        evbuffer_remove_buffer(r->body, out, chunk);
+    }
+    fcgi_header_encode(rec, FCGI_STDIN, id, 0, 0);
+    evbuffer_add(out, rec, FCGI_HEADER_LEN);
+    bufferevent_set_timeouts(bc->bev, &p->read_tv, &p->read_tv);
+}
+
+static void backend_conn_free(struct backend_conn *bc)
+{
+    struct backend_server *s = bc->srv;
+    if (bc->idle) {
+        TAILQ_REMOVE(&s->idle, bc, entry);
+        s->pool->nidle--;
+    }
+    s->nconns--;
+    TAILQ_REMOVE(&s->pool->all, bc, all_entry);
+    bufferevent_free(bc->bev);
+    free(bc);
+}
+
+/* Whether some server not yet tried by r could take it now (no side effects,
+ * unlike backend_pick which advances the round robin). */
+static int backend_can_take(struct backend_pool *p, struct request *r)
+{
+    for (int i = 0; i < p->nservers; i++) {
+        struct backend_server *s = &p->servers[i];
+        if (!(r->tried & (1ULL << i))
+            && (!TAILQ_EMPTY(&s->idle) || s->nconns < p->cfg->backend_max_conns))
+            return 1;
+    }
+    return 0;
+}
+
+/* A connection slot opened up: give it to the oldest waiting requests. */
+static void backend_drain_queue(struct backend_pool *p)
+{
+    struct request *r;
+    while ((r = TAILQ_FIRST(&p->queue)) != NULL && backend_can_take(p, r)) {
+        TAILQ_REMOVE(&p->queue, r, queue_entry);
+        p->nqueued--;
+        r->queued = 0;
+        backend_dispatch(p, r);
+    }
+}
+
+static void backend_conn_close(struct backend_conn *bc)
+{
+    struct backend_pool *p = bc->srv->pool;
+    backend_conn_free(bc);
+    backend_drain_queue(p);
+}
+
+/* The request on bc failed; log why, close the connection, report it. */
+static void backend_fail(struct backend_conn *bc, const char *why)
+{
+    struct request *r = bc->req;
+    bc->req = NULL;
+    if (r) {
+        log_err("backend %s: %s (sid %s)", bc->srv->name, why, r->sid);
+        r->conn = NULL;
+        backend_finish(r, 1);
+    } else {
+        log_info("backend %s: %s (idle connection)", bc->srv->name, why);
+    }
+    backend_conn_close(bc);
+}
+
+static void backend_conn_release(struct backend_conn *bc)
+{
+    struct backend_pool *p = bc->srv->pool;
+    struct backend_server *s = bc->srv;
+    bc->req = NULL;
+    if (p->cfg->backend_keepalive > 0) {
+        struct request *next = TAILQ_FIRST(&p->queue);
+        if (next && !(next->tried & (1ULL << s->index))) {
+            TAILQ_REMOVE(&p->queue, next, queue_entry);
+            p->nqueued--;
+            next->queued = 0;
+            next->conn = bc;
+            bc->req = next;
+            next->tried |= 1ULL << s->index;
+            backend_write_request(bc, next);
+            return;
+        }
+        if (p->nidle < p->cfg->backend_keepalive) {
+            bc->idle = 1;
+            TAILQ_INSERT_HEAD(&s->idle, bc, entry); /* LIFO: warm connections first */
+            p->nidle++;
+            /* An idle connection may be closed by the server at any time; no timeout. */
+            bufferevent_set_timeouts(bc->bev, NULL, NULL);
+            return;
+        }
+    }
+    backend_conn_close(bc);
+}
+
+static void backend_stderr(struct backend_conn *bc, const uint8_t *p, size_t n)
+{
+    /* One log line per record, trimmed and without control characters. */
+    char line[1024];
+    size_t j = 0;
+    for (size_t i = 0; i < n && j < sizeof(line) - 1; i++)
+        line[j++] = (p[i] < 0x20 || p[i] == 0x7f) ? ' ' : (char)p[i];
+    while (j > 0 && line[j - 1] == ' ')
+        j--;
+    line[j] = '\0';
+    if (j > 0)
+        log_err("backend %s: stderr (sid %s): %s", bc->srv->name, bc->req->sid, line);
+}
+
+/* Consumes whole records from the connection's input. */
+static void backend_readcb(struct bufferevent *bev, void *arg)
+{
+    struct backend_conn *bc = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct backend_pool *p = bc->srv->pool;
+    for (;;) {
+        uint8_t hb[FCGI_HEADER_LEN];
+        struct fcgi_header h;
+        if (evbuffer_copyout(in, hb, sizeof(hb)) < (ev_ssize_t)sizeof(hb))
+            return;
+        if (fcgi_header_decode(hb, sizeof(hb), &h) != FCGI_OK) {
+            backend_fail(bc, "malformed FastCGI record (bad version)");
+            return;
+        }
+        size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
+        if (evbuffer_get_length(in) < total)
+            return; /* bounded: a record is at most 8 + 65535 + 255 bytes */
+        struct request *r = bc->req;
+        if (r == NULL) {
+            backend_fail(bc, "FastCGI record with no request in flight");
+            return;
+        }
+        if (h.request_id != 1) {
+            backend_fail(bc, "FastCGI record for an unknown request id");
+            return;
+        }
+        evbuffer_drain(in, FCGI_HEADER_LEN);
+        switch (h.type) {
+        case FCGI_STDOUT: {
+            size_t body = clen;
+            if (!r->cgi.done && clen > 0) {
+                const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
+                long used = cgi_parser_feed(&r->cgi, d, clen);
+                if (used < 0) {
+                    backend_fail(bc, "malformed CGI response header");
+                    return;
+                }
+                evbuffer_drain(in, (size_t)used);
+                body = clen - (size_t)used;
+            }
+            size_t have = evbuffer_get_length(r->reply), keep = body;
+            if (r->cgi.done && r->cgi.content_length >= 0) {
+                /* Content-Length wins: bytes past it are not part of the reply. */
+                size_t want = (size_t)r->cgi.content_length;
+                keep = have >= want ? 0 : (want - have < body ? want - have : body);
+            }
+            if (have + keep > p->cfg->max_output_size) {
+                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE");
+                return;
+            }
+            evbuffer_remove_buffer(in, r->reply, keep);
+            evbuffer_drain(in, body - keep);
+            break;
+        }
+        case FCGI_STDERR:
+            if (clen > 0)
+                backend_stderr(bc, evbuffer_pullup(in, (ev_ssize_t)clen), clen);
+            evbuffer_drain(in, clen);
+            break;
+        case FCGI_END_REQUEST: {
+            uint32_t app;
+            uint8_t ps;
+            const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
+            if (fcgi_end_request_decode(d, clen, &app, &ps) != FCGI_OK) {
+                backend_fail(bc, "malformed END_REQUEST record");
+                return;
+            }
+            evbuffer_drain(in, clen + h.padding_length);
+            bc->req = NULL;
+            r->conn = NULL;
+            if (ps != 0) {
+                log_err("backend %s: request refused, protocol status %u (sid %s)",
+                        bc->srv->name, ps, r->sid);
+                backend_finish(r, 1);
+            } else if (!r->cgi.done && evbuffer_get_length(r->reply) == 0 && r->cgi.total > 0) {
+                log_err("backend %s: reply header not terminated (sid %s)", bc->srv->name, r->sid);
+                backend_finish(r, 1);
+            } else {
+                backend_finish(r, 0);
+            }
+            if (p->cfg->backend_keepalive > 0 && evbuffer_get_length(in) == 0)
+                backend_conn_release(bc);
+            else
+                backend_conn_close(bc); /* not kept, or bytes after END_REQUEST: unusable */
+            return;
+        }
+        default:
+            evbuffer_drain(in, clen + h.padding_length);
+            backend_fail(bc, "unexpected FastCGI record type");
+            return;
+        }
+        evbuffer_drain(in, h.padding_length);
+    }
+}
+
+static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct backend_conn *bc = arg;
+    struct backend_pool *p = bc->srv->pool;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        bc->connected = 1;
+        bc->srv->down_until = 0;
+        if (bc->req) {
+            backend_write_request(bc, bc->req);
+            bufferevent_enable(bc->bev, EV_READ);
+        }
+        return;
+    }
+    if (!bc->connected && bc->req) {
+        /* Nothing was written: mark the server down and try another one. */
+        struct request *r = bc->req;
+        int err = EVUTIL_SOCKET_ERROR();
+        log_err("backend %s: connect %s (sid %s)", bc->srv->name,
+                (what & BEV_EVENT_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
+                r->sid);
+        bc->srv->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        bc->req = NULL;
+        r->conn = NULL;
+        backend_conn_free(bc);
+        backend_dispatch(p, r);
+        backend_drain_queue(p);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout");
+    else if (what & BEV_EVENT_EOF)
+        backend_fail(bc, bc->req ? "closed the connection before END_REQUEST" : "closed");
+    else
+        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static struct backend_conn *backend_connect(struct backend_server *s)
+{
+    struct backend_pool *p = s->pool;
+    struct backend_conn *bc = calloc(1, sizeof(*bc));
+    if (!bc)
+        return NULL;
+    bc->srv = s;
+    bc->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bc->bev) {
+        free(bc);
+        return NULL;
+    }
+    s->nconns++;
+    TAILQ_INSERT_TAIL(&p->all, bc, all_entry);
+    bufferevent_setcb(bc->bev, backend_readcb, NULL, backend_eventcb, bc);
+    bufferevent_set_timeouts(bc->bev, &p->connect_tv, &p->connect_tv);
+    return bc;
+}
+
+static void backend_dispatch(struct backend_pool *p, struct request *r)
+{
+    int at_cap;
+    struct backend_server *s = backend_pick(p, r, &at_cap);
+    if (s == NULL) {
+        if (at_cap) {
+            if (p->nqueued >= p->cfg->backend_queue_size) {
+                log_err("backend: queue full (%d waiting), request dropped (sid %s)", p->nqueued,
+                        r->sid);
+                backend_finish(r, 1);
+                return;
+            }
+            r->queued = 1;
+            TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
+            p->nqueued++;
+            return;
+        }
+        log_err("backend: no server could take the request (sid %s)", r->sid);
+        backend_finish(r, 1);
+        return;
+    }
+    r->tried |= 1ULL << s->index;
+    struct backend_conn *bc = TAILQ_FIRST(&s->idle);
+    if (bc) {
+        TAILQ_REMOVE(&s->idle, bc, entry);
+        bc->idle = 0;
+        p->nidle--;
+        bc->req = r;
+        r->conn = bc;
+        backend_write_request(bc, r);
+        return;
+    }
+    bc = backend_connect(s);
+    if (bc == NULL) {
+        log_err("backend %s: out of memory (sid %s)", s->name, r->sid);
+        backend_finish(r, 1);
+        return;
+    }
+    bc->req = r;
+    r->conn = bc;
+    if (bufferevent_socket_connect(bc->bev, (struct sockaddr *)&s->sa, (int)s->salen) < 0) {
+        /* Immediate failure (e.g. unix socket missing): same as a refusal. */
+        log_err("backend %s: connect failed: %s (sid %s)", s->name,
+                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), r->sid);
+        s->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        bc->req = NULL;
+        r->conn = NULL;
+        backend_conn_free(bc);
+        backend_dispatch(p, r);
+    }
+}
+
+void backend_post(struct backend_pool *p, struct request *r)
+{
+    if (p->nservers == 0) {
+        backend_finish(r, 1);
+        return;
+    }
+    backend_dispatch(p, r);
+}
+
+static void backend_finish(struct request *r, int failed)
+{
+    r->done = 1;
+    r->failed = failed;
+    if (!failed) {
+        if (r->cgi.status < 200 || r->cgi.status > 299) {
+            log_info("backend: reply status %d, body not delivered (sid %s)", r->cgi.status,
+                     r->sid);
+            evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+            r->failed = 1;
+        } else if (r->cgi.content_length >= 0) {
+            r->explicit_empty = 1; /* "Content-Length: 0" is a reply, an empty one */
+        }
+    }
+    if (r->client)
+        client_request_done(r->client, r);
+    else
+        request_free(r);
+}
+
+void backend_detach(struct request *r)
+{
+    r->client = NULL;
+    if (r->queued) {
+        /* Nobody waits for it and nothing was sent: drop it. */
+        TAILQ_REMOVE(&r->pool->queue, r, queue_entry);
+        r->pool->nqueued--;
+        request_free(r);
+    }
+}

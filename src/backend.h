@@ -1,0 +1,70 @@
+/* backend.h - the FastCGI side of a worker: a pool of backend servers with
+ * weighted choice, keepalive connections, a per-server connection cap and a
+ * bounded queue, and the requests in flight. */
+#ifndef FOOKING_BACKEND_H
+#define FOOKING_BACKEND_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "fcgi.h"
+#include "sid.h"
+
+struct client;
+struct backend_conn;
+struct backend_pool;
+
+/* Params that stay the same for every request of one client (SESSIONID,
+ * REMOTE_ADDR, handshake headers, ...), encoded once as FastCGI name-value
+ * pairs and shared by its requests; refcounted because a request can outlive
+ * its client (the close event, replies nobody waits for any more). */
+struct fcgi_params {
+    int refs;
+    size_t len;
+    uint8_t data[];
+};
+
+struct fcgi_params *fcgi_params_new(const struct fcgi_params *base, size_t extra);
+void fcgi_params_add(struct fcgi_params **p, const char *name, const char *value, size_t vlen);
+struct fcgi_params *fcgi_params_ref(struct fcgi_params *p);
+void fcgi_params_unref(struct fcgi_params *p);
+
+enum request_event { EVENT_MESSAGE = 0, EVENT_CONNECT = 1, EVENT_CLOSE = 2 };
+
+struct request {
+    TAILQ_ENTRY(request) client_entry; /* in its client's reply order */
+    TAILQ_ENTRY(request) queue_entry;  /* in the pool's wait queue */
+    struct client *client;             /* NULL once the client has gone */
+    struct backend_pool *pool;
+    struct backend_conn *conn;          /* while on a connection */
+    struct fcgi_params *params;         /* the client's constant params (a reference) */
+    struct evbuffer *body;              /* the message, until written */
+    struct evbuffer *reply;             /* STDOUT body received so far */
+    struct cgi_parser cgi;
+    char sid[SID_LEN + 1];
+    enum request_event event;
+    uint64_t tried;                     /* bit per server already tried */
+    int queued, done, failed, explicit_empty;
+};
+
+struct request *request_new(struct backend_pool *pool, struct client *c, const char *sid,
+                            struct fcgi_params *params, enum request_event ev,
+                            struct evbuffer *body);
+void request_free(struct request *r);
+
+struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
+                                      const struct fcgi_params *static_params);
+void backend_pool_free(struct backend_pool *p);
+/* Hands the request to the pool. It is sent now, or queued; if it cannot be
+ * (queue full, no server), it completes at once as failed. Either way the pool
+ * calls client_request_done() (or frees it when the client has gone). */
+void backend_post(struct backend_pool *p, struct request *r);
+/* The client is going away: the request stays in flight but its reply is dropped. */
+void backend_detach(struct request *r);
+/* Counts for logs and INFO. */
+void backend_pool_stats(struct backend_pool *p, int *conns, int *idle, int *queued);
+
+#endif

@@ -1,0 +1,281 @@
+/* client.c - client connections of a worker.
+ *
+ * A client's messages become FastCGI requests in the order they arrive; the
+ * replies go back in that same order whatever order the backend finishes them
+ * in (c->requests is that order). A client with too many requests in flight is
+ * not read from until some are answered, so one client cannot flood the pool.
+ * A client whose unsent output passes MAX_OUTPUT_SIZE is a slow consumer and
+ * is closed, so one client cannot make the worker's memory grow without bound.
+ *
+ * client_close() unlinks the client from everything at once but frees the
+ * struct on the next loop iteration, so a caller holding a pointer up the
+ * stack never touches freed memory (check c->dead after any call that may
+ * close). */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "frame.h"
+#include "log.h"
+#include "worker.h"
+
+#define CLIENT_MAX_PENDING 256
+#define CLIENT_FLUSH_SECONDS 5
+
+static void client_readcb(struct bufferevent *bev, void *arg);
+static void client_eventcb(struct bufferevent *bev, short what, void *arg);
+
+static void client_free_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    free(arg);
+}
+
+void client_message(struct client *c, struct evbuffer *body)
+{
+    struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_MESSAGE, body);
+    TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
+    c->pending++;
+    backend_post(c->w->pool, r);
+}
+
+void client_session_start(struct client *c)
+{
+    c->session_started = 1;
+    if (c->w->cfg->event_connect) {
+        struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_CONNECT, NULL);
+        TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
+        c->pending++;
+        backend_post(c->w->pool, r);
+    }
+}
+
+void client_close(struct client *c, const char *reason)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    log_info("client %s %s:%d closed: %s", c->sid, c->addr, c->port, reason);
+    /* Replies nobody will read: requests in flight finish in the pool and are
+     * freed there; answered ones are freed now. */
+    struct request *r;
+    while ((r = TAILQ_FIRST(&c->requests)) != NULL) {
+        TAILQ_REMOVE(&c->requests, r, client_entry);
+        if (r->done)
+            request_free(r);
+        else
+            backend_detach(r);
+    }
+    worker_client_removed(c->w, c);
+    if (c->w->cfg->event_close && c->session_started) {
+        struct request *cr = request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL);
+        backend_post(c->w->pool, cr);
+    }
+    fcgi_params_unref(c->params);
+    c->params = NULL;
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
+}
+
+static void client_flushed_cb(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        client_close(c, c->close_reason);
+}
+
+void client_close_after_flush(struct client *c, const char *reason)
+{
+    if (c->dead || c->closing)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        client_close(c, reason);
+        return;
+    }
+    c->closing = 1;
+    c->close_reason = reason;
+    bufferevent_disable(c->bev, EV_READ);
+    struct timeval tv = {CLIENT_FLUSH_SECONDS, 0};
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    bufferevent_setcb(c->bev, NULL, client_flushed_cb, client_eventcb, c);
+}
+
+/* After output was added: a client that does not read is cut off at the limit. */
+static void client_check_output(struct client *c)
+{
+    size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (pending > c->w->cfg->max_output_size) {
+        log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
+                c->sid, c->addr, c->port, pending);
+        client_close(c, "slow consumer");
+    }
+}
+
+void client_send(struct client *c, struct evbuffer *msg)
+{
+    if (c->dead || c->closing)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    uint8_t hdr[FRAME_HEADER_LEN];
+    frame_encode(hdr, (uint32_t)evbuffer_get_length(msg));
+    evbuffer_add(out, hdr, sizeof(hdr));
+    evbuffer_add_buffer(out, msg);
+    client_check_output(c);
+}
+
+void client_request_done(struct client *c, struct request *r)
+{
+    (void)r;
+    if (c->dead)
+        return;
+    struct request *head;
+    while ((head = TAILQ_FIRST(&c->requests)) != NULL && head->done) {
+        TAILQ_REMOVE(&c->requests, head, client_entry);
+        c->pending--;
+        if (!head->failed
+            && (evbuffer_get_length(head->reply) > 0 || head->explicit_empty))
+            client_send(c, head->reply);
+        request_free(head);
+        if (c->dead)
+            return;
+    }
+    if (c->paused && c->pending < CLIENT_MAX_PENDING / 2) {
+        c->paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+        /* Bytes already buffered produce no new read event: parse them now. */
+        client_readcb(c->bev, c);
+    }
+}
+
+/* Length protocol: 4-byte big-endian length, then the message. */
+static void client_read_length(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->dead && c->pending < CLIENT_MAX_PENDING) {
+        uint8_t hdr[FRAME_HEADER_LEN];
+        uint32_t n;
+        if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+            return;
+        if (frame_decode(hdr, sizeof(hdr), c->w->cfg->max_buff_size, &n) == FRAME_TOO_BIG) {
+            log_err("client %s %s:%d: message of %u bytes over MAX_BUFF_SIZE (%zu)", c->sid,
+                    c->addr, c->port, n, c->w->cfg->max_buff_size);
+            client_close(c, "message too big");
+            return;
+        }
+        if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)n)
+            return;
+        evbuffer_drain(in, FRAME_HEADER_LEN);
+        struct evbuffer *body = evbuffer_new();
+        evbuffer_remove_buffer(in, body, n);
+        client_message(c, body);
+    }
+    if (!c->dead && c->pending >= CLIENT_MAX_PENDING) {
+        c->paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+static void client_readcb(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    (void)bev;
+    if (c->dead || c->closing)
+        return;
+    client_read_length(c);
+}
+
+static void client_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+    (void)bev;
+    if (what & BEV_EVENT_TIMEOUT)
+        client_close(c, c->closing ? "output not drained" : "idle timeout");
+    else if (what & BEV_EVENT_EOF)
+        client_close(c, "closed by peer");
+    else
+        client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void client_peer(struct client *c, struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)sa;
+        evutil_inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in6->sin6_port);
+    } else {
+        snprintf(c->addr, sizeof(c->addr), "unix");
+        c->port = 0;
+    }
+}
+
+void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen)
+{
+    (void)salen;
+    const struct config *cfg = w->cfg;
+    if (cfg->max_client_num > 0) {
+        int before = atomic_fetch_add(&w->shm->clients, 1);
+        if (before >= cfg->max_client_num) {
+            atomic_fetch_sub(&w->shm->clients, 1);
+            log_err("client refused: MAX_CLIENT_NUM (%d) reached", cfg->max_client_num);
+            evutil_closesocket(fd);
+            return;
+        }
+    } else {
+        atomic_fetch_add(&w->shm->clients, 1);
+    }
+    struct client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        atomic_fetch_sub(&w->shm->clients, 1);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->w = w;
+    TAILQ_INIT(&c->requests);
+    client_peer(c, sa);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        atomic_fetch_sub(&w->shm->clients, 1);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    sid_next(&w->sids, sid_now_ms(), c->sid);
+    c->sid[SID_LEN] = '\0';
+    atomic_store(&w->shm->workers[w->id].sid_ms, w->sids.last_ms);
+
+    char name[96], port[16];
+    snprintf(name, sizeof(name), "%sSESSIONID", cfg->fastcgi_prefix);
+    c->params = fcgi_params_new(NULL, 256);
+    fcgi_params_add(&c->params, name, c->sid, SID_LEN);
+    fcgi_params_add(&c->params, "REMOTE_ADDR", c->addr, strlen(c->addr));
+    snprintf(port, sizeof(port), "%d", c->port);
+    fcgi_params_add(&c->params, "REMOTE_PORT", port, strlen(port));
+
+    bufferevent_setcb(c->bev, client_readcb, NULL, client_eventcb, c);
+    if (w->idle_tv)
+        bufferevent_set_timeouts(c->bev, w->idle_tv, NULL);
+    worker_client_added(w, c);
+    log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
+    client_session_start(c);
+    if (!c->dead)
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}

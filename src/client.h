@@ -1,0 +1,58 @@
+/* client.h - one client connection of a worker: its socket, session id,
+ * protocol state, requests in reply order, and channel memberships. */
+#ifndef FOOKING_CLIENT_H
+#define FOOKING_CLIENT_H
+
+#include <event2/bufferevent.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "backend.h"
+#include "sid.h"
+
+struct worker;
+struct request;
+struct ws_state;
+
+struct client {
+    TAILQ_ENTRY(client) entry;
+    struct worker *w;
+    struct bufferevent *bev;
+    char sid[SID_LEN + 1];
+    char addr[64];
+    int port;
+    unsigned pending;                   /* requests not yet answered */
+    TAILQ_HEAD(, request) requests;     /* in the order their replies are due */
+    struct fcgi_params *params;
+    struct client_chan *chans;          /* channels joined (list) */
+    int closing;                        /* flushing output, then close */
+    int dead;                           /* closed; freed on the next loop iteration */
+    int session_started;                /* EVENT=1 time passed: EVENT=2 is owed */
+    int paused;                         /* not reading: too many requests in flight */
+    const char *close_reason;
+    struct ws_conn *ws;                 /* websocket state, NULL for the length protocol */
+    struct script_conn *script;         /* Lua protocol script state */
+};
+
+struct client_chan {
+    struct client_chan *next;
+    struct channel *ch;
+};
+
+void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/* The session is established (at accept, or after a WebSocket handshake):
+ * posts EVENT=1 when configured. */
+void client_session_start(struct client *c);
+/* One complete message from the client: becomes a FastCGI request. body is taken. */
+void client_message(struct client *c, struct evbuffer *body);
+/* Closes now; reason is logged. */
+void client_close(struct client *c, const char *reason);
+/* Writes what is pending, then closes (kick). */
+void client_close_after_flush(struct client *c, const char *reason);
+/* Sends one message framed by the client's protocol. The bytes of msg are moved
+ * (msg is left empty). */
+void client_send(struct client *c, struct evbuffer *msg);
+/* The pool is done with a request of this client (success or failure). */
+void client_request_done(struct client *c, struct request *r);
+
+#endif

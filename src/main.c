@@ -1,0 +1,115 @@
+/* main.c - command line: one binary, two modes chosen by the config file. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <lua.h>
+#include <openssl/opensslv.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+#include "proctitle.h"
+#include "router.h"
+
+#define FOOKING_VERSION "1.0.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fooking [options] CONFIG.lua\n"
+            "  CONFIG.lua      gateway (ROUTER = 0) or router (ROUTER = 1) configuration\n"
+            "  -t              check the configuration and exit (status 0 if valid)\n"
+            "  -s stop|reload  signal the running instance (needs PID_FILE in the config)\n"
+            "  -v              print the version and exit\n"
+            "  -h              print this help and exit\n");
+}
+
+static int send_signal(const struct config *cfg, const char *what)
+{
+    int sig = strcmp(what, "stop") == 0 ? SIGTERM : strcmp(what, "reload") == 0 ? SIGHUP
+              : strcmp(what, "reopen") == 0 ? SIGUSR1 : 0;
+    if (sig == 0) {
+        fprintf(stderr, "fooking: -s takes stop, reload or reopen, got \"%s\"\n", what);
+        return 1;
+    }
+    if (cfg->pid_file == NULL) {
+        fprintf(stderr, "%s: PID_FILE is not set, cannot find the running instance\n", cfg->file);
+        return 1;
+    }
+    FILE *f = fopen(cfg->pid_file, "r");
+    int pid = 0;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+        fprintf(stderr, "fooking: cannot read pid file %s\n", cfg->pid_file);
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (kill(pid, sig) != 0) {
+        fprintf(stderr, "fooking: signal pid %d: %s\n", pid, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int test = 0, opt;
+    const char *sig = NULL;
+    while ((opt = getopt(argc, argv, "ts:vh")) != -1) {
+        switch (opt) {
+        case 't':
+            test = 1;
+            break;
+        case 's':
+            sig = optarg;
+            break;
+        case 'v':
+            printf("fooking %s (libevent %s, %s, %s)\n", FOOKING_VERSION, event_get_version(),
+                   LUA_RELEASE, OPENSSL_VERSION_TEXT);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 1;
+    }
+    const char *file = argv[optind];
+    struct config cfg;
+    char err[1024];
+    if (config_load(&cfg, file, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (test) {
+        printf("%s: configuration is valid (%s mode)\n", file, cfg.router ? "router" : "gateway");
+        config_free(&cfg);
+        return 0;
+    }
+    if (sig) {
+        int rc = send_signal(&cfg, sig);
+        config_free(&cfg);
+        return rc;
+    }
+    proctitle_init(argc, argv);
+    if (log_open(cfg.log_file, cfg.log_level) < 0) {
+        fprintf(stderr, "%s: LOG_FILE %s: %s\n", file, cfg.log_file, strerror(errno));
+        config_free(&cfg);
+        return 1;
+    }
+    int rc = cfg.router ? router_run(&cfg) : master_run(&cfg);
+    config_free(&cfg);
+    log_close();
+    return rc;
+}

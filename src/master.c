@@ -1,0 +1,325 @@
+/* master.c - the gateway master: it owns the listening socket and the worker
+ * processes and does nothing else, so nothing a client sends can reach it.
+ *
+ * Signals are blocked and taken synchronously with sigtimedwait(): no handler
+ * runs at an arbitrary point, and the wait's timeout doubles as the respawn
+ * back-off timer. A worker that dies is replaced at once; one that keeps dying
+ * young is replaced after a growing delay (0.1 s doubling to 10 s). */
+#include "master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proctitle.h"
+#include "shm.h"
+#include "worker.h"
+
+#define MASTER_STOP_GRACE_SECONDS 5
+
+struct slot {
+    pid_t pid;
+    double started;   /* monotonic seconds */
+    double respawn_at; /* when pid == 0 and not stopping */
+    int fails;         /* consecutive deaths within a second of starting */
+};
+
+static double master_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int master_listen(const char *host, int port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res, *ai;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    int err = getaddrinfo(host, ps, &hints, &res);
+    if (err != 0) {
+        log_err("listen %s:%d: %s", host, port, gai_strerror(err));
+        return -1;
+    }
+    int fd = -1;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        err = errno;
+        close(fd);
+        fd = -1;
+        errno = err;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        log_err("listen %s:%d: %s", host, port, strerror(errno));
+    return fd;
+}
+
+int pidfile_write(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int old = 0;
+        if (fscanf(f, "%d", &old) == 1 && old > 0 && old != getpid() && kill(old, 0) == 0) {
+            fclose(f);
+            log_err("pid file %s: process %d is running", path, old);
+            return -1;
+        }
+        fclose(f);
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        log_err("pid file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int master_drop_privileges(const struct config *cfg)
+{
+    if (cfg->user == NULL && cfg->group == NULL)
+        return 0;
+    if (geteuid() != 0) {
+        log_info("USER/GROUP ignored: not started as root");
+        return 0;
+    }
+    gid_t gid = 0;
+    uid_t uid = 0;
+    struct passwd *pw = NULL;
+    if (cfg->user) {
+        pw = getpwnam(cfg->user);
+        if (!pw) {
+            log_err("USER %s: no such user", cfg->user);
+            return -1;
+        }
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_err("GROUP %s: no such group", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (setgid(gid) != 0 || (pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) != 0
+        || (pw && setuid(uid) != 0)) {
+        log_err("cannot switch to USER/GROUP: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm,
+                          const sigset_t *oldmask)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_err("fork worker %d: %s", id, strerror(errno));
+        return -1;
+    }
+    if (pid > 0)
+        return pid;
+    /* Child: default dispositions, nothing blocked. */
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, oldmask, NULL);
+    proctitle_set("fooking: worker %d", id);
+    if (master_drop_privileges(cfg) < 0)
+        _exit(2);
+    _exit(worker_run(cfg, id, fd, shm));
+}
+
+/* A worker is gone: its clients no longer count towards MAX_CLIENT_NUM. */
+static void master_reap(struct slot *slots, int n, struct shm_block *shm, int stopping)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < n; i++) {
+            if (slots[i].pid != pid)
+                continue;
+            int left = atomic_exchange(&shm->workers[i].clients, 0);
+            atomic_fetch_sub(&shm->clients, left);
+            atomic_store(&shm->workers[i].pid, 0);
+            slots[i].pid = 0;
+            if (stopping) {
+                log_info("worker %d (pid %d) exited", i, (int)pid);
+                break;
+            }
+            if (WIFSIGNALED(status))
+                log_err("worker %d (pid %d) killed by signal %d, %d clients lost", i, (int)pid,
+                        WTERMSIG(status), left);
+            else
+                log_err("worker %d (pid %d) exited with status %d, %d clients lost", i, (int)pid,
+                        WEXITSTATUS(status), left);
+            double now = master_now();
+            if (now - slots[i].started < 1.0)
+                slots[i].fails++;
+            else
+                slots[i].fails = 0;
+            double delay = 0;
+            if (slots[i].fails > 0) {
+                delay = 0.1 * (double)(1 << (slots[i].fails > 7 ? 7 : slots[i].fails - 1));
+                if (delay > 10)
+                    delay = 10;
+                log_err("worker %d is crash-looping; restarting in %.1f s", i, delay);
+            }
+            slots[i].respawn_at = now + delay;
+            break;
+        }
+    }
+}
+
+int master_run(struct config *cfg)
+{
+    int fd = master_listen(cfg->host, cfg->port);
+    if (fd < 0)
+        return 1;
+    if (cfg->daemonize) {
+        if (daemon(0, 0) != 0) {
+            log_err("daemonize: %s", strerror(errno));
+            return 1;
+        }
+    }
+    if (cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
+        return 1;
+    struct shm_block *shm = shm_create();
+    if (!shm) {
+        log_err("shared memory: %s", strerror(errno));
+        return 1;
+    }
+    proctitle_set("fooking: master %s", cfg->file);
+
+    sigset_t set, oldmask;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, &oldmask);
+    signal(SIGPIPE, SIG_IGN);
+
+    int n = cfg->worker_num;
+    struct slot slots[SHM_MAX_WORKERS];
+    memset(slots, 0, sizeof(slots));
+    log_info("master started (pid %d), listening on %s:%d, %d workers", (int)getpid(), cfg->host,
+             cfg->port, n);
+    int stopping = 0;
+    double stop_deadline = 0;
+    for (;;) {
+        double now = master_now(), next = now + 1.0;
+        int alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (slots[i].pid > 0) {
+                alive++;
+                continue;
+            }
+            if (stopping)
+                continue;
+            if (slots[i].respawn_at <= now) {
+                pid_t pid = master_spawn(cfg, i, fd, shm, &oldmask);
+                if (pid > 0) {
+                    slots[i].pid = pid;
+                    slots[i].started = now;
+                    alive++;
+                } else {
+                    slots[i].respawn_at = now + 1.0;
+                }
+            } else if (slots[i].respawn_at < next) {
+                next = slots[i].respawn_at;
+            }
+        }
+        if (stopping) {
+            if (alive == 0)
+                break;
+            if (now >= stop_deadline) {
+                for (int i = 0; i < n; i++)
+                    if (slots[i].pid > 0) {
+                        log_err("worker %d (pid %d) did not stop in time; killing it", i,
+                                (int)slots[i].pid);
+                        kill(slots[i].pid, SIGKILL);
+                    }
+                stop_deadline = now + 3600;
+            }
+            if (stop_deadline < next)
+                next = stop_deadline;
+        }
+        double wait = next - now;
+        if (wait < 0.001)
+            wait = 0.001;
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        siginfo_t info;
+        int sig = sigtimedwait(&set, &info, &ts);
+        if (sig < 0)
+            continue; /* timeout or EINTR */
+        switch (sig) {
+        case SIGCHLD:
+            master_reap(slots, n, shm, stopping);
+            break;
+        case SIGTERM:
+        case SIGINT:
+        case SIGQUIT:
+            if (!stopping) {
+                log_info("master: signal %d, stopping", sig);
+                stopping = 1;
+                stop_deadline = master_now() + MASTER_STOP_GRACE_SECONDS;
+                for (int i = 0; i < n; i++)
+                    if (slots[i].pid > 0)
+                        kill(slots[i].pid, SIGTERM);
+            }
+            break;
+        case SIGHUP: {
+            char err[1024];
+            struct config fresh;
+            if (config_load(&fresh, cfg->file, err, sizeof(err)) < 0) {
+                log_err("reload: %s; keeping the running configuration", err);
+                break;
+            }
+            config_free(&fresh);
+            log_info("master: reload: configuration is valid; workers reload it");
+            for (int i = 0; i < n; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGHUP);
+            break;
+        }
+        case SIGUSR1:
+            log_reopen();
+            for (int i = 0; i < n; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGUSR1);
+            break;
+        }
+    }
+    log_info("master: stopped");
+    if (cfg->pid_file)
+        unlink(cfg->pid_file);
+    close(fd);
+    shm_destroy(shm);
+    return 0;
+}

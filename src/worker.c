@@ -1,0 +1,200 @@
+/* worker.c - a worker process: owns one event loop and everything on it.
+ *
+ * The master opened the listening socket; every worker accepts on it. On
+ * SIGTERM a worker stops accepting, closes its clients (posting their close
+ * events) and exits once the backend has taken those, or after a grace
+ * period, so a clean stop loses no EVENT=2. */
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "backend.h"
+#include "client.h"
+#include "log.h"
+
+#define WORKER_STOP_GRACE_MS 3000
+
+static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                             int salen, void *arg)
+{
+    struct worker *w = arg;
+    (void)l;
+    if (w->stopping) {
+        evutil_closesocket(fd);
+        return;
+    }
+    client_accept(w, fd, sa, salen);
+}
+
+static void worker_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (!w->stopping)
+        evconnlistener_enable(w->listener);
+}
+
+static void worker_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    (void)l;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        /* Out of descriptors: pause accepting briefly instead of spinning. */
+        log_err("worker %d: accept: %s; pausing accepts for 100 ms", w->id,
+                evutil_socket_error_to_string(err));
+        evconnlistener_disable(w->listener);
+        struct timeval tv = {0, 100000};
+        evtimer_add(w->accept_resume, &tv);
+    } else {
+        log_err("worker %d: accept: %s", w->id, evutil_socket_error_to_string(err));
+    }
+}
+
+void worker_client_added(struct worker *w, struct client *c)
+{
+    TAILQ_INSERT_TAIL(&w->clients, c, entry);
+    w->nclients++;
+    atomic_fetch_add(&w->shm->workers[w->id].clients, 1);
+}
+
+void worker_client_removed(struct worker *w, struct client *c)
+{
+    TAILQ_REMOVE(&w->clients, c, entry);
+    w->nclients--;
+    atomic_fetch_sub(&w->shm->workers[w->id].clients, 1);
+    atomic_fetch_sub(&w->shm->clients, 1);
+}
+
+static void worker_stop_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    int conns, idle, queued;
+    backend_pool_stats(w->pool, &conns, &idle, &queued);
+    if ((conns - idle == 0 && queued == 0) || ++w->stopping * 50 > WORKER_STOP_GRACE_MS)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void worker_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)what;
+    if (sig == SIGUSR1) {
+        log_reopen();
+        return;
+    }
+    if (sig == SIGHUP) {
+        log_info("worker %d: SIGHUP ignored by the worker (the master reloads)", w->id);
+        return;
+    }
+    if (w->stopping)
+        return;
+    log_info("worker %d: stopping, %d clients", w->id, w->nclients);
+    w->stopping = 1;
+    evconnlistener_disable(w->listener);
+    struct client *c;
+    while ((c = TAILQ_FIRST(&w->clients)) != NULL)
+        client_close(c, "gateway stopping");
+    struct event *ev = event_new(w->base, -1, EV_PERSIST, worker_stop_check, w);
+    struct timeval tv = {0, 50000};
+    event_add(ev, &tv);
+    w->stop_timer = ev;
+}
+
+static struct fcgi_params *worker_static_params(const struct config *cfg)
+{
+    struct fcgi_params *p = fcgi_params_new(NULL, 0);
+    for (int i = 0; i < cfg->nparams; i++)
+        fcgi_params_add(&p, cfg->fastcgi_params[i].name, cfg->fastcgi_params[i].value,
+                        strlen(cfg->fastcgi_params[i].value));
+    return p;
+}
+
+int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
+{
+    struct worker w;
+    int rc = 1;
+    memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
+    w.id = id;
+    w.shm = shm;
+    TAILQ_INIT(&w.clients);
+    signal(SIGPIPE, SIG_IGN);
+
+    sid_gen_init(&w.sids, (unsigned)cfg->server_id, (unsigned)id);
+    /* A predecessor in this slot may have run its SID clock ahead of real time. */
+    w.sids.last_ms = atomic_load(&shm->workers[id].sid_ms);
+    w.sids.seq = 63;
+    atomic_store(&shm->workers[id].pid, (int)getpid());
+
+    w.base = event_base_new();
+    if (!w.base) {
+        log_err("worker %d: cannot create event loop", id);
+        return 1;
+    }
+    if (cfg->idle_time > 0) {
+        struct timeval tv = {cfg->idle_time, 0};
+        w.idle_tv = event_base_init_common_timeout(w.base, &tv);
+    }
+    w.static_params = worker_static_params(cfg);
+    w.pool = backend_pool_new(w.base, cfg, w.static_params);
+    if (!w.pool)
+        goto done;
+    w.accept_resume = evtimer_new(w.base, worker_accept_resume, &w);
+    w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, -1,
+                                    listen_fd);
+    if (!w.listener) {
+        log_err("worker %d: cannot listen on inherited socket", id);
+        goto done;
+    }
+    evconnlistener_set_error_cb(w.listener, worker_accept_error);
+    w.sig_term = evsignal_new(w.base, SIGTERM, worker_signal, &w);
+    w.sig_int = evsignal_new(w.base, SIGINT, worker_signal, &w);
+    w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal, &w);
+    w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal, &w);
+    event_add(w.sig_term, NULL);
+    event_add(w.sig_int, NULL);
+    event_add(w.sig_hup, NULL);
+    event_add(w.sig_usr1, NULL);
+
+    log_info("worker %d started (pid %d)", id, (int)getpid());
+    event_base_dispatch(w.base);
+    log_info("worker %d exiting", id);
+    rc = 0;
+done:
+    {
+        struct client *c;
+        while ((c = TAILQ_FIRST(&w.clients)) != NULL)
+            client_close(c, "gateway stopping");
+    }
+    if (w.listener)
+        evconnlistener_free(w.listener);
+    backend_pool_free(w.pool);
+    fcgi_params_unref(w.static_params);
+    if (w.stop_timer)
+        event_free(w.stop_timer);
+    if (w.accept_resume)
+        event_free(w.accept_resume);
+    if (w.sig_term) {
+        event_free(w.sig_term);
+        event_free(w.sig_int);
+        event_free(w.sig_hup);
+        event_free(w.sig_usr1);
+    }
+    /* Run the deferred frees of closed clients once more. */
+    event_base_loop(w.base, EVLOOP_NONBLOCK);
+    event_base_free(w.base);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* worker.h - one worker process: its event loop, clients, backend pool and
+ * link to the router. Workers share nothing but the listening sockets and the
+ * shm block. */
+#ifndef FOOKING_WORKER_H
+#define FOOKING_WORKER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "shm.h"
+#include "sid.h"
+
+struct client;
+struct backend_pool;
+struct fcgi_params;
+
+struct worker {
+    struct event_base *base;
+    struct config *cfg;
+    int id;
+    struct shm_block *shm;
+    struct sid_gen sids;
+    struct evconnlistener *listener;
+    struct backend_pool *pool;
+    struct fcgi_params *static_params; /* FASTCGI_PARAMS, encoded once */
+    TAILQ_HEAD(, client) clients;
+    int nclients;
+    const struct timeval *idle_tv;      /* common timeout for IDLE_TIME */
+    struct hmap *by_sid;                /* SID -> client */
+    struct hmap *channels;              /* name -> struct channel */
+    struct uplink *uplink;              /* router link, NULL without ROUTER_HOST */
+    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
+    struct event *accept_resume;        /* re-enables accept after EMFILE */
+    struct event *stop_timer;
+    void *ssl_ctx;                      /* SSL_CTX when SSL = 1 */
+    struct script *script;              /* SCRIPT_FILE state */
+    int stopping;
+};
+
+/* Runs worker `id` on the inherited listening socket; returns the exit status. */
+int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm);
+
+/* Called by client.c when clients come and go. */
+void worker_client_added(struct worker *w, struct client *c);
+void worker_client_removed(struct worker *w, struct client *c);
+
+#endif
