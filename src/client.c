@@ -54,6 +54,7 @@ void client_message(struct client *c, struct evbuffer *body)
 void client_session_start(struct client *c)
 {
     c->session_started = 1;
+    worker_session_started(c->w, c);
     if (c->w->cfg->event_connect) {
         struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_CONNECT, NULL);
         TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
@@ -133,6 +134,49 @@ void client_send(struct client *c, struct evbuffer *msg)
     frame_encode(hdr, (uint32_t)evbuffer_get_length(msg));
     evbuffer_add(out, hdr, sizeof(hdr));
     evbuffer_add_buffer(out, msg);
+    client_check_output(c);
+}
+
+struct shared_msg *shared_msg_new(const void *data, size_t len)
+{
+    struct shared_msg *m = malloc(sizeof(*m) + len);
+    if (!m)
+        return NULL;
+    m->refs = 1;
+    m->len = len;
+    memset(m->hdrlen, 0, sizeof(m->hdrlen));
+    memcpy(m->data, data, len);
+    return m;
+}
+
+void shared_msg_unref(struct shared_msg *m)
+{
+    if (m && --m->refs == 0)
+        free(m);
+}
+
+static void shared_msg_cleanup(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    shared_msg_unref(arg);
+}
+
+void client_send_shared(struct client *c, struct shared_msg *m)
+{
+    if (c->dead || c->closing || !c->session_started)
+        return;
+    int proto = PROTO_LENGTH;
+    if (m->hdrlen[proto] == 0) {
+        frame_encode(m->hdr[proto], (uint32_t)m->len);
+        m->hdrlen[proto] = FRAME_HEADER_LEN;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, m->hdr[proto], m->hdrlen[proto]);
+    if (m->len > 0) {
+        m->refs++;
+        evbuffer_add_reference(out, m->data, m->len, shared_msg_cleanup, m);
+    }
     client_check_output(c);
 }
 
@@ -248,6 +292,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     }
     c->w = w;
     TAILQ_INIT(&c->requests);
+    LIST_INIT(&c->chans);
     client_peer(c, sa);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

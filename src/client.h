@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "backend.h"
+#include "channel.h"
 #include "sid.h"
 
 struct worker;
@@ -24,7 +25,7 @@ struct client {
     unsigned pending;                   /* requests not yet answered */
     TAILQ_HEAD(, request) requests;     /* in the order their replies are due */
     struct fcgi_params *params;
-    struct client_chan *chans;          /* channels joined (list) */
+    LIST_HEAD(, chan_member) chans;     /* channels joined */
     int closing;                        /* flushing output, then close */
     int dead;                           /* closed; freed on the next loop iteration */
     int session_started;                /* EVENT=1 time passed: EVENT=2 is owed */
@@ -34,10 +35,21 @@ struct client {
     struct script_conn *script;         /* Lua protocol script state */
 };
 
-struct client_chan {
-    struct client_chan *next;
-    struct channel *ch;
+/* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the
+ * payload is copied once into this refcounted block and every recipient's
+ * output references it; the frame header of each client protocol is encoded
+ * once, on first use. */
+struct shared_msg {
+    int refs;
+    size_t len;
+    uint8_t hdr[2][14]; /* per protocol (enum proto) */
+    uint8_t hdrlen[2];
+    uint8_t data[];
 };
+
+struct shared_msg *shared_msg_new(const void *data, size_t len);
+void shared_msg_unref(struct shared_msg *m);
+void client_send_shared(struct client *c, struct shared_msg *m);
 
 void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen);
 /* The session is established (at accept, or after a WebSocket handshake):

@@ -18,8 +18,11 @@
 #include <event2/bufferevent.h>
 
 #include "backend.h"
+#include "channel.h"
 #include "client.h"
+#include "hmap.h"
 #include "log.h"
+#include "uplink.h"
 
 #define WORKER_STOP_GRACE_MS 3000
 
@@ -68,8 +71,19 @@ void worker_client_added(struct worker *w, struct client *c)
     atomic_fetch_add(&w->shm->workers[w->id].clients, 1);
 }
 
+void worker_session_started(struct worker *w, struct client *c)
+{
+    hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);
+    uplink_conn(w->uplink, c);
+}
+
 void worker_client_removed(struct worker *w, struct client *c)
 {
+    if (c->session_started) {
+        channel_leave_all(w, c);
+        hmap_del(w->by_sid, c->sid, SID_LEN, NULL);
+        uplink_close(w->uplink, c);
+    }
     TAILQ_REMOVE(&w->clients, c, entry);
     w->nclients--;
     atomic_fetch_sub(&w->shm->workers[w->id].clients, 1);
@@ -148,6 +162,15 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
         struct timeval tv = {cfg->idle_time, 0};
         w.idle_tv = event_base_init_common_timeout(w.base, &tv);
     }
+    w.by_sid = hmap_new(1024);
+    w.channels = hmap_new(64);
+    if (!w.by_sid || !w.channels)
+        goto done;
+    if (cfg->router_host) {
+        w.uplink = uplink_new(&w);
+        if (!w.uplink)
+            goto done;
+    }
     w.static_params = worker_static_params(cfg);
     w.pool = backend_pool_new(w.base, cfg, w.static_params);
     if (!w.pool)
@@ -181,6 +204,10 @@ done:
     }
     if (w.listener)
         evconnlistener_free(w.listener);
+    uplink_free(w.uplink);
+    if (w.channels)
+        channel_free_all(&w);
+    hmap_free(w.by_sid, NULL);
     backend_pool_free(w.pool);
     fcgi_params_unref(w.static_params);
     if (w.stop_timer)

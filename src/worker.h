@@ -45,5 +45,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
 /* Called by client.c when clients come and go. */
 void worker_client_added(struct worker *w, struct client *c);
 void worker_client_removed(struct worker *w, struct client *c);
+/* The session is established: routable by SID, announced to the router. */
+void worker_session_started(struct worker *w, struct client *c);
 
 #endif

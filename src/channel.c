@@ -1,0 +1,122 @@
+/* channel.c - channel membership of a worker's clients (see channel.h).
+ * A membership is one node on two lists, so a client closing leaves all of its
+ * channels in O(channels) and a publish walks only the members. */
+#include "channel.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "hmap.h"
+#include "log.h"
+#include "uplink.h"
+#include "worker.h"
+
+void channel_join(struct worker *w, struct client *c, const char *name, size_t len)
+{
+    struct channel *ch = hmap_get(w->channels, name, len);
+    if (ch) {
+        struct chan_member *m;
+        LIST_FOREACH(m, &c->chans, in_client)
+            if (m->ch == ch)
+                return;
+    } else {
+        ch = calloc(1, sizeof(*ch));
+        if (!ch || !(ch->name = malloc(len + 1))) {
+            free(ch);
+            log_err("channel join: out of memory");
+            return;
+        }
+        memcpy(ch->name, name, len);
+        ch->name[len] = '\0';
+        ch->len = len;
+        LIST_INIT(&ch->members);
+        if (hmap_put(w->channels, name, len, ch, NULL) < 0) {
+            free(ch->name);
+            free(ch);
+            return;
+        }
+        uplink_ch_sub(w->uplink, name, len);
+    }
+    struct chan_member *m = calloc(1, sizeof(*m));
+    if (!m)
+        return;
+    m->ch = ch;
+    m->c = c;
+    LIST_INSERT_HEAD(&ch->members, m, in_chan);
+    LIST_INSERT_HEAD(&c->chans, m, in_client);
+    ch->count++;
+}
+
+static void channel_remove_member(struct worker *w, struct chan_member *m)
+{
+    struct channel *ch = m->ch;
+    LIST_REMOVE(m, in_chan);
+    LIST_REMOVE(m, in_client);
+    free(m);
+    if (--ch->count == 0) {
+        hmap_del(w->channels, ch->name, ch->len, NULL);
+        uplink_ch_unsub(w->uplink, ch->name, ch->len);
+        free(ch->name);
+        free(ch);
+    }
+}
+
+void channel_leave(struct worker *w, struct client *c, const char *name, size_t len)
+{
+    struct chan_member *m;
+    LIST_FOREACH(m, &c->chans, in_client) {
+        if (m->ch->len == len && memcmp(m->ch->name, name, len) == 0) {
+            channel_remove_member(w, m);
+            return;
+        }
+    }
+}
+
+void channel_leave_all(struct worker *w, struct client *c)
+{
+    struct chan_member *m;
+    while ((m = LIST_FIRST(&c->chans)) != NULL)
+        channel_remove_member(w, m);
+}
+
+int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg)
+{
+    struct channel *ch = hmap_get(w->channels, name, len);
+    if (!ch)
+        return 0;
+    int n = 0;
+    struct chan_member *m, *next;
+    /* A send may close a slow consumer, which removes its membership (and
+     * possibly the channel, when it was the last member): take next first and
+     * stop if the channel went away. */
+    int count = ch->count;
+    for (m = LIST_FIRST(&ch->members); m && count-- > 0; m = next) {
+        next = LIST_NEXT(m, in_chan);
+        int last = ch->count == 1;
+        client_send_shared(m->c, msg);
+        n++;
+        if (last)
+            break;
+    }
+    return n;
+}
+
+static void channel_free_one(void *v)
+{
+    struct channel *ch = v;
+    struct chan_member *m;
+    while ((m = LIST_FIRST(&ch->members)) != NULL) {
+        LIST_REMOVE(m, in_chan);
+        LIST_REMOVE(m, in_client);
+        free(m);
+    }
+    free(ch->name);
+    free(ch);
+}
+
+void channel_free_all(struct worker *w)
+{
+    hmap_free(w->channels, channel_free_one);
+    w->channels = NULL;
+}

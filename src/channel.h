@@ -1,0 +1,36 @@
+/* channel.h - a worker's named channels and their local members. The router
+ * learns which workers have members (CH_SUB when the first joins, CH_UNSUB
+ * when the last leaves), so a CH_PUB reaches only workers that need it. */
+#ifndef FOOKING_CHANNEL_H
+#define FOOKING_CHANNEL_H
+
+#include <stddef.h>
+#include <sys/queue.h>
+
+struct worker;
+struct client;
+struct shared_msg;
+
+struct chan_member {
+    LIST_ENTRY(chan_member) in_chan;   /* the channel's members */
+    LIST_ENTRY(chan_member) in_client; /* the client's channels */
+    struct channel *ch;
+    struct client *c;
+};
+
+struct channel {
+    char *name;
+    size_t len;
+    int count;
+    LIST_HEAD(, chan_member) members;
+};
+
+/* Both are idempotent: joining twice or leaving a channel one is not in is a no-op. */
+void channel_join(struct worker *w, struct client *c, const char *name, size_t len);
+void channel_leave(struct worker *w, struct client *c, const char *name, size_t len);
+void channel_leave_all(struct worker *w, struct client *c);
+/* Delivers msg to every member; returns how many received it. */
+int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg);
+void channel_free_all(struct worker *w);
+
+#endif

@@ -1,0 +1,391 @@
+/* uplink.c - the gateway worker side of the router protocol (DESIGN §7).
+ *
+ * CONN and CLOSE for sessions that come and go within one loop iteration are
+ * gathered and sent as one message each (up to 4095 SIDs) when the iteration
+ * ends, so a burst of connects costs the router one message, not thousands. */
+#include "uplink.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "channel.h"
+#include "client.h"
+#include "hmap.h"
+#include "log.h"
+#include "rmsg.h"
+#include "worker.h"
+
+#define UPLINK_BACKOFF_MIN 0.1
+#define UPLINK_BACKOFF_MAX 5.0
+#define UPLINK_MAX_LEN (64u << 20)      /* largest D accepted from the router */
+#define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
+
+struct uplink {
+    struct worker *w;
+    struct bufferevent *bev;
+    struct event *retry;
+    struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
+    double backoff;
+    int connected;
+    struct evbuffer *conn_sids, *close_sids;
+    struct sockaddr_storage sa;
+    int salen;
+    char name[128];
+};
+
+static void uplink_connect(struct uplink *u);
+
+int uplink_connected(const struct uplink *u)
+{
+    return u && u->connected;
+}
+
+static void uplink_down(struct uplink *u, const char *why);
+
+/* False when the link is down, or has just been dropped because the router
+ * stopped reading (its pending output passed the limit; the resync after the
+ * reconnect repairs what is lost). */
+static int uplink_writable(struct uplink *u)
+{
+    if (!u->connected || !u->bev)
+        return 0;
+    if (evbuffer_get_length(bufferevent_get_output(u->bev)) > UPLINK_OUTPUT_LIMIT) {
+        uplink_down(u, "router is not reading (output limit reached)");
+        return 0;
+    }
+    return 1;
+}
+
+static void uplink_send(struct uplink *u, int type, const void *s, size_t slen, const void *d,
+                        size_t dlen)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+    if (!uplink_writable(u))
+        return;
+    struct evbuffer *out = bufferevent_get_output(u->bev);
+    rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
+    evbuffer_add(out, hdr, sizeof(hdr));
+    if (slen)
+        evbuffer_add(out, s, slen);
+    if (dlen)
+        evbuffer_add(out, d, dlen);
+}
+
+/* Sends a SID list from buf in messages of at most RMSG_MAX_SIDS SIDs. */
+static void uplink_send_sids(struct uplink *u, int type, struct evbuffer *buf)
+{
+    size_t n;
+    if (!uplink_writable(u)) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return;
+    }
+    while ((n = evbuffer_get_length(buf)) > 0) {
+        size_t chunk = n > RMSG_MAX_SIDS * RMSG_SID_LEN ? RMSG_MAX_SIDS * RMSG_SID_LEN : n;
+        unsigned char hdr[RMSG_HEADER_LEN];
+        struct evbuffer *out = bufferevent_get_output(u->bev);
+        rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)chunk, 0);
+        evbuffer_add(out, hdr, sizeof(hdr));
+        evbuffer_remove_buffer(buf, out, chunk);
+    }
+}
+
+static void uplink_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct uplink *u = arg;
+    (void)fd;
+    (void)what;
+    if (!u->connected) {
+        evbuffer_drain(u->conn_sids, evbuffer_get_length(u->conn_sids));
+        evbuffer_drain(u->close_sids, evbuffer_get_length(u->close_sids));
+        return;
+    }
+    uplink_send_sids(u, RMSG_CONN, u->conn_sids);
+    uplink_send_sids(u, RMSG_CLOSE, u->close_sids);
+}
+
+static void uplink_gather(struct uplink *u, struct evbuffer *list, struct client *c)
+{
+    if (!u || !u->connected)
+        return;
+    evbuffer_add(list, c->sid, SID_LEN);
+    event_active(u->flush, EV_TIMEOUT, 0);
+}
+
+void uplink_conn(struct uplink *u, struct client *c)
+{
+    if (u)
+        uplink_gather(u, u->conn_sids, c);
+}
+
+void uplink_close(struct uplink *u, struct client *c)
+{
+    /* CONNs gathered earlier leave first (flush order), so a session opened and
+     * closed in one iteration is announced and then withdrawn. */
+    if (u)
+        uplink_gather(u, u->close_sids, c);
+}
+
+void uplink_ch_sub(struct uplink *u, const char *name, size_t len)
+{
+    if (u)
+        uplink_send(u, RMSG_CH_SUB, name, len, NULL, 0);
+}
+
+void uplink_ch_unsub(struct uplink *u, const char *name, size_t len)
+{
+    if (u)
+        uplink_send(u, RMSG_CH_UNSUB, name, len, NULL, 0);
+}
+
+/* After (re)connecting: who we are, then every session and channel we have. */
+static void uplink_resync(struct uplink *u)
+{
+    struct worker *w = u->w;
+    const char *secret = w->cfg->router_secret;
+    size_t slen = secret ? strlen(secret) : 0;
+    unsigned char auth[RMSG_AUTH_LEN + 256];
+    uint32_t v = htonl((uint32_t)w->cfg->server_id);
+    memcpy(auth, &v, 4);
+    v = htonl((uint32_t)w->id);
+    memcpy(auth + 4, &v, 4);
+    if (slen > 256)
+        slen = 256;
+    if (slen)
+        memcpy(auth + RMSG_AUTH_LEN, secret, slen);
+    uplink_send(u, RMSG_AUTH, NULL, 0, auth, RMSG_AUTH_LEN + slen);
+
+    evbuffer_drain(u->conn_sids, evbuffer_get_length(u->conn_sids));
+    evbuffer_drain(u->close_sids, evbuffer_get_length(u->close_sids));
+    struct client *c;
+    int n = 0;
+    TAILQ_FOREACH(c, &w->clients, entry) {
+        if (c->session_started && !c->dead) {
+            evbuffer_add(u->conn_sids, c->sid, SID_LEN);
+            n++;
+        }
+    }
+    uplink_send_sids(u, RMSG_CONN, u->conn_sids);
+    struct hmap_iter it;
+    const void *key;
+    size_t klen;
+    int nch = 0;
+    hmap_iter_init(&it);
+    while (hmap_next(w->channels, &it, &key, &klen, NULL)) {
+        uplink_send(u, RMSG_CH_SUB, key, klen, NULL, 0);
+        nch++;
+    }
+    log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
+}
+
+static void uplink_each_sid(struct uplink *u, const struct rmsg *m, int type)
+{
+    struct worker *w = u->w;
+    struct shared_msg *sm = NULL;
+    if (type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) /* many recipients: share */
+        sm = shared_msg_new(m->d, m->len);
+    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
+        struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
+        if (!c || c->dead)
+            continue;
+        switch (type) {
+        case RMSG_KICK:
+            client_close_after_flush(c, "kicked");
+            break;
+        case RMSG_SEND_MSG:
+            if (sm) {
+                client_send_shared(c, sm);
+            } else {
+                struct evbuffer *b = evbuffer_new();
+                evbuffer_add(b, m->d, m->len);
+                client_send(c, b);
+                evbuffer_free(b);
+            }
+            break;
+        case RMSG_CH_ADD:
+            channel_join(w, c, (const char *)m->d, m->len);
+            break;
+        case RMSG_CH_DEL:
+            channel_leave(w, c, (const char *)m->d, m->len);
+            break;
+        }
+    }
+    shared_msg_unref(sm);
+}
+
+static void uplink_execute(struct uplink *u, const struct rmsg *m)
+{
+    struct worker *w = u->w;
+    log_debug("router %s: %s (%u bytes of SIDs/channel, %u bytes)", u->name,
+              rmsg_type_name(m->type), m->slen, m->len);
+    switch (m->type) {
+    case RMSG_KICK:
+    case RMSG_SEND_MSG:
+    case RMSG_CH_ADD:
+    case RMSG_CH_DEL:
+        if ((m->type == RMSG_CH_ADD || m->type == RMSG_CH_DEL)
+            && (m->len == 0 || m->len > RMSG_MAX_CHANNEL)) {
+            log_err("router %s: %s with a bad channel name length %u, ignored", u->name,
+                    rmsg_type_name(m->type), m->len);
+            return;
+        }
+        uplink_each_sid(u, m, m->type);
+        break;
+    case RMSG_SEND_ALL: {
+        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        struct client *c, *next;
+        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+            next = TAILQ_NEXT(c, entry);
+            client_send_shared(c, sm);
+        }
+        shared_msg_unref(sm);
+        break;
+    }
+    case RMSG_CH_PUB: {
+        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        channel_publish(w, (const char *)m->s, m->slen, sm);
+        shared_msg_unref(sm);
+        break;
+    }
+    default:
+        log_info("router %s: unexpected %s message, ignored", u->name, rmsg_type_name(m->type));
+        break;
+    }
+}
+
+static void uplink_down(struct uplink *u, const char *why)
+{
+    if (u->connected)
+        log_err("router %s: link lost: %s; reconnecting", u->name, why);
+    else
+        log_debug("router %s: %s", u->name, why);
+    u->connected = 0;
+    if (u->bev) {
+        bufferevent_free(u->bev);
+        u->bev = NULL;
+    }
+    struct timeval tv = {(time_t)u->backoff, (suseconds_t)((u->backoff - (int)u->backoff) * 1e6)};
+    evtimer_add(u->retry, &tv);
+    u->backoff *= 2;
+    if (u->backoff > UPLINK_BACKOFF_MAX)
+        u->backoff = UPLINK_BACKOFF_MAX;
+}
+
+static void uplink_readcb(struct bufferevent *bev, void *arg)
+{
+    struct uplink *u = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        unsigned char hdr[RMSG_HEADER_LEN];
+        struct rmsg m;
+        size_t n = evbuffer_get_length(in);
+        if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+            return;
+        int rc = rmsg_decode_header(hdr, sizeof(hdr), UPLINK_MAX_LEN, &m);
+        if (rc < 0) {
+            log_err("router %s: malformed message: %s", u->name, rmsg_strerror(rc));
+            uplink_down(u, "malformed message");
+            return;
+        }
+        size_t size = rmsg_size(&m);
+        if (n < size)
+            return;
+        size_t consumed;
+        const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)size);
+        rc = rmsg_decode(p, size, UPLINK_MAX_LEN, &m, &consumed);
+        if (rc != RMSG_OK) {
+            uplink_down(u, rmsg_strerror(rc));
+            return;
+        }
+        uplink_execute(u, &m);
+        if (!u->bev)
+            return;
+        evbuffer_drain(in, consumed);
+    }
+}
+
+static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct uplink *u = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        u->connected = 1;
+        u->backoff = UPLINK_BACKOFF_MIN;
+        uplink_resync(u);
+        return;
+    }
+    if (what & BEV_EVENT_EOF)
+        uplink_down(u, "closed by the router");
+    else
+        uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void uplink_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    uplink_connect(arg);
+}
+
+static void uplink_connect(struct uplink *u)
+{
+    u->bev = bufferevent_socket_new(u->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!u->bev) {
+        uplink_down(u, "out of memory");
+        return;
+    }
+    bufferevent_setcb(u->bev, uplink_readcb, NULL, uplink_eventcb, u);
+    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, u->salen) < 0)
+        uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+struct uplink *uplink_new(struct worker *w)
+{
+    const struct config *cfg = w->cfg;
+    struct uplink *u = calloc(1, sizeof(*u));
+    if (!u)
+        return NULL;
+    u->w = w;
+    u->backoff = UPLINK_BACKOFF_MIN;
+    snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
+    u->salen = sizeof(u->sa);
+    char addr[300];
+    snprintf(addr, sizeof(addr), "%s:%d", cfg->router_host, cfg->router_port);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&u->sa, &u->salen) < 0) {
+        struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+        char port[16];
+        snprintf(port, sizeof(port), "%d", cfg->router_port);
+        if (evutil_getaddrinfo(cfg->router_host, port, &hints, &res) != 0) {
+            log_err("ROUTER_HOST %s: cannot resolve", cfg->router_host);
+            free(u);
+            return NULL;
+        }
+        memcpy(&u->sa, res->ai_addr, res->ai_addrlen);
+        u->salen = (int)res->ai_addrlen;
+        evutil_freeaddrinfo(res);
+    }
+    u->conn_sids = evbuffer_new();
+    u->close_sids = evbuffer_new();
+    u->retry = evtimer_new(w->base, uplink_retry_cb, u);
+    u->flush = event_new(w->base, -1, 0, uplink_flush_cb, u);
+    uplink_connect(u);
+    return u;
+}
+
+void uplink_free(struct uplink *u)
+{
+    if (!u)
+        return;
+    if (u->bev)
+        bufferevent_free(u->bev);
+    event_free(u->retry);
+    event_free(u->flush);
+    evbuffer_free(u->conn_sids);
+    evbuffer_free(u->close_sids);
+    free(u);
+}
