@@ -49,8 +49,13 @@ struct backend_conn {
 
 struct backend_pool {
     struct event_base *base;
-    const struct config *cfg;
-    const struct fcgi_params *static_params;
+    /* Settings copied out of the config, so a pool retired by a reload keeps
+     * working after that config is freed. */
+    int keepalive, max_conns, queue_size;
+    size_t max_output;
+    char event_name[96]; /* FASTCGI_PREFIX + "EVENT" */
+    int retiring;        /* replaced by a reload: freed when its last connection ends */
+    struct fcgi_params *static_params; /* owned */
     struct backend_server *servers;
     int nservers;
     int nidle; /* idle keepalive connections, all servers */
@@ -174,13 +179,17 @@ static void backend_tv(struct timeval *tv, double seconds)
 }
 
 struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
-                                      const struct fcgi_params *static_params)
+                                      struct fcgi_params *static_params)
 {
     struct backend_pool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->base = base;
-    p->cfg = cfg;
+    p->keepalive = cfg->backend_keepalive;
+    p->max_conns = cfg->backend_max_conns;
+    p->queue_size = cfg->backend_queue_size;
+    p->max_output = cfg->max_output_size;
+    snprintf(p->event_name, sizeof(p->event_name), "%sEVENT", cfg->fastcgi_prefix);
     p->static_params = static_params;
     TAILQ_INIT(&p->queue);
     TAILQ_INIT(&p->all);
@@ -230,6 +239,7 @@ void backend_pool_free(struct backend_pool *p)
     for (int i = 0; i < p->nservers; i++)
         free(p->servers[i].name);
     free(p->servers);
+    fcgi_params_unref(p->static_params);
     free(p);
 }
 
@@ -262,7 +272,7 @@ static struct backend_server *backend_pick(struct backend_pool *p, struct reques
                 continue;
             if (pass == 0 && s->down_until > now)
                 continue;
-            if (TAILQ_EMPTY(&s->idle) && s->nconns >= p->cfg->backend_max_conns) {
+            if (TAILQ_EMPTY(&s->idle) && s->nconns >= p->max_conns) {
                 *at_cap = 1;
                 continue;
             }
@@ -285,7 +295,7 @@ static void backend_write_request(struct backend_conn *bc, struct request *r)
     uint8_t rec[16];
     char num[32];
 
-    fcgi_begin_request_encode(rec, id, p->cfg->backend_keepalive > 0);
+    fcgi_begin_request_encode(rec, id, p->keepalive > 0);
     evbuffer_add(out, rec, 16);
 
     /* PARAMS: the worker's static params, the client's, then this request's. */
@@ -295,11 +305,10 @@ static void backend_write_request(struct backend_conn *bc, struct request *r)
     evbuffer_add(params, r->params->data, r->params->len);
     size_t blen = evbuffer_get_length(r->body);
     uint8_t nv[64];
-    const char *prefix = p->cfg->fastcgi_prefix;
-    char name[80];
-    snprintf(name, sizeof(name), "%sEVENT", prefix);
+    uint8_t nvname[sizeof(p->event_name) + 8];
     num[0] = (char)('0' + r->event);
-    evbuffer_add(params, nv, fcgi_nv_encode(nv, name, strlen(name), num, 1));
+    evbuffer_add(params, nvname,
+                 fcgi_nv_encode(nvname, p->event_name, strlen(p->event_name), num, 1));
     int nl = snprintf(num, sizeof(num), "%zu", blen);
     evbuffer_add(params, nv, fcgi_nv_encode(nv, "CONTENT_LENGTH", 14, num, (size_t)nl));
     size_t plen;
@@ -345,7 +354,7 @@ static int backend_can_take(struct backend_pool *p, struct request *r)
     for (int i = 0; i < p->nservers; i++) {
         struct backend_server *s = &p->servers[i];
         if (!(r->tried & (1ULL << i))
-            && (!TAILQ_EMPTY(&s->idle) || s->nconns < p->cfg->backend_max_conns))
+            && (!TAILQ_EMPTY(&s->idle) || s->nconns < p->max_conns))
             return 1;
     }
     return 0;
@@ -363,11 +372,40 @@ static void backend_drain_queue(struct backend_pool *p)
     }
 }
 
+/* A retired pool goes away with its last connection. */
+static void backend_pool_maybe_free(struct backend_pool *p)
+{
+    if (p->retiring && TAILQ_EMPTY(&p->all) && TAILQ_EMPTY(&p->queue))
+        backend_pool_free(p);
+}
+
 static void backend_conn_close(struct backend_conn *bc)
 {
     struct backend_pool *p = bc->srv->pool;
     backend_conn_free(bc);
     backend_drain_queue(p);
+    backend_pool_maybe_free(p);
+}
+
+void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
+{
+    struct request *r;
+    /* Waiting requests were never written: they move to the new servers. */
+    while ((r = TAILQ_FIRST(&old->queue)) != NULL) {
+        TAILQ_REMOVE(&old->queue, r, queue_entry);
+        old->nqueued--;
+        r->queued = 0;
+        r->tried = 0;
+        r->pool = fresh;
+        backend_dispatch(fresh, r);
+    }
+    for (int i = 0; i < old->nservers; i++) {
+        struct backend_conn *bc;
+        while ((bc = TAILQ_FIRST(&old->servers[i].idle)) != NULL)
+            backend_conn_free(bc);
+    }
+    old->retiring = 1;
+    backend_pool_maybe_free(old);
 }
 
 /* The request on bc failed; log why, close the connection, report it. */
@@ -390,7 +428,7 @@ static void backend_conn_release(struct backend_conn *bc)
     struct backend_pool *p = bc->srv->pool;
     struct backend_server *s = bc->srv;
     bc->req = NULL;
-    if (p->cfg->backend_keepalive > 0) {
+    if (p->keepalive > 0) {
         struct request *next = TAILQ_FIRST(&p->queue);
         if (next && !(next->tried & (1ULL << s->index))) {
             TAILQ_REMOVE(&p->queue, next, queue_entry);
@@ -402,7 +440,7 @@ static void backend_conn_release(struct backend_conn *bc)
             backend_write_request(bc, next);
             return;
         }
-        if (p->nidle < p->cfg->backend_keepalive) {
+        if (p->nidle < p->keepalive) {
             bc->idle = 1;
             TAILQ_INSERT_HEAD(&s->idle, bc, entry); /* LIFO: warm connections first */
             p->nidle++;
@@ -475,7 +513,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 size_t want = (size_t)r->cgi.content_length;
                 keep = have >= want ? 0 : (want - have < body ? want - have : body);
             }
-            if (have + keep > p->cfg->max_output_size) {
+            if (have + keep > p->max_output) {
                 backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE");
                 return;
             }
@@ -509,7 +547,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             } else {
                 backend_finish(r, 0);
             }
-            if (p->cfg->backend_keepalive > 0 && evbuffer_get_length(in) == 0)
+            if (p->keepalive > 0 && evbuffer_get_length(in) == 0)
                 backend_conn_release(bc);
             else
                 backend_conn_close(bc); /* not kept, or bytes after END_REQUEST: unusable */
@@ -551,6 +589,7 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         backend_conn_free(bc);
         backend_dispatch(p, r);
         backend_drain_queue(p);
+        backend_pool_maybe_free(p);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)
@@ -586,7 +625,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
     struct backend_server *s = backend_pick(p, r, &at_cap);
     if (s == NULL) {
         if (at_cap) {
-            if (p->nqueued >= p->cfg->backend_queue_size) {
+            if (p->nqueued >= p->queue_size) {
                 log_err("backend: queue full (%d waiting), request dropped (sid %s)", p->nqueued,
                         r->sid);
                 backend_finish(r, 1);

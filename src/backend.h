@@ -55,8 +55,12 @@ struct request *request_new(struct backend_pool *pool, struct client *c, const c
                             struct evbuffer *body);
 void request_free(struct request *r);
 
+/* The pool takes ownership of static_params (FASTCGI_PARAMS, encoded). */
 struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
-                                      const struct fcgi_params *static_params);
+                                      struct fcgi_params *static_params);
+/* Reload: requests still waiting move to `fresh`; those in flight finish on
+ * `old`, which frees itself after its last connection closes. */
+void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh);
 void backend_pool_free(struct backend_pool *p);
 /* Hands the request to the pool. It is sent now, or queued; if it cannot be
  * (queue full, no server), it completes at once as failed. Either way the pool

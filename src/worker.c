@@ -101,6 +101,54 @@ static void worker_stop_check(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
+static struct fcgi_params *worker_static_params(const struct config *cfg);
+
+/* SIGHUP: re-read the config and apply what can change under live clients:
+ * backends and their settings, FastCGI params, log level and file, limits and
+ * timeouts for new clients. The listening address, the worker count and the
+ * router address need a restart. */
+static void worker_reload(struct worker *w)
+{
+    char err[1024];
+    struct config *fresh = calloc(1, sizeof(*fresh));
+    if (!fresh || config_load(fresh, w->cfg->file, err, sizeof(err)) < 0) {
+        log_err("worker %d: reload failed: %s", w->id, fresh ? err : "out of memory");
+        free(fresh);
+        return;
+    }
+    struct backend_pool *pool = backend_pool_new(w->base, fresh, worker_static_params(fresh));
+    if (!pool) {
+        log_err("worker %d: reload failed: cannot set up the new backends", w->id);
+        config_free(fresh);
+        free(fresh);
+        return;
+    }
+    if (strcmp(fresh->host, w->cfg->host) != 0 || fresh->port != w->cfg->port
+        || fresh->worker_num != w->cfg->worker_num)
+        log_err("worker %d: reload: HOST, PORT and WORKER_NUM changes need a restart", w->id);
+    backend_pool_retire(w->pool, pool);
+    w->pool = pool;
+    if (fresh->idle_time > 0) {
+        struct timeval tv = {fresh->idle_time, 0};
+        w->idle_tv = event_base_init_common_timeout(w->base, &tv);
+    } else {
+        w->idle_tv = NULL;
+    }
+    if (strcmp(fresh->log_file, w->cfg->log_file) != 0)
+        log_open(fresh->log_file, fresh->log_level);
+    log_set_level(fresh->log_level);
+    /* Strings of the old config may still be referenced (the router link's
+     * secret is re-read from w->cfg at each reconnect, so that is fine):
+     * the old struct is freed only if this worker allocated it. */
+    if (w->cfg_owned) {
+        config_free(w->cfg);
+        free(w->cfg);
+    }
+    w->cfg = fresh;
+    w->cfg_owned = 1;
+    log_info("worker %d: configuration reloaded", w->id);
+}
+
 static void worker_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
@@ -110,7 +158,7 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     if (sig == SIGHUP) {
-        log_info("worker %d: SIGHUP ignored by the worker (the master reloads)", w->id);
+        worker_reload(w);
         return;
     }
     if (w->stopping)
@@ -171,8 +219,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
         if (!w.uplink)
             goto done;
     }
-    w.static_params = worker_static_params(cfg);
-    w.pool = backend_pool_new(w.base, cfg, w.static_params);
+    w.pool = backend_pool_new(w.base, cfg, worker_static_params(cfg));
     if (!w.pool)
         goto done;
     w.accept_resume = evtimer_new(w.base, worker_accept_resume, &w);
@@ -209,7 +256,6 @@ done:
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);
     backend_pool_free(w.pool);
-    fcgi_params_unref(w.static_params);
     if (w.stop_timer)
         event_free(w.stop_timer);
     if (w.accept_resume)
@@ -223,5 +269,9 @@ done:
     /* Run the deferred frees of closed clients once more. */
     event_base_loop(w.base, EVLOOP_NONBLOCK);
     event_base_free(w.base);
+    if (w.cfg_owned) {
+        config_free(w.cfg);
+        free(w.cfg);
+    }
     return rc;
 }

@@ -24,7 +24,7 @@ struct worker {
     struct sid_gen sids;
     struct evconnlistener *listener;
     struct backend_pool *pool;
-    struct fcgi_params *static_params; /* FASTCGI_PARAMS, encoded once */
+    int cfg_owned;                      /* cfg came from a reload: free it */
     TAILQ_HEAD(, client) clients;
     int nclients;
     const struct timeval *idle_tv;      /* common timeout for IDLE_TIME */
