@@ -22,20 +22,24 @@ all: fooking
 deps:
 	@scripts/deps.sh build
 
-$(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD):
 	mkdir -p $(BUILD)/tests
 
 $(BUILD)/libfooking.a: $(OBJS)
-	ar rcs $@ $^
+	@rm -f $@
+	@ar rcs $@ $^
 
 fooking: $(BUILD)/main.o $(BUILD)/libfooking.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfooking.a tests/unit/*.h
-	$(CC) $(CFLAGS) -Isrc $(shell pkg-config --cflags cmocka) -o $@ $< $(BUILD)/libfooking.a \
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfooking.a
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -Isrc $(shell pkg-config --cflags cmocka) -o $@ $< $(BUILD)/libfooking.a \
 	    $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 test-unit: $(UNIT_BINS)

@@ -329,7 +329,7 @@ static int cfg_is_known(const char *key)
 
 static int cfg_is_upper(const char *s)
 {
-    if (!*s)
+    if (!isupper((unsigned char)*s)) /* _G, _VERSION are Lua's own */
         return 0;
     for (; *s; s++)
         if (!(isupper((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_'))
