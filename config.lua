@@ -1,0 +1,72 @@
+-- fooking gateway configuration (Lua 5.3). Every key is optional unless marked
+-- required; the value shown is the default. Relative paths are relative to the
+-- directory of this file. Check a config with:  ./fooking -t config.lua
+
+ROUTER = 0                  -- 0 = gateway (this file), 1 = router (see router.lua)
+
+-- Listening address for clients.
+HOST = "0.0.0.0"
+PORT = 9005                 -- required
+
+-- Processes.
+DAEMONIZE = 0               -- 1 = run in the background
+PID_FILE = nil              -- e.g. "/run/fooking.pid"; needed for "fooking -s stop|reload"
+WORKER_NUM = 1              -- worker processes, 1..32
+-- USER = "www-data"        -- started as root: workers run as this user (and GROUP)
+-- GROUP = "www-data"
+
+-- Logging.
+LOG_FILE = "stdout"         -- "" none, "stdout", "stderr" or a path (reopened on SIGUSR1)
+LOG_LEVEL = 2               -- 1 errors, 2 + info, 3 + debug
+
+-- Identity of this gateway in the cluster: 0..8191, unique per gateway machine.
+-- It is part of every session id, so commands find their gateway without a lookup.
+SERVER_ID = 0
+
+-- Limits on clients.
+MAX_CLIENT_NUM = 0          -- concurrent clients over all workers; 0 = no limit
+MAX_BUFF_SIZE = 65536       -- largest client message in bytes; larger closes that client
+MAX_OUTPUT_SIZE = 4194304   -- unsent bytes per client before it counts as a slow consumer
+                            -- and is disconnected
+IDLE_TIME = 0               -- close a client silent this many seconds; 0 = never
+
+-- Client protocol.
+PROTOCOL = "length"         -- "length": 4-byte big-endian length + message, both ways
+                            -- "websocket": RFC 6455 (browsers)
+-- STATIC_DIR = "example/chat"   -- websocket: plain GETs on PORT serve files from here
+-- PING_INTERVAL = 30            -- websocket: server ping every N seconds; 0 = off
+-- HANDSHAKE_TIMEOUT = 10        -- websocket: seconds to complete the handshake
+-- ALLOWED_ORIGINS = {"https://example.com"}  -- websocket: accepted Origin values; nil = any
+-- WS_SUBPROTOCOLS = {"chat"}    -- websocket: subprotocols offered to clients
+-- WS_BINARY = 0                 -- websocket: 1 = replies and pushes as binary frames
+-- SCRIPT_FILE = "example/scripts/ndjson.lua"  -- Lua protocol script (replaces PROTOCOL)
+
+-- TLS for client connections.
+SSL = 0
+-- SSL_CERT = "cert.pem"
+-- SSL_PKEY = "key.pem"
+
+-- The router (fan-out to sessions, channels, everyone). No router: no fan-out.
+-- ROUTER_HOST = "127.0.0.1"
+-- ROUTER_PORT = 9010
+-- ROUTER_SECRET = "change me"   -- must match the router's ROUTER_SECRET
+
+-- FastCGI backends: "host:port", "unix:/path", or a table of address = weight.
+BACKEND_SERVER = "127.0.0.1:9000"   -- required
+-- BACKEND_SERVER = {["127.0.0.1:9000"] = 3, ["unix:/run/php/php8.2-fpm.sock"] = 1}
+BACKEND_CONNECT_TIMEOUT = 5 -- seconds
+BACKEND_READ_TIMEOUT = 10   -- seconds without a byte from the backend while a request runs
+BACKEND_KEEPALIVE = 0       -- idle FastCGI connections kept per worker; 0 = close after each
+BACKEND_MAX_CONNS = 64      -- connections per backend server per worker
+BACKEND_QUEUE_SIZE = 4096   -- requests waiting for a connection, per worker; beyond, dropped
+
+-- Events posted to the backend (param EVENT): 0 message, 1 connect, 2 close.
+EVENT_CONNECT = 0           -- 1 = post EVENT=1 when a client connects; its reply goes to it
+EVENT_CLOSE = 1             -- 1 = post EVENT=2 when a client goes away
+
+-- FastCGI params.
+FASTCGI_PREFIX = ""         -- put before SESSIONID and EVENT; Go's net/http/fcgi needs "HTTP_"
+FASTCGI_PARAMS = {          -- sent with every request
+    SCRIPT_FILENAME = "/var/www/gateway.php",
+    REQUEST_METHOD = "POST",
+}

@@ -1,0 +1,18 @@
+-- fooking router configuration (Lua 5.3). Start with:  ./fooking router.lua
+-- Anyone who can reach the router can message or kick every user: keep it on
+-- loopback or a private network, and set ROUTER_SECRET when it is not on loopback.
+
+ROUTER = 1
+
+HOST = "127.0.0.1"          -- listen address for gateways and backends
+PORT = 9010                 -- required
+
+DAEMONIZE = 0
+PID_FILE = nil              -- e.g. "/run/fooking-router.pid"
+LOG_FILE = "stdout"         -- "" none, "stdout", "stderr" or a path (reopened on SIGUSR1)
+LOG_LEVEL = 2               -- 1 errors, 2 + info, 3 + debug
+
+-- ROUTER_SECRET = "change me"  -- when set, gateways (in AUTH) and backends (message 13)
+                                -- must present it before any other command
+ROUTER_OUTPUT_LIMIT = 67108864  -- bytes pending to one gateway link before it is dropped
+                                -- (it reconnects and resyncs)
