@@ -1,0 +1,917 @@
+/* router.c - router mode (DESIGN §7, §8).
+ *
+ * Every TCP connection is an rconn. One that sends AUTH becomes a gateway link
+ * (one per gateway worker); any other is a backend client, usually a PHP request
+ * that connects, writes a few commands and closes without reading.
+ *
+ * State, and who frees it:
+ *   r->sids      SID -> link that holds the session        (entries: link_forget)
+ *   r->channels  channel -> set of links (link ptr -> link)  (sets: router_channel_leave)
+ *   r->gateways  server id + worker id -> link               (entries: link_forget)
+ *   link->sids, link->channels: the same facts seen from the link, so forgetting a
+ *   dropped link costs its own sessions, not every session of the cluster.
+ * A link is forgotten the moment it dies (so INFO and fan-out never see it), but
+ * the rconn and its bufferevent are freed later by router_reap: a link can die in
+ * the middle of a fan-out, or inside its own read callback.
+ *
+ * A command for several links is split into one message per link; the message
+ * body (D) is moved out of the input once and shared by reference among the
+ * links' output buffers, never copied per link. A link whose output passes
+ * ROUTER_OUTPUT_LIMIT is dropped: it reconnects and resends its sessions, which
+ * is cheaper than letting one stuck gateway grow the router without bound. */
+#include "router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "hmap.h"
+#include "log.h"
+#include "master.h"
+#include "rmsg.h"
+
+/* Largest D accepted. A message must fit in a link's output with room to spare,
+ * or forwarding it would drop every link it goes to; so it is also capped at
+ * half of ROUTER_OUTPUT_LIMIT. */
+#define ROUTER_MAX_LEN (64u << 20)
+/* How long a backend that closed its side may take to read its INFO reply. */
+#define ROUTER_DRAIN_SECONDS 10
+/* Pause before accepting again when out of file descriptors. */
+#define ROUTER_ACCEPT_PAUSE_MS 100
+
+struct rconn {
+    struct router *r;
+    struct bufferevent *bev;
+    char peer[64];           /* "addr:port", for log lines */
+    unsigned authed : 1;     /* presented ROUTER_SECRET, or none is set */
+    unsigned link : 1;       /* a gateway link: sent AUTH */
+    unsigned draining : 1;   /* peer closed its side; flushing our output, then free */
+    unsigned dead : 1;       /* forgotten; router_reap frees it */
+    unsigned touched : 1;    /* on the current fan-out's target list */
+    uint32_t server_id, worker_id;
+    unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
+    struct hmap *sids;       /* link: SIDs it holds (values unused) */
+    struct hmap *channels;   /* link: channels it subscribed (values unused) */
+    struct evbuffer *batch;  /* link: its share of the SIDs of the command being split */
+    struct rconn *touch_next;
+    TAILQ_ENTRY(rconn) entry;      /* r->conns, or r->dead once killed */
+    TAILQ_ENTRY(rconn) link_entry; /* r->links, in AUTH order (INFO lists them so) */
+};
+TAILQ_HEAD(rconn_list, rconn);
+
+struct router {
+    const struct config *cfg;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *sig_int, *sig_term, *sig_usr1, *reap, *accept_resume;
+    struct rconn_list conns, links, dead;
+    struct hmap *sids, *channels, *gateways;
+    int has_secret;
+    unsigned char secret_md[EVP_MAX_MD_SIZE];
+    unsigned int secret_mdlen;
+    uint32_t max_len;
+    size_t output_limit; /* 0: none */
+    unsigned char s[UINT16_MAX]; /* S of the message being handled */
+};
+
+/* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
+ * channel name), or moved out of the input whole to be forwarded by reference. */
+enum router_d { ROUTER_D_SKIP, ROUTER_D_BYTES, ROUTER_D_PAYLOAD };
+
+static void router_conn_kill(struct rconn *c);
+
+static uint32_t router_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Compares SHA-256 digests in constant time, so neither the secret's bytes nor
+ * its length leak through timing. */
+static int router_secret_ok(struct router *r, const unsigned char *p, size_t n)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != r->secret_mdlen)
+        return 0;
+    return CRYPTO_memcmp(md, r->secret_md, mdlen) == 0;
+}
+
+/* Drops c if its pending output passed the limit. Returns 0 if c is still alive. */
+static int router_check_output(struct rconn *c)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+    if (c->r->output_limit == 0 || n <= c->r->output_limit)
+        return 0;
+    if (c->link)
+        log_err("router: %s: gateway %u/%u has %zu bytes unsent (ROUTER_OUTPUT_LIMIT %zu), "
+                "dropping the link; it will reconnect and resync",
+                c->peer, c->server_id, c->worker_id, n, c->r->output_limit);
+    else
+        log_err("router: %s: %zu bytes unsent (ROUTER_OUTPUT_LIMIT %zu), closing", c->peer, n,
+                c->r->output_limit);
+    router_conn_kill(c);
+    return -1;
+}
+
+/* ---- state: sessions, channels, links ---- */
+
+static void router_channel_leave(struct router *r, const void *name, size_t len, struct rconn *l)
+{
+    struct hmap *set = hmap_get(r->channels, name, len);
+
+    if (set == NULL)
+        return;
+    hmap_del(set, &l, sizeof(l), NULL);
+    if (hmap_count(set) == 0) {
+        hmap_del(r->channels, name, len, NULL);
+        hmap_free(set, NULL);
+    }
+}
+
+/* Forgets everything the link told us: its sessions, its channels, its place in
+ * r->gateways and r->links. The only cleanup path for a link's state. */
+static void router_link_forget(struct rconn *l)
+{
+    struct router *r = l->r;
+    struct hmap_iter it;
+    const void *key;
+    size_t klen;
+
+    hmap_iter_init(&it);
+    while (hmap_next(l->sids, &it, &key, &klen, NULL)) {
+        /* A session that moved to another link since is that link's now. */
+        if (hmap_get(r->sids, key, klen) == l)
+            hmap_del(r->sids, key, klen, NULL);
+    }
+    hmap_iter_init(&it);
+    while (hmap_next(l->channels, &it, &key, &klen, NULL))
+        router_channel_leave(r, key, klen, l);
+    hmap_free(l->sids, NULL);
+    hmap_free(l->channels, NULL);
+    l->sids = l->channels = NULL;
+    if (hmap_get(r->gateways, l->gw_key, sizeof(l->gw_key)) == l)
+        hmap_del(r->gateways, l->gw_key, sizeof(l->gw_key), NULL);
+    TAILQ_REMOVE(&r->links, l, link_entry);
+    l->link = 0;
+}
+
+/* Ends a connection: its state is forgotten now, its memory freed by router_reap
+ * once the current callback has returned. */
+static void router_conn_kill(struct rconn *c)
+{
+    struct router *r = c->r;
+
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->link)
+        router_link_forget(c);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    TAILQ_REMOVE(&r->conns, c, entry);
+    TAILQ_INSERT_TAIL(&r->dead, c, entry);
+    event_active(r->reap, 0, 0);
+}
+
+static void router_conn_free(struct rconn *c)
+{
+    if (c->link)
+        router_link_forget(c);
+    bufferevent_free(c->bev);
+    if (c->batch != NULL)
+        evbuffer_free(c->batch);
+    free(c);
+}
+
+static void router_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *r = arg;
+    struct rconn *c;
+
+    while ((c = TAILQ_FIRST(&r->dead)) != NULL) {
+        TAILQ_REMOVE(&r->dead, c, entry);
+        router_conn_free(c);
+    }
+}
+
+/* ---- fan-out ---- */
+
+/* Queues header + S (+ D) on link l. D is a shared payload added by reference,
+ * or NULL for bytes d (a channel name) that are small enough to copy. */
+static void router_link_send(struct rconn *l, uint16_t type, struct evbuffer *s, const void *sp,
+                             size_t slen, struct evbuffer *payload, const void *d, size_t dlen)
+{
+    struct evbuffer *out = bufferevent_get_output(l->bev);
+    unsigned char hdr[RMSG_HEADER_LEN];
+
+    rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
+    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0
+        || (s != NULL ? evbuffer_add_buffer(out, s) : evbuffer_add(out, sp, slen)) < 0
+        || (payload != NULL ? evbuffer_add_buffer_reference(out, payload)
+                            : evbuffer_add(out, d, dlen)) < 0) {
+        /* Half a message is in the stream now: the link cannot be trusted. */
+        log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
+                l->peer, l->server_id, l->worker_id, rmsg_type_name(type));
+        router_conn_kill(l);
+        return;
+    }
+    router_check_output(l);
+}
+
+/* KICK, SEND_MSG, CH_ADD, CH_DEL: one message per link holding any of the SIDs,
+ * carrying only that link's SIDs. SIDs of sessions nobody holds are dropped. */
+static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct rconn *head = NULL, *l, *next;
+    int nlinks = 0;
+
+    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
+        l = hmap_get(r->sids, m->s + off, RMSG_SID_LEN);
+        if (l == NULL)
+            continue;
+        if (!l->touched) {
+            l->touched = 1;
+            l->touch_next = head;
+            head = l;
+            nlinks++;
+        }
+        evbuffer_add(l->batch, m->s + off, RMSG_SID_LEN);
+    }
+    /* Sending may drop a link (output limit), which only forgets state: the list
+     * itself and the rconns stay valid until router_reap. */
+    for (l = head; l != NULL; l = next) {
+        next = l->touch_next;
+        l->touched = 0;
+        if (l->dead) {
+            evbuffer_drain(l->batch, evbuffer_get_length(l->batch));
+            continue;
+        }
+        router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload,
+                         m->d, m->len);
+    }
+    log_debug("router: %s: %s %u SIDs, %u bytes -> %d links", c->peer, rmsg_type_name(m->type),
+              m->slen / RMSG_SID_LEN, m->len, nlinks);
+}
+
+/* Sends the message to every link on the list, encoded once: each link's output
+ * references the same evbuffer chains, so a broadcast to N links costs one copy
+ * of the message, not N. Returns how many links it was queued on. */
+static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct evbuffer *msg = evbuffer_new();
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct rconn *l, *next;
+    int ok, n = 0;
+
+    rmsg_encode_header(hdr, m->type, m->slen, m->len);
+    ok = msg != NULL && evbuffer_add(msg, hdr, sizeof(hdr)) == 0
+         && evbuffer_add(msg, m->s, m->slen) == 0 && evbuffer_add_buffer(msg, payload) == 0;
+    if (!ok)
+        log_err("router: out of memory encoding %s, not sent", rmsg_type_name(m->type));
+    for (l = head; l != NULL; l = next) {
+        next = l->touch_next;
+        l->touched = 0;
+        if (!ok || l->dead)
+            continue;
+        if (evbuffer_add_buffer_reference(bufferevent_get_output(l->bev), msg) < 0) {
+            log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
+                    l->peer, l->server_id, l->worker_id, rmsg_type_name(m->type));
+            router_conn_kill(l);
+            continue;
+        }
+        router_check_output(l);
+        n++;
+    }
+    if (msg != NULL)
+        evbuffer_free(msg); /* the chains live on while any output references them */
+    return n;
+}
+
+static void router_touch(struct rconn **head, struct rconn *l)
+{
+    if (l->touched || l->dead)
+        return;
+    l->touched = 1;
+    l->touch_next = *head;
+    *head = l;
+}
+
+/* SEND_ALL: every link that holds at least one session. */
+static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct rconn *head = NULL, *l;
+    int n;
+
+    TAILQ_FOREACH(l, &r->links, link_entry) {
+        if (hmap_count(l->sids) > 0)
+            router_touch(&head, l);
+    }
+    n = router_broadcast(head, m, payload);
+    log_debug("router: %s: SEND_ALL %u bytes -> %d links", c->peer, m->len, n);
+}
+
+/* CH_PUB: every link subscribed to the channel (S). */
+static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct hmap *set = hmap_get(c->r->channels, m->s, m->slen);
+    struct rconn *head = NULL, *l;
+    struct hmap_iter it;
+    int n;
+
+    if (set != NULL) {
+        hmap_iter_init(&it);
+        while (hmap_next(set, &it, NULL, NULL, (void **)&l))
+            router_touch(&head, l);
+    }
+    n = router_broadcast(head, m, payload);
+    log_debug("router: %s: CH_PUB \"%.*s\" %u bytes -> %d links", c->peer, (int)m->slen,
+              (const char *)m->s, m->len, n);
+}
+
+/* ---- commands from gateway links ---- */
+
+static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    uint32_t server = router_be32(m->d), worker = router_be32(m->d + 4);
+    struct rconn *old;
+
+    if (r->has_secret && !c->authed
+        && !router_secret_ok(r, m->d + RMSG_AUTH_LEN, m->len - RMSG_AUTH_LEN)) {
+        log_err("router: %s: AUTH (server %u, worker %u) with a wrong ROUTER_SECRET, closing",
+                c->peer, server, worker);
+        router_conn_kill(c);
+        return;
+    }
+    c->authed = 1;
+    /* A second AUTH on one connection starts over, like a reconnect. */
+    if (c->link)
+        router_link_forget(c);
+    memcpy(c->gw_key, m->d, sizeof(c->gw_key));
+    old = hmap_get(r->gateways, c->gw_key, sizeof(c->gw_key));
+    if (old != NULL) {
+        /* The worker reconnected before we saw its old link die: the new link is
+         * the truth, and it is about to resend its sessions. */
+        log_info("router: %s: gateway %u/%u replaces its link from %s", c->peer, server, worker,
+                 old->peer);
+        router_conn_kill(old);
+    }
+    c->server_id = server;
+    c->worker_id = worker;
+    if (c->batch == NULL)
+        c->batch = evbuffer_new();
+    c->sids = hmap_new(0);
+    c->channels = hmap_new(0);
+    if (c->batch == NULL || c->sids == NULL || c->channels == NULL
+        || hmap_put(r->gateways, c->gw_key, sizeof(c->gw_key), c, NULL) < 0)
+        goto fail;
+    c->link = 1;
+    TAILQ_INSERT_TAIL(&r->links, c, link_entry);
+    log_info("router: %s: gateway link, server %u worker %u", c->peer, server, worker);
+    return;
+fail:
+    log_err("router: %s: gateway %u/%u: out of memory, closing", c->peer, server, worker);
+    hmap_free(c->sids, NULL);
+    hmap_free(c->channels, NULL);
+    c->sids = c->channels = NULL;
+    router_conn_kill(c);
+}
+
+static int router_need_link(struct rconn *c, const struct rmsg *m)
+{
+    if (c->link)
+        return 1;
+    log_debug("router: %s: %s from a connection that sent no AUTH, ignored", c->peer,
+              rmsg_type_name(m->type));
+    return 0;
+}
+
+static void router_cmd_conn(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct rconn *old;
+
+    if (!router_need_link(c, m))
+        return;
+    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
+        const unsigned char *sid = m->s + off;
+        if (hmap_put(r->sids, sid, RMSG_SID_LEN, c, (void **)&old) < 0)
+            goto fail;
+        if (old == c)
+            continue;
+        /* The session moved here before its old link said CLOSE. */
+        if (old != NULL)
+            hmap_del(old->sids, sid, RMSG_SID_LEN, NULL);
+        if (hmap_put(c->sids, sid, RMSG_SID_LEN, NULL, NULL) < 0) {
+            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
+            goto fail;
+        }
+    }
+    log_debug("router: %s: CONN %u SIDs, gateway %u/%u now holds %zu", c->peer,
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
+    return;
+fail:
+    /* A link whose sessions we cannot record would silently miss commands;
+     * dropping it makes the gateway reconnect and resend them. */
+    log_err("router: %s: gateway %u/%u: out of memory recording sessions, dropping the link",
+            c->peer, c->server_id, c->worker_id);
+    router_conn_kill(c);
+}
+
+static void router_cmd_close(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+
+    if (!router_need_link(c, m))
+        return;
+    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
+        const unsigned char *sid = m->s + off;
+        if (hmap_get(r->sids, sid, RMSG_SID_LEN) == c) {
+            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
+            hmap_del(c->sids, sid, RMSG_SID_LEN, NULL);
+        }
+    }
+    log_debug("router: %s: CLOSE %u SIDs, gateway %u/%u now holds %zu", c->peer,
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
+}
+
+static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct hmap *set;
+    int created = 0;
+
+    if (!router_need_link(c, m) || hmap_has(c->channels, m->s, m->slen))
+        return;
+    set = hmap_get(r->channels, m->s, m->slen);
+    if (set == NULL) {
+        if ((set = hmap_new(0)) == NULL || hmap_put(r->channels, m->s, m->slen, set, NULL) < 0) {
+            hmap_free(set, NULL);
+            goto fail;
+        }
+        created = 1;
+    }
+    if (hmap_put(set, &c, sizeof(c), c, NULL) < 0)
+        goto fail_set;
+    if (hmap_put(c->channels, m->s, m->slen, NULL, NULL) < 0) {
+        hmap_del(set, &c, sizeof(c), NULL);
+        goto fail_set;
+    }
+    log_debug("router: %s: CH_SUB \"%.*s\", %zu links subscribed", c->peer, (int)m->slen,
+              (const char *)m->s, hmap_count(set));
+    return;
+fail_set:
+    if (created) {
+        hmap_del(r->channels, m->s, m->slen, NULL);
+        hmap_free(set, NULL);
+    }
+fail:
+    log_err("router: %s: gateway %u/%u: out of memory recording a channel, dropping the link",
+            c->peer, c->server_id, c->worker_id);
+    router_conn_kill(c);
+}
+
+static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    if (!router_need_link(c, m) || !hmap_del(c->channels, m->s, m->slen, NULL))
+        return;
+    router_channel_leave(c->r, m->s, m->slen, c);
+    log_debug("router: %s: CH_UNSUB \"%.*s\"", c->peer, (int)m->slen, (const char *)m->s);
+}
+
+/* ---- commands from backends ---- */
+
+static void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+
+    if (!r->has_secret || c->authed)
+        return;
+    if (!router_secret_ok(r, m->d, m->len)) {
+        log_err("router: %s: wrong ROUTER_SECRET, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
+    c->authed = 1;
+    log_debug("router: %s: secret accepted", c->peer);
+}
+
+static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct evbuffer *text = evbuffer_new(), *out = bufferevent_get_output(c->bev);
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct rconn *l;
+    int ok;
+
+    ok = text != NULL
+         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", hmap_count(r->sids),
+                                hmap_count(r->channels)) >= 0;
+    TAILQ_FOREACH(l, &r->links, link_entry) {
+        ok = ok && evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", l->server_id,
+                                       l->worker_id, hmap_count(l->sids),
+                                       hmap_count(l->channels)) >= 0;
+    }
+    if (ok) {
+        rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)evbuffer_get_length(text));
+        ok = evbuffer_add(out, hdr, sizeof(hdr)) == 0 && evbuffer_add_buffer(out, text) == 0;
+    }
+    if (text != NULL)
+        evbuffer_free(text);
+    if (!ok) {
+        log_err("router: %s: out of memory answering INFO, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
+    log_debug("router: %s: INFO", c->peer);
+    router_check_output(c);
+}
+
+static const struct {
+    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
+    enum router_d d;
+} router_cmds[RMSG_TYPE_MAX + 1] = {
+    [RMSG_AUTH] = { router_cmd_auth, ROUTER_D_BYTES },
+    [RMSG_CONN] = { router_cmd_conn, ROUTER_D_SKIP },
+    [RMSG_CLOSE] = { router_cmd_close, ROUTER_D_SKIP },
+    [RMSG_KICK] = { router_cmd_split, ROUTER_D_SKIP },
+    [RMSG_SEND_MSG] = { router_cmd_split, ROUTER_D_PAYLOAD },
+    [RMSG_SEND_ALL] = { router_cmd_send_all, ROUTER_D_PAYLOAD },
+    [RMSG_CH_ADD] = { router_cmd_split, ROUTER_D_BYTES },
+    [RMSG_CH_DEL] = { router_cmd_split, ROUTER_D_BYTES },
+    [RMSG_CH_PUB] = { router_cmd_ch_pub, ROUTER_D_PAYLOAD },
+    [RMSG_CH_SUB] = { router_cmd_ch_sub, ROUTER_D_SKIP },
+    [RMSG_CH_UNSUB] = { router_cmd_ch_unsub, ROUTER_D_SKIP },
+    [RMSG_INFO] = { router_cmd_info, ROUTER_D_SKIP },
+    [RMSG_SECRET] = { router_cmd_secret, ROUTER_D_BYTES },
+};
+
+/* ---- connections ---- */
+
+/* Handles one whole message whose header (already checked) and S are consumed;
+ * D is at the front of `in` and is consumed here. */
+static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in)
+{
+    struct evbuffer *payload = NULL;
+    enum router_d d = router_cmds[m->type].d;
+
+    if (!c->authed && m->type != RMSG_AUTH && m->type != RMSG_SECRET) {
+        log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer,
+                rmsg_type_name(m->type));
+        router_conn_kill(c);
+        return;
+    }
+    if (d == ROUTER_D_PAYLOAD) {
+        /* Moves whole chains where it can: the body is not copied. */
+        if ((payload = evbuffer_new()) == NULL
+            || evbuffer_remove_buffer(in, payload, m->len) != (int)m->len)
+            goto fail;
+    } else if (d == ROUTER_D_BYTES) {
+        if (m->len > 0 && (m->d = evbuffer_pullup(in, m->len)) == NULL)
+            goto fail;
+    } else {
+        evbuffer_drain(in, m->len);
+        m->len = 0;
+    }
+    router_cmds[m->type].fn(c, m, payload);
+    if (d == ROUTER_D_BYTES)
+        evbuffer_drain(in, m->len);
+    if (payload != NULL)
+        evbuffer_free(payload);
+    return;
+fail:
+    log_err("router: %s: out of memory reading %s (%u bytes), closing", c->peer,
+            rmsg_type_name(m->type), m->len);
+    if (payload != NULL)
+        evbuffer_free(payload);
+    router_conn_kill(c);
+}
+
+static void router_conn_read(struct bufferevent *bev, void *arg)
+{
+    struct rconn *c = arg;
+    struct router *r = c->r;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct rmsg m;
+    int rc;
+
+    while (!c->dead && evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
+        rc = rmsg_decode_header(hdr, sizeof(hdr), r->max_len, &m);
+        if (rc != RMSG_OK) {
+            log_err("router: %s: %s (type %u, slen %u, len %u), closing", c->peer,
+                    rmsg_strerror(rc), m.type, m.slen, m.len);
+            router_conn_kill(c);
+            return;
+        }
+        /* len is bounded, so waiting for the rest is bounded too. */
+        if (evbuffer_get_length(in) < rmsg_size(&m))
+            return;
+        evbuffer_drain(in, sizeof(hdr));
+        evbuffer_remove(in, r->s, m.slen);
+        m.s = r->s;
+        router_dispatch(c, &m, in);
+    }
+}
+
+static void router_conn_write(struct bufferevent *bev, void *arg)
+{
+    struct rconn *c = arg;
+
+    /* Output is empty: a backend that closed its side has had its replies. */
+    if (c->draining)
+        router_conn_kill(c);
+}
+
+static void router_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct rconn *c = arg;
+    size_t left;
+
+    if (what & BEV_EVENT_EOF) {
+        /* Everything complete was handled as it arrived; what is left is the
+         * start of a message the peer never finished. */
+        left = evbuffer_get_length(bufferevent_get_input(bev));
+        if (left > 0)
+            log_info("router: %s: closed in the middle of a message (%zu bytes dropped)",
+                     c->peer, left);
+        if (c->link)
+            log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions",
+                     c->peer, c->server_id, c->worker_id, hmap_count(c->sids));
+        else
+            log_debug("router: %s: closed", c->peer);
+        if (!c->link && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+            struct timeval tv = { ROUTER_DRAIN_SECONDS, 0 };
+            c->draining = 1;
+            bufferevent_set_timeouts(bev, NULL, &tv);
+            return;
+        }
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        log_info("router: %s: reply not read within %d s, closing", c->peer,
+                 ROUTER_DRAIN_SECONDS);
+    } else if (what & BEV_EVENT_ERROR) {
+        if (c->link)
+            log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
+                     c->server_id, c->worker_id,
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), hmap_count(c->sids));
+        else
+            log_info("router: %s: %s", c->peer,
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
+    router_conn_kill(c);
+}
+
+static void router_peer_name(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, len, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, len, "[%s]:%d", host, port);
+    } else {
+        snprintf(buf, len, "?");
+    }
+}
+
+static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    struct router *r = arg;
+    struct rconn *c = calloc(1, sizeof(*c));
+    int one = 1;
+
+    if (c == NULL)
+        goto fail;
+    c->r = r;
+    c->authed = !r->has_secret;
+    router_peer_name(sa, c->peer, sizeof(c->peer));
+    /* Small commands should leave at once; keepalive finds gateways that vanished. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    c->bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL)
+        goto fail;
+    bufferevent_setcb(c->bev, router_conn_read, router_conn_write, router_conn_event, c);
+    if (bufferevent_enable(c->bev, EV_READ) < 0)
+        goto fail;
+    TAILQ_INSERT_TAIL(&r->conns, c, entry);
+    log_info("router: %s: connected", c->peer);
+    return;
+fail:
+    log_err("router: out of memory accepting a connection, closed");
+    if (c != NULL && c->bev != NULL)
+        bufferevent_free(c->bev); /* closes fd */
+    else
+        evutil_closesocket(fd);
+    free(c);
+}
+
+static void router_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct router *r = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = { 0, ROUTER_ACCEPT_PAUSE_MS * 1000 };
+
+    log_err("router: accept: %s", evutil_socket_error_to_string(err));
+    /* Out of descriptors: the pending connection stays readable, so accepting
+     * again at once would spin. Pause and let closes free some. */
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        evconnlistener_disable(lev);
+        evtimer_add(r->accept_resume, &tv);
+    }
+}
+
+static void router_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *r = arg;
+
+    evconnlistener_enable(r->listener);
+}
+
+static void router_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct router *r = arg;
+
+    if (sig == SIGUSR1) {
+        if (log_reopen() < 0)
+            log_err("router: reopening the log file: %s", strerror(errno));
+        else
+            log_info("router: log file reopened");
+        return;
+    }
+    log_info("router: signal %d, stopping", (int)sig);
+    event_base_loopbreak(r->base);
+}
+
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static int router_is_loopback(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+static void router_free(struct router *r)
+{
+    struct rconn *c;
+
+    while ((c = TAILQ_FIRST(&r->conns)) != NULL) {
+        TAILQ_REMOVE(&r->conns, c, entry);
+        router_conn_free(c);
+    }
+    while ((c = TAILQ_FIRST(&r->dead)) != NULL) {
+        TAILQ_REMOVE(&r->dead, c, entry);
+        router_conn_free(c);
+    }
+    if (r->listener != NULL)
+        evconnlistener_free(r->listener);
+    if (r->sig_int != NULL)
+        event_free(r->sig_int);
+    if (r->sig_term != NULL)
+        event_free(r->sig_term);
+    if (r->sig_usr1 != NULL)
+        event_free(r->sig_usr1);
+    if (r->reap != NULL)
+        event_free(r->reap);
+    if (r->accept_resume != NULL)
+        event_free(r->accept_resume);
+    /* Every link was forgotten above, so the maps are empty. */
+    hmap_free(r->sids, NULL);
+    hmap_free(r->channels, NULL);
+    hmap_free(r->gateways, NULL);
+    if (r->base != NULL)
+        event_base_free(r->base);
+    free(r);
+}
+
+int router_run(const struct config *cfg)
+{
+    struct router *r = calloc(1, sizeof(*r));
+    const char *secret = cfg->router_secret;
+    int fd = -1, rc = 1, pidfile = 0;
+
+    if (r == NULL) {
+        log_err("router: out of memory");
+        return 1;
+    }
+    r->cfg = cfg;
+    TAILQ_INIT(&r->conns);
+    TAILQ_INIT(&r->links);
+    TAILQ_INIT(&r->dead);
+    r->output_limit = cfg->router_output_limit;
+    r->max_len = ROUTER_MAX_LEN;
+    if (r->output_limit > 0 && r->output_limit / 2 < r->max_len)
+        r->max_len = (uint32_t)(r->output_limit / 2);
+    if (secret != NULL && secret[0] != '\0') {
+        r->has_secret = 1;
+        if (EVP_Digest(secret, strlen(secret), r->secret_md, &r->secret_mdlen, EVP_sha256(),
+                       NULL) != 1) {
+            log_err("router: cannot hash ROUTER_SECRET (OpenSSL SHA-256 unavailable)");
+            goto fail;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((fd = master_listen(cfg->host, cfg->port)) < 0)
+        goto fail;
+    if (!r->has_secret && !router_is_loopback(fd))
+        log_err("router: WARNING: listening on %s:%d, not a loopback address, without "
+                "ROUTER_SECRET: anyone who can reach this port can message and kick every "
+                "client. Set ROUTER_SECRET or bind HOST to 127.0.0.1.",
+                cfg->host, cfg->port);
+    if (cfg->daemonize && daemon(0, 0) != 0) {
+        log_err("router: daemonize: %s", strerror(errno));
+        goto fail;
+    }
+    if (cfg->pid_file != NULL) {
+        if (pidfile_write(cfg->pid_file) < 0)
+            goto fail;
+        pidfile = 1;
+    }
+    if (master_drop_privileges(cfg) < 0)
+        goto fail;
+
+    r->sids = hmap_new(1024);
+    r->channels = hmap_new(0);
+    r->gateways = hmap_new(0);
+    r->base = event_base_new();
+    if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
+        goto fail_oom;
+    r->listener = evconnlistener_new(r->base, router_accept, r,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (r->listener == NULL)
+        goto fail_oom;
+    fd = -1; /* the listener owns it */
+    evconnlistener_set_error_cb(r->listener, router_accept_error);
+    r->sig_int = evsignal_new(r->base, SIGINT, router_signal, r);
+    r->sig_term = evsignal_new(r->base, SIGTERM, router_signal, r);
+    r->sig_usr1 = evsignal_new(r->base, SIGUSR1, router_signal, r);
+    r->reap = event_new(r->base, -1, 0, router_reap, r);
+    r->accept_resume = evtimer_new(r->base, router_accept_resume, r);
+    if (r->sig_int == NULL || r->sig_term == NULL || r->sig_usr1 == NULL || r->reap == NULL
+        || r->accept_resume == NULL || evsignal_add(r->sig_int, NULL) < 0
+        || evsignal_add(r->sig_term, NULL) < 0 || evsignal_add(r->sig_usr1, NULL) < 0)
+        goto fail_oom;
+
+    log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s)",
+             cfg->host, cfg->port, r->max_len, r->output_limit,
+             r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET");
+    if (event_base_dispatch(r->base) < 0) {
+        log_err("router: event loop failed");
+        goto fail;
+    }
+    log_info("router: stopped");
+    rc = 0;
+    goto done;
+fail_oom:
+    log_err("router: out of memory starting up");
+fail:
+    rc = 1;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (pidfile)
+        unlink(cfg->pid_file);
+    router_free(r);
+    return rc;
+}
