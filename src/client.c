@@ -28,6 +28,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "script.h"
 #include "worker.h"
 
 #define CLIENT_MAX_PENDING 256
@@ -61,6 +62,12 @@ void client_session_start(struct client *c)
         c->pending++;
         backend_post(c->w->pool, r);
     }
+    if (c->w->script && !c->dead) {
+        if (script_on_connect(c->w->script, c) == SCRIPT_FAILED)
+            client_close(c, "script error in onConnect");
+        else if (c->script_close)
+            client_close_after_flush(c, "closed by script");
+    }
 }
 
 void client_close(struct client *c, const char *reason)
@@ -79,6 +86,8 @@ void client_close(struct client *c, const char *reason)
         else
             backend_detach(r);
     }
+    if (c->w->script && c->session_started)
+        script_on_close(c->w->script, c);
     worker_client_removed(c->w, c);
     if (c->w->cfg->event_close && c->session_started) {
         struct request *cr = request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL);
@@ -125,9 +134,33 @@ static void client_check_output(struct client *c)
     }
 }
 
+/* onWrite frames the message; returns 1 when the script handled it (or failed
+ * and closed the client), 0 to fall back to the length protocol. */
+static int client_send_script(struct client *c, struct evbuffer *msg)
+{
+    struct evbuffer *framed = evbuffer_new();
+    int rc = script_on_write(c->w->script, c, c->nrequest, msg, framed);
+    if (rc == SCRIPT_FAILED) {
+        evbuffer_free(framed);
+        client_close(c, "script error in onWrite");
+        return 1;
+    }
+    if (rc > 0)
+        evbuffer_add_buffer(bufferevent_get_output(c->bev), framed);
+    evbuffer_free(framed);
+    evbuffer_drain(msg, evbuffer_get_length(msg));
+    if (c->script_close)
+        client_close_after_flush(c, "closed by script");
+    else if (rc != 0)
+        client_check_output(c);
+    return rc != 0;
+}
+
 void client_send(struct client *c, struct evbuffer *msg)
 {
     if (c->dead || c->closing)
+        return;
+    if (script_has_write(c->w->script) && client_send_script(c, msg))
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hdr[FRAME_HEADER_LEN];
@@ -166,6 +199,13 @@ void client_send_shared(struct client *c, struct shared_msg *m)
 {
     if (c->dead || c->closing || !c->session_started)
         return;
+    if (script_has_write(c->w->script)) { /* the script frames each copy itself */
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, m->data, m->len);
+        client_send(c, b);
+        evbuffer_free(b);
+        return;
+    }
     int proto = PROTO_LENGTH;
     if (m->hdrlen[proto] == 0) {
         frame_encode(m->hdr[proto], (uint32_t)m->len);
@@ -204,31 +244,74 @@ void client_request_done(struct client *c, struct request *r)
     }
 }
 
-/* Length protocol: 4-byte big-endian length, then the message. */
-static void client_read_length(struct client *c)
+/* Length protocol: one message off the input. 1 = a message was taken,
+ * 0 = more bytes needed, -1 = the client was closed. */
+static int client_read_frame(struct client *c, struct evbuffer *in)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->dead && c->pending < CLIENT_MAX_PENDING) {
-        uint8_t hdr[FRAME_HEADER_LEN];
-        uint32_t n;
-        if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
-            return;
-        if (frame_decode(hdr, sizeof(hdr), c->w->cfg->max_buff_size, &n) == FRAME_TOO_BIG) {
-            log_err("client %s %s:%d: message of %u bytes over MAX_BUFF_SIZE (%zu)", c->sid,
-                    c->addr, c->port, n, c->w->cfg->max_buff_size);
+    uint8_t hdr[FRAME_HEADER_LEN];
+    uint32_t n;
+    if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+        return 0;
+    if (frame_decode(hdr, sizeof(hdr), c->w->cfg->max_buff_size, &n) == FRAME_TOO_BIG) {
+        log_err("client %s %s:%d: message of %u bytes over MAX_BUFF_SIZE (%zu)", c->sid, c->addr,
+                c->port, n, c->w->cfg->max_buff_size);
+        client_close(c, "message too big");
+        return -1;
+    }
+    if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)n)
+        return 0;
+    evbuffer_drain(in, FRAME_HEADER_LEN);
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_remove_buffer(in, body, n);
+    c->nrequest++;
+    client_message(c, body);
+    return 1;
+}
+
+/* A Lua protocol script decodes the input (onRead); 0 from it means "this one
+ * is a length-prefixed message". One message per call, like the original. */
+static void client_read_script(struct client *c, struct evbuffer *in)
+{
+    struct script *s = c->w->script;
+    while (!c->dead && c->pending < CLIENT_MAX_PENDING && evbuffer_get_length(in) > 0) {
+        size_t before = evbuffer_get_length(in);
+        struct evbuffer *msg = evbuffer_new();
+        int rc = script_on_read(s, c, c->nrequest, in, msg);
+        if (rc == SCRIPT_FAILED || c->script_close || rc < 0) {
+            evbuffer_free(msg);
+            if (rc == SCRIPT_FAILED)
+                client_close(c, "script error in onRead");
+            else if (c->script_close)
+                client_close_after_flush(c, "closed by script");
+            break;
+        }
+        if (rc == 0) {
+            evbuffer_free(msg);
+            if (client_read_frame(c, in) <= 0)
+                break;
+            continue;
+        }
+        c->nrequest++;
+        size_t n = evbuffer_get_length(msg);
+        if (n > c->w->cfg->max_buff_size) {
+            log_err("client %s %s:%d: script produced a message of %zu bytes, over MAX_BUFF_SIZE",
+                    c->sid, c->addr, c->port, n);
+            evbuffer_free(msg);
             client_close(c, "message too big");
             return;
         }
-        if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)n)
-            return;
-        evbuffer_drain(in, FRAME_HEADER_LEN);
-        struct evbuffer *body = evbuffer_new();
-        evbuffer_remove_buffer(in, body, n);
-        client_message(c, body);
+        if (n > 0)
+            client_message(c, msg);
+        else
+            evbuffer_free(msg);
+        if (evbuffer_get_length(in) == before && n == 0)
+            break; /* handled but consumed nothing: wait for more input */
     }
-    if (!c->dead && c->pending >= CLIENT_MAX_PENDING) {
-        c->paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
+    /* Undecoded input is bounded too: a script waiting for more never waits forever. */
+    if (!c->dead && evbuffer_get_length(in) > c->w->cfg->max_buff_size + 64) {
+        log_err("client %s %s:%d: %zu bytes of undecoded input, over MAX_BUFF_SIZE", c->sid,
+                c->addr, c->port, evbuffer_get_length(in));
+        client_close(c, "message too big");
     }
 }
 
@@ -238,7 +321,16 @@ static void client_readcb(struct bufferevent *bev, void *arg)
     (void)bev;
     if (c->dead || c->closing)
         return;
-    client_read_length(c);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (script_has_read(c->w->script))
+        client_read_script(c, in);
+    else
+        while (!c->dead && c->pending < CLIENT_MAX_PENDING && client_read_frame(c, in) > 0)
+            ;
+    if (!c->dead && !c->closing && c->pending >= CLIENT_MAX_PENDING) {
+        c->paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
 }
 
 static void client_eventcb(struct bufferevent *bev, short what, void *arg)

@@ -32,7 +32,8 @@ struct client {
     int paused;                         /* not reading: too many requests in flight */
     const char *close_reason;
     struct ws_conn *ws;                 /* websocket state, NULL for the length protocol */
-    struct script_conn *script;         /* Lua protocol script state */
+    unsigned nrequest;                  /* messages read so far: the scripts' requestid */
+    int script_close;                   /* the script called fc.close() */
 };
 
 /* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the

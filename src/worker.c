@@ -22,6 +22,7 @@
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
+#include "script.h"
 #include "uplink.h"
 
 #define WORKER_STOP_GRACE_MS 3000
@@ -126,6 +127,21 @@ static void worker_reload(struct worker *w)
     if (strcmp(fresh->host, w->cfg->host) != 0 || fresh->port != w->cfg->port
         || fresh->worker_num != w->cfg->worker_num)
         log_err("worker %d: reload: HOST, PORT and WORKER_NUM changes need a restart", w->id);
+    if (fresh->script_file) {
+        struct script *sc = script_load(fresh->script_file, err, sizeof(err));
+        if (!sc) {
+            log_err("worker %d: reload failed: %s", w->id, err);
+            backend_pool_free(pool);
+            config_free(fresh);
+            free(fresh);
+            return;
+        }
+        script_free(w->script);
+        w->script = sc;
+    } else {
+        script_free(w->script);
+        w->script = NULL;
+    }
     backend_pool_retire(w->pool, pool);
     w->pool = pool;
     if (fresh->idle_time > 0) {
@@ -220,6 +236,14 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
             goto done;
     }
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(cfg));
+    if (cfg->script_file) {
+        char err[1024];
+        w.script = script_load(cfg->script_file, err, sizeof(err));
+        if (!w.script) {
+            log_err("worker %d: %s", id, err);
+            goto done;
+        }
+    }
     if (!w.pool)
         goto done;
     w.accept_resume = evtimer_new(w.base, worker_accept_resume, &w);
@@ -256,6 +280,7 @@ done:
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);
     backend_pool_free(w.pool);
+    script_free(w.script);
     if (w.stop_timer)
         event_free(w.stop_timer);
     if (w.accept_resume)
