@@ -29,6 +29,7 @@
 #include "frame.h"
 #include "log.h"
 #include "script.h"
+#include "tls.h"
 #include "worker.h"
 
 #define CLIENT_MAX_PENDING 256
@@ -337,10 +338,14 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
     (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* the TLS handshake completed */
     if (what & BEV_EVENT_TIMEOUT)
         client_close(c, c->closing ? "output not drained" : "idle timeout");
     else if (what & BEV_EVENT_EOF)
         client_close(c, "closed by peer");
+    else if (c->w->ssl_ctx && tls_error_string(c->bev, c->tls_err, sizeof(c->tls_err)))
+        client_close(c, c->tls_err);
     else
         client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
@@ -388,7 +393,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     client_peer(c, sa);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = w->ssl_ctx ? tls_bufferevent_new(w->base, w->ssl_ctx, fd)
+                        : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         atomic_fetch_sub(&w->shm->clients, 1);
         evutil_closesocket(fd);

@@ -31,6 +31,7 @@ struct client {
     int session_started;                /* EVENT=1 time passed: EVENT=2 is owed */
     int paused;                         /* not reading: too many requests in flight */
     const char *close_reason;
+    char tls_err[128];
     struct ws_conn *ws;                 /* websocket state, NULL for the length protocol */
     unsigned nrequest;                  /* messages read so far: the scripts' requestid */
     int script_close;                   /* the script called fc.close() */

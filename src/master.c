@@ -26,6 +26,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "shm.h"
+#include "tls.h"
 #include "worker.h"
 
 #define MASTER_STOP_GRACE_SECONDS 5
@@ -135,7 +136,7 @@ int master_drop_privileges(const struct config *cfg)
 }
 
 static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm,
-                          const sigset_t *oldmask)
+                          void *ssl_ctx, const sigset_t *oldmask)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -150,7 +151,7 @@ static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *
     proctitle_set("fooking: worker %d", id);
     if (master_drop_privileges(cfg) < 0)
         _exit(2);
-    _exit(worker_run(cfg, id, fd, shm));
+    _exit(worker_run(cfg, id, fd, shm, ssl_ctx));
 }
 
 /* A worker is gone: its clients no longer count towards MAX_CLIENT_NUM. */
@@ -196,9 +197,20 @@ static void master_reap(struct slot *slots, int n, struct shm_block *shm, int st
 
 int master_run(struct config *cfg)
 {
+    void *ssl_ctx = NULL;
+    if (cfg->ssl) {
+        char err[512];
+        ssl_ctx = tls_ctx_new(cfg->ssl_cert, cfg->ssl_pkey, err, sizeof(err));
+        if (!ssl_ctx) {
+            log_err("%s: %s", cfg->file, err);
+            return 1;
+        }
+    }
     int fd = master_listen(cfg->host, cfg->port);
-    if (fd < 0)
+    if (fd < 0) {
+        tls_ctx_free(ssl_ctx);
         return 1;
+    }
     if (cfg->daemonize) {
         if (daemon(0, 0) != 0) {
             log_err("daemonize: %s", strerror(errno));
@@ -243,7 +255,7 @@ int master_run(struct config *cfg)
             if (stopping)
                 continue;
             if (slots[i].respawn_at <= now) {
-                pid_t pid = master_spawn(cfg, i, fd, shm, &oldmask);
+                pid_t pid = master_spawn(cfg, i, fd, shm, ssl_ctx, &oldmask);
                 if (pid > 0) {
                     slots[i].pid = pid;
                     slots[i].started = now;
@@ -321,5 +333,6 @@ int master_run(struct config *cfg)
         unlink(cfg->pid_file);
     close(fd);
     shm_destroy(shm);
+    tls_ctx_free(ssl_ctx);
     return 0;
 }

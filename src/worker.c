@@ -200,7 +200,7 @@ static struct fcgi_params *worker_static_params(const struct config *cfg)
     return p;
 }
 
-int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
+int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm, void *ssl_ctx)
 {
     struct worker w;
     int rc = 1;
@@ -208,6 +208,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm)
     w.cfg = cfg;
     w.id = id;
     w.shm = shm;
+    w.ssl_ctx = ssl_ctx;
     TAILQ_INIT(&w.clients);
     signal(SIGPIPE, SIG_IGN);
 

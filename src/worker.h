@@ -40,7 +40,7 @@ struct worker {
 };
 
 /* Runs worker `id` on the inherited listening socket; returns the exit status. */
-int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm);
+int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm, void *ssl_ctx);
 
 /* Called by client.c when clients come and go. */
 void worker_client_added(struct worker *w, struct client *c);
