@@ -4,6 +4,7 @@ CC       ?= cc
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 BUILD    ?= build
+PYTHON   ?= /usr/bin/python3
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -46,7 +47,7 @@ test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 test-integration: fooking
-	cd tests/integration && python3 -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
+	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
 
 test:
 	@scripts/deps.sh test

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "script.h"
 #include "tls.h"
+#include "wsconn.h"
 #include "worker.h"
 
 #define CLIENT_MAX_PENDING 256
@@ -96,6 +97,7 @@ void client_close(struct client *c, const char *reason)
     }
     fcgi_params_unref(c->params);
     c->params = NULL;
+    wsconn_free(c);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
@@ -112,6 +114,7 @@ void client_close_after_flush(struct client *c, const char *reason)
 {
     if (c->dead || c->closing)
         return;
+    wsconn_close_frame(c, 1000, reason); /* no-op unless an open WebSocket */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         client_close(c, reason);
         return;
@@ -161,6 +164,11 @@ void client_send(struct client *c, struct evbuffer *msg)
 {
     if (c->dead || c->closing)
         return;
+    if (c->ws) {
+        wsconn_send(c, msg);
+        client_check_output(c);
+        return;
+    }
     if (script_has_write(c->w->script) && client_send_script(c, msg))
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -207,8 +215,12 @@ void client_send_shared(struct client *c, struct shared_msg *m)
         evbuffer_free(b);
         return;
     }
-    int proto = PROTO_LENGTH;
-    if (m->hdrlen[proto] == 0) {
+    int proto = c->ws ? PROTO_WEBSOCKET : PROTO_LENGTH;
+    if (c->ws) {
+        if (!wsconn_open(c))
+            return;
+        wsconn_shared_header(c, m);
+    } else if (m->hdrlen[proto] == 0) {
         frame_encode(m->hdr[proto], (uint32_t)m->len);
         m->hdrlen[proto] = FRAME_HEADER_LEN;
     }
@@ -323,7 +335,9 @@ static void client_readcb(struct bufferevent *bev, void *arg)
     if (c->dead || c->closing)
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    if (script_has_read(c->w->script))
+    if (c->ws)
+        wsconn_read(c);
+    else if (script_has_read(c->w->script))
         client_read_script(c, in);
     else
         while (!c->dead && c->pending < CLIENT_MAX_PENDING && client_read_frame(c, in) > 0)
@@ -418,7 +432,15 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         bufferevent_set_timeouts(c->bev, w->idle_tv, NULL);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
-    client_session_start(c);
+    /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
+    if (cfg->protocol == PROTO_WEBSOCKET && !w->script) {
+        if (wsconn_start(c) < 0) {
+            client_close(c, "out of memory");
+            return;
+        }
+    } else {
+        client_session_start(c);
+    }
     if (!c->dead)
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

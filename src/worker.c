@@ -7,6 +7,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -209,6 +210,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.id = id;
     w.shm = shm;
     w.ssl_ctx = ssl_ctx;
+    w.static_fd = -1;
     TAILQ_INIT(&w.clients);
     signal(SIGPIPE, SIG_IGN);
 
@@ -237,6 +239,13 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
             goto done;
     }
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(cfg));
+    if (cfg->static_dir) {
+        w.static_fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (w.static_fd < 0) {
+            log_err("worker %d: STATIC_DIR %s: %s", id, cfg->static_dir, strerror(errno));
+            goto done;
+        }
+    }
     if (cfg->script_file) {
         char err[1024];
         w.script = script_load(cfg->script_file, err, sizeof(err));
@@ -282,6 +291,8 @@ done:
     hmap_free(w.by_sid, NULL);
     backend_pool_free(w.pool);
     script_free(w.script);
+    if (w.static_fd >= 0)
+        close(w.static_fd);
     if (w.stop_timer)
         event_free(w.stop_timer);
     if (w.accept_resume)

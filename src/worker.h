@@ -37,6 +37,7 @@ struct worker {
     void *ssl_ctx;                      /* SSL_CTX when SSL = 1 */
     struct script *script;              /* SCRIPT_FILE state */
     int stopping;
+    int static_fd;                      /* STATIC_DIR, opened once; -1 without */
 };
 
 /* Runs worker `id` on the inherited listening socket; returns the exit status. */

@@ -1,0 +1,439 @@
+/* wsconn.c - WebSocket connections (RFC 6455) on top of client.c.
+ *
+ * Handshake: the request head is bounded (WS_MAX_HEAD) and must complete before
+ * an absolute deadline (HANDSHAKE_TIMEOUT), so a slowloris client trickling a
+ * byte at a time cannot hold a connection. Plain GET/HEAD requests without
+ * Upgrade are answered from STATIC_DIR (one file, then close).
+ *
+ * Data: a message is assembled from its frames in an evbuffer, unmasked and
+ * UTF-8-checked piece by piece as it arrives, so a bad message fails before it
+ * is whole. Control frames may come between fragments. Replies go out as text
+ * frames (WS_BINARY = 0) unless they are not valid UTF-8, which a browser would
+ * reject as text: those go out as binary frames.
+ *
+ * Liveness: every PING_INTERVAL the server pings; a client that sent nothing
+ * during a whole interval (not even a pong) is closed. */
+#include "wsconn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "client.h"
+#include "log.h"
+#include "static.h"
+#include "worker.h"
+#include "ws.h"
+
+enum wsconn_state { WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSING };
+
+struct ws_conn {
+    enum wsconn_state state;
+    size_t seen;              /* head bytes already scanned (ws_parse_request's last_len) */
+    struct event *timer;      /* handshake deadline, then the ping interval */
+    struct ws_message msg;    /* fragmentation state */
+    struct evbuffer *assembly; /* payload of the message being received */
+    int heard;                /* something arrived since the last ping */
+};
+
+int wsconn_open(const struct client *c)
+{
+    return c->ws && c->ws->state == WSC_OPEN;
+}
+
+static void wsconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    struct ws_conn *ws = c->ws;
+    (void)fd;
+    (void)what;
+    if (ws->state == WSC_HANDSHAKE) {
+        log_info("client %s %s:%d: handshake not completed in %d s", c->sid, c->addr, c->port,
+                 c->w->cfg->handshake_timeout);
+        client_close(c, "handshake timeout");
+        return;
+    }
+    if (ws->state != WSC_OPEN)
+        return;
+    if (!ws->heard) {
+        wsconn_close_frame(c, WS_CLOSE_POLICY, "ping timeout");
+        client_close_after_flush(c, "ping timeout");
+        return;
+    }
+    ws->heard = 0;
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t n = ws_frame_header(hdr, WS_OP_PING, 1, 0);
+    evbuffer_add(bufferevent_get_output(c->bev), hdr, n);
+}
+
+int wsconn_start(struct client *c)
+{
+    struct ws_conn *ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        return -1;
+    ws->assembly = evbuffer_new();
+    ws->timer = evtimer_new(c->w->base, wsconn_timer_cb, c);
+    if (!ws->assembly || !ws->timer) {
+        if (ws->assembly)
+            evbuffer_free(ws->assembly);
+        free(ws);
+        return -1;
+    }
+    ws_message_init(&ws->msg);
+    c->ws = ws;
+    struct timeval tv = {c->w->cfg->handshake_timeout, 0};
+    evtimer_add(ws->timer, &tv);
+    return 0;
+}
+
+void wsconn_free(struct client *c)
+{
+    struct ws_conn *ws = c->ws;
+    if (!ws)
+        return;
+    event_free(ws->timer);
+    evbuffer_free(ws->assembly);
+    free(ws);
+    c->ws = NULL;
+}
+
+static void wsconn_http_error(struct client *c, int status, const char *why)
+{
+    char buf[512];
+    long n = ws_build_error(buf, sizeof(buf), status);
+    log_info("client %s %s:%d: HTTP %d: %s", c->sid, c->addr, c->port, status, why);
+    if (n > 0)
+        evbuffer_add(bufferevent_get_output(c->bev), buf, (size_t)n);
+    c->ws->state = WSC_CLOSING;
+    client_close_after_flush(c, why);
+}
+
+/* A plain GET/HEAD: one file from STATIC_DIR, then close. */
+static void wsconn_static(struct client *c, const struct ws_request *req)
+{
+    struct worker *w = c->w;
+    if (w->static_fd < 0) {
+        wsconn_http_error(c, 426, "plain HTTP request and no STATIC_DIR");
+        return;
+    }
+    char rel[STATIC_PATH_MAX];
+    int st = static_resolve(req->target.p, req->target.len, rel, sizeof(rel));
+    int fd = -1;
+    struct stat sb;
+    if (st == STATIC_OK)
+        st = static_open(w->static_fd, rel, &fd, &sb);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (st == STATIC_MOVED) {
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 301 Moved Permanently\r\nLocation: %.*s/\r\n"
+                            "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                            (int)req->path.len, req->path.p);
+        c->ws->state = WSC_CLOSING;
+        client_close_after_flush(c, "static redirect");
+        return;
+    }
+    if (st != STATIC_OK) {
+        wsconn_http_error(c, st, "static file refused");
+        return;
+    }
+    int head = req->method.len == 4 && memcmp(req->method.p, "HEAD", 4) == 0;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %lld\r\n"
+                        "X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n"
+                        "Connection: close\r\n\r\n",
+                        static_content_type(rel, strlen(rel)), (long long)sb.st_size);
+    if (!head && sb.st_size > 0)
+        evbuffer_add_file(out, fd, 0, sb.st_size); /* takes the fd */
+    else
+        close(fd);
+    log_debug("client %s %s:%d: static %s (%lld bytes)", c->sid, c->addr, c->port, rel,
+              (long long)sb.st_size);
+    c->ws->state = WSC_CLOSING;
+    client_close_after_flush(c, "static file served");
+}
+
+static int wsconn_origin_ok(const struct client *c, const struct ws_request *req)
+{
+    char **list = c->w->cfg->allowed_origins;
+    if (list == NULL)
+        return 1;
+    if (req->origin.p == NULL)
+        return 0;
+    for (; *list; list++)
+        if (strlen(*list) == req->origin.len && memcmp(*list, req->origin.p, req->origin.len) == 0)
+            return 1;
+    return 0;
+}
+
+/* The handshake's URI, query string and headers go to the backend with every
+ * request of the session, so it can authenticate on connect. */
+static void wsconn_params(struct client *c, const struct ws_request *req)
+{
+    char name[WS_MAX_HEAD + 8];
+    fcgi_params_add(&c->params, "REQUEST_URI", req->target.p, req->target.len);
+    fcgi_params_add(&c->params, "QUERY_STRING", req->query.p ? req->query.p : "", req->query.len);
+    if (c->w->ssl_ctx)
+        fcgi_params_add(&c->params, "HTTPS", "on", 2);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct ws_header *h = &req->headers[i];
+        if (ws_cgi_name(name, sizeof(name), h->name.p, h->name.len) > 0)
+            fcgi_params_add(&c->params, name, h->value.p, h->value.len);
+    }
+}
+
+static void wsconn_handshake(struct client *c)
+{
+    struct ws_conn *ws = c->ws;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t want = len < WS_MAX_HEAD ? len : WS_MAX_HEAD;
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+    struct ws_request req;
+    long n = ws_parse_request(buf, want, ws->seen, &req);
+    if (n == WS_AGAIN) {
+        ws->seen = want;
+        if (want >= WS_MAX_HEAD)
+            wsconn_http_error(c, 400, "request head too long");
+        return;
+    }
+    if (n == WS_ERROR) {
+        wsconn_http_error(c, 400, "malformed request head");
+        return;
+    }
+    int verdict = ws_check_request(&req);
+    if (verdict == WS_HS_PLAIN) {
+        wsconn_static(c, &req);
+        return;
+    }
+    if (verdict != WS_HS_UPGRADE) {
+        wsconn_http_error(c, verdict, "invalid WebSocket handshake");
+        return;
+    }
+    if (!wsconn_origin_ok(c, &req)) {
+        wsconn_http_error(c, 403, "Origin not in ALLOWED_ORIGINS");
+        return;
+    }
+    const char *proto = NULL;
+    if (req.protocol.p && c->w->cfg->ws_subprotocols) {
+        int i = ws_select_subprotocol(req.protocol.p, req.protocol.len,
+                                      c->w->cfg->ws_subprotocols);
+        if (i >= 0)
+            proto = c->w->cfg->ws_subprotocols[i];
+    }
+    char answer[512];
+    long alen = ws_build_accept(answer, sizeof(answer), &req, proto);
+    if (alen < 0) {
+        wsconn_http_error(c, 500, "cannot build the handshake answer");
+        return;
+    }
+    wsconn_params(c, &req);
+    evbuffer_drain(in, (size_t)n);
+    evbuffer_add(bufferevent_get_output(c->bev), answer, (size_t)alen);
+    ws->state = WSC_OPEN;
+    ws->heard = 1;
+    evtimer_del(ws->timer);
+    if (c->w->cfg->ping_interval > 0) {
+        struct timeval tv = {c->w->cfg->ping_interval, 0};
+        event_assign(ws->timer, c->w->base, -1, EV_PERSIST, wsconn_timer_cb, c);
+        evtimer_add(ws->timer, &tv);
+    }
+    log_debug("client %s %s:%d: WebSocket open", c->sid, c->addr, c->port);
+    client_session_start(c);
+}
+
+/* Fails the connection: a close frame with the code, then close. */
+static void wsconn_fail(struct client *c, int code, const char *why)
+{
+    log_info("client %s %s:%d: WebSocket error %d: %s", c->sid, c->addr, c->port, code, why);
+    wsconn_close_frame(c, code, why);
+    client_close_after_flush(c, why);
+}
+
+void wsconn_close_frame(struct client *c, int code, const char *reason)
+{
+    struct ws_conn *ws = c->ws;
+    if (!ws || ws->state != WSC_OPEN || c->dead)
+        return;
+    ws->state = WSC_CLOSING;
+    uint8_t hdr[WS_MAX_FRAME_HEADER], payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t plen = ws_close_payload(payload, code, reason, reason ? strlen(reason) : 0);
+    size_t hlen = ws_frame_header(hdr, WS_OP_CLOSE, 1, plen);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hdr, hlen);
+    evbuffer_add(out, payload, plen);
+}
+
+static void wsconn_control(struct client *c, const struct ws_frame *f, uint8_t *p, size_t n)
+{
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    switch (f->opcode) {
+    case WS_OP_PING: {
+        size_t hl = ws_frame_header(hdr, WS_OP_PONG, 1, n);
+        evbuffer_add(out, hdr, hl);
+        evbuffer_add(out, p, n);
+        break;
+    }
+    case WS_OP_PONG:
+        break;
+    case WS_OP_CLOSE: {
+        int code;
+        const uint8_t *reason;
+        size_t rlen;
+        int bad = ws_close_parse(p, n, &code, &reason, &rlen);
+        if (bad) {
+            wsconn_fail(c, bad, "bad close frame");
+            return;
+        }
+        /* Answer with the peer's code (RFC 6455 §5.5.1), then close. */
+        wsconn_close_frame(c, code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : code, NULL);
+        client_close_after_flush(c, "closed by peer (close frame)");
+        break;
+    }
+    }
+}
+
+/* Unmasks and validates the payload bytes appended at offset `from` of the
+ * assembly buffer, in place, chain by chain. Returns 0 or a close code. */
+static int wsconn_payload(struct ws_conn *ws, const struct ws_frame *f, size_t from)
+{
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec vec[8];
+    uint64_t done = 0;
+    if (evbuffer_ptr_set(ws->assembly, &pos, from, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    for (;;) {
+        int nv = evbuffer_peek(ws->assembly, -1, &pos, vec, 8);
+        if (nv <= 0)
+            return 0;
+        int got = nv < 8 ? nv : 8;
+        size_t adv = 0;
+        for (int i = 0; i < got; i++) {
+            uint8_t *b = vec[i].iov_base;
+            ws_unmask(b, vec[i].iov_len, f->mask, done);
+            done += vec[i].iov_len;
+            adv += vec[i].iov_len;
+            int rc = ws_message_data(&ws->msg, b, vec[i].iov_len);
+            if (rc)
+                return rc;
+        }
+        if (nv <= 8)
+            return 0;
+        evbuffer_ptr_set(ws->assembly, &pos, adv, EVBUFFER_PTR_ADD);
+    }
+}
+
+static void wsconn_frames(struct client *c)
+{
+    struct ws_conn *ws = c->ws;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t max = c->w->cfg->max_buff_size;
+    while (!c->dead && ws->state == WSC_OPEN && c->pending < 256) {
+        size_t len = evbuffer_get_length(in);
+        if (len < 2)
+            return;
+        size_t hn = len < WS_MAX_FRAME_HEADER ? len : WS_MAX_FRAME_HEADER;
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)hn);
+        struct ws_frame f;
+        int rc = ws_parse_frame(p, hn, 1, max, &f);
+        if (rc == WS_AGAIN)
+            return;
+        if (rc == WS_ERROR) {
+            wsconn_fail(c, f.close_code, f.close_code == WS_CLOSE_TOO_BIG ? "frame too big"
+                                                                          : "protocol error");
+            return;
+        }
+        if (len < f.header_len + f.payload_len)
+            return; /* bounded: payload_len <= MAX_BUFF_SIZE was checked */
+        ws->heard = 1;
+        size_t plen = (size_t)f.payload_len;
+        if (ws_opcode_is_control(f.opcode)) {
+            uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
+            evbuffer_drain(in, f.header_len);
+            evbuffer_remove(in, ctl, plen);
+            ws_unmask(ctl, plen, f.mask, 0);
+            wsconn_control(c, &f, ctl, plen);
+            continue;
+        }
+        int code = ws_message_frame(&ws->msg, &f, max);
+        if (code) {
+            wsconn_fail(c, code, code == WS_CLOSE_TOO_BIG ? "message too big" : "bad fragment");
+            return;
+        }
+        evbuffer_drain(in, f.header_len);
+        size_t from = evbuffer_get_length(ws->assembly);
+        evbuffer_remove_buffer(in, ws->assembly, plen);
+        code = wsconn_payload(ws, &f, from);
+        if (!code && f.fin)
+            code = ws_message_end(&ws->msg);
+        if (code) {
+            wsconn_fail(c, code, code == WS_CLOSE_INVALID_DATA ? "invalid UTF-8" : "bad message");
+            return;
+        }
+        if (f.fin) {
+            struct evbuffer *m = ws->assembly;
+            ws->assembly = evbuffer_new();
+            c->nrequest++;
+            client_message(c, m);
+        }
+    }
+}
+
+void wsconn_read(struct client *c)
+{
+    if (c->ws->state == WSC_HANDSHAKE)
+        wsconn_handshake(c);
+    if (!c->dead && c->ws && c->ws->state == WSC_OPEN)
+        wsconn_frames(c);
+}
+
+/* Text unless configured binary, or the bytes are not UTF-8. */
+static int wsconn_opcode(const struct client *c, const uint8_t *p, size_t n, struct evbuffer *b)
+{
+    if (c->w->cfg->ws_binary)
+        return WS_OP_BINARY;
+    struct ws_utf8 u = {0};
+    int rc = WS_UTF8_ACCEPT;
+    if (p) {
+        rc = ws_utf8_feed(&u, p, n);
+    } else {
+        struct evbuffer_iovec vec[16];
+        int nv = evbuffer_peek(b, -1, NULL, vec, 16);
+        if (nv > 16) {
+            const uint8_t *all = evbuffer_pullup(b, -1);
+            rc = ws_utf8_feed(&u, all, evbuffer_get_length(b));
+        } else {
+            for (int i = 0; i < nv && rc != WS_UTF8_INVALID; i++)
+                rc = ws_utf8_feed(&u, vec[i].iov_base, vec[i].iov_len);
+        }
+    }
+    return rc == WS_UTF8_ACCEPT ? WS_OP_TEXT : WS_OP_BINARY;
+}
+
+void wsconn_send(struct client *c, struct evbuffer *msg)
+{
+    if (!wsconn_open(c)) {
+        evbuffer_drain(msg, evbuffer_get_length(msg));
+        return;
+    }
+    uint8_t hdr[WS_MAX_FRAME_HEADER];
+    size_t n = evbuffer_get_length(msg);
+    size_t hl = ws_frame_header(hdr, wsconn_opcode(c, NULL, 0, msg), 1, n);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hdr, hl);
+    evbuffer_add_buffer(out, msg);
+}
+
+void wsconn_shared_header(const struct client *c, struct shared_msg *m)
+{
+    if (m->hdrlen[PROTO_WEBSOCKET] == 0)
+        m->hdrlen[PROTO_WEBSOCKET] = (uint8_t)ws_frame_header(
+            m->hdr[PROTO_WEBSOCKET], wsconn_opcode(c, m->data, m->len, NULL), 1, m->len);
+}
