@@ -402,6 +402,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         return;
     }
     c->w = w;
+    c->shm_slot = -1;
     TAILQ_INIT(&c->requests);
     LIST_INIT(&c->chans);
     client_peer(c, sa);

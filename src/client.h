@@ -33,6 +33,7 @@ struct client {
     const char *close_reason;
     char tls_err[128];
     struct ws_conn *ws;                 /* websocket state, NULL for the length protocol */
+    int shm_slot;                       /* index in the worker's shared SID table, -1 if none */
     unsigned nrequest;                  /* messages read so far: the scripts' requestid */
     int script_close;                   /* the script called fc.close() */
 };

@@ -219,7 +219,7 @@ int master_run(struct config *cfg)
     }
     if (cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
         return 1;
-    struct shm_block *shm = shm_create();
+    struct shm_block *shm = shm_create(cfg->worker_num);
     if (!shm) {
         log_err("shared memory: %s", strerror(errno));
         return 1;

@@ -18,10 +18,23 @@ struct shm_worker {
 
 struct shm_block {
     atomic_int clients; /* all workers */
+    int nworkers;
+    struct shm_sessions *sessions; /* nworkers tables, a separate mapping */
     struct shm_worker workers[SHM_MAX_WORKERS];
 };
 
-struct shm_block *shm_create(void);
+/* Live session ids of one worker slot, so that when a worker dies its
+ * replacement can post the close events the dead one owed the backend. Only
+ * the slot's worker writes it; a successor reads it once the writer is dead.
+ * The mapping is reserved, not committed: only pages in use cost memory. */
+#define SHM_SESSIONS_PER_WORKER (256 * 1024)
+struct shm_sessions {
+    uint32_t used; /* entries 0..used-1 may hold a SID; an empty one starts with NUL */
+    char sid[SHM_SESSIONS_PER_WORKER][16];
+};
+
+struct shm_block *shm_create(int nworkers);
 void shm_destroy(struct shm_block *b);
+struct shm_sessions *shm_sessions(struct shm_block *b, int worker);
 
 #endif

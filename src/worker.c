@@ -73,9 +73,52 @@ void worker_client_added(struct worker *w, struct client *c)
     atomic_fetch_add(&w->shm->workers[w->id].clients, 1);
 }
 
+/* Records a live SID in the shared table, so a successor can post its close
+ * event if this worker dies. */
+static void worker_session_track(struct worker *w, struct client *c)
+{
+    struct shm_sessions *t = w->sessions;
+    uint32_t slot;
+    if (w->nfree > 0) {
+        slot = w->free_slots[--w->nfree];
+    } else if (t->used < SHM_SESSIONS_PER_WORKER) {
+        slot = t->used++;
+    } else {
+        if (!w->sessions_full_logged++)
+            log_err("worker %d: more than %d sessions: the excess is not tracked for close "
+                    "events after a crash", w->id, SHM_SESSIONS_PER_WORKER);
+        return;
+    }
+    memcpy(t->sid[slot], c->sid, SID_LEN);
+    c->shm_slot = (int)slot;
+}
+
+static void worker_slot_release(struct worker *w, uint32_t slot)
+{
+    w->sessions->sid[slot][0] = '\0';
+    if (w->nfree == w->free_cap) {
+        size_t cap = w->free_cap ? w->free_cap * 2 : 1024;
+        uint32_t *n = realloc(w->free_slots, cap * sizeof(*n));
+        if (!n)
+            return; /* the slot stays unused until the table is reset: harmless */
+        w->free_slots = n;
+        w->free_cap = cap;
+    }
+    w->free_slots[w->nfree++] = slot;
+}
+
+static void worker_session_untrack(struct worker *w, struct client *c)
+{
+    if (c->shm_slot < 0)
+        return;
+    worker_slot_release(w, (uint32_t)c->shm_slot);
+    c->shm_slot = -1;
+}
+
 void worker_session_started(struct worker *w, struct client *c)
 {
     hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);
+    worker_session_track(w, c);
     uplink_conn(w->uplink, c);
 }
 
@@ -84,6 +127,7 @@ void worker_client_removed(struct worker *w, struct client *c)
     if (c->session_started) {
         channel_leave_all(w, c);
         hmap_del(w->by_sid, c->sid, SID_LEN, NULL);
+        worker_session_untrack(w, c);
         uplink_close(w->uplink, c);
     }
     TAILQ_REMOVE(&w->clients, c, entry);
@@ -104,6 +148,71 @@ static void worker_stop_check(evutil_socket_t fd, short what, void *arg)
 }
 
 static struct fcgi_params *worker_static_params(const struct config *cfg);
+
+/* Posts close events for the sessions a dead predecessor held, a batch at a
+ * time while the backend queue has room, so a crash with 50,000 clients does
+ * not turn into 50,000 requests dropped by a full queue. */
+static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    int conns, idle, queued;
+    backend_pool_stats(w->pool, &conns, &idle, &queued);
+    char name[96];
+    snprintf(name, sizeof(name), "%sSESSIONID", w->cfg->fastcgi_prefix);
+    for (int n = 0; n < 256 && queued < w->cfg->backend_queue_size / 2
+                    && w->orphans_done < w->norphans; n++, queued++) {
+        char sid[SID_LEN + 1];
+        uint32_t slot = w->orphans[w->orphans_done++];
+        memcpy(sid, w->sessions->sid[slot], SID_LEN);
+        sid[SID_LEN] = '\0';
+        /* Cleared once posted: if this worker dies too, its successor posts
+         * only what is still owed. */
+        worker_slot_release(w, slot);
+        struct fcgi_params *p = fcgi_params_new(NULL, 64);
+        fcgi_params_add(&p, name, sid, SID_LEN);
+        struct request *r = request_new(w->pool, NULL, sid, p, EVENT_CLOSE, NULL);
+        fcgi_params_unref(p);
+        backend_post(w->pool, r);
+        backend_pool_stats(w->pool, &conns, &idle, &queued);
+    }
+    if (w->orphans_done < w->norphans) {
+        struct timeval tv = {0, 10000};
+        evtimer_add(w->orphan_timer, &tv);
+    } else {
+        log_info("worker %d: posted close events for %zu sessions of the previous worker",
+                 w->id, w->norphans);
+        free(w->orphans);
+        w->orphans = NULL;
+        w->norphans = w->orphans_done = 0;
+    }
+}
+
+/* Takes over the slot's shared SID table: what is left in it belonged to a
+ * predecessor that died without closing those sessions. Their entries stay
+ * until their close events are posted; new sessions use other slots. */
+static void worker_adopt_sessions(struct worker *w)
+{
+    struct shm_sessions *t = w->sessions;
+    size_t n = 0;
+    for (uint32_t i = 0; i < t->used; i++)
+        if (t->sid[i][0])
+            n++;
+    if (n == 0 || !w->cfg->event_close || !(w->orphans = malloc(n * sizeof(uint32_t)))) {
+        t->used = 0;
+        return;
+    }
+    for (uint32_t i = 0; i < t->used; i++) {
+        if (t->sid[i][0])
+            w->orphans[w->norphans++] = i;
+        else
+            worker_slot_release(w, i);
+    }
+    log_info("worker %d: the previous worker left %zu sessions; posting their close events",
+             w->id, n);
+    event_active(w->orphan_timer, EV_TIMEOUT, 0);
+}
 
 /* SIGHUP: re-read the config and apply what can change under live clients:
  * backends and their settings, FastCGI params, log level and file, limits and
@@ -257,6 +366,9 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     if (!w.pool)
         goto done;
     w.accept_resume = evtimer_new(w.base, worker_accept_resume, &w);
+    w.sessions = shm_sessions(shm, id);
+    w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
+    worker_adopt_sessions(&w);
     w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, -1,
                                     listen_fd);
     if (!w.listener) {
@@ -297,6 +409,10 @@ done:
         event_free(w.stop_timer);
     if (w.accept_resume)
         event_free(w.accept_resume);
+    if (w.orphan_timer)
+        event_free(w.orphan_timer);
+    free(w.orphans);
+    free(w.free_slots);
     if (w.sig_term) {
         event_free(w.sig_term);
         event_free(w.sig_int);

@@ -38,6 +38,15 @@ struct worker {
     struct script *script;              /* SCRIPT_FILE state */
     int stopping;
     int static_fd;                      /* STATIC_DIR, opened once; -1 without */
+    /* Live SIDs in shared memory (see shm.h), with a local free list. */
+    struct shm_sessions *sessions;
+    uint32_t *free_slots;
+    size_t nfree, free_cap;
+    int sessions_full_logged;
+    /* Sessions a dead predecessor left: their close events are posted gradually. */
+    uint32_t *orphans;                  /* their slots in the shared table */
+    size_t norphans, orphans_done;
+    struct event *orphan_timer;
 };
 
 /* Runs worker `id` on the inherited listening socket; returns the exit status. */
