@@ -5,8 +5,8 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 BUILD    ?= build
 PYTHON   ?= /usr/bin/python3
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+OPT      ?= -O2 -g
+CFLAGS   := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
@@ -16,7 +16,13 @@ OBJS     := $(patsubst src/%.c,$(BUILD)/%.o,$(LIBSRCS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all clean install deps test test-unit test-integration demo fuzz
+.PHONY: all clean install deps test test-unit test-integration test-asan fuzz fuzz-build
+
+# Pure codecs: the fuzz targets link these and nothing else.
+CODECS   := src/fcgi.c src/rmsg.c src/ws.c src/static.c src/frame.c
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 15
+CLANG    ?= clang
 
 all: fooking
 
@@ -53,7 +59,46 @@ test:
 	@scripts/deps.sh test
 	$(MAKE) all
 	$(MAKE) test-unit
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 	$(MAKE) test-integration
+
+# The unit and integration suites against an AddressSanitizer + UBSan build
+# (leak detection on); the instrumented binary lives in build-asan/.
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+test-asan:
+	@scripts/deps.sh test
+	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" build-asan/fooking-asan test-unit
+	cd tests/integration && FOOKING=$(CURDIR)/build-asan/fooking-asan \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23:log_path=$(CURDIR)/build-asan/asan \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/ubsan \
+	    $(PYTHON) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
+	@if ls build-asan/asan.* build-asan/ubsan.* >/dev/null 2>&1; then \
+	    echo "sanitizer reports:"; cat build-asan/asan.* build-asan/ubsan.* 2>/dev/null; exit 1; fi
+
+build-asan/fooking-asan: build-asan/main.o build-asan/libfooking.a
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer targets (clang), one per codec, each run FUZZ_SECONDS on a copy of
+# its seed corpus in tests/fuzz/corpus/<target>.
+fuzz-build: $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_TARGETS))
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CODECS) $(wildcard src/*.h)
+	@mkdir -p $(BUILD)/fuzz
+	@echo "  FUZZ  $@"
+	@$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $< $(CODECS) \
+	    $(shell pkg-config --libs --cflags openssl)
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    rm -rf $(BUILD)/fuzz/work-$$t; mkdir -p $(BUILD)/fuzz/work-$$t; \
+	    cp tests/fuzz/corpus/$$t/* $(BUILD)/fuzz/work-$$t/ 2>/dev/null || true; \
+	    echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	    $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/work-$$t 2>$(BUILD)/fuzz/$$t.log \
+	        || { tail -50 $(BUILD)/fuzz/$$t.log; exit 1; }; \
+	    grep -E "stat::number_of_executed_units" $(BUILD)/fuzz/$$t.log; \
+	done
 
 install: fooking
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/fooking
@@ -61,4 +106,4 @@ install: fooking
 	install -m 644 config.lua router.lua $(DESTDIR)$(PREFIX)/etc/fooking/
 
 clean:
-	rm -rf $(BUILD) fooking
+	rm -rf $(BUILD) build-asan fooking
