@@ -152,7 +152,8 @@ static int client_send_script(struct client *c, struct evbuffer *msg)
     if (rc > 0)
         evbuffer_add_buffer(bufferevent_get_output(c->bev), framed);
     evbuffer_free(framed);
-    evbuffer_drain(msg, evbuffer_get_length(msg));
+    if (rc != 0) /* 0: the caller frames msg with the length protocol */
+        evbuffer_drain(msg, evbuffer_get_length(msg));
     if (c->script_close)
         client_close_after_flush(c, "closed by script");
     else if (rc != 0)
@@ -286,12 +287,14 @@ static int client_read_frame(struct client *c, struct evbuffer *in)
 static void client_read_script(struct client *c, struct evbuffer *in)
 {
     struct script *s = c->w->script;
+    int waiting = 0; /* the script (or a length frame) asked for more input */
     while (!c->dead && c->pending < CLIENT_MAX_PENDING && evbuffer_get_length(in) > 0) {
         size_t before = evbuffer_get_length(in);
         struct evbuffer *msg = evbuffer_new();
         int rc = script_on_read(s, c, c->nrequest, in, msg);
         if (rc == SCRIPT_FAILED || c->script_close || rc < 0) {
             evbuffer_free(msg);
+            waiting = rc < 0;
             if (rc == SCRIPT_FAILED)
                 client_close(c, "script error in onRead");
             else if (c->script_close)
@@ -300,8 +303,11 @@ static void client_read_script(struct client *c, struct evbuffer *in)
         }
         if (rc == 0) {
             evbuffer_free(msg);
-            if (client_read_frame(c, in) <= 0)
+            int got = client_read_frame(c, in);
+            if (got <= 0) {
+                waiting = got == 0;
                 break;
+            }
             continue;
         }
         c->nrequest++;
@@ -317,11 +323,14 @@ static void client_read_script(struct client *c, struct evbuffer *in)
             client_message(c, msg);
         else
             evbuffer_free(msg);
-        if (evbuffer_get_length(in) == before && n == 0)
-            break; /* handled but consumed nothing: wait for more input */
+        if (evbuffer_get_length(in) == before && n == 0) {
+            waiting = 1; /* handled but consumed nothing: wait for more input */
+            break;
+        }
     }
-    /* Undecoded input is bounded too: a script waiting for more never waits forever. */
-    if (!c->dead && evbuffer_get_length(in) > c->w->cfg->max_buff_size + 64) {
+    /* Undecoded input is bounded too: a script waiting for more never waits
+     * forever. (Input held back while the client is paused does not count.) */
+    if (!c->dead && waiting && evbuffer_get_length(in) > c->w->cfg->max_buff_size + 64) {
         log_err("client %s %s:%d: %zu bytes of undecoded input, over MAX_BUFF_SIZE", c->sid,
                 c->addr, c->port, evbuffer_get_length(in));
         client_close(c, "message too big");
@@ -442,6 +451,6 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     } else {
         client_session_start(c);
     }
-    if (!c->dead)
+    if (!c->dead && !c->closing)
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

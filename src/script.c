@@ -142,13 +142,17 @@ static int script_open_connection(lua_State *L)
 
 static void script_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     struct script *s = script_of(L);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double el = (double)(now.tv_sec - s->started.tv_sec) + (now.tv_nsec - s->started.tv_nsec) / 1e9;
-    if (el > SCRIPT_MAX_SECONDS)
-        luaL_error(L, "handler ran longer than %.1f s", SCRIPT_MAX_SECONDS);
+    if (el > SCRIPT_MAX_SECONDS) {
+        char msg[256];
+        lua_getinfo(L, "Sl", ar); /* where it was stopped, for the log line */
+        snprintf(msg, sizeof(msg), "%s:%d: handler ran longer than %.1f s", ar->short_src,
+                 ar->currentline, SCRIPT_MAX_SECONDS);
+        luaL_error(L, "%s", msg);
+    }
 }
 
 static int script_has(lua_State *L, const char *name)
@@ -239,7 +243,7 @@ static int script_call(struct script *s, const char *name, struct client *c, int
     } else {
         int isnum;
         lua_Integer v = lua_tointegerx(L, -1, &isnum);
-        rc = isnum ? (v > 1000000 ? 1 : v < -1000000 ? -1 : (int)v) : 0;
+        rc = !isnum ? 0 : v > 0 ? 1 : v < 0 ? -1 : 0; /* only the sign matters */
     }
     lua_settop(L, base);
     s->conn = NULL;

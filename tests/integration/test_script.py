@@ -153,9 +153,6 @@ def test_onread_zero_falls_back_to_length_protocol(gateway, php):
         assert c.recv() == b"x" * 1000
 
 
-@pytest.mark.xfail(strict=True, reason="src/client.c client_send_script() drains the message "
-                   "before onWrite's 0 falls back, so an empty frame is sent; remove this "
-                   "marker once fixed")
 def test_onwrite_zero_falls_back_to_length_protocol(gateway, php):
     gw = script_gateway(gateway, php, SCRIPTS / "write_zero.lua")
     with gw.client() as c:
