@@ -80,7 +80,7 @@ struct router {
     const struct config *cfg;
     struct event_base *base;
     struct evconnlistener *listener;
-    struct event *sig_int, *sig_term, *sig_usr1, *reap, *accept_resume;
+    struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume;
     struct rconn_list conns, links, dead;
     struct hmap *sids, *channels, *gateways;
     int has_secret;
@@ -768,6 +768,21 @@ static void router_signal(evutil_socket_t sig, short what, void *arg)
             log_info("router: log file reopened");
         return;
     }
+    if (sig == SIGHUP) {
+        /* The router's state lives in its connections: only the log level can
+         * change under them; the rest needs a restart (gateways resync). */
+        char err[1024];
+        struct config fresh;
+        if (config_load(&fresh, r->cfg->file, err, sizeof(err)) < 0) {
+            log_err("router: reload: %s; keeping the running configuration", err);
+        } else {
+            log_set_level(fresh.log_level);
+            log_info("router: reload: LOG_LEVEL %d applied; other changes need a restart",
+                     fresh.log_level);
+            config_free(&fresh);
+        }
+        return;
+    }
     log_info("router: signal %d, stopping", (int)sig);
     event_base_loopbreak(r->base);
 }
@@ -811,6 +826,8 @@ static void router_free(struct router *r)
         event_free(r->sig_term);
     if (r->sig_usr1 != NULL)
         event_free(r->sig_usr1);
+    if (r->sig_hup != NULL)
+        event_free(r->sig_hup);
     if (r->reap != NULL)
         event_free(r->reap);
     if (r->accept_resume != NULL)
@@ -886,11 +903,13 @@ int router_run(const struct config *cfg)
     r->sig_int = evsignal_new(r->base, SIGINT, router_signal, r);
     r->sig_term = evsignal_new(r->base, SIGTERM, router_signal, r);
     r->sig_usr1 = evsignal_new(r->base, SIGUSR1, router_signal, r);
+    r->sig_hup = evsignal_new(r->base, SIGHUP, router_signal, r);
     r->reap = event_new(r->base, -1, 0, router_reap, r);
     r->accept_resume = evtimer_new(r->base, router_accept_resume, r);
-    if (r->sig_int == NULL || r->sig_term == NULL || r->sig_usr1 == NULL || r->reap == NULL
-        || r->accept_resume == NULL || evsignal_add(r->sig_int, NULL) < 0
-        || evsignal_add(r->sig_term, NULL) < 0 || evsignal_add(r->sig_usr1, NULL) < 0)
+    if (r->sig_int == NULL || r->sig_term == NULL || r->sig_usr1 == NULL || r->sig_hup == NULL
+        || r->reap == NULL || r->accept_resume == NULL || evsignal_add(r->sig_int, NULL) < 0
+        || evsignal_add(r->sig_term, NULL) < 0 || evsignal_add(r->sig_usr1, NULL) < 0
+        || evsignal_add(r->sig_hup, NULL) < 0)
         goto fail_oom;
 
     log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s)",
