@@ -182,17 +182,16 @@ static void uplink_resync(struct uplink *u)
     log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
 }
 
-static void uplink_each_sid(struct uplink *u, const struct rmsg *m, int type)
+static void worker_each_sid(struct worker *w, const struct rmsg *m)
 {
-    struct worker *w = u->w;
     struct shared_msg *sm = NULL;
-    if (type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) /* many recipients: share */
+    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) /* many recipients: share */
         sm = shared_msg_new(m->d, m->len);
     for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
         struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
         if (!c || c->dead)
             continue;
-        switch (type) {
+        switch (m->type) {
         case RMSG_KICK:
             client_close_after_flush(c, "kicked");
             break;
@@ -217,11 +216,10 @@ static void uplink_each_sid(struct uplink *u, const struct rmsg *m, int type)
     shared_msg_unref(sm);
 }
 
-static void uplink_execute(struct uplink *u, const struct rmsg *m)
+void worker_command(struct worker *w, const struct rmsg *m, const char *source)
 {
-    struct worker *w = u->w;
-    log_debug("router %s: %s (%u bytes of SIDs/channel, %u bytes)", u->name,
-              rmsg_type_name(m->type), m->slen, m->len);
+    log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
+              m->slen, m->len);
     switch (m->type) {
     case RMSG_KICK:
     case RMSG_SEND_MSG:
@@ -229,11 +227,11 @@ static void uplink_execute(struct uplink *u, const struct rmsg *m)
     case RMSG_CH_DEL:
         if ((m->type == RMSG_CH_ADD || m->type == RMSG_CH_DEL)
             && (m->len == 0 || m->len > RMSG_MAX_CHANNEL)) {
-            log_err("router %s: %s with a bad channel name length %u, ignored", u->name,
+            log_err("%s: %s with a bad channel name length %u, ignored", source,
                     rmsg_type_name(m->type), m->len);
             return;
         }
-        uplink_each_sid(u, m, m->type);
+        worker_each_sid(w, m);
         break;
     case RMSG_SEND_ALL: {
         struct shared_msg *sm = shared_msg_new(m->d, m->len);
@@ -252,7 +250,7 @@ static void uplink_execute(struct uplink *u, const struct rmsg *m)
         break;
     }
     default:
-        log_info("router %s: unexpected %s message, ignored", u->name, rmsg_type_name(m->type));
+        log_info("%s: unexpected %s message, ignored", source, rmsg_type_name(m->type));
         break;
     }
 }
@@ -301,7 +299,9 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
             uplink_down(u, rmsg_strerror(rc));
             return;
         }
-        uplink_execute(u, &m);
+        char source[160];
+        snprintf(source, sizeof(source), "router %s", u->name);
+        worker_command(u->w, &m, source);
         if (!u->bev)
             return;
         evbuffer_drain(in, consumed);

@@ -20,4 +20,10 @@ void uplink_ch_sub(struct uplink *u, const char *name, size_t len);
 void uplink_ch_unsub(struct uplink *u, const char *name, size_t len);
 int uplink_connected(const struct uplink *u);
 
+struct rmsg;
+/* Carries out a router-protocol command (KICK, SEND_MSG, SEND_ALL, CH_ADD,
+ * CH_DEL, CH_PUB) on the worker's clients; source names the sender in logs.
+ * Used for the router link and for the Redis bus alike. */
+void worker_command(struct worker *w, const struct rmsg *m, const char *source);
+
 #endif

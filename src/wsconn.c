@@ -131,10 +131,17 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
         st = static_open(w->static_fd, rel, &fd, &sb);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (st == STATIC_MOVED) {
+        /* one leading '/': "//host/" would be a protocol-relative URL */
+        const char *lp = req->path.p;
+        size_t ll = req->path.len;
+        while (ll > 1 && lp[0] == '/' && lp[1] == '/') {
+            lp++;
+            ll--;
+        }
         evbuffer_add_printf(out,
                             "HTTP/1.1 301 Moved Permanently\r\nLocation: %.*s/\r\n"
                             "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                            (int)req->path.len, req->path.p);
+                            (int)ll, lp);
         c->ws->state = WSC_CLOSING;
         client_close_after_flush(c, "static redirect");
         return;
@@ -307,27 +314,31 @@ static int wsconn_payload(struct ws_conn *ws, const struct ws_frame *f, size_t f
     struct evbuffer_ptr pos;
     struct evbuffer_iovec vec[8];
     uint64_t done = 0;
+    size_t total = evbuffer_get_length(ws->assembly) - from;
     if (evbuffer_ptr_set(ws->assembly, &pos, from, EVBUFFER_PTR_SET) < 0)
         return 0;
-    for (;;) {
-        int nv = evbuffer_peek(ws->assembly, -1, &pos, vec, 8);
+    while (done < total) {
+        int nv = evbuffer_peek(ws->assembly, (ev_ssize_t)(total - done), &pos, vec, 8);
         if (nv <= 0)
             return 0;
         int got = nv < 8 ? nv : 8;
         size_t adv = 0;
         for (int i = 0; i < got; i++) {
             uint8_t *b = vec[i].iov_base;
-            ws_unmask(b, vec[i].iov_len, f->mask, done);
-            done += vec[i].iov_len;
-            adv += vec[i].iov_len;
-            int rc = ws_message_data(&ws->msg, b, vec[i].iov_len);
+            size_t n = vec[i].iov_len;
+            if (n > total - done)
+                n = total - done;
+            ws_unmask(b, n, f->mask, done);
+            done += n;
+            adv += n;
+            int rc = ws_message_data(&ws->msg, b, n);
             if (rc)
                 return rc;
         }
-        if (nv <= 8)
+        if (done < total && evbuffer_ptr_set(ws->assembly, &pos, adv, EVBUFFER_PTR_ADD) < 0)
             return 0;
-        evbuffer_ptr_set(ws->assembly, &pos, adv, EVBUFFER_PTR_ADD);
     }
+    return 0;
 }
 
 static void wsconn_frames(struct client *c)
@@ -405,11 +416,12 @@ static int wsconn_opcode(const struct client *c, const uint8_t *p, size_t n, str
         rc = ws_utf8_feed(&u, p, n);
     } else {
         struct evbuffer_iovec vec[16];
-        int nv = evbuffer_peek(b, -1, NULL, vec, 16);
+        int nv = evbuffer_peek(b, -1, NULL, NULL, 0);
         if (nv > 16) {
             const uint8_t *all = evbuffer_pullup(b, -1);
             rc = ws_utf8_feed(&u, all, evbuffer_get_length(b));
         } else {
+            nv = evbuffer_peek(b, -1, NULL, vec, 16);
             for (int i = 0; i < nv && rc != WS_UTF8_INVALID; i++)
                 rc = ws_utf8_feed(&u, vec[i].iov_base, vec[i].iov_len);
         }
