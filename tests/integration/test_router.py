@@ -18,7 +18,9 @@ import rproto as rp
 from routerfix import ROOT, Router
 
 PHP_CLIENT = os.path.join(ROOT, "example", "clients", "php", "FookingRouter.php")
-GO_PATH = os.path.join(ROOT, "example", "clients", "go")
+# The fooking package also holds the Redis transport (redis.go), which needs redigo
+# from Debian (golang-github-gomodule-redigo-dev) under /usr/share/gocode.
+GO_PATH = os.path.join(ROOT, "example", "clients", "go") + ":/usr/share/gocode"
 
 
 @pytest.fixture

@@ -86,19 +86,19 @@ final class FookingRouter
     /** These clients join $channel. */
     public function chAdd(array $sids, string $channel): void
     {
-        $this->sidsCommand(self::CH_ADD, $sids, self::channel($channel));
+        $this->sidsCommand(self::CH_ADD, $sids, self::checkChannel($channel));
     }
 
     /** These clients leave $channel. */
     public function chDel(array $sids, string $channel): void
     {
-        $this->sidsCommand(self::CH_DEL, $sids, self::channel($channel));
+        $this->sidsCommand(self::CH_DEL, $sids, self::checkChannel($channel));
     }
 
     /** Delivers $msg to every member of $channel. */
     public function chPub(string $channel, string $msg): void
     {
-        $this->write(self::CH_PUB, self::channel($channel), $msg);
+        $this->write(self::CH_PUB, self::checkChannel($channel), $msg);
     }
 
     /**
@@ -135,22 +135,46 @@ final class FookingRouter
     /** One message per 4095 SIDs: the router forwards each as it comes. */
     private function sidsCommand(int $type, array $sids, string $d): void
     {
-        foreach ($sids as $sid) {
-            if (!is_string($sid) || strlen($sid) !== self::SID_LEN) {
-                throw new InvalidArgumentException('fooking router: a SID is 16 characters, got '
-                                                   . var_export($sid, true));
-            }
-        }
-        foreach (array_chunk(array_values($sids), self::MAX_SIDS) as $chunk) {
+        foreach (array_chunk(self::checkSids($sids), self::MAX_SIDS) as $chunk) {
             $this->write($type, implode('', $chunk), $d);
         }
     }
 
-    private static function channel(string $channel): string
+    /*
+     * The message encoding, shared with FookingRedis (which publishes the same
+     * messages on Redis instead of writing them to a router).
+     */
+
+    /** One router-protocol message: "u16 type | u16 slen | u32 len" (big-endian), S, D. */
+    public static function encode(int $type, string $s, string $d): string
+    {
+        return pack('nnN', $type, strlen($s), strlen($d)) . $s . $d;
+    }
+
+    /**
+     * The SIDs as a list, each checked to be 16 characters.
+     * @throws InvalidArgumentException
+     */
+    public static function checkSids(array $sids): array
+    {
+        foreach ($sids as $sid) {
+            if (!is_string($sid) || strlen($sid) !== self::SID_LEN) {
+                throw new InvalidArgumentException('fooking: a SID is 16 characters, got '
+                                                   . var_export($sid, true));
+            }
+        }
+        return array_values($sids);
+    }
+
+    /**
+     * The channel name, checked to be 1 to 255 bytes.
+     * @throws InvalidArgumentException
+     */
+    public static function checkChannel(string $channel): string
     {
         $n = strlen($channel);
         if ($n < 1 || $n > self::MAX_CHANNEL) {
-            throw new InvalidArgumentException("fooking router: a channel name is 1 to 255 bytes, got $n");
+            throw new InvalidArgumentException("fooking: a channel name is 1 to 255 bytes, got $n");
         }
         return $channel;
     }
@@ -160,7 +184,7 @@ final class FookingRouter
         if ($this->sock === null) {
             throw new RuntimeException('fooking router: not connected');
         }
-        $buf = pack('nnN', $type, strlen($s), strlen($d)) . $s . $d;
+        $buf = self::encode($type, $s, $d);
         while ($buf !== '') {
             $n = @fwrite($this->sock, $buf);
             if ($n === false || $n === 0) {

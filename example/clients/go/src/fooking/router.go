@@ -1,5 +1,7 @@
-// Package fooking is a backend client for the fooking router (standard library
-// only; builds in GOPATH mode: GOPATH=.../example/clients/go, import "fooking").
+// Package fooking is a backend client for fooking: Router talks to the router
+// (this file: standard library only), Redis publishes on the Redis message bus
+// (redis.go: redigo). It builds in GOPATH mode:
+// GO111MODULE=off GOPATH=.../example/clients/go:/usr/share/gocode, import "fooking".
 //
 // Every message is "u16 type | u16 slen | u32 len" (big-endian), then S, then D.
 // Commands are fire-and-forget: the router never answers them. Only Info waits
@@ -168,11 +170,51 @@ func parseInfo(text string) (*Info, error) {
 
 // sidsCommand sends one message per MaxSIDs SIDs.
 func (r *Router) sidsCommand(typ uint16, sids []string, d []byte) error {
-	for _, sid := range sids {
-		if len(sid) != SIDLen {
-			return fmt.Errorf("fooking router: a SID is %d bytes, got %q", SIDLen, sid)
+	if err := checkSIDs(sids); err != nil {
+		return err
+	}
+	for _, s := range joinSIDs(sids) {
+		if err := r.write(typ, s, d); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// The message encoding below is shared by Router and Redis (which publishes the
+// same messages on Redis instead of writing them to a router).
+
+// header is the 8-byte message header: u16 type | u16 slen | u32 len, big-endian.
+func header(typ uint16, slen, dlen int) [8]byte {
+	var hdr [8]byte
+	binary.BigEndian.PutUint16(hdr[0:], typ)
+	binary.BigEndian.PutUint16(hdr[2:], uint16(slen))
+	binary.BigEndian.PutUint32(hdr[4:], uint32(dlen))
+	return hdr
+}
+
+// Encode returns one whole message: header, S, D.
+func Encode(typ uint16, s, d []byte) []byte {
+	hdr := header(typ, len(s), len(d))
+	out := make([]byte, 0, len(hdr)+len(s)+len(d))
+	out = append(out, hdr[:]...)
+	out = append(out, s...)
+	return append(out, d...)
+}
+
+// checkSIDs checks that every SID is SIDLen bytes.
+func checkSIDs(sids []string) error {
+	for _, sid := range sids {
+		if len(sid) != SIDLen {
+			return fmt.Errorf("fooking: a SID is %d bytes, got %q", SIDLen, sid)
+		}
+	}
+	return nil
+}
+
+// joinSIDs concatenates the SIDs into S fields of at most MaxSIDs SIDs each.
+func joinSIDs(sids []string) [][]byte {
+	var out [][]byte
 	for start := 0; start < len(sids); start += MaxSIDs {
 		end := start + MaxSIDs
 		if end > len(sids) {
@@ -182,16 +224,14 @@ func (r *Router) sidsCommand(typ uint16, sids []string, d []byte) error {
 		for _, sid := range sids[start:end] {
 			s = append(s, sid...)
 		}
-		if err := r.write(typ, s, d); err != nil {
-			return err
-		}
+		out = append(out, s)
 	}
-	return nil
+	return out
 }
 
 func checkChannel(channel string) error {
 	if len(channel) < 1 || len(channel) > MaxChannel {
-		return fmt.Errorf("fooking router: a channel name is 1 to %d bytes, got %d", MaxChannel, len(channel))
+		return fmt.Errorf("fooking: a channel name is 1 to %d bytes, got %d", MaxChannel, len(channel))
 	}
 	return nil
 }
@@ -204,10 +244,7 @@ func (r *Router) deadline() {
 
 // write sends header, S and D with one writev, without copying D.
 func (r *Router) write(typ uint16, s, d []byte) error {
-	var hdr [8]byte
-	binary.BigEndian.PutUint16(hdr[0:], typ)
-	binary.BigEndian.PutUint16(hdr[2:], uint16(len(s)))
-	binary.BigEndian.PutUint32(hdr[4:], uint32(len(d)))
+	hdr := header(typ, len(s), len(d))
 	r.deadline()
 	bufs := net.Buffers{hdr[:], s, d}
 	if _, err := bufs.WriteTo(r.conn); err != nil {
