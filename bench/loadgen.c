@@ -61,7 +61,6 @@
 #define MAX_PIDSETS 4
 #define TS_LEN 16               /* hex digits of the send time at the start of a message */
 #define SCRATCH (256 * 1024)    /* per-thread read buffer */
-#define SETUP_DEADLINE_S 60     /* connecting all clients */
 #define READY_DEADLINE_S 20     /* fan-out: every subscriber got a first message */
 #define CHANNEL "bench"
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -97,14 +96,14 @@ static struct {
     const char *path, *pubpath, *label;
     long n;
     int k, size, threads, src_first, src_count, window;
-    double duration, warmup, hold, rate;
+    double duration, warmup, hold, rate, setup_deadline;
     enum pubmode pubmode;
     struct pidset pidsets[MAX_PIDSETS];
     int npidsets;
 } opt = {
     .sc = SC_RT, .proto = P_LENGTH, .path = "/", .pubpath = "/pub?id=" CHANNEL,
     .label = "-", .n = 100, .k = 1, .size = 64, .duration = 5, .warmup = 1, .hold = 1,
-    .window = 0, .pubmode = PUB_SENDALL,
+    .window = 0, .setup_deadline = 60, .pubmode = PUB_SENDALL,
 };
 
 /* ---- latency histogram: log buckets, 256 per power of two (< 0.4% error) ---- */
@@ -424,10 +423,9 @@ static void on_message(struct conn *c, const uint8_t *p, size_t n)
     if (measuring()) {
         th->msgs++;
         th->bytes += n;
-        if (get_ts(p, n, &t) == 0) {
-            uint64_t now = now_ns();
-            hist_add(&th->hist, now > t ? now - t : 0);
-        }
+        uint64_t now = now_ns();
+        if (get_ts(p, n, &t) == 0 && t <= now) /* (a welcome SID is not a time) */
+            hist_add(&th->hist, now - t);
     }
     if (opt.sc == SC_RT && opt.rate == 0 && atomic_load(&phase) < PH_DONE)
         send_message(c);
@@ -865,7 +863,7 @@ static void publish_one(struct thread *th)
     memset(msg + TS_LEN, 'x', n - TS_LEN);
     for (long i = 0; i < th->nconns; i++) {
         struct conn *c = th->conns[i];
-        if (c->state != CS_OPEN)
+        if (c->state != CS_OPEN || (opt.pubmode == PUB_HTTP && c->inflight))
             continue;
         if (opt.pubmode == PUB_HTTP) {
             char head[512];
@@ -877,6 +875,7 @@ static void publish_one(struct thread *th)
             memcpy(p, head, (size_t)hl);
             memcpy(p + hl, msg, n);
             c->inflight = 1;
+            break; /* HTTP: each -R connection is one more publisher, one request each */
         } else if (opt.pubmode == PUB_CHPUB) {
             pub_router(c, RMSG_CH_PUB, (const uint8_t *)CHANNEL, strlen(CHANNEL), msg, n);
         } else {
@@ -947,14 +946,14 @@ static void pub_tick(struct thread *th)
             long out = atomic_load(&published) - th->pub_base - dsum / target;
             if (out >= opt.window)
                 break;
-            int busy = 0;
-            for (long i = 0; i < th->nconns; i++)
-                busy |= th->conns[i]->inflight || th->conns[i]->outlen > 65536;
-            if (busy)
+            int busy = 0, idle = 0;
+            for (long i = 0; i < th->nconns; i++) {
+                busy |= th->conns[i]->outlen > 65536;
+                idle |= !th->conns[i]->inflight;
+            }
+            if (busy || !idle)
                 break;
             publish_one(th);
-            if (opt.pubmode == PUB_HTTP)
-                break; /* one request in flight per connection */
         }
     }
     for (long i = 0; i < th->nconns; i++)
@@ -1048,12 +1047,14 @@ static void usage(void)
             "  -B F:C      source addresses 127.0.0.F .. 127.0.0.(F+C-1)\n"
             "  -u PATH     WebSocket request path                      [/]\n"
             "  -r RATE     rt: open loop at RATE messages/s (K caps in flight)\n"
-            "  -R H:P      fanout: publisher target (repeatable: each message to each)\n"
+            "  -R H:P      fanout: publisher target (repeatable: router protocol sends each\n"
+            "              message to each; http uses them as parallel publishers)\n"
             "  -P MODE     fanout: sendall | chpub (router) | http (nchan POST)  [sendall]\n"
             "  -U PATH     fanout http: publish path                   [/pub?id=bench]\n"
             "  -W N        fanout: publications outstanding at most    [100000/N]\n"
             "  -m L=P,P    idle: report VmRSS of these pids (repeatable)\n"
             "  -H SECS     idle: settle time before measuring          [1]\n"
+            "  -S SECS     give up connecting everyone after SECS      [60]\n"
             "  -T LABEL    label for the RESULT line\n");
     exit(2);
 }
@@ -1062,7 +1063,7 @@ static void parse_options(int argc, char **argv)
 {
     int o;
     opt.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:T:h")) != -1) {
+    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:T:h")) != -1) {
         switch (o) {
         case 's':
             if (!strcmp(optarg, "rt")) opt.sc = SC_RT;
@@ -1113,6 +1114,7 @@ static void parse_options(int argc, char **argv)
         case 'W': opt.window = atoi(optarg); break;
         case 'm': parse_pidset(optarg); break;
         case 'H': opt.hold = atof(optarg); break;
+        case 'S': opt.setup_deadline = atof(optarg); break;
         case 'T': opt.label = optarg; break;
         default: usage();
         }
@@ -1201,7 +1203,7 @@ int main(int argc, char **argv)
     long nopen = 0;
     long rss_after[MAX_PIDSETS] = {0};
     if (opt.sc != SC_CONNECT) {
-        wait_for(&opened, opt.n, SETUP_DEADLINE_S);
+        wait_for(&opened, opt.n, opt.setup_deadline);
         nopen = atomic_load(&opened);
         if (nopen < opt.n)
             fprintf(stderr, "loadgen: only %ld of %ld connections opened\n", nopen, opt.n);

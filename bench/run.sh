@@ -1,0 +1,312 @@
+#!/bin/bash
+# bench/run.sh - runs every benchmark scenario against fooking, its peers
+# (Pushpin, nginx + nchan) and the epoll baselines, on free loopback ports, and
+# writes BENCHMARKS.md with tables and charts. `make bench` calls it.
+#
+#   bench/run.sh            the full run (about 10 minutes)
+#   QUICK=1 bench/run.sh    fewer and shorter runs (about 2 minutes)
+#
+# Every server is started here with its own config in a temporary directory
+# and stopped by its pid (trap on exit); every load run is bounded by the load
+# generator's own duration and setup deadlines.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=${QUICK:-0}
+[ "${1:-}" = "--quick" ] && QUICK=1
+[ "$QUICK" = "" ] && QUICK=0
+RES=$ROOT/bench/results
+RAW=$RES/results.txt
+LG=$ROOT/bench/build/loadgen
+TMP=$(mktemp -d /tmp/fooking-bench.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bench/deps.sh || log "deps.sh failed: peers that are missing are skipped"
+make -s fooking || exit 1
+make -s -C bench || exit 1
+mkdir -p "$RES"
+rm -f "$RES"/*.png "$RES"/*.dat "$RES"/perf-*.txt
+: > "$RAW"
+
+# Many connections: descriptors for us and for every server we start.
+ulimit -Hn 1048576 2>/dev/null
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ---- free loopback ports ----
+NEXT_PORT=$((20000 + RANDOM % 20000))
+port() { # port VAR: sets VAR to a port nobody listens on (and that we did not hand out)
+    while ss -Htln "sport = :$NEXT_PORT" | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    printf -v "$1" %d $NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 1))
+}
+wait_port() { # wait (up to 10 s) until something listens on $1
+    for _ in $(seq 100); do ss -Htln "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+    log "nothing listens on port $1"; return 1
+}
+stop() { # stop a server by pid and wait for it
+    kill "$1" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null
+}
+children() { pgrep -P "$1" | paste -sd, ; }
+
+# ---- servers ----
+start_echo() {
+    port ECHO_PORT
+    "$ROOT/bench/build/fcgi_echo" -s -w 2 -l 127.0.0.1:$ECHO_PORT & ECHO_PID=$!
+    PIDS+=($ECHO_PID)
+    wait_port $ECHO_PORT
+}
+start_router() {
+    port ROUTER_PORT
+    cat > "$TMP/router.lua" <<EOF
+ROUTER = 1
+HOST = "127.0.0.1"
+PORT = $ROUTER_PORT
+LOG_FILE = "$TMP/router.log"
+LOG_LEVEL = 1
+EOF
+    ./fooking "$TMP/router.lua" > "$TMP/router.out" 2>&1 & ROUTER_PID=$!
+    PIDS+=($ROUTER_PID)
+    wait_port $ROUTER_PORT
+}
+# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1): sets GW_PORT, GW_PID
+start_gateway() {
+    port GW_PORT
+    local router=""
+    [ "$4" = 1 ] && router="ROUTER_HOST = \"127.0.0.1\"
+ROUTER_PORT = $ROUTER_PORT"
+    cat > "$TMP/$1.lua" <<EOF
+HOST = "127.0.0.1"
+PORT = $GW_PORT
+WORKER_NUM = 2
+LOG_FILE = "$TMP/$1.log"
+LOG_LEVEL = 1
+PROTOCOL = "$2"
+BACKEND_SERVER = "127.0.0.1:$ECHO_PORT"
+BACKEND_KEEPALIVE = 64
+BACKEND_MAX_CONNS = 64
+BACKEND_QUEUE_SIZE = 1000000
+EVENT_CONNECT = $3
+EVENT_CLOSE = 1
+$router
+EOF
+    ./fooking "$TMP/$1.lua" > "$TMP/$1.out" 2>&1 & GW_PID=$!
+    PIDS+=($GW_PID)
+    wait_port $GW_PORT
+    sleep 0.3 # the workers, and their router links
+}
+start_baseline() { # MODE: sets BL_PORT, BL_PUB, BL_PID
+    port BL_PORT
+    port BL_PUB
+    NEXT_PORT=$((NEXT_PORT + 1)) # BL_PUB + 1 is the second process's
+    "$ROOT/bench/build/baseline" -m "$1" -l 127.0.0.1:$BL_PORT -P $BL_PUB -w 2 & BL_PID=$!
+    PIDS+=($BL_PID)
+    wait_port $BL_PORT
+    sleep 0.2
+}
+HAVE_NGINX=0; command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && HAVE_NGINX=1
+HAVE_PUSHPIN=0; command -v pushpin >/dev/null && HAVE_PUSHPIN=1
+# nginx: the nchan server (WebSocket subscribers, HTTP publish) and the
+# Pushpin origin (WebSocket-over-HTTP events to the echo backend over FastCGI).
+start_nginx() {
+    NG=$TMP/nginx; mkdir -p "$NG"; chmod 777 "$NG"
+    port NCHAN_PORT; port ORIGIN_PORT
+    cat > "$NG/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 2;
+pid $NG/nginx.pid;
+error_log $NG/error.log error;
+worker_rlimit_nofile 300000;
+events { worker_connections 250000; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path $NG/body;
+    fastcgi_temp_path $NG/fcgi;
+    proxy_temp_path $NG/proxy;
+    uwsgi_temp_path $NG/uwsgi;
+    scgi_temp_path $NG/scgi;
+    nchan_shared_memory_size 512m;
+    server {
+        listen 127.0.0.1:$NCHAN_PORT;
+        keepalive_requests 100000000;
+        location = /sub { nchan_subscriber websocket; nchan_channel_id \$arg_id; }
+        location = /pub { nchan_publisher http; nchan_channel_id \$arg_id; nchan_store_messages off; }
+    }
+    upstream echo { server 127.0.0.1:$ECHO_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        keepalive_requests 100000000;
+        location / {
+            fastcgi_pass echo;
+            fastcgi_keep_conn on;
+            fastcgi_param CONTENT_TYPE \$content_type;
+            fastcgi_param CONTENT_LENGTH \$content_length;
+            fastcgi_param REQUEST_METHOD \$request_method;
+            fastcgi_param SCRIPT_FILENAME /echo;
+        }
+    }
+}
+EOF
+    nginx -c "$NG/nginx.conf" -e "$NG/error.log" || return 1
+    wait_port $NCHAN_PORT
+    NGINX_PID=$(cat "$NG/nginx.pid")
+    PIDS+=($NGINX_PID)
+}
+stop_nginx() { stop "$NGINX_PID"; }
+start_pushpin() {
+    PP=$TMP/pushpin; mkdir -p "$PP/run" "$PP/log"
+    port PUSHPIN_PORT
+    local base; port base; NEXT_PORT=$((NEXT_PORT + 10))
+    local offset=$((base - 5560)) # Pushpin's handler ports: 5560-5563 + offset
+    sed -e "s|^rundir=.*|rundir=$PP/run|; s|^logdir=.*|logdir=$PP/log|; s|^http_port=.*|http_port=$PUSHPIN_PORT|" \
+        -e "s|^port_offset=.*|port_offset=$offset|; s|^services=.*|services=condure,zurl,pushpin-proxy,pushpin-handler|" \
+        -e "s|^routesfile=.*|routesfile=$PP/routes|; s|^ipc_prefix=.*|ipc_prefix=bench-|; s|^client_maxconn=.*|client_maxconn=120000|" \
+        -e "s|^log_level=.*|log_level=0|" /etc/pushpin/pushpin.conf > "$PP/pushpin.conf"
+    # zurl (Pushpin's HTTP client) runs under this runner, not as a system service.
+    sed -i "/^\[proxy\]/a zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out" "$PP/pushpin.conf"
+    echo "* 127.0.0.1:$ORIGIN_PORT,over_http" > "$PP/routes"
+    pushpin --config="$PP/pushpin.conf" > "$PP/pushpin.out" 2>&1 & PUSHPIN_PID=$!
+    PIDS+=($PUSHPIN_PID)
+    wait_port $PUSHPIN_PORT && sleep 1
+}
+
+# run LABEL loadgen-args...: one load run; its RESULT line goes to results.txt
+run() {
+    local label=$1; shift
+    local out
+    out=$("$LG" -T "$label" "$@" 2> "$TMP/lg.err")
+    grep -h '^[a-z].*: ' "$TMP/lg.err" | head -3 >&2
+    if [ -n "$out" ]; then
+        echo "$out load=$(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+    else
+        log "$label: no result ($(tail -1 "$TMP/lg.err"))"
+    fi
+    echo "$out"
+}
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# perf_profile NAME PIDS SECONDS: a CPU profile of those processes (background)
+perf_profile() {
+    [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null || return 0
+    ( sleep 0.8; perf record -q -g -o "$TMP/$1.perf" -p "$2" -- sleep "$3" >/dev/null 2>&1 &&
+      perf report -i "$TMP/$1.perf" --no-children --sort comm,dso,sym -g none --percent-limit 0.5 \
+          2>/dev/null | grep -v '^$' | head -70 > "$RES/perf-$1.txt" ) &
+    PERF_JOB=$!
+}
+perf_wait() { [ -n "${PERF_JOB:-}" ] && wait "$PERF_JOB" 2>/dev/null; PERF_JOB=""; }
+
+if [ "$QUICK" = 1 ]; then
+    D=1.5; W=0.5; NS="100 1000"; KS="1 8"; SS="64"; FANS="100 1000"; IDLES="10000 50000"; NCHAN_IDLES="10000"
+    PUSHPIN_MAXN=100; PUSHPIN_SETUP=5
+else
+    D=3; W=1; NS="100 1000 5000"; KS="1 8"; SS="64 1024"; FANS="100 1000 10000"; IDLES="10000 50000 100000"; NCHAN_IDLES="10000 50000 100000"
+    PUSHPIN_MAXN=1000; PUSHPIN_SETUP=10
+fi
+SRC="-B 2:8 -S 30" # 127.0.0.2-9: 8 x 28K ephemeral ports; 30 s at most to connect
+START=$(date +%s)
+log "results in $TMP, quick=$QUICK"
+
+start_echo
+start_router
+start_gateway gw_length length 0 0; GWL_PORT=$GW_PORT; GWL_PID=$GW_PID
+start_gateway gw_ws websocket 0 1; GWW_PORT=$GW_PORT; GWW_PID=$GW_PID
+start_baseline length; BLL_PORT=$BL_PORT
+start_baseline ws; BLW_PORT=$BL_PORT; BLW_PUB=$BL_PUB; BLW_PID=$BL_PID
+[ $HAVE_NGINX = 1 ] && start_nginx || HAVE_NGINX=0
+[ $HAVE_NGINX = 1 ] || HAVE_PUSHPIN=0
+
+# ---- (a) round trip ----
+log "(a) round trip"
+for S in $SS; do for K in $KS; do for N in $NS; do
+    A="-s rt -n $N -k $K -b $S -d $D -w $W $SRC"
+    if [ "$N" = 1000 ] && [ "$K" = 8 ] && [ "$S" = 64 ]; then
+        perf_profile rt-length "$(children $GWL_PID)" 1.5
+        sleep 0.1
+    fi
+    run fooking-length $A -p length -a 127.0.0.1:$GWL_PORT >/dev/null
+    run baseline-length $A -p length -a 127.0.0.1:$BLL_PORT >/dev/null
+    run fooking-ws $A -p ws -a 127.0.0.1:$GWW_PORT >/dev/null
+    if [ $HAVE_PUSHPIN = 1 ] && [ "$N" -le "$PUSHPIN_MAXN" ]; then
+        # A fresh Pushpin for every run: a backlog left by one run would sink the next.
+        start_pushpin && run pushpin $A -S $PUSHPIN_SETUP -p ws -a 127.0.0.1:$PUSHPIN_PORT >/dev/null
+        stop "$PUSHPIN_PID"
+    fi
+    run baseline-ws $A -p ws -a 127.0.0.1:$BLW_PORT >/dev/null
+done; done; done
+perf_wait
+
+# p99 at half the maximum throughput (open loop), 1000 clients
+for P in length ws; do
+    port_var=$([ $P = length ] && echo $GWL_PORT || echo $GWW_PORT)
+    max=$(grep "label=fooking-$P .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
+    [ -z "$max" ] && continue
+    run fooking-$P-half -s rt -p $P -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
+done
+
+# ---- (b) fan-out ----
+log "(b) fan-out"
+for N in $FANS; do
+    S=64; [ "$N" = 100 ] && S=16
+    A="-s fanout -p ws -n $N -b $S -d $D -w $W $SRC"
+    [ "$N" = 1000 ] && perf_profile fanout "$(children $GWW_PID),$ROUTER_PID" 1.5
+    run fooking-sendall $A -P sendall -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
+    perf_wait
+    [ "$N" != 100 ] && [ $HAVE_NGINX = 1 ] && run nchan $A -P http -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT \
+        -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT >/dev/null
+    run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
+done
+# CH_PUB needs the subscribers' SIDs: a gateway that posts EVENT=1, whose reply is the SID
+start_gateway gw_ws_ev websocket 1 1; GWE_PORT=$GW_PORT; GWE_PID=$GW_PID
+for N in $FANS; do
+    S=64; [ "$N" = 100 ] && S=16
+    run fooking-chpub -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P chpub -a 127.0.0.1:$GWE_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
+done
+
+# ---- (d) connect rate ----
+log "(d) connect rate"
+CA="-s connect -p ws -n 512 -k 64 -d $D -w $W $SRC"
+run fooking-connect $CA -a 127.0.0.1:$GWW_PORT >/dev/null
+run fooking-connect-event $CA -a 127.0.0.1:$GWE_PORT >/dev/null
+run baseline-connect $CA -a 127.0.0.1:$BLW_PORT >/dev/null
+[ $HAVE_NGINX = 1 ] && run nchan-connect $CA -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT >/dev/null
+stop "$GWE_PID"; stop "$GWW_PID"; stop "$GWL_PID"; stop "$BLW_PID"
+[ $HAVE_NGINX = 1 ] && stop_nginx
+
+# ---- (c) idle connections: fresh servers for each count ----
+log "(c) idle connections"
+for N in $IDLES; do
+    stop "$ROUTER_PID"; start_router
+    start_gateway gw_idle websocket 0 1
+    run fooking-idle -s idle -p ws -n $N $SRC -H 2 -a 127.0.0.1:$GW_PORT \
+        -m "gateway=$GW_PID,$(children $GW_PID)" -m "router=$ROUTER_PID" >/dev/null
+    stop "$GW_PID"
+    start_baseline ws
+    run baseline-idle -s idle -p ws -n $N $SRC -H 1 -a 127.0.0.1:$BL_PORT -m "baseline=$BL_PID,$(children $BL_PID)" >/dev/null
+    stop "$BL_PID"
+done
+if [ $HAVE_NGINX = 1 ]; then
+    for N in $NCHAN_IDLES; do
+        start_nginx
+        run nchan-idle -s idle -p ws -n $N $SRC -H 2 -u "/sub?id=idle" -a 127.0.0.1:$NCHAN_PORT \
+            -m "nginx=$NGINX_PID,$(children $NGINX_PID)" >/dev/null
+        stop_nginx
+    done
+fi
+
+# ---- the report ----
+END=$(date +%s)
+log "runs took $((END - START)) s; writing BENCHMARKS.md"
+python3 bench/report.py --raw "$RAW" --out BENCHMARKS.md --results "$RES" --quick "$QUICK" \
+    --seconds $((END - START)) --command "$([ "$QUICK" = 1 ] && echo 'make bench QUICK=1' || echo 'make bench')"
