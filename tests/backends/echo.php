@@ -67,7 +67,7 @@ if (strncmp($body, 'sleep ', 6) === 0) {
 if (strncmp($body, 'stderr', 6) === 0) {
     /* error_log() with no ini error_log goes to the SAPI logger, which php-fpm
      * sends as FCGI_STDERR records (fastcgi.logging=1 by default). */
-    error_log('echo.php stderr test sid=' . $sid);
+    error_log('echo.php stderr test message');
     reply($body);
     exit;
 }

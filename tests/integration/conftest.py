@@ -10,6 +10,8 @@ Fixtures:
   backend        parametrized "php" / "go": a real backend plus the gateway keys
                  (BACKEND_SERVER, FASTCGI_PREFIX, FASTCGI_PARAMS) that reach it
 Everything a fixture starts it stops at teardown, by pid.
+The binary is $FOOKING or ./fooking, copied once per session (FOOKING_NO_COPY=1 to
+run it in place).
 """
 
 import os
@@ -23,6 +25,27 @@ import fk  # noqa: E402
 from fcgifake import FakeFcgi  # noqa: E402
 
 STATIC_PARAM = ("TEST_PARAM", "static value / 1")
+
+
+def pytest_configure(config):
+    """Run one fixed copy of the fooking binary for the whole session, so a `make`
+    running meanwhile (relinking ./fooking) cannot make a test spawn a half-written
+    file."""
+    import shutil
+    import tempfile
+    if fk.FOOKING.exists() and os.environ.get("FOOKING_NO_COPY") != "1":
+        d = tempfile.mkdtemp(prefix="fooking-bin-")
+        copy = os.path.join(d, fk.FOOKING.name)
+        shutil.copy2(str(fk.FOOKING), copy)
+        config._fooking_copy_dir = d
+        fk.FOOKING = fk.Path(copy)
+
+
+def pytest_unconfigure(config):
+    import shutil
+    d = getattr(config, "_fooking_copy_dir", None)
+    if d:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def base_params():

@@ -17,7 +17,12 @@
                             record "JUNK-AFTER-END" for the same request id
     b"fault:close_early ..." part of a reply ("Content-Length: 100", 5 body bytes),
                             then the connection is closed without END_REQUEST
-    b"fault:stderr ..."     a STDERR record "fake stderr <SID>", then the echo
+    b"fault:stderr ..."     a STDERR record "fake stderr message", then the echo
+    b"fault:cl_short ..."   "Content-Length: 3" but the whole message as body
+    b"fault:lf ..."         the echo with bare-LF header lines
+    b"fault:nocl ..."       the echo without a Content-Length header
+    b"fault:tiny ..."       the echo (headers and body) in 1-byte STDOUT records
+    b"fault:status:NNN ..." the echo with "Status: NNN"
     anything else           echo, with an exact Content-Length
 
   A server-wide `mode` ("hang", "slow", "slow_first", "badversion", "overlong",
@@ -160,10 +165,15 @@ def fcgi_request(addr, params, body=b"", req_id=1, keep_conn=False, timeout=10, 
     With sock given, the request goes over that (keep-alive) connection."""
     own = sock is None
     if own:
-        if isinstance(addr, str):
-            host, port = addr.rsplit(":", 1)
-            addr = (host, int(port))
-        sock = socket.create_connection(addr, timeout=timeout)
+        if isinstance(addr, str) and addr.startswith("unix:"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(addr[5:])
+        else:
+            if isinstance(addr, str):
+                host, port = addr.rsplit(":", 1)
+                addr = (host, int(port))
+            sock = socket.create_connection(addr, timeout=timeout)
     sock.settimeout(timeout)
     try:
         msg = [record(FCGI_BEGIN_REQUEST, req_id,
@@ -201,6 +211,16 @@ class _Conn:
         self.index = index
         self.wlock = threading.Lock()
         self.closed = False
+        self.released = False
+        self.on_close = None
+
+    def release(self):
+        """Counts the connection as closed now (it is about to be closed)."""
+        with self.wlock:
+            if not self.released:
+                self.released = True
+                if self.on_close:
+                    self.on_close()
 
     def send(self, data):
         with self.wlock:
@@ -215,6 +235,9 @@ class _Conn:
         with self.wlock:
             if not self.closed:
                 self.closed = True
+                if self.on_close and not self.released:
+                    self.released = True
+                    self.on_close()
                 try:
                     self.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -223,25 +246,34 @@ class _Conn:
 
 
 class FakeFcgi:
-    """A threaded FastCGI server on 127.0.0.1 (see the module doc)."""
+    """A threaded FastCGI server on 127.0.0.1 or a unix socket (see the module doc).
+    `addr` is the BACKEND_SERVER string that reaches it."""
 
-    def __init__(self, mode="echo", delay=1.0, welcome=False, port=0):
+    def __init__(self, mode="echo", delay=1.0, welcome=False, port=0, unix=None):
         self.mode = mode
         self.delay = delay
         self.welcome = welcome
         self.lock = threading.Lock()
         self.connections = 0        # TCP connections accepted
+        self.open = 0               # connections open right now
+        self.max_open = 0           # most connections open at once
         self.requests = []          # dicts: conn, id, keep, params, body, event, sid, t
         self.answered = 0           # requests answered (END_REQUEST sent or fault done)
         self._conns = []
         self._stop = threading.Event()
         self._first_done = False
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", port))
+        if unix:
+            self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.lsock.bind(str(unix))
+            self.port = None
+            self.addr = "unix:%s" % unix
+        else:
+            self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.lsock.bind(("127.0.0.1", port))
+            self.port = self.lsock.getsockname()[1]
+            self.addr = "127.0.0.1:%d" % self.port
         self.lsock.listen(512)
-        self.port = self.lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
         self._threads = []
         t = threading.Thread(target=self._accept_loop, daemon=True)
         t.start()
@@ -286,10 +318,17 @@ class FakeFcgi:
                 return
             with self.lock:
                 self.connections += 1
+                self.open += 1
+                self.max_open = max(self.max_open, self.open)
                 c = _Conn(s, self.connections)
+                c.on_close = self._closed_one
                 self._conns.append(c)
             t = threading.Thread(target=self._serve, args=(c,), daemon=True)
             t.start()
+
+    def _closed_one(self):
+        with self.lock:
+            self.open -= 1
 
     def _serve(self, c):
         pending = {}
@@ -365,11 +404,25 @@ class FakeFcgi:
             out.append(record(FCGI_STDOUT, rid, payload[i:i + 0xFFFF], version=version))
         out.append(record(FCGI_STDOUT, rid, b"", version=version))
         out.append(record(FCGI_END_REQUEST, rid, struct.pack(">IB3x", 0, 0), version=version))
+        if not req["keep"]:
+            c.release()  # the peer may connect again as soon as it reads END_REQUEST
+        req["t_done"] = time.monotonic()
         c.send(b"".join(out))
 
-    def _done(self, c, req):
+    def _mark(self, req):
         with self.lock:
             self.answered += 1
+            req["answered"] = True
+            req.setdefault("t_done", time.monotonic())
+
+    def answered_for(self, sid, body_prefix=b""):
+        """How many message requests of sid with a body starting with body_prefix
+        have been answered (or their fault carried out)."""
+        return sum(1 for r in self.snapshot()
+                   if r["sid"] == sid and r.get("answered") and r["body"].startswith(body_prefix))
+
+    def _done(self, c, req):
+        self._mark(req)
         if not req["keep"]:
             c.close()
 
@@ -391,7 +444,7 @@ class FakeFcgi:
                 return
             fault = "echo"
         if fault == "stderr":
-            c.send(record(FCGI_STDERR, rid, b"fake stderr " + req["sid"].encode()))
+            c.send(record(FCGI_STDERR, rid, b"fake stderr message"))
             fault = "echo"
         if fault == "badversion":
             self._reply(c, req, self._cgi(body), version=2)
@@ -399,19 +452,36 @@ class FakeFcgi:
         if fault == "overlong":
             head = struct.pack(">BBHHBx", FCGI_VERSION_1, FCGI_STDOUT, rid, 1000, 0)
             c.send(head + b"Status: 2")
-            with self.lock:
-                self.answered += 1
+            self._mark(req)
             c.close()
             return
         if fault == "close_early":
             c.send(record(FCGI_STDOUT, rid, b"Content-Length: 100\r\n\r\nabcde"))
-            with self.lock:
-                self.answered += 1
+            self._mark(req)
             c.close()
             return
         if fault == "after_end":
             self._reply(c, req, self._cgi(body))
             c.send(record(FCGI_STDOUT, rid, b"JUNK-AFTER-END"))
+            return self._done(c, req)
+        if fault == "cl_short":
+            self._reply(c, req, b"Content-Length: 3\r\n\r\n" + body)
+            return self._done(c, req)
+        if fault == "lf":
+            self._reply(c, req, b"Content-Type: text/plain\nContent-Length: %d\n\n%s"
+                        % (len(body), body))
+            return self._done(c, req)
+        if fault == "nocl":
+            self._reply(c, req, b"Content-Type: text/plain\r\n\r\n" + body)
+            return self._done(c, req)
+        if fault == "status":
+            self._reply(c, req, self._cgi(body, b"Status: %s Whatever\r\n" % arg.encode()))
+            return self._done(c, req)
+        if fault == "tiny":
+            payload = self._cgi(body)
+            c.send(b"".join(record(FCGI_STDOUT, rid, payload[i:i + 1])
+                            for i in range(len(payload))))
+            self._reply(c, req, b"")
             return self._done(c, req)
         if body.startswith(b"params"):
             out = json.dumps(req["params"]).encode()

@@ -89,7 +89,7 @@ def test_big(real):
 def test_php_stderr(php):
     r = fcgi_request(php.addr, params_for("php", body=b"stderr x"), b"stderr x")
     assert r.body == b"stderr x"
-    assert b"echo.php stderr test sid=" + SID.encode() in r.stderr
+    assert b"echo.php stderr test message" in r.stderr
 
 
 def test_go_stderr(goecho):
@@ -188,4 +188,23 @@ def test_fake_broken_variants(fake):
     recs = raw_exchange(f.addr, b"fault:close_early")
     assert [r[1] for r in recs] == [FCGI_STDOUT]
     recs = raw_exchange(f.addr, b"fault:stderr")
-    assert recs[0][1] == 7 and recs[0][3] == b"fake stderr " + SID.encode()
+    assert recs[0][1] == 7 and recs[0][3] == b"fake stderr message"
+
+
+def test_fake_unix(fake, tmp_path):
+    f = fake(unix=tmp_path / "fake.sock")
+    assert fcgi_request(f.addr, params_for("php"), b"over unix").body == b"over unix"
+
+
+@pytest.mark.parametrize("fault,expect", [("cl_short", b"fau"), ("lf", None), ("nocl", None),
+                                          ("tiny", None), ("status:201", None)])
+def test_fake_reply_shapes(fake, fault, expect):
+    f = fake()
+    body = b"fault:" + fault.encode() + b" payload"
+    r = fcgi_request(f.addr, params_for("php"), body)
+    if fault == "cl_short":
+        assert r.headers["content-length"] == "3" and r.body == body
+    else:
+        assert r.body == body
+    if fault.startswith("status"):
+        assert r.status == 201
