@@ -100,6 +100,9 @@ fuzz: fuzz-build
 	    grep -E "stat::number_of_executed_units" $(BUILD)/fuzz/$$t.log; \
 	done
 
+demo:
+	@scripts/demo.sh
+
 install: fooking
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/fooking
 	install -m 755 fooking $(DESTDIR)$(PREFIX)/bin/fooking
