@@ -77,6 +77,29 @@ def test_pipelined_order(gateway, backend):
     assert got == msgs
 
 
+def test_pipelined_1000_backpressure(gateway, backend):
+    # more than any backend queue: the gateway must hold the client back, not drop
+    gw = gateway(**backend.keys())
+    msgs = [b"m%04d" % i for i in range(1000)]
+    with gw.client(timeout=30) as c:
+        c.send(*msgs)
+        got = [c.recv() for _ in msgs]
+    assert got == msgs
+
+
+def test_framing_byte_by_byte(fake, gateway):
+    f = fake()
+    gw = gateway(**fake_keys(f, EVENT_CLOSE=0))
+    msgs = [b"abc", b"x" * 300, b"defgh"]
+    with gw.client() as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = b"".join(c.frame(m) for m in msgs)
+        for i in range(len(data)):
+            c.send_raw(data[i:i + 1])
+        assert [c.recv() for _ in msgs] == msgs
+    assert [r["body"] for r in f.messages()] == msgs
+
+
 @pytest.mark.parametrize("body", [ALL_BYTES, b"\rstarts with CR", b"\nstarts with LF",
                                   b"\r\n\r\nlooks like the end of headers", b"\0" * 7,
                                   ALL_BYTES[::-1] * 300],
