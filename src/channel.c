@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buslink.h"
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
@@ -37,6 +38,7 @@ void channel_join(struct worker *w, struct client *c, const char *name, size_t l
             return;
         }
         uplink_ch_sub(w->uplink, name, len);
+        buslink_ch_sub(w->buslink, name, len);
     }
     struct chan_member *m = calloc(1, sizeof(*m));
     if (!m)
@@ -57,6 +59,7 @@ static void channel_remove_member(struct worker *w, struct chan_member *m)
     if (--ch->count == 0) {
         hmap_del(w->channels, ch->name, ch->len, NULL);
         uplink_ch_unsub(w->uplink, ch->name, ch->len);
+        buslink_ch_unsub(w->buslink, ch->name, ch->len);
         free(ch->name);
         free(ch);
     }

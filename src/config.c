@@ -4,6 +4,7 @@
  * Every key is validated here, once, so the rest of the program trusts the
  * struct. Errors are one line naming the file, the key and the problem. */
 #include "config.h"
+#include "bus.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -484,6 +485,16 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
         || cfg_str(&c, "BUS", NULL, &cfg->bus) < 0
         || cfg_str(&c, "BUS_PREFIX", "fooking:", &cfg->bus_prefix) < 0)
         goto done;
+    if (cfg->bus) {
+        char host[256], pw[256], berr[128];
+        int port, db;
+        if (bus_parse_url(cfg->bus, host, sizeof(host), &port, pw, sizeof(pw), &db, berr,
+                          sizeof(berr)) < 0) {
+            cfg_fail(&c, "BUS", "must be \"redis://[:password@]host:port[/db]\": %s, got \"%s\"",
+                     berr, cfg->bus);
+            goto done;
+        }
+    }
     if (cfg_int(&c, "ROUTER_OUTPUT_LIMIT", 64LL << 20, 65536, 1LL << 34, &v) < 0)
         goto done;
     cfg->router_output_limit = (size_t)v;

@@ -44,7 +44,9 @@
 
 #include "hmap.h"
 #include "log.h"
+#include "bus.h"
 #include "master.h"
+#include "sid.h"
 #include "rmsg.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
@@ -65,6 +67,7 @@ struct rconn {
     unsigned draining : 1;   /* peer closed its side; flushing our output, then free */
     unsigned dead : 1;       /* forgotten; router_reap frees it */
     unsigned touched : 1;    /* on the current fan-out's target list */
+    int waiting;             /* bus replies still due to this connection (INFO) */
     uint32_t server_id, worker_id;
     unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
     struct hmap *sids;       /* link: SIDs it holds (values unused) */
@@ -88,6 +91,7 @@ struct router {
     unsigned int secret_mdlen;
     uint32_t max_len;
     size_t output_limit; /* 0: none */
+    struct bus *bus;     /* BUS set: stateless, commands are published to Redis */
     unsigned char s[UINT16_MAX]; /* S of the message being handled */
 };
 
@@ -207,7 +211,12 @@ static void router_reap(evutil_socket_t fd, short what, void *arg)
     struct router *r = arg;
     struct rconn *c;
 
-    while ((c = TAILQ_FIRST(&r->dead)) != NULL) {
+    struct rconn *next;
+
+    for (c = TAILQ_FIRST(&r->dead); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, entry);
+        if (c->waiting > 0)
+            continue; /* a bus reply still refers to it; freed when it comes */
         TAILQ_REMOVE(&r->dead, c, entry);
         router_conn_free(c);
     }
@@ -239,6 +248,8 @@ static void router_link_send(struct rconn *l, uint16_t type, struct evbuffer *s,
 
 /* KICK, SEND_MSG, CH_ADD, CH_DEL: one message per link holding any of the SIDs,
  * carrying only that link's SIDs. SIDs of sessions nobody holds are dropped. */
+static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
+
 static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
@@ -268,6 +279,13 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
         }
         router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload,
                          m->d, m->len);
+        if (m->type == RMSG_CH_ADD && !l->dead) {
+            /* Subscribe the link now, not when its CH_SUB comes back: a CH_PUB
+             * right behind this CH_ADD must reach the new member. (A gateway
+             * where none of the SIDs joined answers CH_UNSUB.) */
+            struct rmsg sub = {.type = RMSG_CH_SUB, .slen = (uint16_t)m->len, .s = m->d};
+            router_cmd_ch_sub(l, &sub, NULL);
+        }
     }
     log_debug("router: %s: %s %u SIDs, %u bytes -> %d links", c->peer, rmsg_type_name(m->type),
               m->slen / RMSG_SID_LEN, m->len, nlinks);
@@ -567,6 +585,184 @@ static const struct {
     [RMSG_SECRET] = { router_cmd_secret, ROUTER_D_BYTES },
 };
 
+
+/* ---- bus mode: a stateless router that publishes to Redis ---- */
+
+/* Publishes header + S + D on <prefix><channel>. */
+static void router_bus_publish(struct router *r, const char *ch, size_t chlen, uint16_t type,
+                               const void *sp, size_t slen, struct evbuffer *payload,
+                               const void *d, size_t dlen)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct evbuffer *msg = evbuffer_new();
+    if (msg == NULL)
+        return;
+    if (payload != NULL)
+        dlen = evbuffer_get_length(payload);
+    rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
+    evbuffer_add(msg, hdr, sizeof(hdr));
+    evbuffer_add(msg, sp, slen);
+    if (payload != NULL)
+        evbuffer_add_buffer_reference(msg, payload);
+    else
+        evbuffer_add(msg, d, dlen);
+    size_t n = evbuffer_get_length(msg);
+    bus_publish(r->bus, ch, chlen, evbuffer_pullup(msg, -1), n, NULL, 0);
+    evbuffer_free(msg);
+}
+
+static void router_bus_group_free(void *g)
+{
+    evbuffer_free(g);
+}
+
+/* KICK, SEND_MSG, CH_ADD, CH_DEL: one publish per gateway worker, found from
+ * the server and worker ids inside each SID (no lookup, no state). */
+static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct hmap *groups = hmap_new(8);
+    if (groups == NULL)
+        return;
+    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
+        unsigned server, worker;
+        char sid[SID_LEN];
+        memcpy(sid, m->s + off, SID_LEN);
+        if (sid_decode(sid, NULL, &server, &worker, NULL) < 0)
+            continue; /* not one of ours: no gateway can hold it */
+        unsigned char key[4] = {(unsigned char)(server >> 8), (unsigned char)server,
+                                (unsigned char)worker, 0};
+        struct evbuffer *g = hmap_get(groups, key, sizeof(key));
+        if (g == NULL) {
+            if ((g = evbuffer_new()) == NULL || hmap_put(groups, key, sizeof(key), g, NULL) < 0) {
+                if (g)
+                    evbuffer_free(g);
+                continue;
+            }
+        }
+        evbuffer_add(g, sid, SID_LEN);
+    }
+    struct hmap_iter it;
+    const void *k;
+    void *v;
+    hmap_iter_init(&it);
+    while (hmap_next(groups, &it, &k, NULL, &v)) {
+        const unsigned char *key = k;
+        struct evbuffer *g = v;
+        char ch[32];
+        int chlen = snprintf(ch, sizeof(ch), "gw:%u:%u", (unsigned)key[0] << 8 | key[1], key[2]);
+        size_t slen = evbuffer_get_length(g);
+        router_bus_publish(r, ch, (size_t)chlen, m->type, evbuffer_pullup(g, -1), slen, payload,
+                           m->d, m->len);
+    }
+    hmap_free(groups, router_bus_group_free);
+    log_debug("router: %s: %s published", c->peer, rmsg_type_name(m->type));
+}
+
+static void router_bus_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    router_bus_publish(c->r, "all", 3, RMSG_SEND_ALL, NULL, 0, payload, NULL, 0);
+}
+
+static void router_bus_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    char ch[RMSG_MAX_CHANNEL + 4];
+    memcpy(ch, "ch:", 3);
+    memcpy(ch + 3, m->s, m->slen);
+    router_bus_publish(c->r, ch, m->slen + 3u, RMSG_CH_PUB, m->s, m->slen, payload, NULL, 0);
+}
+
+static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    log_err("router: %s: %s from a gateway, but this router runs on the bus (BUS): gateways "
+            "must set BUS too; closing", c->peer, rmsg_type_name(m->type));
+    router_conn_kill(c);
+}
+
+/* INFO from the presence the gateway workers keep in Redis, in one round
+ * trip: the heartbeat of every live worker, and the union of their channels. */
+static const char router_bus_info_lua[] =
+    "local p = ARGV[1]\n"
+    "local rows, seen, nch, total = {}, {}, 0, 0\n"
+    "for _, k in ipairs(redis.call('KEYS', p .. 'hb:*')) do\n"
+    "  local v = redis.call('GET', k)\n"
+    "  if v then\n"
+    "    local id = string.sub(k, #p + 4)\n"
+    "    local s, w = string.match(id, '^(%d+):(%d+)$')\n"
+    "    local cl, ch = string.match(v, '^(%d+) (%d+)')\n"
+    "    if s and cl then\n"
+    "      rows[#rows + 1] = {tonumber(s), tonumber(w), cl, ch}\n"
+    "      total = total + tonumber(cl)\n"
+    "      for _, c in ipairs(redis.call('SMEMBERS', p .. 'chans:' .. id)) do\n"
+    "        if not seen[c] then seen[c] = true; nch = nch + 1 end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "table.sort(rows, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)\n"
+    "local out = {'clients: ' .. total .. '\\r\\nchannels: ' .. nch .. '\\r\\n'}\n"
+    "for _, r in ipairs(rows) do\n"
+    "  out[#out + 1] = 'gateway: ' .. r[1] .. '\\t' .. r[2] .. '\\t' .. r[3] .. '\\t' .. r[4] .. '\\r\\n'\n"
+    "end\n"
+    "return table.concat(out)\n";
+
+static void router_bus_info_reply(redisAsyncContext *ac, void *rep, void *privdata)
+{
+    struct rconn *c = privdata;
+    redisReply *reply = rep;
+    (void)ac;
+    c->waiting--;
+    if (!c->dead) {
+        unsigned char hdr[RMSG_HEADER_LEN];
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        const char *text = "";
+        size_t n = 0;
+        if (reply && reply->type == REDIS_REPLY_STRING) {
+            text = reply->str;
+            n = reply->len;
+        } else {
+            log_err("router: %s: INFO from the bus failed: %s", c->peer,
+                    reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+        }
+        rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)n);
+        evbuffer_add(out, hdr, sizeof(hdr));
+        evbuffer_add(out, text, n);
+        router_check_output(c);
+    } else if (c->waiting == 0) {
+        event_active(c->r->reap, 0, 0);
+    }
+}
+
+static void router_bus_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    const char *prefix = bus_prefix(r->bus);
+    const char *argv[4] = {"EVAL", router_bus_info_lua, "0", prefix};
+    size_t argvlen[4] = {4, sizeof(router_bus_info_lua) - 1, 1, strlen(prefix)};
+    c->waiting++;
+    if (bus_command_argv(r->bus, router_bus_info_reply, c, 4, argv, argvlen) < 0)
+        router_bus_info_reply(NULL, NULL, c); /* answers an empty INFO now */
+}
+
+static const struct {
+    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
+    enum router_d d;
+} router_bus_cmds[RMSG_TYPE_MAX + 1] = {
+    [RMSG_AUTH] = { router_bus_gateway_msg, ROUTER_D_SKIP },
+    [RMSG_CONN] = { router_bus_gateway_msg, ROUTER_D_SKIP },
+    [RMSG_CLOSE] = { router_bus_gateway_msg, ROUTER_D_SKIP },
+    [RMSG_KICK] = { router_bus_split, ROUTER_D_SKIP },
+    [RMSG_SEND_MSG] = { router_bus_split, ROUTER_D_PAYLOAD },
+    [RMSG_SEND_ALL] = { router_bus_send_all, ROUTER_D_PAYLOAD },
+    [RMSG_CH_ADD] = { router_bus_split, ROUTER_D_BYTES },
+    [RMSG_CH_DEL] = { router_bus_split, ROUTER_D_BYTES },
+    [RMSG_CH_PUB] = { router_bus_ch_pub, ROUTER_D_PAYLOAD },
+    [RMSG_CH_SUB] = { router_bus_gateway_msg, ROUTER_D_SKIP },
+    [RMSG_CH_UNSUB] = { router_bus_gateway_msg, ROUTER_D_SKIP },
+    [RMSG_INFO] = { router_bus_info, ROUTER_D_SKIP },
+    [RMSG_SECRET] = { router_cmd_secret, ROUTER_D_BYTES },
+};
+
 /* ---- connections ---- */
 
 /* Handles one whole message whose header (already checked) and S are consumed;
@@ -574,7 +770,8 @@ static const struct {
 static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in)
 {
     struct evbuffer *payload = NULL;
-    enum router_d d = router_cmds[m->type].d;
+    int bus = c->r->bus != NULL;
+    enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
     if (!c->authed && m->type != RMSG_AUTH && m->type != RMSG_SECRET) {
         log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer,
@@ -594,7 +791,10 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
         evbuffer_drain(in, m->len);
         m->len = 0;
     }
-    router_cmds[m->type].fn(c, m, payload);
+    if (bus)
+        router_bus_cmds[m->type].fn(c, m, payload);
+    else
+        router_cmds[m->type].fn(c, m, payload);
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
@@ -810,6 +1010,10 @@ static void router_free(struct router *r)
 {
     struct rconn *c;
 
+    /* First: freeing the bus answers its pending callbacks, which touch conns. */
+    bus_free(r->bus);
+    r->bus = NULL;
+
     while ((c = TAILQ_FIRST(&r->conns)) != NULL) {
         TAILQ_REMOVE(&r->conns, c, entry);
         router_conn_free(c);
@@ -912,9 +1116,15 @@ int router_run(const struct config *cfg)
         || evsignal_add(r->sig_hup, NULL) < 0)
         goto fail_oom;
 
-    log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s)",
+    if (cfg->bus != NULL) {
+        struct bus_handlers h = {0};
+        if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, &h)) == NULL)
+            goto fail;
+    }
+    log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s%s)",
              cfg->host, cfg->port, r->max_len, r->output_limit,
-             r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET");
+             r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET",
+             r->bus ? ", stateless on the bus" : "");
     if (event_base_dispatch(r->base) < 0) {
         log_err("router: event loop failed");
         goto fail;

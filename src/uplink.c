@@ -214,6 +214,11 @@ static void worker_each_sid(struct worker *w, const struct rmsg *m)
         }
     }
     shared_msg_unref(sm);
+    /* The router subscribed this link when it forwarded the CH_ADD; if no
+     * session here joined after all, take that back. */
+    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL
+        && !hmap_get(w->channels, m->d, m->len))
+        uplink_ch_unsub(w->uplink, (const char *)m->d, m->len);
 }
 
 void worker_command(struct worker *w, const struct rmsg *m, const char *source)

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 
 #include "backend.h"
+#include "buslink.h"
 #include "channel.h"
 #include "client.h"
 #include "hmap.h"
@@ -120,6 +121,7 @@ void worker_session_started(struct worker *w, struct client *c)
     hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);
     worker_session_track(w, c);
     uplink_conn(w->uplink, c);
+    buslink_conn(w->buslink, c);
 }
 
 void worker_client_removed(struct worker *w, struct client *c)
@@ -129,6 +131,7 @@ void worker_client_removed(struct worker *w, struct client *c)
         hmap_del(w->by_sid, c->sid, SID_LEN, NULL);
         worker_session_untrack(w, c);
         uplink_close(w->uplink, c);
+        buslink_close(w->buslink, c);
     }
     TAILQ_REMOVE(&w->clients, c, entry);
     w->nclients--;
@@ -347,6 +350,11 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         if (!w.uplink)
             goto done;
     }
+    if (cfg->bus) {
+        w.buslink = buslink_new(&w);
+        if (!w.buslink)
+            goto done;
+    }
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(cfg));
     if (cfg->static_dir) {
         w.static_fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -398,6 +406,7 @@ done:
     if (w.listener)
         evconnlistener_free(w.listener);
     uplink_free(w.uplink);
+    buslink_free(w.buslink);
     if (w.channels)
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);

@@ -31,6 +31,7 @@ struct worker {
     struct hmap *by_sid;                /* SID -> client */
     struct hmap *channels;              /* name -> struct channel */
     struct uplink *uplink;              /* router link, NULL without ROUTER_HOST */
+    struct buslink *buslink;            /* Redis bus, NULL without BUS */
     struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
     struct event *accept_resume;        /* re-enables accept after EMFILE */
     struct event *stop_timer;

@@ -97,6 +97,18 @@ static void test_full(void **state)
     config_free(&cfg);
 }
 
+static void test_bus_url(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[1024];
+    assert_int_equal(load("ROUTER=1 PORT=1 BUS='redis://:pw@127.0.0.1:6380/2'", &cfg, err,
+                          sizeof(err)), 0);
+    assert_string_equal(cfg.bus, "redis://:pw@127.0.0.1:6380/2");
+    assert_string_equal(cfg.bus_prefix, "fooking:");
+    config_free(&cfg);
+}
+
 static void test_router_mode(void **state)
 {
     (void)state;
@@ -131,6 +143,8 @@ static void test_errors(void **state)
     expect_error("PORT=1 BACKEND_SERVER='a:1' SSL=1", "SSL_CERT is required");
     expect_error("PORT=1 BACKEND_SERVER='a:1' HOST=5", "HOST must be a string, got 5");
     expect_error("PORT=1 BACKEND_SERVER='a:1' BACKEND_READ_TIMEOUT='x'", "BACKEND_READ_TIMEOUT must be a number");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' BUS='http://x'", "BUS must be \"redis://");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' BUS='redis://h:99999'", "BUS must be");
 }
 
 static void test_lua_syntax_error(void **state)
@@ -149,6 +163,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_router_mode),
+        cmocka_unit_test(test_bus_url),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_lua_syntax_error),
     };

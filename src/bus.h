@@ -1,0 +1,51 @@
+/* bus.h - a Redis connection pair for the message bus (BUS = "redis://..."):
+ * one connection for SUBSCRIBE, one for commands (PUBLISH, presence), both on
+ * the caller's libevent loop through hiredis' async API, each reconnecting with
+ * back-off (0.1 s doubling to 5 s). While Redis is away nothing queues up:
+ * publishes and commands are dropped (counted, logged), so a gateway never
+ * blocks or grows because of the bus. */
+#ifndef FOOKING_BUS_H
+#define FOOKING_BUS_H
+
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+
+struct bus;
+
+struct bus_handlers {
+    void *arg;
+    /* The subscribe connection is (re)connected: subscribe to everything now. */
+    void (*sub_ready)(void *arg);
+    /* The command connection is (re)connected: refresh presence now. */
+    void (*cmd_ready)(void *arg);
+    /* A message on a subscribed channel. */
+    void (*message)(void *arg, const char *channel, size_t clen, const char *data, size_t len);
+};
+
+/* Parses "redis://[:password@]host:port[/db]". 0, or -1 with a message in err. */
+int bus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *password,
+                  size_t pwlen, int *db, char *err, size_t errlen);
+
+/* Connects (asynchronously). NULL when the URL is bad (logged). */
+struct bus *bus_new(struct event_base *base, const char *url, const char *prefix,
+                    const struct bus_handlers *h);
+void bus_free(struct bus *b);
+const char *bus_prefix(const struct bus *b);
+int bus_sub_ready(const struct bus *b);
+int bus_cmd_ready(const struct bus *b);
+
+/* <prefix><name> channels, binary-safe. No-ops while disconnected (the
+ * sub_ready handler subscribes everything again after a reconnect). */
+void bus_subscribe(struct bus *b, const char *name, size_t len);
+void bus_unsubscribe(struct bus *b, const char *name, size_t len);
+/* PUBLISH <prefix><name> (header + body, sent as one value). */
+void bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, size_t hlen,
+                 const void *body, size_t blen);
+/* Any command on the command connection; cb may be NULL. Returns -1 when it
+ * was dropped (disconnected, or too many replies pending): cb is not called. */
+int bus_command_argv(struct bus *b, redisCallbackFn *cb, void *privdata, int argc,
+                     const char **argv, const size_t *argvlen);
+
+#endif
