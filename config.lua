@@ -51,6 +51,11 @@ SSL = 0
 -- ROUTER_PORT = 9010
 -- ROUTER_SECRET = "change me"   -- must match the router's ROUTER_SECRET
 
+-- Redis message bus instead of (or beside) the router: gateways subscribe to
+-- commands published in Redis and keep their presence there (README, "the Redis bus").
+-- BUS = "redis://127.0.0.1:6379"   -- redis://[:password@]host:port[/db]
+-- BUS_PREFIX = "fooking:"          -- namespace of the bus channels and keys
+
 -- FastCGI backends: "host:port", "unix:/path", or a table of address = weight.
 BACKEND_SERVER = "127.0.0.1:9000"   -- required
 -- BACKEND_SERVER = {["127.0.0.1:9000"] = 3, ["unix:/run/php/php8.2-fpm.sock"] = 1}

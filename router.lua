@@ -16,3 +16,9 @@ LOG_LEVEL = 2               -- 1 errors, 2 + info, 3 + debug
                                 -- must present it before any other command
 ROUTER_OUTPUT_LIMIT = 67108864  -- bytes pending to one gateway link before it is dropped
                                 -- (it reconnects and resyncs)
+
+-- With BUS the router keeps no state: it publishes each backend command to the
+-- Redis bus, and answers INFO from the presence keys gateways keep there. Run
+-- as many as you like; gateways must use the same BUS and BUS_PREFIX.
+-- BUS = "redis://127.0.0.1:6379"   -- redis://[:password@]host:port[/db]
+-- BUS_PREFIX = "fooking:"
