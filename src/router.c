@@ -1099,7 +1099,7 @@ int router_run(const struct config *cfg)
     if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
         goto fail_oom;
     r->listener = evconnlistener_new(r->base, router_accept, r,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (r->listener == NULL)
         goto fail_oom;
     fd = -1; /* the listener owns it */

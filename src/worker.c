@@ -377,7 +377,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sessions = shm_sessions(shm, id);
     w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
     worker_adopt_sessions(&w);
-    w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, -1,
+    w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0,
                                     listen_fd);
     if (!w.listener) {
         log_err("worker %d: cannot listen on inherited socket", id);

@@ -952,11 +952,6 @@ def listen_backlog(port):
     return int(out[2])  # State Recv-Q Send-Q(= backlog) Local Peer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/worker.c worker_run and src/router.c router_run pass backlog -1 to "
-    "evconnlistener_new, which makes libevent call listen(fd, 128) on the socket "
-    "master_listen had opened with listen(fd, 4096): a burst of connects overflows the "
-    "accept queue and the lost handshakes are retried by the kernel for up to a minute"))
 def test_listen_backlog(cluster):
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
     if somaxconn <= 128 or not (shutil.which("ss") or os.path.exists("/usr/bin/ss")):
