@@ -10,7 +10,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-FOOKING = os.environ.get("FOOKING_BIN", os.path.join(ROOT, "fooking"))
+FOOKING = os.environ.get("FOOKING_BIN") or os.environ.get("FOOKING") or os.path.join(ROOT, "fooking")
 
 
 def free_port():
