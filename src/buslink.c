@@ -28,6 +28,7 @@ struct buslink {
     struct bus *bus;
     struct event *heartbeat;
     struct event *soon; /* a heartbeat shortly after counts change */
+    int stopped;        /* presence withdrawn: write no more of it */
     char gw[64];       /* "gw:<server>:<worker>" */
     char hb_key[256], sids_key[256], chans_key[256];
 };
@@ -108,6 +109,8 @@ static void buslink_sadd_flush(struct buslink *bl, const char *key, const char *
 static void buslink_cmd_ready(void *arg)
 {
     struct buslink *bl = arg;
+    if (bl->stopped)
+        return;
     struct worker *w = bl->w;
     const char *argv[BUSLINK_SADD_BATCH + 2];
     size_t argvlen[BUSLINK_SADD_BATCH + 2];
@@ -175,6 +178,19 @@ struct buslink *buslink_new(struct worker *w)
     return bl;
 }
 
+void buslink_stop(struct buslink *bl)
+{
+    if (!bl)
+        return;
+    /* A clean stop: say so now rather than let the heartbeat linger 10 s. */
+    event_del(bl->heartbeat);
+    event_del(bl->soon);
+    const char *argv[4] = {"DEL", bl->hb_key, bl->sids_key, bl->chans_key};
+    size_t argvlen[4] = {3, strlen(bl->hb_key), strlen(bl->sids_key), strlen(bl->chans_key)};
+    bus_command_argv(bl->bus, NULL, NULL, 4, argv, argvlen);
+    bl->stopped = 1;
+}
+
 void buslink_free(struct buslink *bl)
 {
     if (!bl)
@@ -196,7 +212,7 @@ static void buslink_changed(struct buslink *bl)
 
 void buslink_conn(struct buslink *bl, struct client *c)
 {
-    if (bl && bus_cmd_ready(bl->bus)) {
+    if (bl && !bl->stopped && bus_cmd_ready(bl->bus)) {
         buslink_cmd2(bl, "SADD", bl->sids_key, c->sid, SID_LEN);
         buslink_changed(bl);
     }
@@ -204,7 +220,7 @@ void buslink_conn(struct buslink *bl, struct client *c)
 
 void buslink_close(struct buslink *bl, struct client *c)
 {
-    if (bl && bus_cmd_ready(bl->bus)) {
+    if (bl && !bl->stopped && bus_cmd_ready(bl->bus)) {
         buslink_cmd2(bl, "SREM", bl->sids_key, c->sid, SID_LEN);
         buslink_changed(bl);
     }
@@ -213,7 +229,7 @@ void buslink_close(struct buslink *bl, struct client *c)
 static void buslink_channel(struct buslink *bl, int sub, const char *name, size_t len)
 {
     char ch[RMSG_MAX_CHANNEL + 4];
-    if (!bl || len > RMSG_MAX_CHANNEL)
+    if (!bl || bl->stopped || len > RMSG_MAX_CHANNEL)
         return;
     memcpy(ch, "ch:", 3);
     memcpy(ch + 3, name, len);

@@ -14,6 +14,8 @@ struct worker;
 struct client;
 
 struct buslink *buslink_new(struct worker *w);
+/* The worker is stopping cleanly: withdraw its presence now. */
+void buslink_stop(struct buslink *bl);
 void buslink_free(struct buslink *bl);
 /* No-ops when bl is NULL or Redis is away (the refresh after reconnect covers it). */
 void buslink_conn(struct buslink *bl, struct client *c);

@@ -684,7 +684,8 @@ static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct
 static const char router_bus_info_lua[] =
     "local p = ARGV[1]\n"
     "local rows, seen, nch, total = {}, {}, 0, 0\n"
-    "for _, k in ipairs(redis.call('KEYS', p .. 'hb:*')) do\n"
+    "local pat = string.gsub(p, '([%*%?%[%]\\\\])', '\\\\%1') .. 'hb:*'\n"
+    "for _, k in ipairs(redis.call('KEYS', pat)) do\n"
     "  local v = redis.call('GET', k)\n"
     "  if v then\n"
     "    local id = string.sub(k, #p + 4)\n"
@@ -739,9 +740,13 @@ static void router_bus_info(struct rconn *c, const struct rmsg *m, struct evbuff
     const char *prefix = bus_prefix(r->bus);
     const char *argv[4] = {"EVAL", router_bus_info_lua, "0", prefix};
     size_t argvlen[4] = {4, sizeof(router_bus_info_lua) - 1, 1, strlen(prefix)};
+    if (bus_command_argv(r->bus, router_bus_info_reply, c, 4, argv, argvlen) < 0) {
+        /* No answer beats a made-up one: the backend sees the failure. */
+        log_err("router: %s: INFO: the bus is not connected, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
     c->waiting++;
-    if (bus_command_argv(r->bus, router_bus_info_reply, c, 4, argv, argvlen) < 0)
-        router_bus_info_reply(NULL, NULL, c); /* answers an empty INFO now */
 }
 
 static const struct {

@@ -295,6 +295,7 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
     log_info("worker %d: stopping, %d clients", w->id, w->nclients);
     w->stopping = 1;
     evconnlistener_disable(w->listener);
+    buslink_stop(w->buslink);
     struct client *c;
     while ((c = TAILQ_FIRST(&w->clients)) != NULL)
         client_close(c, "gateway stopping");
