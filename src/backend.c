@@ -298,27 +298,39 @@ static void backend_write_request(struct backend_conn *bc, struct request *r)
     fcgi_begin_request_encode(rec, id, p->keepalive > 0);
     evbuffer_add(out, rec, 16);
 
-    /* PARAMS: the worker's static params, the client's, then this request's. */
-    struct evbuffer *params = evbuffer_new();
-    if (p->static_params)
-        evbuffer_add(params, p->static_params->data, p->static_params->len);
-    evbuffer_add(params, r->params->data, r->params->len);
+    /* PARAMS: the worker's static params, the client's, then this request's.
+     * Usually they fit one record and go straight into the output; a larger
+     * stream (many handshake headers) is split into records through a copy. */
     size_t blen = evbuffer_get_length(r->body);
-    uint8_t nv[64];
-    uint8_t nvname[sizeof(p->event_name) + 8];
+    uint8_t tail[192];
+    size_t tlen = 0;
     num[0] = (char)('0' + r->event);
-    evbuffer_add(params, nvname,
-                 fcgi_nv_encode(nvname, p->event_name, strlen(p->event_name), num, 1));
+    tlen += fcgi_nv_encode(tail, p->event_name, strlen(p->event_name), num, 1);
     int nl = snprintf(num, sizeof(num), "%zu", blen);
-    evbuffer_add(params, nv, fcgi_nv_encode(nv, "CONTENT_LENGTH", 14, num, (size_t)nl));
-    size_t plen;
-    while ((plen = evbuffer_get_length(params)) > 0) {
-        size_t chunk = plen > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : plen;
-        fcgi_header_encode(rec, FCGI_PARAMS, id, (uint16_t)chunk, 0);
+    tlen += fcgi_nv_encode(tail + tlen, "CONTENT_LENGTH", 14, num, (size_t)nl);
+    size_t slen = p->static_params ? p->static_params->len : 0;
+    size_t plen = slen + r->params->len + tlen;
+    if (plen <= FCGI_MAX_CONTENT) {
+        fcgi_header_encode(rec, FCGI_PARAMS, id, (uint16_t)plen, 0);
         evbuffer_add(out, rec, FCGI_HEADER_LEN);
-        evbuffer_remove_buffer(params, out, chunk);
+        if (slen)
+            evbuffer_add(out, p->static_params->data, slen);
+        evbuffer_add(out, r->params->data, r->params->len);
+        evbuffer_add(out, tail, tlen);
+    } else {
+        struct evbuffer *params = evbuffer_new();
+        if (slen)
+            evbuffer_add(params, p->static_params->data, slen);
+        evbuffer_add(params, r->params->data, r->params->len);
+        evbuffer_add(params, tail, tlen);
+        while ((plen = evbuffer_get_length(params)) > 0) {
+            size_t chunk = plen > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : plen;
+            fcgi_header_encode(rec, FCGI_PARAMS, id, (uint16_t)chunk, 0);
+            evbuffer_add(out, rec, FCGI_HEADER_LEN);
+            evbuffer_remove_buffer(params, out, chunk);
+        }
+        evbuffer_free(params);
     }
-    evbuffer_free(params);
     fcgi_header_encode(rec, FCGI_PARAMS, id, 0, 0);
     evbuffer_add(out, rec, FCGI_HEADER_LEN);
 

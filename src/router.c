@@ -44,6 +44,7 @@
 
 #include "hmap.h"
 #include "log.h"
+#include "loop.h"
 #include "bus.h"
 #include "master.h"
 #include "sid.h"
@@ -1100,7 +1101,7 @@ int router_run(const struct config *cfg)
     r->sids = hmap_new(1024);
     r->channels = hmap_new(0);
     r->gateways = hmap_new(0);
-    r->base = event_base_new();
+    r->base = loop_new();
     if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
         goto fail_oom;
     r->listener = evconnlistener_new(r->base, router_accept, r,

@@ -24,6 +24,7 @@
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
+#include "loop.h"
 #include "script.h"
 #include "uplink.h"
 
@@ -333,7 +334,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sids.seq = 63;
     atomic_store(&shm->workers[id].pid, (int)getpid());
 
-    w.base = event_base_new();
+    w.base = loop_new();
     if (!w.base) {
         log_err("worker %d: cannot create event loop", id);
         return 1;
