@@ -42,8 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,7 +97,7 @@ static struct {
     int npub;
     const char *path, *pubpath, *label;
     long n;
-    int k, size, threads, src_first, src_count, window;
+    int k, size, threads, src_first, src_count, window, procs;
     double duration, warmup, hold, rate, setup_deadline;
     enum pubmode pubmode;
     struct pidset pidsets[MAX_PIDSETS];
@@ -103,7 +105,7 @@ static struct {
 } opt = {
     .sc = SC_RT, .proto = P_LENGTH, .path = "/", .pubpath = "/pub?id=" CHANNEL,
     .label = "-", .n = 100, .k = 1, .size = 64, .duration = 5, .warmup = 1, .hold = 1,
-    .window = 0, .setup_deadline = 60, .pubmode = PUB_SENDALL,
+    .window = 0, .setup_deadline = 60, .procs = 1, .pubmode = PUB_SENDALL,
 };
 
 /* ---- latency histogram: log buckets, 256 per power of two (< 0.4% error) ---- */
@@ -175,12 +177,16 @@ static uint64_t hist_quantile(const struct hist *h, double q)
 
 /* ---- shared state ---- */
 
-static _Atomic int phase = PH_SETUP;
-static _Atomic long opened;        /* connections whose handshake is done */
+/* What the processes of an idle run (-j) share; in one process, plain memory. */
+struct shared_state {
+    _Atomic int phase;
+    _Atomic long opened;       /* connections whose handshake is done */
+    _Atomic long closed_early; /* connections lost before the end */
+};
+static struct shared_state *sh;
 static _Atomic long ready;         /* fan-out subscribers that got a first message */
 static _Atomic long sids_known;    /* CH_PUB: subscribers that learned their SID */
 static _Atomic long published;     /* fan-out publications, whole run */
-static _Atomic long closed_early;  /* connections lost before the end */
 static struct timespec t_zero;
 
 static uint64_t now_ns(void)
@@ -395,7 +401,7 @@ static void send_ws_control(struct conn *c, int opcode, const uint8_t *payload, 
 
 static int measuring(void)
 {
-    return atomic_load_explicit(&phase, memory_order_relaxed) == PH_MEASURE;
+    return atomic_load_explicit(&sh->phase, memory_order_relaxed) == PH_MEASURE;
 }
 
 /* One complete message from the server. */
@@ -427,7 +433,7 @@ static void on_message(struct conn *c, const uint8_t *p, size_t n)
         if (get_ts(p, n, &t) == 0 && t <= now) /* (a welcome SID is not a time) */
             hist_add(&th->hist, now - t);
     }
-    if (opt.sc == SC_RT && opt.rate == 0 && atomic_load(&phase) < PH_DONE)
+    if (opt.sc == SC_RT && opt.rate == 0 && atomic_load(&sh->phase) < PH_DONE)
         send_message(c);
 }
 
@@ -488,7 +494,7 @@ static long parse_client(struct conn *c, const uint8_t *p, size_t n)
             return hl;
         used = (size_t)hl;
         c->state = CS_OPEN;
-        atomic_fetch_add(&opened, 1);
+        atomic_fetch_add(&sh->opened, 1);
         struct thread *th = c->th;
         th->inprogress--;
         if (opt.sc == SC_CONNECT) {
@@ -645,7 +651,7 @@ static void conn_connected(struct conn *c)
         return;
     }
     c->state = CS_OPEN;
-    atomic_fetch_add(&opened, 1);
+    atomic_fetch_add(&sh->opened, 1);
     c->th->inprogress--;
     if (opt.sc == SC_RT && opt.rate == 0)
         for (int i = 0; i < opt.k; i++)
@@ -678,8 +684,8 @@ static void conn_close(struct conn *c, int error)
         return;
     if (c->state != CS_OPEN && c->kind == CK_CLIENT)
         c->th->inprogress--;
-    if (error && atomic_load(&phase) < PH_DONE) {
-        atomic_fetch_add(&closed_early, 1);
+    if (error && atomic_load(&sh->phase) < PH_DONE) {
+        atomic_fetch_add(&sh->closed_early, 1);
         if (measuring())
             c->th->errors++;
     }
@@ -752,7 +758,7 @@ static int conn_open(struct conn *c)
 static void start_next(struct thread *th)
 {
     long limit = opt.sc == SC_CONNECT ? opt.k : 256;
-    if (atomic_load(&phase) == PH_DONE)
+    if (atomic_load(&sh->phase) == PH_DONE)
         return;
     while (th->inprogress < limit) {
         if (opt.sc == SC_CONNECT) {
@@ -812,7 +818,7 @@ static void thread_tick(evutil_socket_t fd, short what, void *arg)
     struct thread *th = arg;
     (void)fd;
     (void)what;
-    int ph = atomic_load(&phase);
+    int ph = atomic_load(&sh->phase);
     if (ph == PH_DONE) {
         for (long i = 0; i < th->nconns; i++)
             conn_close(th->conns[i], 0);
@@ -912,7 +918,7 @@ static long delivered_sum(void)
 
 static void pub_tick(struct thread *th)
 {
-    int ph = atomic_load(&phase);
+    int ph = atomic_load(&sh->phase);
     for (long i = 0; i < th->nconns; i++)
         if (th->conns[i]->state == CS_CLOSED && ph < PH_WARMUP)
             conn_open(th->conns[i]);
@@ -1055,6 +1061,8 @@ static void usage(void)
             "  -m L=P,P    idle: report VmRSS of these pids (repeatable)\n"
             "  -H SECS     idle: settle time before measuring          [1]\n"
             "  -S SECS     give up connecting everyone after SECS      [60]\n"
+            "  -j P        idle: P processes share the connections (a process may\n"
+            "              hold fewer descriptors than the run needs)  [1]\n"
             "  -T LABEL    label for the RESULT line\n");
     exit(2);
 }
@@ -1063,7 +1071,7 @@ static void parse_options(int argc, char **argv)
 {
     int o;
     opt.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:T:h")) != -1) {
+    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:j:T:h")) != -1) {
         switch (o) {
         case 's':
             if (!strcmp(optarg, "rt")) opt.sc = SC_RT;
@@ -1115,6 +1123,7 @@ static void parse_options(int argc, char **argv)
         case 'm': parse_pidset(optarg); break;
         case 'H': opt.hold = atof(optarg); break;
         case 'S': opt.setup_deadline = atof(optarg); break;
+        case 'j': opt.procs = atoi(optarg); break;
         case 'T': opt.label = optarg; break;
         default: usage();
         }
@@ -1141,7 +1150,7 @@ int main(int argc, char **argv)
     /* Descriptors: one per connection plus slack. Root may raise the hard limit. */
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t want = (rlim_t)opt.n + 1024;
+    rlim_t want = (rlim_t)(opt.sc == SC_IDLE && opt.procs > 1 ? opt.n / opt.procs : opt.n) + 1024;
     if (rl.rlim_cur < want) {
         rl.rlim_cur = want;
         if (rl.rlim_max < want)
@@ -1153,17 +1162,48 @@ int main(int argc, char **argv)
         }
     }
 
-    allconns = calloc((size_t)opt.n, sizeof(*allconns));
+    sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        die("%s", "mmap failed");
+    atomic_store(&sh->phase, PH_SETUP);
+    long rss_before[MAX_PIDSETS];
+    for (int i = 0; i < opt.npidsets; i++)
+        rss_before[i] = pidset_rss(i);
+
+    /* Idle runs may be split over processes: each opens its share of the
+     * connections and holds them until the parent says the run is done. */
+    long first = 0, count = opt.n;
+    int child = 0, nkids = opt.sc == SC_IDLE && opt.procs > 1 ? opt.procs : 0;
+    pid_t kids[256];
+    if (nkids > 256)
+        nkids = 256;
+    for (int i = 0; i < nkids; i++) {
+        long lo = opt.n * i / nkids, hi = opt.n * (i + 1) / nkids;
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            first = lo;
+            count = hi - lo;
+            child = 1;
+            opt.npidsets = 0;
+            break;
+        }
+    }
     int nt = opt.threads;
+    if (nkids > 0 && !child)
+        goto control; /* the parent only watches and measures */
+    if (nt > count)
+        nt = (int)count;
+
+    allconns = calloc((size_t)opt.n, sizeof(*allconns));
     for (int t = 0; t < nt + 1; t++) {
         struct thread *th = &threads[t];
         th->id = t;
         th->base = event_base_new();
         th->scratch = malloc(SCRATCH);
         th->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1) ^ (uint64_t)getpid();
-        th->conns = calloc((size_t)(opt.n / nt + 2 + MAX_ADDRS), sizeof(struct conn *));
+        th->conns = calloc((size_t)(count / nt + 2 + MAX_ADDRS), sizeof(struct conn *));
     }
-    for (long i = 0; i < opt.n; i++) {
+    for (long i = first; i < first + count; i++) {
         struct conn *c = calloc(1, sizeof(*c));
         struct thread *th = &threads[i % nt];
         c->th = th;
@@ -1189,12 +1229,14 @@ int main(int argc, char **argv)
         }
     }
 
-    long rss_before[MAX_PIDSETS];
-    for (int i = 0; i < opt.npidsets; i++)
-        rss_before[i] = pidset_rss(i);
-
     for (int t = 0; t < nt + (pubthread != NULL); t++)
         pthread_create(&threads[t].tid, NULL, thread_main, &threads[t]);
+    if (child) {
+        for (int t = 0; t < nt; t++)
+            pthread_join(threads[t].tid, NULL);
+        _exit(0);
+    }
+control:;
 
     /* Phases: connect everyone, (fan-out) get every subscriber a first message,
      * warm up, measure, stop. */
@@ -1203,8 +1245,8 @@ int main(int argc, char **argv)
     long nopen = 0;
     long rss_after[MAX_PIDSETS] = {0};
     if (opt.sc != SC_CONNECT) {
-        wait_for(&opened, opt.n, opt.setup_deadline);
-        nopen = atomic_load(&opened);
+        wait_for(&sh->opened, opt.n, opt.setup_deadline);
+        nopen = atomic_load(&sh->opened);
         if (nopen < opt.n)
             fprintf(stderr, "loadgen: only %ld of %ld connections opened\n", nopen, opt.n);
     }
@@ -1213,31 +1255,36 @@ int main(int argc, char **argv)
         sleep_s(opt.hold);
         for (int i = 0; i < opt.npidsets; i++)
             rss_after[i] = pidset_rss(i);
-        nopen = atomic_load(&opened) - atomic_load(&closed_early);
+        nopen = atomic_load(&sh->opened) - atomic_load(&sh->closed_early);
     } else {
         if (opt.sc == SC_FANOUT) {
             if (opt.pubmode == PUB_CHPUB &&
                 !wait_for(&sids_known, nopen, READY_DEADLINE_S))
                 fprintf(stderr, "loadgen: only %ld of %ld subscribers learned their SID\n",
                         atomic_load(&sids_known), nopen);
-            atomic_store(&phase, PH_READY);
+            atomic_store(&sh->phase, PH_READY);
             if (!wait_for(&ready, nopen, READY_DEADLINE_S))
                 fprintf(stderr, "loadgen: only %ld of %ld subscribers got a first message\n",
                         atomic_load(&ready), nopen);
             nready_target = atomic_load(&ready);
             sleep_s(0.2);
         }
-        atomic_store(&phase, PH_WARMUP);
+        atomic_store(&sh->phase, PH_WARMUP);
         sleep_s(opt.warmup);
         long p0 = atomic_load(&published);
         uint64_t m0 = now_ns();
-        atomic_store(&phase, PH_MEASURE);
+        atomic_store(&sh->phase, PH_MEASURE);
         sleep_s(opt.duration);
-        atomic_store(&phase, PH_DONE);
+        atomic_store(&sh->phase, PH_DONE);
         measured = (double)(now_ns() - m0) / 1e9;
         atomic_store(&published, atomic_load(&published) - p0);
     }
-    atomic_store(&phase, PH_DONE);
+    atomic_store(&sh->phase, PH_DONE);
+    if (nkids > 0) {
+        for (int i = 0; i < nkids; i++)
+            waitpid(kids[i], NULL, 0);
+        nt = 0;
+    }
     for (int t = 0; t < nt + (pubthread != NULL); t++)
         pthread_join(threads[t].tid, NULL);
 
@@ -1254,7 +1301,7 @@ int main(int argc, char **argv)
     static const char *prn[] = {"length", "ws"};
     static const char *pubn[] = {"sendall", "chpub", "http"};
     printf("RESULT label=%s scenario=%s proto=%s n=%ld k=%d s=%d threads=%d", opt.label,
-           scn[opt.sc], prn[opt.proto], opt.n, opt.k, opt.size, nt);
+           scn[opt.sc], prn[opt.proto], opt.n, opt.k, opt.size, opt.threads);
     if (opt.sc == SC_IDLE) {
         printf(" opened=%ld setup_s=%.2f", nopen, setup_s);
         fprintf(stderr, "%s: %ld connections open (%.1f s to connect)\n", opt.label, nopen,
@@ -1275,7 +1322,7 @@ int main(int argc, char **argv)
                hist_quantile(h, 0.9) / 1e3, hist_quantile(h, 0.99) / 1e3,
                hist_quantile(h, 0.999) / 1e3, (double)h->max / 1e3,
                h->count ? (double)h->sum / (double)h->count / 1e3 : 0,
-               (unsigned long long)errors, atomic_load(&closed_early));
+               (unsigned long long)errors, atomic_load(&sh->closed_early));
         if (opt.sc == SC_RT && opt.rate > 0)
             printf(" target_rate=%.0f missed=%llu", opt.rate, (unsigned long long)missed);
         if (opt.sc == SC_FANOUT)

@@ -28,6 +28,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     sleep 0.5
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    mkdir -p "$RES/logs" && cp "$TMP"/*.log "$TMP"/*.out "$RES/logs/" 2>/dev/null # (not committed)
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -45,9 +46,9 @@ ulimit -Hn 1048576 2>/dev/null
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ---- free loopback ports ----
-NEXT_PORT=$((20000 + RANDOM % 20000))
+NEXT_PORT=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 port() { # port VAR: sets VAR to a port nobody listens on (and that we did not hand out)
-    while ss -Htln "sport = :$NEXT_PORT" | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    while ss -Htan "sport = :$NEXT_PORT" | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
     printf -v "$1" %d $NEXT_PORT
     NEXT_PORT=$((NEXT_PORT + 1))
 }
@@ -82,16 +83,18 @@ EOF
     PIDS+=($ROUTER_PID)
     wait_port $ROUTER_PORT
 }
-# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1): sets GW_PORT, GW_PID
+# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1) [WORKERS]: sets GW_PORT, GW_PID
 start_gateway() {
     port GW_PORT
     local router=""
     [ "$4" = 1 ] && router="ROUTER_HOST = \"127.0.0.1\"
 ROUTER_PORT = $ROUTER_PORT"
+    GW_SEQ=$((${GW_SEQ:-0} + 1)) # gateways on one router need distinct SERVER_IDs
     cat > "$TMP/$1.lua" <<EOF
 HOST = "127.0.0.1"
 PORT = $GW_PORT
-WORKER_NUM = 2
+SERVER_ID = $GW_SEQ
+WORKER_NUM = ${5:-2}
 LOG_FILE = "$TMP/$1.log"
 LOG_LEVEL = 1
 PROTOCOL = "$2"
@@ -108,11 +111,11 @@ EOF
     wait_port $GW_PORT
     sleep 0.3 # the workers, and their router links
 }
-start_baseline() { # MODE: sets BL_PORT, BL_PUB, BL_PID
+start_baseline() { # MODE [PROCESSES]: sets BL_PORT, BL_PUB, BL_PID
     port BL_PORT
     port BL_PUB
     NEXT_PORT=$((NEXT_PORT + 1)) # BL_PUB + 1 is the second process's
-    "$ROOT/bench/build/baseline" -m "$1" -l 127.0.0.1:$BL_PORT -P $BL_PUB -w 2 & BL_PID=$!
+    "$ROOT/bench/build/baseline" -m "$1" -l 127.0.0.1:$BL_PORT -P $BL_PUB -w ${2:-2} & BL_PID=$!
     PIDS+=($BL_PID)
     wait_port $BL_PORT
     sleep 0.2
@@ -121,16 +124,15 @@ HAVE_NGINX=0; command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nch
 HAVE_PUSHPIN=0; command -v pushpin >/dev/null && HAVE_PUSHPIN=1
 # nginx: the nchan server (WebSocket subscribers, HTTP publish) and the
 # Pushpin origin (WebSocket-over-HTTP events to the echo backend over FastCGI).
-start_nginx() {
+start_nginx() { # [WORKERS]
     NG=$TMP/nginx; mkdir -p "$NG"; chmod 777 "$NG"
     port NCHAN_PORT; port ORIGIN_PORT
     cat > "$NG/nginx.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
+worker_processes ${1:-2};
 pid $NG/nginx.pid;
 error_log $NG/error.log error;
-worker_rlimit_nofile 300000;
-events { worker_connections 250000; multi_accept on; }
+events { worker_connections 20000; multi_accept on; }
 http {
     access_log off;
     client_body_temp_path $NG/body;
@@ -190,7 +192,7 @@ run() {
     out=$("$LG" -T "$label" "$@" 2> "$TMP/lg.err")
     grep -h '^[a-z].*: ' "$TMP/lg.err" | head -3 >&2
     if [ -n "$out" ]; then
-        echo "$out load=$(cut -d' ' -f1 /proc/loadavg)" >> "$RAW"
+        echo "$out load=$(cut -d' ' -f1 /proc/loadavg) workers=${P:-2}" >> "$RAW"
     else
         log "$label: no result ($(tail -1 "$TMP/lg.err"))"
     fi
@@ -248,11 +250,11 @@ done; done; done
 perf_wait
 
 # p99 at half the maximum throughput (open loop), 1000 clients
-for P in length ws; do
-    port_var=$([ $P = length ] && echo $GWL_PORT || echo $GWW_PORT)
-    max=$(grep "label=fooking-$P .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
+for PROTO in length ws; do
+    port_var=$([ $PROTO = length ] && echo $GWL_PORT || echo $GWW_PORT)
+    max=$(grep "label=fooking-$PROTO .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
     [ -z "$max" ] && continue
-    run fooking-$P-half -s rt -p $P -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
+    run fooking-$PROTO-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
 done
 
 # ---- (b) fan-out ----
@@ -261,17 +263,23 @@ for N in $FANS; do
     S=64; [ "$N" = 100 ] && S=16
     A="-s fanout -p ws -n $N -b $S -d $D -w $W $SRC"
     [ "$N" = 1000 ] && perf_profile fanout "$(children $GWW_PID),$ROUTER_PID" 1.5
+    # Twice each (the report keeps the faster): one run is short next to the
+    # swings a shared machine puts into a fan-out's closed loop.
+    for rep in 1 2; do
     run fooking-sendall $A -P sendall -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
     perf_wait
     [ "$N" != 100 ] && [ $HAVE_NGINX = 1 ] && run nchan $A -P http -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT \
         -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT >/dev/null
-    run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
+    [ $rep = 1 ] && run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
+    done
 done
 # CH_PUB needs the subscribers' SIDs: a gateway that posts EVENT=1, whose reply is the SID
 start_gateway gw_ws_ev websocket 1 1; GWE_PORT=$GW_PORT; GWE_PID=$GW_PID
 for N in $FANS; do
     S=64; [ "$N" = 100 ] && S=16
-    run fooking-chpub -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P chpub -a 127.0.0.1:$GWE_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
+    for rep in 1 2; do
+        run fooking-chpub -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P chpub -a 127.0.0.1:$GWE_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
+    done
 done
 
 # ---- (d) connect rate ----
@@ -285,21 +293,28 @@ stop "$GWE_PID"; stop "$GWW_PID"; stop "$GWL_PID"; stop "$BLW_PID"
 [ $HAVE_NGINX = 1 ] && stop_nginx
 
 # ---- (c) idle connections: fresh servers for each count ----
+# This sandbox caps every process at $(ulimit -Hn) descriptors (no CAP_SYS_RESOURCE to
+# raise it), so past ~24K connections the servers get more workers (about 12K
+# connections each; the same count for fooking, nginx and the baseline) and the
+# load generator more processes. Memory per connection is what is compared.
 log "(c) idle connections"
+idle_procs() { local p=$(( ($1 + 11999) / 12000 )); [ $p -lt 2 ] && p=2; echo $p; }
 for N in $IDLES; do
+    P=$(idle_procs $N)
     stop "$ROUTER_PID"; start_router
-    start_gateway gw_idle websocket 0 1
-    run fooking-idle -s idle -p ws -n $N $SRC -H 2 -a 127.0.0.1:$GW_PORT \
+    start_gateway gw_idle websocket 0 1 $P
+    run fooking-idle -s idle -p ws -n $N -j $P $SRC -H 2 -a 127.0.0.1:$GW_PORT \
         -m "gateway=$GW_PID,$(children $GW_PID)" -m "router=$ROUTER_PID" >/dev/null
     stop "$GW_PID"
-    start_baseline ws
-    run baseline-idle -s idle -p ws -n $N $SRC -H 1 -a 127.0.0.1:$BL_PORT -m "baseline=$BL_PID,$(children $BL_PID)" >/dev/null
+    start_baseline ws $P
+    run baseline-idle -s idle -p ws -n $N -j $P $SRC -H 1 -a 127.0.0.1:$BL_PORT -m "baseline=$BL_PID,$(children $BL_PID)" >/dev/null
     stop "$BL_PID"
 done
 if [ $HAVE_NGINX = 1 ]; then
     for N in $NCHAN_IDLES; do
-        start_nginx
-        run nchan-idle -s idle -p ws -n $N $SRC -H 2 -u "/sub?id=idle" -a 127.0.0.1:$NCHAN_PORT \
+        P=$(idle_procs $N)
+        start_nginx $P
+        run nchan-idle -s idle -p ws -n $N -j $P $SRC -H 2 -u "/sub?id=idle" -a 127.0.0.1:$NCHAN_PORT \
             -m "nginx=$NGINX_PID,$(children $NGINX_PID)" >/dev/null
         stop_nginx
     done

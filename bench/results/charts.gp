@@ -1,0 +1,49 @@
+set terminal pngcairo size 900,520 font 'sans,10'
+set grid
+set key outside right
+set output 'rt_throughput.png'
+set title 'Round trips per second (64-byte messages, log scale)'
+set logscale xy
+set xlabel 'clients'
+set ylabel 'messages/s'
+set yrange [*:*]
+plot 'rt_fooking-length_k1.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=1', 'rt_baseline-length_k1.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=1', 'rt_fooking-ws_k1.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=1', 'rt_pushpin_k1.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=1', 'rt_baseline-ws_k1.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=1', 'rt_fooking-length_k8.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=8', 'rt_baseline-length_k8.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=8', 'rt_fooking-ws_k8.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=8', 'rt_pushpin_k8.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=8', 'rt_baseline-ws_k8.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=8'
+unset logscale xy
+set output 'rt_latency.png'
+set title 'Round-trip latency, N=100 K=8 S=64 (log scale)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set ylabel 'ms'
+set xlabel ''
+set yrange [*:*]
+set xtics rotate by -20
+plot 'rt_latency.dat' using 2:xtic(1) title 'p50', '' using 3 title 'p99', '' using 4 title 'p99.9'
+unset logscale y
+set xtics norotate
+set style data linespoints
+set output 'fanout.png'
+set title 'Fan-out deliveries per second'
+set logscale xy
+set xlabel 'subscribers'
+set ylabel 'deliveries/s'
+set yrange [*:*]
+plot 'fanout_fooking-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL', 'fanout_fooking-chpub.dat' using 1:2 with linespoints lw 2 title 'fooking CH_PUB', 'fanout_nchan.dat' using 1:2 with linespoints lw 2 title 'nchan', 'fanout_baseline-fanout.dat' using 1:2 with linespoints lw 2 title 'baseline'
+unset logscale xy
+set output 'idle.png'
+set title 'Memory per idle WebSocket connection (VmRSS)'
+set xlabel 'connections'
+set ylabel 'bytes per connection'
+set yrange [0:*]
+set logscale x
+plot 'idle_fooking_gateway.dat' using 1:2 with linespoints lw 2 title 'fooking gateway', 'idle_fooking_router.dat' using 1:2 with linespoints lw 2 title 'fooking router', 'idle_nginx__nchan.dat' using 1:2 with linespoints lw 2 title 'nginx + nchan', 'idle_baseline.dat' using 1:2 with linespoints lw 2 title 'baseline', 2048 with lines dt 2 title '2 KiB target'
+unset logscale x
+set output 'connect.png'
+set title 'WebSocket handshakes per second'
+set style data histograms
+set style fill solid 0.8 border -1
+set yrange [0:*]
+set xlabel ''
+set ylabel 'handshakes/s'
+plot 'connect.dat' using 2:xtic(1) notitle
