@@ -110,3 +110,5 @@ install: fooking
 
 clean:
 	rm -rf $(BUILD) build-asan fooking
+
+bench:: ; QUICK=$(QUICK) bench/run.sh
