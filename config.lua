@@ -64,6 +64,8 @@ BACKEND_READ_TIMEOUT = 10   -- seconds without a byte from the backend while a r
 BACKEND_KEEPALIVE = 0       -- idle FastCGI connections kept per worker; 0 = close after each
 BACKEND_MAX_CONNS = 64      -- connections per backend server per worker
 BACKEND_QUEUE_SIZE = 4096   -- requests waiting for a connection, per worker; beyond, dropped
+BACKEND_MULTIPLEX = 0       -- 1 = several requests per connection when the backend allows it
+                            -- (FCGI_MPXS_CONNS: Go's net/http/fcgi yes, php-fpm no)
 
 -- Events posted to the backend (param EVENT): 0 message, 1 connect, 2 close.
 EVENT_CONNECT = 0           -- 1 = post EVENT=1 when a client connects; its reply goes to it

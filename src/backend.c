@@ -1,12 +1,16 @@
 /* backend.c - FastCGI client side of a worker.
  *
- * One request per connection at a time (FastCGI multiplexing is rare in
- * practice; php-fpm refuses it). Connections are kept when BACKEND_KEEPALIVE
- * allows, capped per server by BACKEND_MAX_CONNS; a request that finds every
- * allowed connection busy waits in a bounded FIFO. A server that refuses a
- * connection is marked down for a while and the request moves to the next
- * server - this is safe because nothing of it was written yet. Once a request
- * is written it is never sent again: a failure then is reported, not retried. */
+ * Connections are kept when BACKEND_KEEPALIVE allows and capped per server by
+ * BACKEND_MAX_CONNS; a request that finds every allowed connection busy waits
+ * in a bounded FIFO. A connection carries one request at a time, unless
+ * BACKEND_MULTIPLEX is on and the backend answers FCGI_GET_VALUES with
+ * FCGI_MPXS_CONNS=1 (Go's net/http/fcgi does; php-fpm does not): then up to
+ * BACKEND_MPX_MAX requests share it, told apart by request id.
+ *
+ * A server that refuses a connection is marked down for a while and the
+ * request moves to the next server - safe, because nothing of it was written.
+ * Once a request is written it is never sent again: a failure then is
+ * reported, not retried. */
 #include "backend.h"
 
 #include <arpa/inet.h>
@@ -25,6 +29,7 @@
 
 #define BACKEND_DOWN_SECONDS 2
 #define BACKEND_MAX_SERVERS 64
+#define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
 
 struct backend_server {
     struct backend_pool *pool;
@@ -35,23 +40,29 @@ struct backend_server {
     socklen_t salen;
     int nconns;
     time_t down_until;
-    TAILQ_HEAD(, backend_conn) idle;
+    TAILQ_HEAD(, backend_conn) idle;  /* connected, no request: kept alive */
+    TAILQ_HEAD(, backend_conn) spare; /* multiplexed, some requests, room for more */
 };
 
+enum backend_list { BC_NONE, BC_IDLE, BC_SPARE };
+
 struct backend_conn {
-    TAILQ_ENTRY(backend_conn) entry;     /* in its server's idle list */
+    TAILQ_ENTRY(backend_conn) entry;     /* in its server's idle or spare list */
     TAILQ_ENTRY(backend_conn) all_entry; /* in the pool's list of all connections */
     struct backend_server *srv;
     struct bufferevent *bev;
-    struct request *req;
-    int connected, idle;
+    enum backend_list list;
+    int connected;
+    int mpx;   /* the backend allows several requests on this connection */
+    int nreqs; /* requests in flight */
+    struct request *reqs[BACKEND_MPX_MAX + 1]; /* by request id; [0] unused */
 };
 
 struct backend_pool {
     struct event_base *base;
     /* Settings copied out of the config, so a pool retired by a reload keeps
      * working after that config is freed. */
-    int keepalive, max_conns, queue_size;
+    int keepalive, max_conns, queue_size, multiplex;
     size_t max_output;
     char event_name[96]; /* FASTCGI_PREFIX + "EVENT" */
     int retiring;        /* replaced by a reload: freed when its last connection ends */
@@ -188,6 +199,7 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
     p->keepalive = cfg->backend_keepalive;
     p->max_conns = cfg->backend_max_conns;
     p->queue_size = cfg->backend_queue_size;
+    p->multiplex = cfg->backend_multiplex;
     p->max_output = cfg->max_output_size;
     snprintf(p->event_name, sizeof(p->event_name), "%sEVENT", cfg->fastcgi_prefix);
     p->static_params = static_params;
@@ -206,6 +218,7 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
         s->name = strdup(cfg->backends[i].addr);
         s->weight = cfg->backends[i].weight;
         TAILQ_INIT(&s->idle);
+        TAILQ_INIT(&s->spare);
         if (backend_resolve(s, s->name) < 0) {
             log_err("backend %s: cannot resolve address", s->name);
             goto fail;
@@ -215,6 +228,22 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
 fail:
     backend_pool_free(p);
     return NULL;
+}
+
+/* Detaches every request of bc and reports it failed. */
+static void backend_conn_fail_all(struct backend_conn *bc, const char *why)
+{
+    for (int id = 1; id <= BACKEND_MPX_MAX && bc->nreqs > 0; id++) {
+        struct request *r = bc->reqs[id];
+        if (!r)
+            continue;
+        bc->reqs[id] = NULL;
+        bc->nreqs--;
+        r->conn = NULL;
+        if (why)
+            log_err("backend %s: %s (sid %s)", bc->srv->name, why, r->sid);
+        backend_finish(r, 1);
+    }
 }
 
 void backend_pool_free(struct backend_pool *p)
@@ -230,10 +259,7 @@ void backend_pool_free(struct backend_pool *p)
     }
     struct backend_conn *bc;
     while ((bc = TAILQ_FIRST(&p->all)) != NULL) {
-        if (bc->req) {
-            bc->req->conn = NULL;
-            backend_finish(bc->req, 1);
-        }
+        backend_conn_fail_all(bc, NULL);
         backend_conn_free(bc);
     }
     for (int i = 0; i < p->nservers; i++)
@@ -251,6 +277,17 @@ void backend_pool_stats(struct backend_pool *p, int *conns, int *idle, int *queu
     *conns = n;
     *idle = p->nidle;
     *queued = p->nqueued;
+}
+
+static int backend_capacity(const struct backend_conn *bc)
+{
+    return bc->mpx ? BACKEND_MPX_MAX : 1;
+}
+
+/* Whether server s could take one more request now. */
+static int backend_server_open(const struct backend_server *s)
+{
+    return !TAILQ_EMPTY(&s->spare) || !TAILQ_EMPTY(&s->idle) || s->nconns < s->pool->max_conns;
 }
 
 /* Smooth weighted round robin (as nginx): every server gains its weight, the
@@ -272,7 +309,7 @@ static struct backend_server *backend_pick(struct backend_pool *p, struct reques
                 continue;
             if (pass == 0 && s->down_until > now)
                 continue;
-            if (TAILQ_EMPTY(&s->idle) && s->nconns >= p->max_conns) {
+            if (!backend_server_open(s)) {
                 *at_cap = 1;
                 continue;
             }
@@ -287,15 +324,14 @@ static struct backend_server *backend_pick(struct backend_pool *p, struct reques
     return best;
 }
 
-static void backend_write_request(struct backend_conn *bc, struct request *r)
+static void backend_write_request(struct backend_conn *bc, struct request *r, uint16_t id)
 {
     struct backend_pool *p = bc->srv->pool;
     struct evbuffer *out = bufferevent_get_output(bc->bev);
-    const uint16_t id = 1;
     uint8_t rec[16];
     char num[32];
 
-    fcgi_begin_request_encode(rec, id, p->keepalive > 0);
+    fcgi_begin_request_encode(rec, id, p->keepalive > 0 || p->multiplex);
     evbuffer_add(out, rec, 16);
 
     /* PARAMS: the worker's static params, the client's, then this request's.
@@ -346,13 +382,39 @@ static void backend_write_request(struct backend_conn *bc, struct request *r)
     bufferevent_set_timeouts(bc->bev, &p->read_tv, &p->read_tv);
 }
 
+/* Puts bc on the list that matches its load: idle (no request), spare
+ * (multiplexed with room), or none (full, or connecting). */
+static void backend_conn_place(struct backend_conn *bc)
+{
+    struct backend_server *s = bc->srv;
+    enum backend_list want = BC_NONE;
+    if (bc->connected && bc->nreqs == 0)
+        want = BC_IDLE;
+    else if (bc->connected && bc->mpx && bc->nreqs < backend_capacity(bc))
+        want = BC_SPARE;
+    if (want == bc->list)
+        return;
+    if (bc->list == BC_IDLE) {
+        TAILQ_REMOVE(&s->idle, bc, entry);
+        s->pool->nidle--;
+    } else if (bc->list == BC_SPARE) {
+        TAILQ_REMOVE(&s->spare, bc, entry);
+    }
+    bc->list = want;
+    if (want == BC_IDLE) {
+        TAILQ_INSERT_HEAD(&s->idle, bc, entry); /* LIFO: warm connections first */
+        s->pool->nidle++;
+    } else if (want == BC_SPARE) {
+        TAILQ_INSERT_TAIL(&s->spare, bc, entry);
+    }
+}
+
 static void backend_conn_free(struct backend_conn *bc)
 {
     struct backend_server *s = bc->srv;
-    if (bc->idle) {
-        TAILQ_REMOVE(&s->idle, bc, entry);
-        s->pool->nidle--;
-    }
+    bc->nreqs = 0;
+    bc->connected = 0;
+    backend_conn_place(bc); /* off every list */
     s->nconns--;
     TAILQ_REMOVE(&s->pool->all, bc, all_entry);
     bufferevent_free(bc->bev);
@@ -363,12 +425,9 @@ static void backend_conn_free(struct backend_conn *bc)
  * unlike backend_pick which advances the round robin). */
 static int backend_can_take(struct backend_pool *p, struct request *r)
 {
-    for (int i = 0; i < p->nservers; i++) {
-        struct backend_server *s = &p->servers[i];
-        if (!(r->tried & (1ULL << i))
-            && (!TAILQ_EMPTY(&s->idle) || s->nconns < p->max_conns))
+    for (int i = 0; i < p->nservers; i++)
+        if (!(r->tried & (1ULL << i)) && backend_server_open(&p->servers[i]))
             return 1;
-    }
     return 0;
 }
 
@@ -420,51 +479,60 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
     backend_pool_maybe_free(old);
 }
 
-/* The request on bc failed; log why, close the connection, report it. */
+/* Everything on bc failed (timeout, EOF, protocol error): log, report every
+ * request it carried, close it. */
 static void backend_fail(struct backend_conn *bc, const char *why)
 {
-    struct request *r = bc->req;
-    bc->req = NULL;
-    if (r) {
-        log_err("backend %s: %s (sid %s)", bc->srv->name, why, r->sid);
-        r->conn = NULL;
-        backend_finish(r, 1);
-    } else {
+    if (bc->nreqs == 0)
         log_info("backend %s: %s (idle connection)", bc->srv->name, why);
-    }
+    /* Off every list first: a request posted while these failures are
+     * reported (a client reading on) must not land on this connection. */
+    bc->connected = 0;
+    backend_conn_place(bc);
+    backend_conn_fail_all(bc, why);
     backend_conn_close(bc);
 }
 
-static void backend_conn_release(struct backend_conn *bc)
+/* A request of bc ended: bc goes back to its list, or is closed when it is
+ * not kept; then waiting requests get their chance. Returns 0 if bc is gone. */
+static int backend_conn_settle(struct backend_conn *bc)
 {
     struct backend_pool *p = bc->srv->pool;
-    struct backend_server *s = bc->srv;
-    bc->req = NULL;
-    if (p->keepalive > 0) {
-        struct request *next = TAILQ_FIRST(&p->queue);
-        if (next && !(next->tried & (1ULL << s->index))) {
-            TAILQ_REMOVE(&p->queue, next, queue_entry);
-            p->nqueued--;
-            next->queued = 0;
-            next->conn = bc;
-            bc->req = next;
-            next->tried |= 1ULL << s->index;
-            backend_write_request(bc, next);
-            return;
+    if (bc->nreqs == 0) {
+        if (p->keepalive == 0 || p->nidle >= p->keepalive || p->retiring) {
+            backend_conn_close(bc);
+            return 0;
         }
-        if (p->nidle < p->keepalive) {
-            bc->idle = 1;
-            TAILQ_INSERT_HEAD(&s->idle, bc, entry); /* LIFO: warm connections first */
-            p->nidle++;
-            /* An idle connection may be closed by the server at any time; no timeout. */
-            bufferevent_set_timeouts(bc->bev, NULL, NULL);
-            return;
-        }
+        /* An idle connection may be closed by the server at any time; no timeout. */
+        bufferevent_set_timeouts(bc->bev, NULL, NULL);
     }
-    backend_conn_close(bc);
+    backend_conn_place(bc);
+    backend_drain_queue(p);
+    return 1;
 }
 
-static void backend_stderr(struct backend_conn *bc, const uint8_t *p, size_t n)
+/* GET_VALUES_RESULT: does the backend multiplex? */
+static void backend_values(struct backend_conn *bc, const uint8_t *d, size_t n)
+{
+    while (n > 0) {
+        const uint8_t *name, *value;
+        size_t nlen, vlen;
+        long used = fcgi_nv_decode(d, n, &name, &nlen, &value, &vlen);
+        if (used <= 0)
+            return;
+        if (nlen == 15 && memcmp(name, "FCGI_MPXS_CONNS", 15) == 0 && vlen == 1 && value[0] == '1'
+            && !bc->mpx) {
+            bc->mpx = 1;
+            log_debug("backend %s: multiplexing requests on a connection", bc->srv->name);
+            backend_conn_place(bc);
+            backend_drain_queue(bc->srv->pool);
+        }
+        d += used;
+        n -= (size_t)used;
+    }
+}
+
+static void backend_stderr(struct backend_conn *bc, struct request *r, const uint8_t *p, size_t n)
 {
     /* One log line per record, trimmed and without control characters. */
     char line[1024];
@@ -475,7 +543,7 @@ static void backend_stderr(struct backend_conn *bc, const uint8_t *p, size_t n)
         j--;
     line[j] = '\0';
     if (j > 0)
-        log_err("backend %s: stderr (sid %s): %s", bc->srv->name, bc->req->sid, line);
+        log_err("backend %s: stderr (sid %s): %s", bc->srv->name, r->sid, line);
 }
 
 /* Consumes whole records from the connection's input. */
@@ -496,13 +564,17 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
         if (evbuffer_get_length(in) < total)
             return; /* bounded: a record is at most 8 + 65535 + 255 bytes */
-        struct request *r = bc->req;
-        if (r == NULL) {
-            backend_fail(bc, "FastCGI record with no request in flight");
-            return;
+        if (h.request_id == 0) { /* management records */
+            evbuffer_drain(in, FCGI_HEADER_LEN);
+            if (h.type == FCGI_GET_VALUES_RESULT && clen > 0)
+                backend_values(bc, evbuffer_pullup(in, (ev_ssize_t)clen), clen);
+            evbuffer_drain(in, clen + h.padding_length);
+            continue;
         }
-        if (h.request_id != 1) {
-            backend_fail(bc, "FastCGI record for an unknown request id");
+        struct request *r = h.request_id <= BACKEND_MPX_MAX ? bc->reqs[h.request_id] : NULL;
+        if (r == NULL) {
+            backend_fail(bc, bc->nreqs ? "FastCGI record for an unknown request id"
+                                       : "FastCGI record with no request in flight");
             return;
         }
         evbuffer_drain(in, FCGI_HEADER_LEN);
@@ -535,7 +607,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         case FCGI_STDERR:
             if (clen > 0)
-                backend_stderr(bc, evbuffer_pullup(in, (ev_ssize_t)clen), clen);
+                backend_stderr(bc, r, evbuffer_pullup(in, (ev_ssize_t)clen), clen);
             evbuffer_drain(in, clen);
             break;
         case FCGI_END_REQUEST: {
@@ -547,7 +619,8 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 return;
             }
             evbuffer_drain(in, clen + h.padding_length);
-            bc->req = NULL;
+            bc->reqs[h.request_id] = NULL;
+            bc->nreqs--;
             r->conn = NULL;
             if (ps != 0) {
                 log_err("backend %s: request refused, protocol status %u (sid %s)",
@@ -559,11 +632,15 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             } else {
                 backend_finish(r, 0);
             }
-            if (p->keepalive > 0 && evbuffer_get_length(in) == 0)
-                backend_conn_release(bc);
-            else
-                backend_conn_close(bc); /* not kept, or bytes after END_REQUEST: unusable */
-            return;
+            /* Bytes after the last END_REQUEST of a one-at-a-time connection
+             * mean a confused backend: do not reuse it. */
+            if (!bc->mpx && !p->multiplex && evbuffer_get_length(in) > 0) {
+                backend_fail(bc, "data after END_REQUEST");
+                return;
+            }
+            if (!backend_conn_settle(bc))
+                return;
+            continue;
         }
         default:
             evbuffer_drain(in, clen + h.padding_length);
@@ -574,6 +651,15 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* Asks the backend whether it multiplexes (BACKEND_MULTIPLEX = 1). */
+static void backend_ask_values(struct backend_conn *bc)
+{
+    uint8_t rec[FCGI_HEADER_LEN + 32];
+    size_t n = fcgi_nv_encode(rec + FCGI_HEADER_LEN, "FCGI_MPXS_CONNS", 15, "", 0);
+    fcgi_header_encode(rec, FCGI_GET_VALUES, 0, (uint16_t)n, 0);
+    evbuffer_add(bufferevent_get_output(bc->bev), rec, FCGI_HEADER_LEN + n);
+}
+
 static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct backend_conn *bc = arg;
@@ -582,21 +668,25 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         bc->connected = 1;
         bc->srv->down_until = 0;
-        if (bc->req) {
-            backend_write_request(bc, bc->req);
-            bufferevent_enable(bc->bev, EV_READ);
-        }
+        if (p->multiplex)
+            backend_ask_values(bc);
+        for (int id = 1; id <= BACKEND_MPX_MAX; id++)
+            if (bc->reqs[id])
+                backend_write_request(bc, bc->reqs[id], (uint16_t)id);
+        bufferevent_enable(bc->bev, EV_READ);
+        backend_conn_place(bc);
         return;
     }
-    if (!bc->connected && bc->req) {
+    if (!bc->connected && bc->nreqs > 0) {
         /* Nothing was written: mark the server down and try another one. */
-        struct request *r = bc->req;
+        struct request *r = bc->reqs[1];
         int err = EVUTIL_SOCKET_ERROR();
         log_err("backend %s: connect %s (sid %s)", bc->srv->name,
                 (what & BEV_EVENT_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
                 r->sid);
         bc->srv->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
-        bc->req = NULL;
+        bc->reqs[1] = NULL;
+        bc->nreqs = 0;
         r->conn = NULL;
         backend_conn_free(bc);
         backend_dispatch(p, r);
@@ -607,7 +697,7 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT)
         backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout");
     else if (what & BEV_EVENT_EOF)
-        backend_fail(bc, bc->req ? "closed the connection before END_REQUEST" : "closed");
+        backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed");
     else
         backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
@@ -629,6 +719,21 @@ static struct backend_conn *backend_connect(struct backend_server *s)
     bufferevent_setcb(bc->bev, backend_readcb, NULL, backend_eventcb, bc);
     bufferevent_set_timeouts(bc->bev, &p->connect_tv, &p->connect_tv);
     return bc;
+}
+
+/* Gives r the first free request id of bc; writes it now if bc is connected. */
+static void backend_attach(struct backend_conn *bc, struct request *r)
+{
+    int id = 1;
+    while (id < BACKEND_MPX_MAX && bc->reqs[id])
+        id++;
+    bc->reqs[id] = r;
+    bc->nreqs++;
+    r->conn = bc;
+    if (bc->connected) {
+        backend_write_request(bc, r, (uint16_t)id);
+        backend_conn_place(bc);
+    }
 }
 
 static void backend_dispatch(struct backend_pool *p, struct request *r)
@@ -653,14 +758,11 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
         return;
     }
     r->tried |= 1ULL << s->index;
-    struct backend_conn *bc = TAILQ_FIRST(&s->idle);
+    struct backend_conn *bc = TAILQ_FIRST(&s->spare);
+    if (bc == NULL)
+        bc = TAILQ_FIRST(&s->idle);
     if (bc) {
-        TAILQ_REMOVE(&s->idle, bc, entry);
-        bc->idle = 0;
-        p->nidle--;
-        bc->req = r;
-        r->conn = bc;
-        backend_write_request(bc, r);
+        backend_attach(bc, r);
         return;
     }
     bc = backend_connect(s);
@@ -669,14 +771,14 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
         backend_finish(r, 1);
         return;
     }
-    bc->req = r;
-    r->conn = bc;
+    backend_attach(bc, r);
     if (bufferevent_socket_connect(bc->bev, (struct sockaddr *)&s->sa, (int)s->salen) < 0) {
         /* Immediate failure (e.g. unix socket missing): same as a refusal. */
         log_err("backend %s: connect failed: %s (sid %s)", s->name,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), r->sid);
         s->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
-        bc->req = NULL;
+        bc->reqs[1] = NULL;
+        bc->nreqs = 0;
         r->conn = NULL;
         backend_conn_free(bc);
         backend_dispatch(p, r);
