@@ -103,6 +103,13 @@ fuzz: fuzz-build
 demo:
 	@scripts/demo.sh
 
+# Soak: SOAK_SECONDS (default 300) of mixed load on a router, a 2-worker gateway and
+# php-fpm; every process's RSS into build/soak/rss.tsv and build/soak/rss.png; fails
+# when a process's RSS grows past the tolerance it prints.
+.PHONY: soak
+soak: fooking
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),300) $(PYTHON) tests/soak/soak.py
+
 install: fooking
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/fooking
 	install -m 755 fooking $(DESTDIR)$(PREFIX)/bin/fooking
