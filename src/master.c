@@ -195,9 +195,26 @@ static void master_reap(struct slot *slots, int n, struct shm_block *shm, int st
     }
 }
 
+/* USER and GROUP must exist before anything starts: a typo is one clear
+ * error at start, not workers dying in a loop. */
+static int master_check_user(const struct config *cfg)
+{
+    if (cfg->user && getpwnam(cfg->user) == NULL) {
+        log_err("%s: USER %s: no such user", cfg->file, cfg->user);
+        return -1;
+    }
+    if (cfg->group && getgrnam(cfg->group) == NULL) {
+        log_err("%s: GROUP %s: no such group", cfg->file, cfg->group);
+        return -1;
+    }
+    return 0;
+}
+
 int master_run(struct config *cfg)
 {
     void *ssl_ctx = NULL;
+    if (master_check_user(cfg) < 0)
+        return 1;
     if (cfg->ssl) {
         char err[512];
         ssl_ctx = tls_ctx_new(cfg->ssl_cert, cfg->ssl_pkey, err, sizeof(err));

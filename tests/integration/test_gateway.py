@@ -895,3 +895,44 @@ def test_config_unknown_key_warns(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert [l for l in out.splitlines() if "WORKER_NUMS" in l and "check.lua" in l], out
+
+
+# ---------------------------------------------------------------- privileges
+
+def _uid_gid(pid):
+    uid = gid = None
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    return uid, gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_group_workers_drop_privileges(fake, gateway):
+    """Started as root with USER/GROUP: the master binds and keeps root (to
+    respawn and reopen logs); the workers run as that user and group, and serve."""
+    import grp
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    f = fake()
+    gw = gateway(**fake_keys(f, USER="nobody", GROUP=group, WORKER_NUM=2))
+    with gw.client() as c:
+        assert c.request(b"as nobody") == b"as nobody"
+    workers = gw.worker_pids()
+    assert len(workers) == 2
+    for pid in workers:
+        assert _uid_gid(pid) == (nobody.pw_uid, nobody.pw_gid)
+    assert _uid_gid(gw.pid)[0] == 0
+
+
+def test_unknown_user_refuses_to_start(fake, gateway, tmp_path):
+    f = fake()
+    gw = gateway(start=False, **fake_keys(f, USER="no-such-user-here"))
+    with pytest.raises(AssertionError):
+        gw.start(timeout=3)
+    fk.wait_until(lambda: "USER no-such-user-here: no such user" in gw.log() + gw.output(),
+                  msg="a log line naming the user")
