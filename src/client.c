@@ -138,6 +138,20 @@ static void client_check_output(struct client *c)
     }
 }
 
+void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struct evbuffer *msg)
+{
+    size_t n = evbuffer_get_length(msg);
+    evbuffer_add(out, hdr, hlen);
+    if (hlen + n <= CLIENT_COPY_MAX) {
+        /* Small: copied into the output's last block (see CLIENT_COPY_MAX). */
+        uint8_t small[CLIENT_COPY_MAX];
+        evbuffer_remove(msg, small, n);
+        evbuffer_add(out, small, n);
+    } else {
+        evbuffer_add_buffer(out, msg); /* large: its blocks move, nothing is copied */
+    }
+}
+
 /* onWrite frames the message; returns 1 when the script handled it (or failed
  * and closed the client), 0 to fall back to the length protocol. */
 static int client_send_script(struct client *c, struct evbuffer *msg)
@@ -174,9 +188,9 @@ void client_send(struct client *c, struct evbuffer *msg)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hdr[FRAME_HEADER_LEN];
-    frame_encode(hdr, (uint32_t)evbuffer_get_length(msg));
-    evbuffer_add(out, hdr, sizeof(hdr));
-    evbuffer_add_buffer(out, msg);
+    size_t n = evbuffer_get_length(msg);
+    frame_encode(hdr, (uint32_t)n);
+    client_output_add(out, hdr, sizeof(hdr), msg);
     client_check_output(c);
 }
 
@@ -187,6 +201,7 @@ struct shared_msg *shared_msg_new(const void *data, size_t len)
         return NULL;
     m->refs = 1;
     m->len = len;
+    m->framed = -1;
     memset(m->hdrlen, 0, sizeof(m->hdrlen));
     memcpy(m->data, data, len);
     return m;
@@ -226,8 +241,21 @@ void client_send_shared(struct client *c, struct shared_msg *m)
         m->hdrlen[proto] = FRAME_HEADER_LEN;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add(out, m->hdr[proto], m->hdrlen[proto]);
-    if (m->len > 0) {
+    size_t hl = m->hdrlen[proto];
+    if (m->framed < 0) {
+        memcpy(m->data - hl, m->hdr[proto], hl);
+        m->framed = proto;
+    }
+    if (m->framed == proto) { /* the usual case: the whole frame is one block */
+        const uint8_t *frame = m->data - hl;
+        if (hl + m->len <= CLIENT_COPY_MAX) {
+            evbuffer_add(out, frame, hl + m->len);
+        } else {
+            m->refs++;
+            evbuffer_add_reference(out, frame, hl + m->len, shared_msg_cleanup, m);
+        }
+    } else { /* clients of two protocols on one message: header apart */
+        evbuffer_add(out, m->hdr[proto], hl);
         m->refs++;
         evbuffer_add_reference(out, m->data, m->len, shared_msg_cleanup, m);
     }

@@ -47,8 +47,16 @@ struct shared_msg {
     size_t len;
     uint8_t hdr[2][14]; /* per protocol (enum proto) */
     uint8_t hdrlen[2];
-    uint8_t data[];
+    int framed;         /* protocol whose header is written in `slack`, -1 none */
+    uint8_t slack[14];  /* room for that header right before the payload, so the */
+    uint8_t data[];     /* frame is one contiguous block: one reference per recipient */
 };
+
+/* Messages up to this size (framed) are copied into a recipient's output
+ * rather than referenced: the copy is cheaper than a reference's allocation,
+ * and packs into the buffer's last block, so many small pushes queued for a
+ * slow client cost their bytes, not a block each. */
+#define CLIENT_COPY_MAX 256
 
 struct shared_msg *shared_msg_new(const void *data, size_t len);
 void shared_msg_unref(struct shared_msg *m);
@@ -67,6 +75,9 @@ void client_close_after_flush(struct client *c, const char *reason);
 /* Sends one message framed by the client's protocol. The bytes of msg are moved
  * (msg is left empty). */
 void client_send(struct client *c, struct evbuffer *msg);
+/* Appends a frame header and a message to a client's output: small messages
+ * are copied, large ones moved (msg is left empty). */
+void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struct evbuffer *msg);
 /* The pool is done with a request of this client (success or failure). */
 void client_request_done(struct client *c, struct request *r);
 

@@ -438,9 +438,7 @@ void wsconn_send(struct client *c, struct evbuffer *msg)
     uint8_t hdr[WS_MAX_FRAME_HEADER];
     size_t n = evbuffer_get_length(msg);
     size_t hl = ws_frame_header(hdr, wsconn_opcode(c, NULL, 0, msg), 1, n);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add(out, hdr, hl);
-    evbuffer_add_buffer(out, msg);
+    client_output_add(bufferevent_get_output(c->bev), hdr, hl, msg);
 }
 
 void wsconn_shared_header(const struct client *c, struct shared_msg *m)

@@ -17,8 +17,9 @@ arrived LOST_AFTER seconds after the driver stopped sending; each test prints
   10,000 connect cycles    worker fds exactly and RSS (+2 MiB) back to their baseline
   slow consumer            disconnected past MAX_OUTPUT_SIZE; 1,000 others get every
                            broadcast; worker RSS stays bounded
-  slow consumer, small     xfail (strict): memory per queued small message is ~100x
-  messages                 what MAX_OUTPUT_SIZE counts (a bug in src/client.c)
+  slow consumer, small     memory per queued small message stays near what
+  messages                 MAX_OUTPUT_SIZE counts (small pushes are copied, not
+                           referenced one block each)
 
 Under an AddressSanitizer build (FOOKING=build-asan/fooking-asan) RSS is reported,
 not judged (the quarantine keeps freed memory); fd counts still are.
@@ -944,13 +945,6 @@ def test_slow_consumer_among_broadcast_receivers(gateway, load, router, goecho):
         recv.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/client.c: every message queued for a client costs at least one evbuffer chain "
-    "of >= 1 KiB (client_send_shared() adds the 4-byte frame header with evbuffer_add() "
-    "behind the previous immutable reference chain, so libevent allocates a new chain "
-    "for it; client_send() moves the message's own chain with evbuffer_add_buffer()), "
-    "while client_check_output() counts only 4 + len bytes against MAX_OUTPUT_SIZE: a "
-    "stalled client of small pushes pins 50-200x MAX_OUTPUT_SIZE of heap"))
 def test_slow_consumer_small_messages_memory(gateway, load, router, goecho):
     """A client that stopped reading gets many small (32-byte) channel messages: it is
     cut off past MAX_OUTPUT_SIZE, and the worker's RSS grows by no more than
