@@ -84,7 +84,8 @@ alive() {
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT
+    trap "" INT TERM # a second Ctrl-C (or TERM to the group) must not cut the cleanup short
     stopping=1
     if ((${#pids[@]})); then
         say "stopping"
