@@ -7,6 +7,8 @@
  * Safe here because no two of our events share a dup()ed file description. */
 #include "loop.h"
 
+#include <malloc.h>
+
 struct event_base *loop_new(void)
 {
     struct event_config *cfg = event_config_new();
@@ -16,4 +18,21 @@ struct event_base *loop_new(void)
     struct event_base *base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     return base;
+}
+
+static void loop_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    malloc_trim(0);
+}
+
+struct event *loop_trim_new(struct event_base *base)
+{
+    struct event *ev = event_new(base, -1, EV_PERSIST, loop_trim_cb, NULL);
+    struct timeval tv = {LOOP_TRIM_SECONDS, 0};
+    if (ev)
+        event_add(ev, &tv);
+    return ev;
 }

@@ -7,4 +7,11 @@
 /* An event_base for a gateway worker or the router. NULL on failure. */
 struct event_base *loop_new(void);
 
+/* Every LOOP_TRIM_SECONDS, hands memory freed after a burst (a drained
+ * broadcast, thousands of closed connections) back to the kernel: glibc keeps
+ * it otherwise, and RSS would stay at its high-water mark. The caller frees
+ * the returned event before the base. */
+#define LOOP_TRIM_SECONDS 10
+struct event *loop_trim_new(struct event_base *base);
+
 #endif

@@ -84,7 +84,7 @@ struct router {
     const struct config *cfg;
     struct event_base *base;
     struct evconnlistener *listener;
-    struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume;
+    struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
     struct rconn_list conns, links, dead;
     struct hmap *sids, *channels, *gateways;
     int has_secret;
@@ -1042,6 +1042,8 @@ static void router_free(struct router *r)
         event_free(r->reap);
     if (r->accept_resume != NULL)
         event_free(r->accept_resume);
+    if (r->trim != NULL)
+        event_free(r->trim);
     /* Every link was forgotten above, so the maps are empty. */
     hmap_free(r->sids, NULL);
     hmap_free(r->channels, NULL);
@@ -1116,6 +1118,7 @@ int router_run(const struct config *cfg)
     r->sig_hup = evsignal_new(r->base, SIGHUP, router_signal, r);
     r->reap = event_new(r->base, -1, 0, router_reap, r);
     r->accept_resume = evtimer_new(r->base, router_accept_resume, r);
+    r->trim = loop_trim_new(r->base);
     if (r->sig_int == NULL || r->sig_term == NULL || r->sig_usr1 == NULL || r->sig_hup == NULL
         || r->reap == NULL || r->accept_resume == NULL || evsignal_add(r->sig_int, NULL) < 0
         || evsignal_add(r->sig_term, NULL) < 0 || evsignal_add(r->sig_usr1, NULL) < 0

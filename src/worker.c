@@ -378,6 +378,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.accept_resume = evtimer_new(w.base, worker_accept_resume, &w);
     w.sessions = shm_sessions(shm, id);
     w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
+    w.trim = loop_trim_new(w.base);
     worker_adopt_sessions(&w);
     w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0,
                                     listen_fd);
@@ -422,6 +423,8 @@ done:
         event_free(w.accept_resume);
     if (w.orphan_timer)
         event_free(w.orphan_timer);
+    if (w.trim)
+        event_free(w.trim);
     free(w.orphans);
     free(w.free_slots);
     if (w.sig_term) {

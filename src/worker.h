@@ -35,6 +35,7 @@ struct worker {
     struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
     struct event *accept_resume;        /* re-enables accept after EMFILE */
     struct event *stop_timer;
+    struct event *trim;                 /* malloc_trim every LOOP_TRIM_SECONDS */
     void *ssl_ctx;                      /* SSL_CTX when SSL = 1 */
     struct script *script;              /* SCRIPT_FILE state */
     int stopping;
