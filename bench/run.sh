@@ -255,10 +255,16 @@ for PROTO in length ws; do
     max=$(grep "label=fooking-$PROTO .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
     [ -z "$max" ] && continue
     run fooking-$PROTO-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
+    run fooking-$PROTO-quarter -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 4)) -a 127.0.0.1:$port_var >/dev/null
 done
 
 # ---- (b) fan-out ----
+# Fresh router and gateways: a scenario never runs on a heap and a router that
+# the previous one left behind.
 log "(b) fan-out"
+stop "$GWW_PID"; stop "$GWL_PID"; stop "$ROUTER_PID"
+start_router
+start_gateway gw_ws_fan websocket 0 1; GWW_PORT=$GW_PORT; GWW_PID=$GW_PID
 for N in $FANS; do
     S=64; [ "$N" = 100 ] && S=16
     A="-s fanout -p ws -n $N -b $S -d $D -w $W $SRC"
@@ -289,7 +295,7 @@ run fooking-connect $CA -a 127.0.0.1:$GWW_PORT >/dev/null
 run fooking-connect-event $CA -a 127.0.0.1:$GWE_PORT >/dev/null
 run baseline-connect $CA -a 127.0.0.1:$BLW_PORT >/dev/null
 [ $HAVE_NGINX = 1 ] && run nchan-connect $CA -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT >/dev/null
-stop "$GWE_PID"; stop "$GWW_PID"; stop "$GWL_PID"; stop "$BLW_PID"
+stop "$GWE_PID"; stop "$GWW_PID"; stop "$BLW_PID"
 [ $HAVE_NGINX = 1 ] && stop_nginx
 
 # ---- (c) idle connections: fresh servers for each count ----

@@ -10,7 +10,7 @@ set yrange [*:*]
 plot 'rt_fooking-length_k1.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=1', 'rt_baseline-length_k1.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=1', 'rt_fooking-ws_k1.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=1', 'rt_pushpin_k1.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=1', 'rt_baseline-ws_k1.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=1', 'rt_fooking-length_k8.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=8', 'rt_baseline-length_k8.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=8', 'rt_fooking-ws_k8.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=8', 'rt_pushpin_k8.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=8', 'rt_baseline-ws_k8.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=8'
 unset logscale xy
 set output 'rt_latency.png'
-set title 'Round-trip latency, N=100 K=8 S=64 (log scale)'
+set title 'Round-trip latency, N=1000 K=8 S=64 (log scale)'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
