@@ -28,8 +28,8 @@
 #include "log.h"
 
 #define BACKEND_DOWN_SECONDS 2
-#define BACKEND_MAX_SERVERS 64
-#define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
+#define BACKEND_MAX_SERVERS  64
+#define BACKEND_MPX_MAX      64 /* requests in flight on one multiplexed connection */
 
 struct backend_server {
     struct backend_pool *pool;
@@ -294,8 +294,7 @@ static int backend_server_open(const struct backend_server *s)
  * richest is picked and pays the total. Servers marked down, already tried by
  * this request, or at their connection cap with nothing idle are skipped;
  * if only down servers are left they are tried anyway (the mark is a hint). */
-static struct backend_server *backend_pick(struct backend_pool *p, struct request *r,
-                                           int *at_cap)
+static struct backend_server *backend_pick(struct backend_pool *p, struct request *r, int *at_cap)
 {
     time_t now = time(NULL);
     struct backend_server *best = NULL;
@@ -563,7 +562,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
         if (evbuffer_get_length(in) < total)
-            return; /* bounded: a record is at most 8 + 65535 + 255 bytes */
+            return;              /* bounded: a record is at most 8 + 65535 + 255 bytes */
         if (h.request_id == 0) { /* management records */
             evbuffer_drain(in, FCGI_HEADER_LEN);
             if (h.type == FCGI_GET_VALUES_RESULT && clen > 0)
@@ -623,8 +622,8 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             bc->nreqs--;
             r->conn = NULL;
             if (ps != 0) {
-                log_err("backend %s: request refused, protocol status %u (sid %s)",
-                        bc->srv->name, ps, r->sid);
+                log_err("backend %s: request refused, protocol status %u (sid %s)", bc->srv->name,
+                        ps, r->sid);
                 backend_finish(r, 1);
             } else if (!r->cgi.done && evbuffer_get_length(r->reply) == 0 && r->cgi.total > 0) {
                 log_err("backend %s: reply header not terminated (sid %s)", bc->srv->name, r->sid);

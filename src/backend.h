@@ -39,14 +39,14 @@ struct request {
     TAILQ_ENTRY(request) queue_entry;  /* in the pool's wait queue */
     struct client *client;             /* NULL once the client has gone */
     struct backend_pool *pool;
-    struct backend_conn *conn;          /* while on a connection */
-    struct fcgi_params *params;         /* the client's constant params (a reference) */
-    struct evbuffer *body;              /* the message, until written */
-    struct evbuffer *reply;             /* STDOUT body received so far */
+    struct backend_conn *conn;  /* while on a connection */
+    struct fcgi_params *params; /* the client's constant params (a reference) */
+    struct evbuffer *body;      /* the message, until written */
+    struct evbuffer *reply;     /* STDOUT body received so far */
     struct cgi_parser cgi;
     char sid[SID_LEN + 1];
     enum request_event event;
-    uint64_t tried;                     /* bit per server already tried */
+    uint64_t tried; /* bit per server already tried */
     int queued, done, failed, explicit_empty;
 };
 

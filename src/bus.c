@@ -163,8 +163,8 @@ static void bus_disconnect_cb(const redisAsyncContext *ac, int status)
     struct bus *b = bc->bus;
     (void)status;
     if (!b->closing)
-        log_err("bus %s:%d: %s connection lost: %s; reconnecting", b->host, b->port,
-                bus_name(bc), ac->errstr[0] ? ac->errstr : "closed");
+        log_err("bus %s:%d: %s connection lost: %s; reconnecting", b->host, b->port, bus_name(bc),
+                ac->errstr[0] ? ac->errstr : "closed");
     bus_schedule(bc);
 }
 
@@ -201,8 +201,9 @@ struct bus *bus_new(struct event_base *base, const char *url, const char *prefix
     struct bus *b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
-    if (bus_parse_url(url, b->host, sizeof(b->host), &b->port, b->password,
-                      sizeof(b->password), &b->db, err, sizeof(err)) < 0) {
+    if (bus_parse_url(url, b->host, sizeof(b->host), &b->port, b->password, sizeof(b->password),
+                      &b->db, err, sizeof(err))
+        < 0) {
         log_err("BUS %s: %s", url, err);
         free(b);
         return NULL;
@@ -237,13 +238,21 @@ void bus_free(struct bus *b)
     free(b);
 }
 
-const char *bus_prefix(const struct bus *b) { return b->prefix; }
-int bus_sub_ready(const struct bus *b) { return b && b->sub.ready; }
-int bus_cmd_ready(const struct bus *b) { return b && b->cmd.ready; }
+const char *bus_prefix(const struct bus *b)
+{
+    return b->prefix;
+}
+int bus_sub_ready(const struct bus *b)
+{
+    return b && b->sub.ready;
+}
+int bus_cmd_ready(const struct bus *b)
+{
+    return b && b->cmd.ready;
+}
 
 /* Builds "<prefix><name>" into buf; returns its length, 0 if it does not fit. */
-static size_t bus_channel(const struct bus *b, char *buf, size_t size, const char *name,
-                          size_t len)
+static size_t bus_channel(const struct bus *b, char *buf, size_t size, const char *name, size_t len)
 {
     if (b->prefix_len + len > size)
         return 0;
@@ -267,8 +276,7 @@ static void bus_message_cb(redisAsyncContext *ac, void *r, void *privdata)
         return;
     if (ch->len < b->prefix_len)
         return;
-    b->h.message(b->h.arg, ch->str + b->prefix_len, ch->len - b->prefix_len, data->str,
-                 data->len);
+    b->h.message(b->h.arg, ch->str + b->prefix_len, ch->len - b->prefix_len, data->str, data->len);
 }
 
 static void bus_sub_cmd(struct bus *b, const char *verb, const char *name, size_t len)

@@ -20,7 +20,7 @@
 #include "worker.h"
 
 #define BUSLINK_HB_SECONDS 3
-#define BUSLINK_HB_TTL "10"
+#define BUSLINK_HB_TTL     "10"
 #define BUSLINK_SADD_BATCH 1000
 
 struct buslink {
@@ -29,7 +29,7 @@ struct buslink {
     struct event *heartbeat;
     struct event *soon; /* a heartbeat shortly after counts change */
     int stopped;        /* presence withdrawn: write no more of it */
-    char gw[64];       /* "gw:<server>:<worker>" */
+    char gw[64];        /* "gw:<server>:<worker>" */
     char hb_key[256], sids_key[256], chans_key[256];
 };
 
@@ -124,7 +124,8 @@ static void buslink_cmd_ready(void *arg)
     argv[1] = bl->sids_key;
     argvlen[1] = strlen(bl->sids_key);
     struct client *c;
-    TAILQ_FOREACH(c, &w->clients, entry) {
+    TAILQ_FOREACH(c, &w->clients, entry)
+    {
         if (!c->session_started || c->dead)
             continue;
         argv[argc] = c->sid;

@@ -19,8 +19,8 @@ void channel_join(struct worker *w, struct client *c, const char *name, size_t l
     if (ch) {
         struct chan_member *m;
         LIST_FOREACH(m, &c->chans, in_client)
-            if (m->ch == ch)
-                return;
+        if (m->ch == ch)
+            return;
     } else {
         ch = calloc(1, sizeof(*ch));
         if (!ch || !(ch->name = malloc(len + 1))) {
@@ -68,7 +68,8 @@ static void channel_remove_member(struct worker *w, struct chan_member *m)
 void channel_leave(struct worker *w, struct client *c, const char *name, size_t len)
 {
     struct chan_member *m;
-    LIST_FOREACH(m, &c->chans, in_client) {
+    LIST_FOREACH(m, &c->chans, in_client)
+    {
         if (m->ch->len == len && memcmp(m->ch->name, name, len) == 0) {
             channel_remove_member(w, m);
             return;

@@ -33,7 +33,7 @@
 #include "wsconn.h"
 #include "worker.h"
 
-#define CLIENT_MAX_PENDING 256
+#define CLIENT_MAX_PENDING   256
 #define CLIENT_FLUSH_SECONDS 5
 
 static void client_readcb(struct bufferevent *bev, void *arg);
@@ -132,8 +132,9 @@ static void client_check_output(struct client *c)
 {
     size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
     if (pending > c->w->cfg->max_output_size) {
-        log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
-                c->sid, c->addr, c->port, pending);
+        log_err(
+            "client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
+            c->sid, c->addr, c->port, pending);
         client_close(c, "slow consumer");
     }
 }
@@ -271,8 +272,7 @@ void client_request_done(struct client *c, struct request *r)
     while ((head = TAILQ_FIRST(&c->requests)) != NULL && head->done) {
         TAILQ_REMOVE(&c->requests, head, client_entry);
         c->pending--;
-        if (!head->failed
-            && (evbuffer_get_length(head->reply) > 0 || head->explicit_empty))
+        if (!head->failed && (evbuffer_get_length(head->reply) > 0 || head->explicit_empty))
             client_send(c, head->reply);
         request_free(head);
         if (c->dead)

@@ -22,20 +22,20 @@ struct client {
     char sid[SID_LEN + 1];
     char addr[64];
     int port;
-    unsigned pending;                   /* requests not yet answered */
-    TAILQ_HEAD(, request) requests;     /* in the order their replies are due */
+    unsigned pending;               /* requests not yet answered */
+    TAILQ_HEAD(, request) requests; /* in the order their replies are due */
     struct fcgi_params *params;
-    LIST_HEAD(, chan_member) chans;     /* channels joined */
-    int closing;                        /* flushing output, then close */
-    int dead;                           /* closed; freed on the next loop iteration */
-    int session_started;                /* EVENT=1 time passed: EVENT=2 is owed */
-    int paused;                         /* not reading: too many requests in flight */
+    LIST_HEAD(, chan_member) chans; /* channels joined */
+    int closing;                    /* flushing output, then close */
+    int dead;                       /* closed; freed on the next loop iteration */
+    int session_started;            /* EVENT=1 time passed: EVENT=2 is owed */
+    int paused;                     /* not reading: too many requests in flight */
     const char *close_reason;
     char tls_err[128];
-    struct ws_conn *ws;                 /* websocket state, NULL for the length protocol */
-    int shm_slot;                       /* index in the worker's shared SID table, -1 if none */
-    unsigned nrequest;                  /* messages read so far: the scripts' requestid */
-    int script_close;                   /* the script called fc.close() */
+    struct ws_conn *ws; /* websocket state, NULL for the length protocol */
+    int shm_slot;       /* index in the worker's shared SID table, -1 if none */
+    unsigned nrequest;  /* messages read so far: the scripts' requestid */
+    int script_close;   /* the script called fc.close() */
 };
 
 /* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the
@@ -47,9 +47,9 @@ struct shared_msg {
     size_t len;
     uint8_t hdr[2][14]; /* per protocol (enum proto) */
     uint8_t hdrlen[2];
-    int framed;         /* protocol whose header is written in `slack`, -1 none */
-    uint8_t slack[14];  /* room for that header right before the payload, so the */
-    uint8_t data[];     /* frame is one contiguous block: one reference per recipient */
+    int framed;        /* protocol whose header is written in `slack`, -1 none */
+    uint8_t slack[14]; /* room for that header right before the payload, so the */
+    uint8_t data[];    /* frame is one contiguous block: one reference per recipient */
 };
 
 /* Messages up to this size (framed) are copied into a recipient's output

@@ -29,14 +29,50 @@ struct cfg_ctx {
 
 /* Keys a config may set. Anything else in UPPER_CASE is probably a typo. */
 static const char *const config_keys[] = {
-    "HOST", "PORT", "DAEMONIZE", "PID_FILE", "LOG_FILE", "LOG_LEVEL", "ROUTER", "USER", "GROUP",
-    "SERVER_ID", "WORKER_NUM", "MAX_CLIENT_NUM", "MAX_BUFF_SIZE", "MAX_OUTPUT_SIZE",
-    "ROUTER_HOST", "ROUTER_PORT", "ROUTER_SECRET", "ROUTER_OUTPUT_LIMIT", "SSL", "SSL_CERT",
-    "SSL_PKEY", "IDLE_TIME", "SCRIPT_FILE", "PROTOCOL", "STATIC_DIR", "PING_INTERVAL",
-    "HANDSHAKE_TIMEOUT", "ALLOWED_ORIGINS", "WS_BINARY", "WS_SUBPROTOCOLS", "BACKEND_SERVER",
-    "BACKEND_CONNECT_TIMEOUT", "BACKEND_READ_TIMEOUT", "BACKEND_KEEPALIVE", "BACKEND_MAX_CONNS",
-    "BACKEND_QUEUE_SIZE", "BACKEND_MULTIPLEX", "EVENT_CONNECT", "EVENT_CLOSE", "FASTCGI_PREFIX",
-    "FASTCGI_PARAMS", "BUS", "BUS_PREFIX", NULL,
+    "HOST",
+    "PORT",
+    "DAEMONIZE",
+    "PID_FILE",
+    "LOG_FILE",
+    "LOG_LEVEL",
+    "ROUTER",
+    "USER",
+    "GROUP",
+    "SERVER_ID",
+    "WORKER_NUM",
+    "MAX_CLIENT_NUM",
+    "MAX_BUFF_SIZE",
+    "MAX_OUTPUT_SIZE",
+    "ROUTER_HOST",
+    "ROUTER_PORT",
+    "ROUTER_SECRET",
+    "ROUTER_OUTPUT_LIMIT",
+    "SSL",
+    "SSL_CERT",
+    "SSL_PKEY",
+    "IDLE_TIME",
+    "SCRIPT_FILE",
+    "PROTOCOL",
+    "STATIC_DIR",
+    "PING_INTERVAL",
+    "HANDSHAKE_TIMEOUT",
+    "ALLOWED_ORIGINS",
+    "WS_BINARY",
+    "WS_SUBPROTOCOLS",
+    "BACKEND_SERVER",
+    "BACKEND_CONNECT_TIMEOUT",
+    "BACKEND_READ_TIMEOUT",
+    "BACKEND_KEEPALIVE",
+    "BACKEND_MAX_CONNS",
+    "BACKEND_QUEUE_SIZE",
+    "BACKEND_MULTIPLEX",
+    "EVENT_CONNECT",
+    "EVENT_CLOSE",
+    "FASTCGI_PREFIX",
+    "FASTCGI_PARAMS",
+    "BUS",
+    "BUS_PREFIX",
+    NULL,
 };
 
 static int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
@@ -69,8 +105,8 @@ static const char *cfg_got(lua_State *L, char *buf, size_t len)
 }
 
 /* Integer key in [min, max]; booleans count as 0/1. Returns 0 or -1. */
-static int cfg_int(struct cfg_ctx *c, const char *key, long long def, long long min,
-                   long long max, long long *out)
+static int cfg_int(struct cfg_ctx *c, const char *key, long long def, long long min, long long max,
+                   long long *out)
 {
     lua_State *L = c->L;
     char got[96];
@@ -187,7 +223,8 @@ static int cfg_strlist(struct cfg_ctx *c, const char *key, char ***out)
         return 0;
     }
     if (!lua_istable(L, -1)) {
-        int rc = cfg_fail(c, key, "must be a table of strings, got %s", cfg_got(L, got, sizeof(got)));
+        int rc =
+            cfg_fail(c, key, "must be a table of strings, got %s", cfg_got(L, got, sizeof(got)));
         lua_pop(L, 1);
         return rc;
     }
@@ -233,8 +270,8 @@ static int cfg_backend_add(struct cfg_ctx *c, struct config *cfg, const char *ad
         return cfg_fail(c, "BACKEND_SERVER", "entry \"%s\" must be \"host:port\" or \"unix:/path\"",
                         addr);
     if (w < 1 || w > 1000)
-        return cfg_fail(c, "BACKEND_SERVER", "weight of \"%s\" must be an integer from 1 to 1000, got %lld",
-                        addr, w);
+        return cfg_fail(c, "BACKEND_SERVER",
+                        "weight of \"%s\" must be an integer from 1 to 1000, got %lld", addr, w);
     struct cfg_backend *nb = realloc(cfg->backends, (cfg->nbackends + 1) * sizeof(*nb));
     if (!nb)
         return cfg_fail(c, "BACKEND_SERVER", "out of memory");
@@ -270,9 +307,11 @@ static int cfg_backends(struct cfg_ctx *c, struct config *cfg)
         if (rc == 0 && cfg->nbackends == 0)
             rc = cfg_fail(c, "BACKEND_SERVER", "must name at least one server");
     } else if (lua_isnil(L, -1)) {
-        rc = cfg_fail(c, "BACKEND_SERVER", "is required (\"host:port\", \"unix:/path\" or a table)");
+        rc =
+            cfg_fail(c, "BACKEND_SERVER", "is required (\"host:port\", \"unix:/path\" or a table)");
     } else {
-        rc = cfg_fail(c, "BACKEND_SERVER", "must be \"host:port\", \"unix:/path\" or a table, got %s",
+        rc = cfg_fail(c, "BACKEND_SERVER",
+                      "must be \"host:port\", \"unix:/path\" or a table, got %s",
                       cfg_got(L, got, sizeof(got)));
     }
     lua_pop(L, 1);
@@ -489,7 +528,8 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
         char host[256], pw[256], berr[128];
         int port, db;
         if (bus_parse_url(cfg->bus, host, sizeof(host), &port, pw, sizeof(pw), &db, berr,
-                          sizeof(berr)) < 0) {
+                          sizeof(berr))
+            < 0) {
             cfg_fail(&c, "BUS", "must be \"redis://[:password@]host:port[/db]\": %s, got \"%s\"",
                      berr, cfg->bus);
             goto done;

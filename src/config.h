@@ -18,14 +18,14 @@ struct cfg_param {
 };
 
 struct config {
-    char *file;     /* path of the config file, for messages */
-    int router;     /* ROUTER: 1 router mode, 0 gateway */
-    char *host;     /* HOST */
-    int port;       /* PORT */
-    int daemonize;  /* DAEMONIZE */
-    char *pid_file; /* PID_FILE */
-    char *log_file; /* LOG_FILE */
-    int log_level;  /* LOG_LEVEL */
+    char *file;         /* path of the config file, for messages */
+    int router;         /* ROUTER: 1 router mode, 0 gateway */
+    char *host;         /* HOST */
+    int port;           /* PORT */
+    int daemonize;      /* DAEMONIZE */
+    char *pid_file;     /* PID_FILE */
+    char *log_file;     /* LOG_FILE */
+    int log_level;      /* LOG_LEVEL */
     char *user, *group; /* USER, GROUP: drop privileges after bind */
 
     /* router link (gateway) and router secret (both modes) */
@@ -66,8 +66,8 @@ struct config {
 
     /* router mode */
     size_t router_output_limit; /* ROUTER_OUTPUT_LIMIT bytes pending per link */
-    char *bus;        /* BUS redis://... */
-    char *bus_prefix; /* BUS_PREFIX */
+    char *bus;                  /* BUS redis://... */
+    char *bus_prefix;           /* BUS_PREFIX */
 };
 
 /* Loads `path` into *cfg. On error writes one line "path: KEY ..." into err and

@@ -56,13 +56,16 @@ int fcgi_end_request_decode(const uint8_t *body, size_t len, uint32_t *app_statu
      * are all in the first eight bytes. */
     if (len < 8)
         return FCGI_ERROR;
-    *app_status = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 |
-                  (uint32_t)body[2] << 8 | (uint32_t)body[3];
+    *app_status = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 | (uint32_t)body[2] << 8
+                  | (uint32_t)body[3];
     *protocol_status = body[4];
     return FCGI_OK;
 }
 
-static size_t fcgi_nv_lensize(size_t n) { return n < 128 ? 1 : 4; }
+static size_t fcgi_nv_lensize(size_t n)
+{
+    return n < 128 ? 1 : 4;
+}
 
 size_t fcgi_nv_size(size_t nlen, size_t vlen)
 {
@@ -87,8 +90,7 @@ static uint8_t *fcgi_nv_putlen(uint8_t *out, size_t n)
     return out;
 }
 
-size_t fcgi_nv_encode(uint8_t *out, const char *name, size_t nlen, const char *value,
-                      size_t vlen)
+size_t fcgi_nv_encode(uint8_t *out, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     size_t size = fcgi_nv_size(nlen, vlen);
     if (size == 0)
@@ -116,8 +118,8 @@ static int fcgi_nv_getlen(const uint8_t *p, size_t len, size_t *off, size_t *n)
     if (len - *off < 4)
         return FCGI_AGAIN;
     const uint8_t *b = p + *off;
-    *n = (size_t)((uint32_t)(b[0] & 0x7f) << 24 | (uint32_t)b[1] << 16 |
-                  (uint32_t)b[2] << 8 | (uint32_t)b[3]);
+    *n = (size_t)((uint32_t)(b[0] & 0x7f) << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8
+                  | (uint32_t)b[3]);
     *off += 4;
     return FCGI_OK;
 }
@@ -168,8 +170,14 @@ static int cgi_name_is(const char *s, size_t n, const char *want)
     return i == n && want[i] == '\0';
 }
 
-static int cgi_is_ows(char c) { return c == ' ' || c == '\t'; }
-static int cgi_is_digit(char c) { return c >= '0' && c <= '9'; }
+static int cgi_is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+static int cgi_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
 
 /* Splits line[0..n) at its first colon: returns the name's length with
  * trailing blanks dropped and sets *colon, or returns -1 when there is none. */

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FCGI_VERSION_1 1
-#define FCGI_HEADER_LEN 8
+#define FCGI_VERSION_1   1
+#define FCGI_HEADER_LEN  8
 #define FCGI_MAX_CONTENT 65535
 
 enum fcgi_type {
@@ -56,8 +56,7 @@ int fcgi_end_request_decode(const uint8_t *body, size_t len, uint32_t *app_statu
  * byte, others four with the high bit set). out must hold fcgi_nv_size() bytes.
  * Names and values longer than 0x7fffffff are not representable (size returns 0). */
 size_t fcgi_nv_size(size_t nlen, size_t vlen);
-size_t fcgi_nv_encode(uint8_t *out, const char *name, size_t nlen, const char *value,
-                      size_t vlen);
+size_t fcgi_nv_encode(uint8_t *out, const char *name, size_t nlen, const char *value, size_t vlen);
 /* Decodes one pair at p. Returns bytes consumed (> 0), FCGI_AGAIN if truncated,
  * FCGI_ERROR if malformed. Pointers point into p. */
 long fcgi_nv_decode(const uint8_t *p, size_t len, const uint8_t **name, size_t *nlen,
@@ -68,12 +67,12 @@ long fcgi_nv_decode(const uint8_t *p, size_t len, const uint8_t **name, size_t *
  * partial line in its own fixed buffer. Accepts CRLF and bare LF line ends. */
 #define CGI_MAX_HEADER 16384
 struct cgi_parser {
-    int done;               /* blank line seen: the rest of STDOUT is body */
-    int status;             /* from "Status: NNN ...", default 200 */
-    long content_length;    /* from "Content-Length", -1 when absent */
-    size_t total;           /* header bytes consumed so far (bounded by CGI_MAX_HEADER) */
+    int done;            /* blank line seen: the rest of STDOUT is body */
+    int status;          /* from "Status: NNN ...", default 200 */
+    long content_length; /* from "Content-Length", -1 when absent */
+    size_t total;        /* header bytes consumed so far (bounded by CGI_MAX_HEADER) */
     size_t linelen;
-    char line[1024];        /* current partial line; longer lines are skipped unless relevant */
+    char line[1024]; /* current partial line; longer lines are skipped unless relevant */
     int line_overflow;
 };
 void cgi_parser_init(struct cgi_parser *cp);

@@ -30,12 +30,22 @@ struct hmap {
 };
 
 #define HMAP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define HMAP_SIPROUND                                                                  \
-    do {                                                                               \
-        v0 += v1; v1 = HMAP_ROTL(v1, 13); v1 ^= v0; v0 = HMAP_ROTL(v0, 32);            \
-        v2 += v3; v3 = HMAP_ROTL(v3, 16); v3 ^= v2;                                    \
-        v0 += v3; v3 = HMAP_ROTL(v3, 21); v3 ^= v0;                                    \
-        v2 += v1; v1 = HMAP_ROTL(v1, 17); v1 ^= v2; v2 = HMAP_ROTL(v2, 32);            \
+#define HMAP_SIPROUND                                                                              \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = HMAP_ROTL(v1, 13);                                                                    \
+        v1 ^= v0;                                                                                  \
+        v0 = HMAP_ROTL(v0, 32);                                                                    \
+        v2 += v3;                                                                                  \
+        v3 = HMAP_ROTL(v3, 16);                                                                    \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = HMAP_ROTL(v3, 21);                                                                    \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = HMAP_ROTL(v1, 17);                                                                    \
+        v1 ^= v2;                                                                                  \
+        v2 = HMAP_ROTL(v2, 32);                                                                    \
     } while (0)
 
 /* SipHash-1-3 (as in Redis and Rust's HashMap): fast on short keys like SIDs. */

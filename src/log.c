@@ -59,8 +59,14 @@ int log_reopen(void)
     return 0;
 }
 
-void log_set_level(int level) { log_level = level; }
-int log_get_level(void) { return log_level; }
+void log_set_level(int level)
+{
+    log_level = level;
+}
+int log_get_level(void)
+{
+    return log_level;
+}
 
 void log_close(void)
 {
@@ -83,8 +89,8 @@ void log_write(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d [%d] %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(),
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(tv.tv_usec / 1000), (int)getpid(),
                      names[level < 1 || level > 3 ? 1 : level]);
     va_list ap;
     va_start(ap, fmt);

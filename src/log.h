@@ -14,7 +14,15 @@ void log_close(void);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_err(...) log_write(LOG_ERR, __VA_ARGS__)
-#define log_info(...) do { if (log_get_level() >= LOG_INFO) log_write(LOG_INFO, __VA_ARGS__); } while (0)
-#define log_debug(...) do { if (log_get_level() >= LOG_DEBUG) log_write(LOG_DEBUG, __VA_ARGS__); } while (0)
+#define log_info(...)                                                                              \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_INFO)                                                           \
+            log_write(LOG_INFO, __VA_ARGS__);                                                      \
+    } while (0)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_DEBUG)                                                          \
+            log_write(LOG_DEBUG, __VA_ARGS__);                                                     \
+    } while (0)
 
 #endif

@@ -20,19 +20,20 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: fooking [options] CONFIG.lua\n"
-            "  CONFIG.lua      gateway (ROUTER = 0) or router (ROUTER = 1) configuration\n"
-            "  -t              check the configuration and exit (status 0 if valid)\n"
-            "  -s stop|reload  signal the running instance (needs PID_FILE in the config)\n"
-            "  -v              print the version and exit\n"
-            "  -h              print this help and exit\n");
+    fprintf(f, "usage: fooking [options] CONFIG.lua\n"
+               "  CONFIG.lua      gateway (ROUTER = 0) or router (ROUTER = 1) configuration\n"
+               "  -t              check the configuration and exit (status 0 if valid)\n"
+               "  -s stop|reload  signal the running instance (needs PID_FILE in the config)\n"
+               "  -v              print the version and exit\n"
+               "  -h              print this help and exit\n");
 }
 
 static int send_signal(const struct config *cfg, const char *what)
 {
-    int sig = strcmp(what, "stop") == 0 ? SIGTERM : strcmp(what, "reload") == 0 ? SIGHUP
-              : strcmp(what, "reopen") == 0 ? SIGUSR1 : 0;
+    int sig = strcmp(what, "stop") == 0     ? SIGTERM
+              : strcmp(what, "reload") == 0 ? SIGHUP
+              : strcmp(what, "reopen") == 0 ? SIGUSR1
+                                            : 0;
     if (sig == 0) {
         fprintf(stderr, "fooking: -s takes stop, reload or reopen, got \"%s\"\n", what);
         return 1;

@@ -33,7 +33,7 @@
 
 struct slot {
     pid_t pid;
-    double started;   /* monotonic seconds */
+    double started;    /* monotonic seconds */
     double respawn_at; /* when pid == 0 and not stopping */
     int fails;         /* consecutive deaths within a second of starting */
 };
@@ -47,7 +47,8 @@ static double master_now(void)
 
 int master_listen(const char *host, int port)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res, *ai;
     char ps[16];
@@ -135,8 +136,8 @@ int master_drop_privileges(const struct config *cfg)
     return 0;
 }
 
-static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm,
-                          void *ssl_ctx, const sigset_t *oldmask)
+static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm, void *ssl_ctx,
+                          const sigset_t *oldmask)
 {
     pid_t pid = fork();
     if (pid < 0) {

@@ -10,37 +10,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RMSG_HEADER_LEN 8
-#define RMSG_SID_LEN 16
-#define RMSG_MAX_SIDS 4095 /* slen is a u16: 4095 * 16 = 65520 */
+#define RMSG_HEADER_LEN  8
+#define RMSG_SID_LEN     16
+#define RMSG_MAX_SIDS    4095 /* slen is a u16: 4095 * 16 = 65520 */
 #define RMSG_MAX_CHANNEL 255
-#define RMSG_AUTH_LEN 8    /* u32 server id, u32 worker id (then the secret, if any) */
+#define RMSG_AUTH_LEN    8 /* u32 server id, u32 worker id (then the secret, if any) */
 
 enum rmsg_type {
-    RMSG_AUTH = 1,     /* gateway -> router: D = u32 server id, u32 worker id [, secret] */
-    RMSG_CONN = 2,     /* gateway -> router: S = SIDs */
-    RMSG_CLOSE = 3,    /* gateway -> router: S = SIDs */
-    RMSG_KICK = 4,     /* backend -> router -> gateway: S = SIDs */
-    RMSG_SEND_MSG = 5, /* S = SIDs, D = message */
-    RMSG_SEND_ALL = 6, /* D = message */
-    RMSG_CH_ADD = 7,   /* S = SIDs, D = channel */
-    RMSG_CH_DEL = 8,   /* S = SIDs, D = channel */
-    RMSG_CH_PUB = 9,   /* S = channel, D = message */
-    RMSG_CH_SUB = 10,  /* gateway -> router: S = channel */
-    RMSG_CH_UNSUB = 11,/* gateway -> router: S = channel */
-    RMSG_INFO = 12,    /* backend -> router; reply: D = text */
-    RMSG_SECRET = 13,  /* backend -> router: D = ROUTER_SECRET */
+    RMSG_AUTH = 1,      /* gateway -> router: D = u32 server id, u32 worker id [, secret] */
+    RMSG_CONN = 2,      /* gateway -> router: S = SIDs */
+    RMSG_CLOSE = 3,     /* gateway -> router: S = SIDs */
+    RMSG_KICK = 4,      /* backend -> router -> gateway: S = SIDs */
+    RMSG_SEND_MSG = 5,  /* S = SIDs, D = message */
+    RMSG_SEND_ALL = 6,  /* D = message */
+    RMSG_CH_ADD = 7,    /* S = SIDs, D = channel */
+    RMSG_CH_DEL = 8,    /* S = SIDs, D = channel */
+    RMSG_CH_PUB = 9,    /* S = channel, D = message */
+    RMSG_CH_SUB = 10,   /* gateway -> router: S = channel */
+    RMSG_CH_UNSUB = 11, /* gateway -> router: S = channel */
+    RMSG_INFO = 12,     /* backend -> router; reply: D = text */
+    RMSG_SECRET = 13,   /* backend -> router: D = ROUTER_SECRET */
     RMSG_TYPE_MAX = RMSG_SECRET
 };
 
 enum rmsg_status {
     RMSG_OK = 0,
-    RMSG_NEED_MORE = 1,     /* not an error: fewer bytes than the message needs */
-    RMSG_ERR_TYPE = -1,     /* unknown type */
-    RMSG_ERR_LEN = -2,      /* len over the caller's maximum */
-    RMSG_ERR_SIDS = -3,     /* S is a SID list but slen is not a multiple of 16 */
-    RMSG_ERR_CHANNEL = -4,  /* channel name empty or over 255 bytes */
-    RMSG_ERR_AUTH = -5      /* AUTH with D shorter than 8 bytes */
+    RMSG_NEED_MORE = 1,    /* not an error: fewer bytes than the message needs */
+    RMSG_ERR_TYPE = -1,    /* unknown type */
+    RMSG_ERR_LEN = -2,     /* len over the caller's maximum */
+    RMSG_ERR_SIDS = -3,    /* S is a SID list but slen is not a multiple of 16 */
+    RMSG_ERR_CHANNEL = -4, /* channel name empty or over 255 bytes */
+    RMSG_ERR_AUTH = -5     /* AUTH with D shorter than 8 bytes */
 };
 
 struct rmsg {

@@ -62,13 +62,13 @@
 struct rconn {
     struct router *r;
     struct bufferevent *bev;
-    char peer[64];           /* "addr:port", for log lines */
-    unsigned authed : 1;     /* presented ROUTER_SECRET, or none is set */
-    unsigned link : 1;       /* a gateway link: sent AUTH */
-    unsigned draining : 1;   /* peer closed its side; flushing our output, then free */
-    unsigned dead : 1;       /* forgotten; router_reap frees it */
-    unsigned touched : 1;    /* on the current fan-out's target list */
-    int waiting;             /* bus replies still due to this connection (INFO) */
+    char peer[64];         /* "addr:port", for log lines */
+    unsigned authed : 1;   /* presented ROUTER_SECRET, or none is set */
+    unsigned link : 1;     /* a gateway link: sent AUTH */
+    unsigned draining : 1; /* peer closed its side; flushing our output, then free */
+    unsigned dead : 1;     /* forgotten; router_reap frees it */
+    unsigned touched : 1;  /* on the current fan-out's target list */
+    int waiting;           /* bus replies still due to this connection (INFO) */
     uint32_t server_id, worker_id;
     unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
     struct hmap *sids;       /* link: SIDs it holds (values unused) */
@@ -91,8 +91,8 @@ struct router {
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
     uint32_t max_len;
-    size_t output_limit; /* 0: none */
-    struct bus *bus;     /* BUS set: stateless, commands are published to Redis */
+    size_t output_limit;         /* 0: none */
+    struct bus *bus;             /* BUS set: stateless, commands are published to Redis */
     unsigned char s[UINT16_MAX]; /* S of the message being handled */
 };
 
@@ -237,10 +237,11 @@ static void router_link_send(struct rconn *l, uint16_t type, struct evbuffer *s,
     if (evbuffer_add(out, hdr, sizeof(hdr)) < 0
         || (s != NULL ? evbuffer_add_buffer(out, s) : evbuffer_add(out, sp, slen)) < 0
         || (payload != NULL ? evbuffer_add_buffer_reference(out, payload)
-                            : evbuffer_add(out, d, dlen)) < 0) {
+                            : evbuffer_add(out, d, dlen))
+               < 0) {
         /* Half a message is in the stream now: the link cannot be trusted. */
-        log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
-                l->peer, l->server_id, l->worker_id, rmsg_type_name(type));
+        log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link", l->peer,
+                l->server_id, l->worker_id, rmsg_type_name(type));
         router_conn_kill(l);
         return;
     }
@@ -278,8 +279,8 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
             evbuffer_drain(l->batch, evbuffer_get_length(l->batch));
             continue;
         }
-        router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload,
-                         m->d, m->len);
+        router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload, m->d,
+                         m->len);
         if (m->type == RMSG_CH_ADD && !l->dead) {
             /* Subscribe the link now, not when its CH_SUB comes back: a CH_PUB
              * right behind this CH_ADD must reach the new member. (A gateway
@@ -342,7 +343,8 @@ static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct ev
     struct rconn *head = NULL, *l;
     int n;
 
-    TAILQ_FOREACH(l, &r->links, link_entry) {
+    TAILQ_FOREACH(l, &r->links, link_entry)
+    {
         if (hmap_count(l->sids) > 0)
             router_touch(&head, l);
     }
@@ -546,11 +548,14 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
 
     ok = text != NULL
          && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", hmap_count(r->sids),
-                                hmap_count(r->channels)) >= 0;
-    TAILQ_FOREACH(l, &r->links, link_entry) {
-        ok = ok && evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", l->server_id,
-                                       l->worker_id, hmap_count(l->sids),
-                                       hmap_count(l->channels)) >= 0;
+                                hmap_count(r->channels))
+                >= 0;
+    TAILQ_FOREACH(l, &r->links, link_entry)
+    {
+        ok = ok
+             && evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", l->server_id,
+                                    l->worker_id, hmap_count(l->sids), hmap_count(l->channels))
+                    >= 0;
     }
     if (ok) {
         rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)evbuffer_get_length(text));
@@ -571,28 +576,27 @@ static const struct {
     void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
     enum router_d d;
 } router_cmds[RMSG_TYPE_MAX + 1] = {
-    [RMSG_AUTH] = { router_cmd_auth, ROUTER_D_BYTES },
-    [RMSG_CONN] = { router_cmd_conn, ROUTER_D_SKIP },
-    [RMSG_CLOSE] = { router_cmd_close, ROUTER_D_SKIP },
-    [RMSG_KICK] = { router_cmd_split, ROUTER_D_SKIP },
-    [RMSG_SEND_MSG] = { router_cmd_split, ROUTER_D_PAYLOAD },
-    [RMSG_SEND_ALL] = { router_cmd_send_all, ROUTER_D_PAYLOAD },
-    [RMSG_CH_ADD] = { router_cmd_split, ROUTER_D_BYTES },
-    [RMSG_CH_DEL] = { router_cmd_split, ROUTER_D_BYTES },
-    [RMSG_CH_PUB] = { router_cmd_ch_pub, ROUTER_D_PAYLOAD },
-    [RMSG_CH_SUB] = { router_cmd_ch_sub, ROUTER_D_SKIP },
-    [RMSG_CH_UNSUB] = { router_cmd_ch_unsub, ROUTER_D_SKIP },
-    [RMSG_INFO] = { router_cmd_info, ROUTER_D_SKIP },
-    [RMSG_SECRET] = { router_cmd_secret, ROUTER_D_BYTES },
+    [RMSG_AUTH] = {router_cmd_auth, ROUTER_D_BYTES},
+    [RMSG_CONN] = {router_cmd_conn, ROUTER_D_SKIP},
+    [RMSG_CLOSE] = {router_cmd_close, ROUTER_D_SKIP},
+    [RMSG_KICK] = {router_cmd_split, ROUTER_D_SKIP},
+    [RMSG_SEND_MSG] = {router_cmd_split, ROUTER_D_PAYLOAD},
+    [RMSG_SEND_ALL] = {router_cmd_send_all, ROUTER_D_PAYLOAD},
+    [RMSG_CH_ADD] = {router_cmd_split, ROUTER_D_BYTES},
+    [RMSG_CH_DEL] = {router_cmd_split, ROUTER_D_BYTES},
+    [RMSG_CH_PUB] = {router_cmd_ch_pub, ROUTER_D_PAYLOAD},
+    [RMSG_CH_SUB] = {router_cmd_ch_sub, ROUTER_D_SKIP},
+    [RMSG_CH_UNSUB] = {router_cmd_ch_unsub, ROUTER_D_SKIP},
+    [RMSG_INFO] = {router_cmd_info, ROUTER_D_SKIP},
+    [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
 };
-
 
 /* ---- bus mode: a stateless router that publishes to Redis ---- */
 
 /* Publishes header + S + D on <prefix><channel>. */
 static void router_bus_publish(struct router *r, const char *ch, size_t chlen, uint16_t type,
-                               const void *sp, size_t slen, struct evbuffer *payload,
-                               const void *d, size_t dlen)
+                               const void *sp, size_t slen, struct evbuffer *payload, const void *d,
+                               size_t dlen)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
     struct evbuffer *msg = evbuffer_new();
@@ -676,7 +680,8 @@ static void router_bus_ch_pub(struct rconn *c, const struct rmsg *m, struct evbu
 static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     log_err("router: %s: %s from a gateway, but this router runs on the bus (BUS): gateways "
-            "must set BUS too; closing", c->peer, rmsg_type_name(m->type));
+            "must set BUS too; closing",
+            c->peer, rmsg_type_name(m->type));
     router_conn_kill(c);
 }
 
@@ -704,7 +709,8 @@ static const char router_bus_info_lua[] =
     "table.sort(rows, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)\n"
     "local out = {'clients: ' .. total .. '\\r\\nchannels: ' .. nch .. '\\r\\n'}\n"
     "for _, r in ipairs(rows) do\n"
-    "  out[#out + 1] = 'gateway: ' .. r[1] .. '\\t' .. r[2] .. '\\t' .. r[3] .. '\\t' .. r[4] .. '\\r\\n'\n"
+    "  out[#out + 1] = 'gateway: ' .. r[1] .. '\\t' .. r[2] .. '\\t' .. r[3] .. '\\t' .. r[4] .. "
+    "'\\r\\n'\n"
     "end\n"
     "return table.concat(out)\n";
 
@@ -754,19 +760,19 @@ static const struct {
     void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
     enum router_d d;
 } router_bus_cmds[RMSG_TYPE_MAX + 1] = {
-    [RMSG_AUTH] = { router_bus_gateway_msg, ROUTER_D_SKIP },
-    [RMSG_CONN] = { router_bus_gateway_msg, ROUTER_D_SKIP },
-    [RMSG_CLOSE] = { router_bus_gateway_msg, ROUTER_D_SKIP },
-    [RMSG_KICK] = { router_bus_split, ROUTER_D_SKIP },
-    [RMSG_SEND_MSG] = { router_bus_split, ROUTER_D_PAYLOAD },
-    [RMSG_SEND_ALL] = { router_bus_send_all, ROUTER_D_PAYLOAD },
-    [RMSG_CH_ADD] = { router_bus_split, ROUTER_D_BYTES },
-    [RMSG_CH_DEL] = { router_bus_split, ROUTER_D_BYTES },
-    [RMSG_CH_PUB] = { router_bus_ch_pub, ROUTER_D_PAYLOAD },
-    [RMSG_CH_SUB] = { router_bus_gateway_msg, ROUTER_D_SKIP },
-    [RMSG_CH_UNSUB] = { router_bus_gateway_msg, ROUTER_D_SKIP },
-    [RMSG_INFO] = { router_bus_info, ROUTER_D_SKIP },
-    [RMSG_SECRET] = { router_cmd_secret, ROUTER_D_BYTES },
+    [RMSG_AUTH] = {router_bus_gateway_msg, ROUTER_D_SKIP},
+    [RMSG_CONN] = {router_bus_gateway_msg, ROUTER_D_SKIP},
+    [RMSG_CLOSE] = {router_bus_gateway_msg, ROUTER_D_SKIP},
+    [RMSG_KICK] = {router_bus_split, ROUTER_D_SKIP},
+    [RMSG_SEND_MSG] = {router_bus_split, ROUTER_D_PAYLOAD},
+    [RMSG_SEND_ALL] = {router_bus_send_all, ROUTER_D_PAYLOAD},
+    [RMSG_CH_ADD] = {router_bus_split, ROUTER_D_BYTES},
+    [RMSG_CH_DEL] = {router_bus_split, ROUTER_D_BYTES},
+    [RMSG_CH_PUB] = {router_bus_ch_pub, ROUTER_D_PAYLOAD},
+    [RMSG_CH_SUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
+    [RMSG_CH_UNSUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
+    [RMSG_INFO] = {router_bus_info, ROUTER_D_SKIP},
+    [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
 };
 
 /* ---- connections ---- */
@@ -780,8 +786,7 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
     if (!c->authed && m->type != RMSG_AUTH && m->type != RMSG_SECRET) {
-        log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer,
-                rmsg_type_name(m->type));
+        log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer, rmsg_type_name(m->type));
         router_conn_kill(c);
         return;
     }
@@ -860,22 +865,21 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
          * start of a message the peer never finished. */
         left = evbuffer_get_length(bufferevent_get_input(bev));
         if (left > 0)
-            log_info("router: %s: closed in the middle of a message (%zu bytes dropped)",
-                     c->peer, left);
+            log_info("router: %s: closed in the middle of a message (%zu bytes dropped)", c->peer,
+                     left);
         if (c->link)
-            log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions",
-                     c->peer, c->server_id, c->worker_id, hmap_count(c->sids));
+            log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions", c->peer,
+                     c->server_id, c->worker_id, hmap_count(c->sids));
         else
             log_debug("router: %s: closed", c->peer);
         if (!c->link && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-            struct timeval tv = { ROUTER_DRAIN_SECONDS, 0 };
+            struct timeval tv = {ROUTER_DRAIN_SECONDS, 0};
             c->draining = 1;
             bufferevent_set_timeouts(bev, NULL, &tv);
             return;
         }
     } else if (what & BEV_EVENT_TIMEOUT) {
-        log_info("router: %s: reply not read within %d s, closing", c->peer,
-                 ROUTER_DRAIN_SECONDS);
+        log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & BEV_EVENT_ERROR) {
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
@@ -945,7 +949,7 @@ static void router_accept_error(struct evconnlistener *lev, void *arg)
 {
     struct router *r = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    struct timeval tv = { 0, ROUTER_ACCEPT_PAUSE_MS * 1000 };
+    struct timeval tv = {0, ROUTER_ACCEPT_PAUSE_MS * 1000};
 
     log_err("router: accept: %s", evutil_socket_error_to_string(err));
     /* Out of descriptors: the pending connection stays readable, so accepting
@@ -1073,8 +1077,8 @@ int router_run(const struct config *cfg)
         r->max_len = (uint32_t)(r->output_limit / 2);
     if (secret != NULL && secret[0] != '\0') {
         r->has_secret = 1;
-        if (EVP_Digest(secret, strlen(secret), r->secret_md, &r->secret_mdlen, EVP_sha256(),
-                       NULL) != 1) {
+        if (EVP_Digest(secret, strlen(secret), r->secret_md, &r->secret_mdlen, EVP_sha256(), NULL)
+            != 1) {
             log_err("router: cannot hash ROUTER_SECRET (OpenSSL SHA-256 unavailable)");
             goto fail;
         }

@@ -23,7 +23,7 @@
 #include "log.h"
 
 #define SCRIPT_MAX_SECONDS 1.0
-#define SCRIPT_HOOK_COUNT 100000
+#define SCRIPT_HOOK_COUNT  100000
 
 struct script {
     lua_State *L;
@@ -126,8 +126,11 @@ static int fc_close(lua_State *L)
 
 static int script_open_buffer(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
-        {"size", fb_size}, {"data", fb_data}, {"append", fb_append}, {"seek", fb_seek}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"size", fb_size},
+                                   {"data", fb_data},
+                                   {"append", fb_append},
+                                   {"seek", fb_seek},
+                                   {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
@@ -211,8 +214,14 @@ void script_free(struct script *s)
     free(s);
 }
 
-int script_has_read(const struct script *s) { return s && s->has_read; }
-int script_has_write(const struct script *s) { return s && s->has_write; }
+int script_has_read(const struct script *s)
+{
+    return s && s->has_read;
+}
+int script_has_write(const struct script *s)
+{
+    return s && s->has_write;
+}
 
 /* Calls global `name` with conn [, requestid, input, output]; returns its
  * integer result (0 when it returns none), or SCRIPT_FAILED. */

@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define SID_LEN 16
+#define SID_LEN      16
 #define SID_EPOCH_MS 1704067200000ULL /* 2024-01-01T00:00:00Z */
 
 struct sid_gen {

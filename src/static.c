@@ -127,8 +127,7 @@ int static_open(int rootfd, const char *relpath, int *fd, struct stat *st)
         }
         memcpy(name, p, n);
         name[n] = '\0';
-        int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
-                    (slash != NULL ? O_DIRECTORY : O_NONBLOCK);
+        int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (slash != NULL ? O_DIRECTORY : O_NONBLOCK);
         int next = openat(dirfd, name, flags);
         if (next < 0)
             goto fail;

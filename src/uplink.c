@@ -20,9 +20,9 @@
 #include "rmsg.h"
 #include "worker.h"
 
-#define UPLINK_BACKOFF_MIN 0.1
-#define UPLINK_BACKOFF_MAX 5.0
-#define UPLINK_MAX_LEN (64u << 20)      /* largest D accepted from the router */
+#define UPLINK_BACKOFF_MIN  0.1
+#define UPLINK_BACKOFF_MAX  5.0
+#define UPLINK_MAX_LEN      (64u << 20) /* largest D accepted from the router */
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
 
 struct uplink {
@@ -163,7 +163,8 @@ static void uplink_resync(struct uplink *u)
     evbuffer_drain(u->close_sids, evbuffer_get_length(u->close_sids));
     struct client *c;
     int n = 0;
-    TAILQ_FOREACH(c, &w->clients, entry) {
+    TAILQ_FOREACH(c, &w->clients, entry)
+    {
         if (c->session_started && !c->dead) {
             evbuffer_add(u->conn_sids, c->sid, SID_LEN);
             n++;

@@ -88,7 +88,8 @@ static void worker_session_track(struct worker *w, struct client *c)
     } else {
         if (!w->sessions_full_logged++)
             log_err("worker %d: more than %d sessions: the excess is not tracked for close "
-                    "events after a crash", w->id, SHM_SESSIONS_PER_WORKER);
+                    "events after a crash",
+                    w->id, SHM_SESSIONS_PER_WORKER);
         return;
     }
     memcpy(t->sid[slot], c->sid, SID_LEN);
@@ -165,8 +166,9 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
     backend_pool_stats(w->pool, &conns, &idle, &queued);
     char name[96];
     snprintf(name, sizeof(name), "%sSESSIONID", w->cfg->fastcgi_prefix);
-    for (int n = 0; n < 256 && queued < w->cfg->backend_queue_size / 2
-                    && w->orphans_done < w->norphans; n++, queued++) {
+    for (int n = 0;
+         n < 256 && queued < w->cfg->backend_queue_size / 2 && w->orphans_done < w->norphans;
+         n++, queued++) {
         char sid[SID_LEN + 1];
         uint32_t slot = w->orphans[w->orphans_done++];
         memcpy(sid, w->sessions->sid[slot], SID_LEN);
@@ -185,8 +187,8 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = {0, 10000};
         evtimer_add(w->orphan_timer, &tv);
     } else {
-        log_info("worker %d: posted close events for %zu sessions of the previous worker",
-                 w->id, w->norphans);
+        log_info("worker %d: posted close events for %zu sessions of the previous worker", w->id,
+                 w->norphans);
         free(w->orphans);
         w->orphans = NULL;
         w->norphans = w->orphans_done = 0;
@@ -213,8 +215,8 @@ static void worker_adopt_sessions(struct worker *w)
         else
             worker_slot_release(w, i);
     }
-    log_info("worker %d: the previous worker left %zu sessions; posting their close events",
-             w->id, n);
+    log_info("worker %d: the previous worker left %zu sessions; posting their close events", w->id,
+             n);
     event_active(w->orphan_timer, EV_TIMEOUT, 0);
 }
 
@@ -380,8 +382,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
     w.trim = loop_trim_new(w.base);
     worker_adopt_sessions(&w);
-    w.listener = evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0,
-                                    listen_fd);
+    w.listener =
+        evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
     if (!w.listener) {
         log_err("worker %d: cannot listen on inherited socket", id);
         goto done;
@@ -400,12 +402,11 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     event_base_dispatch(w.base);
     log_info("worker %d exiting", id);
     rc = 0;
-done:
-    {
-        struct client *c;
-        while ((c = TAILQ_FIRST(&w.clients)) != NULL)
-            client_close(c, "gateway stopping");
-    }
+done : {
+    struct client *c;
+    while ((c = TAILQ_FIRST(&w.clients)) != NULL)
+        client_close(c, "gateway stopping");
+}
     if (w.listener)
         evconnlistener_free(w.listener);
     uplink_free(w.uplink);

@@ -24,29 +24,29 @@ struct worker {
     struct sid_gen sids;
     struct evconnlistener *listener;
     struct backend_pool *pool;
-    int cfg_owned;                      /* cfg came from a reload: free it */
+    int cfg_owned; /* cfg came from a reload: free it */
     TAILQ_HEAD(, client) clients;
     int nclients;
-    const struct timeval *idle_tv;      /* common timeout for IDLE_TIME */
-    struct hmap *by_sid;                /* SID -> client */
-    struct hmap *channels;              /* name -> struct channel */
-    struct uplink *uplink;              /* router link, NULL without ROUTER_HOST */
-    struct buslink *buslink;            /* Redis bus, NULL without BUS */
+    const struct timeval *idle_tv; /* common timeout for IDLE_TIME */
+    struct hmap *by_sid;           /* SID -> client */
+    struct hmap *channels;         /* name -> struct channel */
+    struct uplink *uplink;         /* router link, NULL without ROUTER_HOST */
+    struct buslink *buslink;       /* Redis bus, NULL without BUS */
     struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
-    struct event *accept_resume;        /* re-enables accept after EMFILE */
+    struct event *accept_resume; /* re-enables accept after EMFILE */
     struct event *stop_timer;
-    struct event *trim;                 /* malloc_trim every LOOP_TRIM_SECONDS */
-    void *ssl_ctx;                      /* SSL_CTX when SSL = 1 */
-    struct script *script;              /* SCRIPT_FILE state */
+    struct event *trim;    /* malloc_trim every LOOP_TRIM_SECONDS */
+    void *ssl_ctx;         /* SSL_CTX when SSL = 1 */
+    struct script *script; /* SCRIPT_FILE state */
     int stopping;
-    int static_fd;                      /* STATIC_DIR, opened once; -1 without */
+    int static_fd; /* STATIC_DIR, opened once; -1 without */
     /* Live SIDs in shared memory (see shm.h), with a local free list. */
     struct shm_sessions *sessions;
     uint32_t *free_slots;
     size_t nfree, free_cap;
     int sessions_full_logged;
     /* Sessions a dead predecessor left: their close events are posted gradually. */
-    uint32_t *orphans;                  /* their slots in the shared table */
+    uint32_t *orphans; /* their slots in the shared table */
     size_t norphans, orphans_done;
     struct event *orphan_timer;
 };

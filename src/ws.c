@@ -13,7 +13,10 @@
 
 /* ---- Handshake ---- */
 
-static int ws_lower(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
+static int ws_lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
 
 static int ws_str_ieq(const char *a, size_t alen, const char *b)
 {
@@ -34,7 +37,10 @@ static int ws_is_tchar(unsigned char c)
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int ws_is_space(char c) { return c == ' ' || c == '\t'; }
+static int ws_is_space(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 /* 1 when the comma-separated list has `token` as an element (case-insensitive,
  * optional whitespace around elements, empty elements allowed, as in RFC 7230 #rule). */
@@ -65,8 +71,7 @@ static size_t ws_find_head_end(const char *buf, size_t from, size_t lim)
         if (nl == NULL)
             return 0;
         i = (size_t)(nl - buf);
-        if (i >= 1 && buf[i - 1] == '\r' && i + 2 < lim && buf[i + 1] == '\r' &&
-            buf[i + 2] == '\n')
+        if (i >= 1 && buf[i - 1] == '\r' && i + 2 < lim && buf[i + 1] == '\r' && buf[i + 2] == '\n')
             return i + 3;
     }
     return 0;
@@ -198,8 +203,7 @@ long ws_parse_request(const char *buf, size_t len, size_t last_len, struct ws_re
 /* A Sec-WebSocket-Key must be base64 of 16 bytes: 22 base64 characters and "==". */
 static int ws_key_valid(const struct ws_str *key)
 {
-    static const char b64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     if (key->len != 24 || key->p[22] != '=' || key->p[23] != '=')
         return 0;
     for (int i = 0; i < 22; i++)
@@ -222,8 +226,7 @@ enum ws_verdict ws_check_request(const struct ws_request *req)
     if (!req->upgrade_websocket && req->key.p == NULL && req->version.p == NULL)
         return WS_HS_PLAIN;
 
-    if (!get || req->minor_version != 1 || !req->upgrade_websocket ||
-        !req->connection_upgrade)
+    if (!get || req->minor_version != 1 || !req->upgrade_websocket || !req->connection_upgrade)
         return WS_HS_BAD_REQUEST;
     /* The version is checked before the key: a client of another version may
      * format its key differently, and 426 tells it to retry with 13. */
@@ -238,8 +241,7 @@ enum ws_verdict ws_check_request(const struct ws_request *req)
 
 size_t ws_cgi_name(char *out, size_t size, const char *name, size_t nlen)
 {
-    if (size < nlen + 6 || memchr(name, '_', nlen) != NULL ||
-        ws_str_ieq(name, nlen, "proxy"))
+    if (size < nlen + 6 || memchr(name, '_', nlen) != NULL || ws_str_ieq(name, nlen, "proxy"))
         return 0;
     memcpy(out, "HTTP_", 5);
     for (size_t i = 0; i < nlen; i++) {
@@ -265,8 +267,8 @@ int ws_select_subprotocol(const char *offer, size_t len, char *const *supported)
         if (end == start)
             continue;
         for (int k = 0; supported[k] != NULL; k++)
-            if (strlen(supported[k]) == end - start &&
-                memcmp(supported[k], offer + start, end - start) == 0)
+            if (strlen(supported[k]) == end - start
+                && memcmp(supported[k], offer + start, end - start) == 0)
                 return k;
     }
     return -1;
@@ -286,8 +288,7 @@ int ws_accept_key(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
     return 0;
 }
 
-long ws_build_accept(char *out, size_t size, const struct ws_request *req,
-                     const char *protocol)
+long ws_build_accept(char *out, size_t size, const struct ws_request *req, const char *protocol)
 {
     char accept[WS_ACCEPT_LEN + 1];
     if (req->key.p == NULL || ws_accept_key(req->key.p, req->key.len, accept) < 0)
@@ -299,8 +300,8 @@ long ws_build_accept(char *out, size_t size, const struct ws_request *req,
                      "Sec-WebSocket-Accept: %s\r\n"
                      "%s%s%s"
                      "\r\n",
-                     accept, protocol ? "Sec-WebSocket-Protocol: " : "",
-                     protocol ? protocol : "", protocol ? "\r\n" : "");
+                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
     return n < 0 || (size_t)n >= size ? -1 : n;
 }
 
@@ -333,8 +334,7 @@ long ws_build_error(char *out, size_t size, int status)
                          "%s"
                          "\r\n"
                          "%d %s\n",
-                         status, table[i].reason, body, table[i].headers, status,
-                         table[i].reason);
+                         status, table[i].reason, body, table[i].headers, status, table[i].reason);
         return n < 0 || (size_t)n >= size ? -1 : n;
     }
     return -1;
@@ -359,8 +359,12 @@ int ws_parse_frame(const uint8_t *p, size_t len, int from_client, uint64_t max_p
     if (p[0] & 0x70)
         return ws_frame_fail(f, WS_CLOSE_PROTOCOL);
     switch (f->opcode) {
-    case WS_OP_CONT: case WS_OP_TEXT: case WS_OP_BINARY:
-    case WS_OP_CLOSE: case WS_OP_PING: case WS_OP_PONG:
+    case WS_OP_CONT:
+    case WS_OP_TEXT:
+    case WS_OP_BINARY:
+    case WS_OP_CLOSE:
+    case WS_OP_PING:
+    case WS_OP_PONG:
         break;
     default:
         return ws_frame_fail(f, WS_CLOSE_PROTOCOL);
@@ -451,8 +455,8 @@ size_t ws_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin, ui
     return ws_put_header(out, opcode, fin, len, 0);
 }
 
-size_t ws_client_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin,
-                              uint64_t len, const uint8_t mask[4])
+size_t ws_client_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin, uint64_t len,
+                              const uint8_t mask[4])
 {
     size_t n = ws_put_header(out, opcode, fin, len, 0x80);
     memcpy(out + n, mask, 4);
@@ -479,8 +483,8 @@ size_t ws_close_payload(uint8_t out[WS_MAX_CONTROL_PAYLOAD], int code, const cha
 
 int ws_close_code_valid(int code)
 {
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
-           (code >= 3000 && code <= 4999);
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011)
+           || (code >= 3000 && code <= 4999);
 }
 
 int ws_close_parse(const uint8_t *p, size_t n, int *code, const uint8_t **reason,
@@ -568,7 +572,10 @@ bad:
 
 /* ---- Message assembly ---- */
 
-void ws_message_init(struct ws_message *m) { memset(m, 0, sizeof(*m)); }
+void ws_message_init(struct ws_message *m)
+{
+    memset(m, 0, sizeof(*m));
+}
 
 int ws_message_frame(struct ws_message *m, const struct ws_frame *f, uint64_t max_size)
 {

@@ -31,7 +31,7 @@ struct ws_str {
 };
 
 struct ws_header {
-    struct ws_str name; /* as sent (case preserved) */
+    struct ws_str name;  /* as sent (case preserved) */
     struct ws_str value; /* leading and trailing spaces/tabs removed */
 };
 
@@ -41,10 +41,10 @@ struct ws_header {
  * and cheap, and then nothing points into a buffer that will be reused. */
 struct ws_request {
     struct ws_str method;
-    struct ws_str target;   /* request-target as sent: REQUEST_URI */
-    struct ws_str path;     /* target up to the first '?' (still percent-encoded) */
-    struct ws_str query;    /* after the first '?', without it: QUERY_STRING ("" if none) */
-    int minor_version;      /* HTTP/1.<minor_version>, 0 or 1 */
+    struct ws_str target; /* request-target as sent: REQUEST_URI */
+    struct ws_str path;   /* target up to the first '?' (still percent-encoded) */
+    struct ws_str query;  /* after the first '?', without it: QUERY_STRING ("" if none) */
+    int minor_version;    /* HTTP/1.<minor_version>, 0 or 1 */
     size_t num_headers;
     struct ws_header headers[WS_MAX_HEADERS];
 
@@ -77,13 +77,13 @@ long ws_parse_request(const char *buf, size_t len, size_t last_len, struct ws_re
 /* What to do with a parsed request. The values are the HTTP status to answer, so
  * any value other than WS_HS_UPGRADE and WS_HS_PLAIN can go to ws_build_error(). */
 enum ws_verdict {
-    WS_HS_UPGRADE = 101,         /* valid version-13 handshake: ws_build_accept() */
-    WS_HS_PLAIN = 200,           /* GET/HEAD with no WebSocket headers: static file */
-    WS_HS_BAD_REQUEST = 400,     /* missing/invalid key, Upgrade or Connection token
-                                    or Host; an HTTP/1.0 or HEAD upgrade; a
-                                    duplicate Host/key/version */
+    WS_HS_UPGRADE = 101,            /* valid version-13 handshake: ws_build_accept() */
+    WS_HS_PLAIN = 200,              /* GET/HEAD with no WebSocket headers: static file */
+    WS_HS_BAD_REQUEST = 400,        /* missing/invalid key, Upgrade or Connection token
+                                       or Host; an HTTP/1.0 or HEAD upgrade; a
+                                       duplicate Host/key/version */
     WS_HS_METHOD_NOT_ALLOWED = 405, /* neither GET nor HEAD */
-    WS_HS_UPGRADE_REQUIRED = 426, /* Sec-WebSocket-Version present but not 13 */
+    WS_HS_UPGRADE_REQUIRED = 426,   /* Sec-WebSocket-Version present but not 13 */
 };
 
 /* Decides from the fields ws_parse_request() filled in. A request counts as a
@@ -105,9 +105,9 @@ size_t ws_cgi_name(char *out, size_t size, const char *name, size_t nlen);
 
 /* Picks the subprotocol to answer: the first token of the client's comma-separated
  * offer (in the client's order of preference) that is in `supported` (a
- * NULL-terminated list, as config.h's ws_subprotocols). Names compare case-sensitively, as RFC 6455 requires.
- * Returns its index in `supported`, or -1 when none matches (then answer without
- * a Sec-WebSocket-Protocol header; the client decides whether to go on). */
+ * NULL-terminated list, as config.h's ws_subprotocols). Names compare case-sensitively, as RFC 6455
+ * requires. Returns its index in `supported`, or -1 when none matches (then answer without a
+ * Sec-WebSocket-Protocol header; the client decides whether to go on). */
 int ws_select_subprotocol(const char *offer, size_t len, char *const *supported);
 
 /* Length of a Sec-WebSocket-Accept value, without a terminating NUL. */
@@ -122,8 +122,7 @@ int ws_accept_key(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]);
  * judged WS_HS_UPGRADE) into out. protocol is the chosen subprotocol or NULL.
  * Returns the response length, or -1 when it does not fit in size bytes
  * (256 + strlen(protocol) is always enough). */
-long ws_build_accept(char *out, size_t size, const struct ws_request *req,
-                     const char *protocol);
+long ws_build_accept(char *out, size_t size, const struct ws_request *req, const char *protocol);
 
 /* Writes a complete error response with a short text body and "Connection: close"
  * for status 400, 403, 404, 405 (with Allow), 414, 426 (with Upgrade and
@@ -148,14 +147,14 @@ enum ws_close_code {
     WS_CLOSE_GOING_AWAY = 1001,
     WS_CLOSE_PROTOCOL = 1002,
     WS_CLOSE_UNSUPPORTED = 1003,
-    WS_CLOSE_NO_STATUS = 1005,   /* never on the wire: "the close frame had no code" */
-    WS_CLOSE_ABNORMAL = 1006,    /* never on the wire: "no close frame at all" */
+    WS_CLOSE_NO_STATUS = 1005, /* never on the wire: "the close frame had no code" */
+    WS_CLOSE_ABNORMAL = 1006,  /* never on the wire: "no close frame at all" */
     WS_CLOSE_INVALID_DATA = 1007,
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
     WS_CLOSE_EXTENSION = 1010,
     WS_CLOSE_INTERNAL = 1011,
-    WS_CLOSE_TLS = 1015,         /* never on the wire */
+    WS_CLOSE_TLS = 1015, /* never on the wire */
 };
 
 /* Largest frame header: 2 + 8 (64-bit length) + 4 (mask). */
@@ -165,16 +164,19 @@ enum ws_close_code {
 
 struct ws_frame {
     int fin;
-    int opcode;            /* enum ws_opcode */
+    int opcode; /* enum ws_opcode */
     int masked;
-    uint8_t mask[4];       /* valid when masked */
-    size_t header_len;     /* 2 to 14: the payload starts here */
+    uint8_t mask[4];   /* valid when masked */
+    size_t header_len; /* 2 to 14: the payload starts here */
     uint64_t payload_len;
-    int close_code;        /* set when ws_parse_frame() returns WS_ERROR */
+    int close_code; /* set when ws_parse_frame() returns WS_ERROR */
 };
 
 /* Control frames (close, ping, pong) are the opcodes with the high bit set. */
-static inline int ws_opcode_is_control(int opcode) { return (opcode & 0x8) != 0; }
+static inline int ws_opcode_is_control(int opcode)
+{
+    return (opcode & 0x8) != 0;
+}
 
 /* Decodes one frame header at p (len bytes available). from_client is 1 on the
  * server side (frames must be masked) and 0 on the client side (frames must not
@@ -201,8 +203,8 @@ size_t ws_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin, ui
 
 /* The same for a client (the load generator): masked with `mask`, which per §10.3
  * should be unpredictable. Returns 6, 8 or 14. Mask the payload with ws_unmask(). */
-size_t ws_client_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin,
-                              uint64_t len, const uint8_t mask[4]);
+size_t ws_client_frame_header(uint8_t out[WS_MAX_FRAME_HEADER], int opcode, int fin, uint64_t len,
+                              const uint8_t mask[4]);
 
 /* Writes a close frame payload: code (big-endian) then reason, cut to fit the
  * 125-byte control frame limit at a UTF-8 character boundary (a cut inside a
@@ -226,7 +228,7 @@ int ws_close_parse(const uint8_t *p, size_t n, int *code, const uint8_t **reason
 /* Incremental validator state: zero it to start. Characters may be split across
  * calls (frames or socket reads). */
 struct ws_utf8 {
-    uint8_t need; /* continuation bytes still expected; 0xff after an error */
+    uint8_t need;   /* continuation bytes still expected; 0xff after an error */
     uint8_t lo, hi; /* allowed range of the next continuation byte */
 };
 
@@ -244,9 +246,9 @@ int ws_utf8_feed(struct ws_utf8 *u, const uint8_t *p, size_t n);
  * ws_message_init) at the start. Control frames go around it: they may come
  * between fragments and never touch it. */
 struct ws_message {
-    int opcode;         /* TEXT or BINARY of the message being received, 0 if none */
-    int fin;            /* the current frame is the message's last */
-    uint64_t size;      /* payload bytes announced so far by its frames */
+    int opcode;          /* TEXT or BINARY of the message being received, 0 if none */
+    int fin;             /* the current frame is the message's last */
+    uint64_t size;       /* payload bytes announced so far by its frames */
     struct ws_utf8 utf8; /* text messages only */
 };
 

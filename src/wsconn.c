@@ -36,11 +36,11 @@ enum wsconn_state { WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSING };
 
 struct ws_conn {
     enum wsconn_state state;
-    size_t seen;              /* head bytes already scanned (ws_parse_request's last_len) */
-    struct event *timer;      /* handshake deadline, then the ping interval */
-    struct ws_message msg;    /* fragmentation state */
+    size_t seen;               /* head bytes already scanned (ws_parse_request's last_len) */
+    struct event *timer;       /* handshake deadline, then the ping interval */
+    struct ws_message msg;     /* fragmentation state */
     struct evbuffer *assembly; /* payload of the message being received */
-    int heard;                /* something arrived since the last ping */
+    int heard;                 /* something arrived since the last ping */
 };
 
 int wsconn_open(const struct client *c)
@@ -229,8 +229,7 @@ static void wsconn_handshake(struct client *c)
     }
     const char *proto = NULL;
     if (req.protocol.p && c->w->cfg->ws_subprotocols) {
-        int i = ws_select_subprotocol(req.protocol.p, req.protocol.len,
-                                      c->w->cfg->ws_subprotocols);
+        int i = ws_select_subprotocol(req.protocol.p, req.protocol.len, c->w->cfg->ws_subprotocols);
         if (i >= 0)
             proto = c->w->cfg->ws_subprotocols[i];
     }
@@ -357,8 +356,8 @@ static void wsconn_frames(struct client *c)
         if (rc == WS_AGAIN)
             return;
         if (rc == WS_ERROR) {
-            wsconn_fail(c, f.close_code, f.close_code == WS_CLOSE_TOO_BIG ? "frame too big"
-                                                                          : "protocol error");
+            wsconn_fail(c, f.close_code,
+                        f.close_code == WS_CLOSE_TOO_BIG ? "frame too big" : "protocol error");
             return;
         }
         if (len < f.header_len + f.payload_len)

@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_CHECK(cond)                                                                   \
-    do {                                                                                   \
-        if (!(cond))                                                                       \
-            abort();                                                                       \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
     } while (0)
 
 static uint32_t fuzz_rand(uint32_t *s)
@@ -48,8 +48,8 @@ static void fuzz_params(const uint8_t *p, size_t len)
         FUZZ_CHECK(size > 0 && size <= (size_t)rc);
         uint8_t *buf = malloc(size);
         FUZZ_CHECK(buf != NULL);
-        FUZZ_CHECK(fcgi_nv_encode(buf, (const char *)name, nlen, (const char *)value, vlen) ==
-                   size);
+        FUZZ_CHECK(fcgi_nv_encode(buf, (const char *)name, nlen, (const char *)value, vlen)
+                   == size);
         const uint8_t *n2, *v2;
         size_t nl2, vl2;
         FUZZ_CHECK(fcgi_nv_decode(buf, size, &n2, &nl2, &v2, &vl2) == (long)size);

@@ -33,15 +33,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (m.type < 1 || m.type > RMSG_TYPE_MAX || m.len > FUZZ_MAX_LEN)
             abort();
         switch (m.type) {
-        case RMSG_CONN: case RMSG_CLOSE: case RMSG_KICK: case RMSG_SEND_MSG:
+        case RMSG_CONN:
+        case RMSG_CLOSE:
+        case RMSG_KICK:
+        case RMSG_SEND_MSG:
             if (m.slen % RMSG_SID_LEN)
                 abort();
             break;
-        case RMSG_CH_ADD: case RMSG_CH_DEL:
+        case RMSG_CH_ADD:
+        case RMSG_CH_DEL:
             if (m.slen % RMSG_SID_LEN || m.len == 0 || m.len > RMSG_MAX_CHANNEL)
                 abort();
             break;
-        case RMSG_CH_PUB: case RMSG_CH_SUB: case RMSG_CH_UNSUB:
+        case RMSG_CH_PUB:
+        case RMSG_CH_SUB:
+        case RMSG_CH_UNSUB:
             if (m.slen == 0 || m.slen > RMSG_MAX_CHANNEL)
                 abort();
             break;

@@ -12,7 +12,11 @@
 
 #include "static.h"
 
-#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
+    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -21,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *target = (const char *)data;
 
     int st = static_resolve(target, size, big, sizeof(big));
-    CHECK(st == STATIC_OK || st == STATIC_BAD_REQUEST || st == STATIC_FORBIDDEN ||
-          st == STATIC_NOT_FOUND || st == STATIC_URI_TOO_LONG);
+    CHECK(st == STATIC_OK || st == STATIC_BAD_REQUEST || st == STATIC_FORBIDDEN
+          || st == STATIC_NOT_FOUND || st == STATIC_URI_TOO_LONG);
     int st2 = static_resolve(target, size, small, sizeof(small));
     if (st != STATIC_OK) {
         CHECK(st2 == st || st2 == STATIC_URI_TOO_LONG);

@@ -17,7 +17,11 @@
 
 #include "ws.h"
 
-#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
+    } while (0)
 
 /* Reference: decode every code point and apply the rules directly. */
 static int fuzz_ref_utf8_valid(const uint8_t *p, size_t n)
@@ -130,8 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         : ws_frame_header(hdr, f.opcode, f.fin, f.payload_len);
         struct ws_frame g;
         CHECK(ws_parse_frame(hdr, hn, from_client, max_payload, &g) == (int)hn);
-        CHECK(g.fin == f.fin && g.opcode == f.opcode && g.payload_len == f.payload_len &&
-              memcmp(g.mask, f.mask, 4) == 0);
+        CHECK(g.fin == f.fin && g.opcode == f.opcode && g.payload_len == f.payload_len
+              && memcmp(g.mask, f.mask, 4) == 0);
         if (hn == (size_t)r)
             CHECK(memcmp(hdr, p, hn) == 0);
         CHECK(hn <= (size_t)r);

@@ -15,7 +15,11 @@
 
 #include "ws.h"
 
-#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
+    } while (0)
 
 static void fuzz_in(struct ws_str s, const char *buf, long n)
 {
@@ -95,8 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(req.key.len == 24);
         int k = req.protocol.p ? ws_select_subprotocol(req.protocol.p, req.protocol.len, sup) : -1;
         CHECK(k >= -1 && k < 3);
-        long m = ws_build_accept(out, 256 + (k >= 0 ? strlen(sup[k]) : 0), &req,
-                                 k >= 0 ? sup[k] : NULL);
+        long m =
+            ws_build_accept(out, 256 + (k >= 0 ? strlen(sup[k]) : 0), &req, k >= 0 ? sup[k] : NULL);
         CHECK(m > 0);
         break;
     }

@@ -43,8 +43,8 @@ static void test_defaults(void **state)
     (void)state;
     struct config cfg;
     char err[1024];
-    assert_int_equal(load("PORT = 9000\nBACKEND_SERVER = \"127.0.0.1:9001\"\n", &cfg, err,
-                          sizeof(err)), 0);
+    assert_int_equal(
+        load("PORT = 9000\nBACKEND_SERVER = \"127.0.0.1:9001\"\n", &cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.host, "0.0.0.0");
     assert_int_equal(cfg.port, 9000);
     assert_int_equal(cfg.worker_num, 1);
@@ -102,8 +102,8 @@ static void test_bus_url(void **state)
     (void)state;
     struct config cfg;
     char err[1024];
-    assert_int_equal(load("ROUTER=1 PORT=1 BUS='redis://:pw@127.0.0.1:6380/2'", &cfg, err,
-                          sizeof(err)), 0);
+    assert_int_equal(
+        load("ROUTER=1 PORT=1 BUS='redis://:pw@127.0.0.1:6380/2'", &cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.bus, "redis://:pw@127.0.0.1:6380/2");
     assert_string_equal(cfg.bus_prefix, "fooking:");
     config_free(&cfg);
@@ -135,14 +135,19 @@ static void test_errors(void **state)
     expect_error("PORT=1 BACKEND_SERVER='nohost'", "BACKEND_SERVER entry \"nohost\" must be");
     expect_error("PORT=1 BACKEND_SERVER={['a:1']=0}", "BACKEND_SERVER weight of \"a:1\"");
     expect_error("PORT=1 BACKEND_SERVER={}", "BACKEND_SERVER must name at least one server");
-    expect_error("PORT=1 BACKEND_SERVER='a:1' SERVER_ID=8192", "SERVER_ID must be an integer from 0 to 8191");
-    expect_error("PORT=1 BACKEND_SERVER='a:1' LOG_LEVEL=4", "LOG_LEVEL must be an integer from 1 to 3");
-    expect_error("PORT=1 BACKEND_SERVER='a:1' PROTOCOL='mqtt'", "PROTOCOL must be \"length\" or \"websocket\"");
-    expect_error("PORT=1 BACKEND_SERVER='a:1' FASTCGI_PARAMS='x'", "FASTCGI_PARAMS must be a table");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' SERVER_ID=8192",
+                 "SERVER_ID must be an integer from 0 to 8191");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' LOG_LEVEL=4",
+                 "LOG_LEVEL must be an integer from 1 to 3");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' PROTOCOL='mqtt'",
+                 "PROTOCOL must be \"length\" or \"websocket\"");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' FASTCGI_PARAMS='x'",
+                 "FASTCGI_PARAMS must be a table");
     expect_error("PORT=1 BACKEND_SERVER='a:1' ROUTER_HOST='h'", "ROUTER_PORT is required");
     expect_error("PORT=1 BACKEND_SERVER='a:1' SSL=1", "SSL_CERT is required");
     expect_error("PORT=1 BACKEND_SERVER='a:1' HOST=5", "HOST must be a string, got 5");
-    expect_error("PORT=1 BACKEND_SERVER='a:1' BACKEND_READ_TIMEOUT='x'", "BACKEND_READ_TIMEOUT must be a number");
+    expect_error("PORT=1 BACKEND_SERVER='a:1' BACKEND_READ_TIMEOUT='x'",
+                 "BACKEND_READ_TIMEOUT must be a number");
     expect_error("PORT=1 BACKEND_SERVER='a:1' BUS='http://x'", "BUS must be \"redis://");
     expect_error("PORT=1 BACKEND_SERVER='a:1' BUS='redis://h:99999'", "BUS must be");
 }
@@ -160,12 +165,9 @@ static void test_lua_syntax_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_router_mode),
-        cmocka_unit_test(test_bus_url),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_lua_syntax_error),
+        cmocka_unit_test(test_defaults),    cmocka_unit_test(test_full),
+        cmocka_unit_test(test_router_mode), cmocka_unit_test(test_bus_url),
+        cmocka_unit_test(test_errors),      cmocka_unit_test(test_lua_syntax_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,8 +79,7 @@ static void test_begin_request(void **state)
 {
     (void)state;
     uint8_t out[16];
-    static const uint8_t keep[16] = {1, 1, 0xab, 0xcd, 0, 8, 0, 0,
-                                     0, 1, 1, 0,    0,    0, 0, 0};
+    static const uint8_t keep[16] = {1, 1, 0xab, 0xcd, 0, 8, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0};
     static const uint8_t nokeep[16] = {1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
     memset(out, 0x55, sizeof(out));
     fcgi_begin_request_encode(out, 0xabcd, 1);
@@ -295,8 +294,7 @@ static const struct cgi_case cgi_cases[] = {
 /* Feeds in[0..len) as a first chunk of first bytes (0: none) and then chunks
  * of step bytes (0: all the rest at once). Returns the body offset, -1 when the
  * header never ended, or FCGI_ERROR. */
-static long cgi_feed(struct cgi_parser *cp, const char *in, size_t len, size_t first,
-                     size_t step)
+static long cgi_feed(struct cgi_parser *cp, const char *in, size_t len, size_t first, size_t step)
 {
     size_t off = 0;
     long body = -1;
@@ -333,11 +331,12 @@ static void cgi_check(const struct cgi_case *tc, size_t first, size_t step)
     assert_true(len > 0 && (size_t)len < sizeof(in));
     struct cgi_parser cp;
     long body = cgi_feed(&cp, in, (size_t)len, first, step);
-    long want = tc->want == CGI_DONE ? (long)strlen(tc->head)
-                : tc->want == CGI_UNFINISHED ? -1 : FCGI_ERROR;
+    long want = tc->want == CGI_DONE         ? (long)strlen(tc->head)
+                : tc->want == CGI_UNFINISHED ? -1
+                                             : FCGI_ERROR;
     if (body != want)
-        fail_msg("\"%s\" first %zu step %zu: body at %ld, want %ld", tc->head, first, step,
-                 body, want);
+        fail_msg("\"%s\" first %zu step %zu: body at %ld, want %ld", tc->head, first, step, body,
+                 want);
     if (body == FCGI_ERROR)
         return;
     assert_int_equal(cp.done, tc->want == CGI_DONE);
@@ -430,8 +429,7 @@ static void test_cgi_max_header(void **state)
     char *flood = malloc(CGI_MAX_HEADER);
     memset(flood, 'x', CGI_MAX_HEADER);
     cgi_parser_init(&cp);
-    assert_int_equal(cgi_parser_feed(&cp, (const uint8_t *)flood, CGI_MAX_HEADER),
-                     CGI_MAX_HEADER);
+    assert_int_equal(cgi_parser_feed(&cp, (const uint8_t *)flood, CGI_MAX_HEADER), CGI_MAX_HEADER);
     assert_int_equal(cgi_parser_feed(&cp, (const uint8_t *)flood, 1), FCGI_ERROR);
     free(flood);
 }
@@ -482,22 +480,14 @@ static void test_cgi_long_lines(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_known_bytes),
-        cmocka_unit_test(test_header_round_trip),
-        cmocka_unit_test(test_header_bad_version),
-        cmocka_unit_test(test_header_truncated),
-        cmocka_unit_test(test_begin_request),
-        cmocka_unit_test(test_end_request),
-        cmocka_unit_test(test_nv_known_bytes),
-        cmocka_unit_test(test_nv_sizes),
-        cmocka_unit_test(test_nv_round_trip),
-        cmocka_unit_test(test_nv_truncated),
-        cmocka_unit_test(test_nv_sequence),
-        cmocka_unit_test(test_cgi_whole),
-        cmocka_unit_test(test_cgi_split_everywhere),
-        cmocka_unit_test(test_cgi_byte_at_a_time),
-        cmocka_unit_test(test_cgi_after_done),
-        cmocka_unit_test(test_cgi_max_header),
+        cmocka_unit_test(test_header_known_bytes),   cmocka_unit_test(test_header_round_trip),
+        cmocka_unit_test(test_header_bad_version),   cmocka_unit_test(test_header_truncated),
+        cmocka_unit_test(test_begin_request),        cmocka_unit_test(test_end_request),
+        cmocka_unit_test(test_nv_known_bytes),       cmocka_unit_test(test_nv_sizes),
+        cmocka_unit_test(test_nv_round_trip),        cmocka_unit_test(test_nv_truncated),
+        cmocka_unit_test(test_nv_sequence),          cmocka_unit_test(test_cgi_whole),
+        cmocka_unit_test(test_cgi_split_everywhere), cmocka_unit_test(test_cgi_byte_at_a_time),
+        cmocka_unit_test(test_cgi_after_done),       cmocka_unit_test(test_cgi_max_header),
         cmocka_unit_test(test_cgi_long_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

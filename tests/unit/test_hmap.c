@@ -108,7 +108,7 @@ static void test_iterate(void **state)
     size_t klen, seen = 0;
     void *v;
     char key[16];
-    unsigned char hit[1000] = { 0 };
+    unsigned char hit[1000] = {0};
 
     for (uintptr_t i = 0; i < 1000; i++) {
         int n = snprintf(key, sizeof(key), "k%lu", (unsigned long)i);
@@ -164,12 +164,9 @@ static void test_free_values(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_basic),
-        cmocka_unit_test(test_key_is_copied),
-        cmocka_unit_test(test_binary_keys),
-        cmocka_unit_test(test_many_keys),
-        cmocka_unit_test(test_iterate),
-        cmocka_unit_test(test_free_values),
+        cmocka_unit_test(test_basic),       cmocka_unit_test(test_key_is_copied),
+        cmocka_unit_test(test_binary_keys), cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_iterate),     cmocka_unit_test(test_free_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,11 +13,10 @@
 #define MAX_LEN (64u << 20)
 
 /* SEND_MSG to two SIDs with D = "hi" */
-static const unsigned char send_msg[] =
-    "\x00\x05\x00\x20\x00\x00\x00\x02"
-    "0000000000000001"
-    "00000000000000ff"
-    "hi";
+static const unsigned char send_msg[] = "\x00\x05\x00\x20\x00\x00\x00\x02"
+                                        "0000000000000001"
+                                        "00000000000000ff"
+                                        "hi";
 
 static void test_decode_known(void **state)
 {
@@ -125,8 +124,8 @@ static void test_err_len(void **state)
 
 static void test_err_sids(void **state)
 {
-    static const uint16_t sid_types[] = { RMSG_CONN, RMSG_CLOSE, RMSG_KICK,
-                                          RMSG_SEND_MSG, RMSG_CH_ADD, RMSG_CH_DEL };
+    static const uint16_t sid_types[] = {RMSG_CONN,     RMSG_CLOSE,  RMSG_KICK,
+                                         RMSG_SEND_MSG, RMSG_CH_ADD, RMSG_CH_DEL};
     for (size_t i = 0; i < sizeof(sid_types) / sizeof(sid_types[0]); i++) {
         uint16_t t = sid_types[i];
         uint32_t len = (t == RMSG_CH_ADD || t == RMSG_CH_DEL) ? 4 : 0;
@@ -143,7 +142,7 @@ static void test_err_sids(void **state)
 static void test_err_channel(void **state)
 {
     /* channel in S */
-    static const uint16_t s_types[] = { RMSG_CH_PUB, RMSG_CH_SUB, RMSG_CH_UNSUB };
+    static const uint16_t s_types[] = {RMSG_CH_PUB, RMSG_CH_SUB, RMSG_CH_UNSUB};
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(decode_hdr(s_types[i], 1, 0, MAX_LEN), RMSG_OK);
         assert_int_equal(decode_hdr(s_types[i], 255, 0, MAX_LEN), RMSG_OK);

@@ -71,7 +71,8 @@ static void test_one_worker_million(void **state)
     }
     qsort(ids, N, SID_LEN, cmp16);
     for (int i = 1; i < N; i++)
-        assert_true(memcmp(ids + (size_t)(i - 1) * SID_LEN, ids + (size_t)i * SID_LEN, SID_LEN) != 0);
+        assert_true(memcmp(ids + (size_t)(i - 1) * SID_LEN, ids + (size_t)i * SID_LEN, SID_LEN)
+                    != 0);
     free(ids);
 }
 
@@ -118,10 +119,8 @@ static void test_successor_continues(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_and_decode),
-        cmocka_unit_test(test_decode_rejects),
-        cmocka_unit_test(test_one_worker_million),
-        cmocka_unit_test(test_many_servers_workers),
+        cmocka_unit_test(test_format_and_decode),   cmocka_unit_test(test_decode_rejects),
+        cmocka_unit_test(test_one_worker_million),  cmocka_unit_test(test_many_servers_workers),
         cmocka_unit_test(test_successor_continues),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

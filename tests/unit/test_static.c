@@ -52,11 +52,11 @@ static void test_resolve_paths(void **state)
     expect_path("/a/./b/.", "a/b/index.html");
     expect_path("/./", "index.html");
     expect_path("/a%20b.txt", "a b.txt");
-    expect_path("/%61%2Fb", "a/b");       /* %2F is a separator */
+    expect_path("/%61%2Fb", "a/b"); /* %2F is a separator */
     expect_path("/a%2f", "a/index.html");
     expect_path("/caf%C3%A9.html", "caf\xc3\xa9.html");
-    expect_path("/a%3Fb", "a?b");          /* an escaped '?' is part of the name */
-    expect_path("/a..b/c..", "a..b/c..");  /* dots inside names are fine */
+    expect_path("/a%3Fb", "a?b");         /* an escaped '?' is part of the name */
+    expect_path("/a..b/c..", "a..b/c.."); /* dots inside names are fine */
 }
 
 static void test_resolve_refused(void **state)
@@ -172,13 +172,12 @@ static int tree_setup(void **state)
     put_file(AT(p, "root/index.html"), "<h1>hi</h1>\n");
     put_file(AT(p, "root/sub/page.js"), "x=1\n");
     put_file(AT(p, "root/sub/index.html"), "sub\n");
-    if (symlink("../secret.txt", AT(p, "root/evil")) < 0 ||
-        symlink(AT(q, "secret.txt"), AT(p, "root/evil_abs")) < 0 ||
-        symlink("../../secret.txt", AT(p, "root/sub/evil")) < 0 ||
-        symlink("..", AT(p, "root/evildir")) < 0 ||
-        symlink("index.html", AT(p, "root/good")) < 0 ||
-        symlink("sub", AT(p, "root/gooddir")) < 0 ||
-        symlink("root", AT(p, "rootlink")) < 0 || mkfifo(AT(p, "root/fifo"), 0644) < 0)
+    if (symlink("../secret.txt", AT(p, "root/evil")) < 0
+        || symlink(AT(q, "secret.txt"), AT(p, "root/evil_abs")) < 0
+        || symlink("../../secret.txt", AT(p, "root/sub/evil")) < 0
+        || symlink("..", AT(p, "root/evildir")) < 0 || symlink("index.html", AT(p, "root/good")) < 0
+        || symlink("sub", AT(p, "root/gooddir")) < 0 || symlink("root", AT(p, "rootlink")) < 0
+        || mkfifo(AT(p, "root/fifo"), 0644) < 0)
         return -1;
     t.rootfd = open(AT(p, "root"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 #undef AT

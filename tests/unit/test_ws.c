@@ -15,16 +15,15 @@
 /* ---- handshake ---- */
 
 /* RFC 6455 §1.3, with a query string added. */
-static const char rfc_request[] =
-    "GET /chat?room=1&t=x HTTP/1.1\r\n"
-    "Host: server.example.com\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Origin: http://example.com\r\n"
-    "Sec-WebSocket-Protocol: chat, superchat\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "\r\n";
+static const char rfc_request[] = "GET /chat?room=1&t=x HTTP/1.1\r\n"
+                                  "Host: server.example.com\r\n"
+                                  "Upgrade: websocket\r\n"
+                                  "Connection: Upgrade\r\n"
+                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  "Origin: http://example.com\r\n"
+                                  "Sec-WebSocket-Protocol: chat, superchat\r\n"
+                                  "Sec-WebSocket-Version: 13\r\n"
+                                  "\r\n";
 
 static int str_is(struct ws_str s, const char *want)
 {
@@ -150,12 +149,11 @@ static void test_handshake_errors(void **state)
         "Sec-WebSocket-Key: \r\n",
     };
     for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++)
-        assert_int_equal(verdict_of(rfc_with("Sec-WebSocket-Key", bad_keys[i])),
-                         WS_HS_BAD_REQUEST);
+        assert_int_equal(verdict_of(rfc_with("Sec-WebSocket-Key", bad_keys[i])), WS_HS_BAD_REQUEST);
     /* another valid key */
-    assert_int_equal(
-        verdict_of(rfc_with("Sec-WebSocket-Key", "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n")),
-        WS_HS_UPGRADE);
+    assert_int_equal(verdict_of(rfc_with("Sec-WebSocket-Key",
+                                         "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n")),
+                     WS_HS_UPGRADE);
     /* version 8 -> 426; no version -> 400 */
     assert_int_equal(verdict_of(rfc_with("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8\r\n")),
                      WS_HS_UPGRADE_REQUIRED);
@@ -215,26 +213,24 @@ static void test_handshake_plain_http(void **state)
         verdict_of("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"),
         WS_HS_PLAIN);
     assert_int_equal(verdict_of("GET / HTTP/1.1\r\n\r\n"), WS_HS_BAD_REQUEST);
-    assert_int_equal(verdict_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-                     WS_HS_BAD_REQUEST);
-    assert_int_equal(verdict_of("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n"),
-                     WS_HS_METHOD_NOT_ALLOWED);
+    assert_int_equal(verdict_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), WS_HS_BAD_REQUEST);
+    assert_int_equal(verdict_of("DELETE / HTTP/1.1\r\nHost: a\r\n\r\n"), WS_HS_METHOD_NOT_ALLOWED);
 }
 
 static void test_handshake_malformed(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",          /* space before colon */
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",           /* space before colon */
         "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", /* obsolete folding */
-        "GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n",          /* bare LF */
-        "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",             /* bare CR */
-        "GET / HTTP/1.1\r\nX: a\x01\r\n\r\n",            /* control byte */
-        "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",            /* DEL */
-        "GET / HTTP/1.1\r\n: a\r\n\r\n",                 /* empty name */
-        "GET / HTTP/1.1\r\nX(y): a\r\n\r\n",             /* not a token */
+        "GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n",         /* bare LF */
+        "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",            /* bare CR */
+        "GET / HTTP/1.1\r\nX: a\x01\r\n\r\n",           /* control byte */
+        "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",           /* DEL */
+        "GET / HTTP/1.1\r\n: a\r\n\r\n",                /* empty name */
+        "GET / HTTP/1.1\r\nX(y): a\r\n\r\n",            /* not a token */
         "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-        "GET http://a/ HTTP/1.1\r\n\r\n",                /* absolute form */
+        "GET http://a/ HTTP/1.1\r\n\r\n", /* absolute form */
         "GET * HTTP/1.1\r\n\r\n",
         "GET / HTTP/2.0\r\n\r\n",
         "GET / HTTP/1.1 \r\n\r\n",
@@ -484,8 +480,7 @@ static void test_frame_control_rules(void **state)
     const uint8_t ping126[] = {0x89, 0xfe, 0x00, 0x7e, 1, 2, 3, 4};
     assert_int_equal(parse_code(ping126, 2, 1, 1000), WS_CLOSE_PROTOCOL);
     const uint8_t ping_small16[] = {0x89, 0xfe, 0x00, 0x05, 1, 2, 3, 4};
-    assert_int_equal(parse_code(ping_small16, sizeof(ping_small16), 1, 1000),
-                     WS_CLOSE_PROTOCOL);
+    assert_int_equal(parse_code(ping_small16, sizeof(ping_small16), 1, 1000), WS_CLOSE_PROTOCOL);
     /* fragmented control frames: 1002, known from the first byte */
     const uint8_t ping_nofin[] = {0x09, 0x80, 1, 2, 3, 4};
     assert_int_equal(parse_code(ping_nofin, 1, 1, 1000), WS_CLOSE_PROTOCOL);
@@ -666,7 +661,8 @@ static void test_utf8_valid(void **state)
     (void)state;
     assert_int_equal(UTF8(""), WS_UTF8_ACCEPT);
     assert_int_equal(UTF8("plain ascii that is longer than a word or two"), WS_UTF8_ACCEPT);
-    assert_int_equal(UTF8("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"), WS_UTF8_ACCEPT); /* κόσμε */
+    assert_int_equal(UTF8("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"),
+                     WS_UTF8_ACCEPT);                           /* κόσμε */
     assert_int_equal(UTF8("\xc2\x80"), WS_UTF8_ACCEPT);         /* U+0080 */
     assert_int_equal(UTF8("\xdf\xbf"), WS_UTF8_ACCEPT);         /* U+07FF */
     assert_int_equal(UTF8("\xe0\xa0\x80"), WS_UTF8_ACCEPT);     /* U+0800 */
@@ -675,24 +671,39 @@ static void test_utf8_valid(void **state)
     assert_int_equal(UTF8("\xef\xbf\xbd"), WS_UTF8_ACCEPT);     /* U+FFFD */
     assert_int_equal(UTF8("\xf0\x90\x80\x80"), WS_UTF8_ACCEPT); /* U+10000 */
     assert_int_equal(UTF8("\xf4\x8f\xbf\xbf"), WS_UTF8_ACCEPT); /* U+10FFFF */
-    assert_int_equal(UTF8("12345678\xe2\x82\xac" "12345678abc\xf0\x9d\x84\x9e"), WS_UTF8_ACCEPT);
+    assert_int_equal(UTF8("12345678\xe2\x82\xac"
+                          "12345678abc\xf0\x9d\x84\x9e"),
+                     WS_UTF8_ACCEPT);
 }
 
 static void test_utf8_invalid(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "\xc0\x80", "\xc1\xbf",                 /* overlong 2-byte */
-        "\xe0\x80\x80", "\xe0\x9f\xbf",         /* overlong 3-byte */
-        "\xf0\x80\x80\x80", "\xf0\x8f\xbf\xbf", /* overlong 4-byte */
-        "\xed\xa0\x80", "\xed\xbf\xbf",         /* surrogates D800, DFFF */
-        "\xed\xa0\x80\xed\xb0\x80",             /* a CESU-8 pair */
-        "\xf4\x90\x80\x80",                     /* U+110000 */
-        "\xf5\x80\x80\x80", "\xf7\xbf\xbf\xbf", "\xf8\x88\x80\x80\x80", "\xff", "\xfe",
-        "\x80", "\xbf", "a\x80",                /* stray continuation */
-        "\xc3\x41", "\xe2\x82\x41", "\xf0\x9d\x84\x41", /* missing continuation */
-        "12345678\xc0\x80",                     /* after the ASCII fast path */
-        ("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80" "edited"),
+        "\xc0\x80",
+        "\xc1\xbf", /* overlong 2-byte */
+        "\xe0\x80\x80",
+        "\xe0\x9f\xbf", /* overlong 3-byte */
+        "\xf0\x80\x80\x80",
+        "\xf0\x8f\xbf\xbf", /* overlong 4-byte */
+        "\xed\xa0\x80",
+        "\xed\xbf\xbf",             /* surrogates D800, DFFF */
+        "\xed\xa0\x80\xed\xb0\x80", /* a CESU-8 pair */
+        "\xf4\x90\x80\x80",         /* U+110000 */
+        "\xf5\x80\x80\x80",
+        "\xf7\xbf\xbf\xbf",
+        "\xf8\x88\x80\x80\x80",
+        "\xff",
+        "\xfe",
+        "\x80",
+        "\xbf",
+        "a\x80", /* stray continuation */
+        "\xc3\x41",
+        "\xe2\x82\x41",
+        "\xf0\x9d\x84\x41", /* missing continuation */
+        "12345678\xc0\x80", /* after the ASCII fast path */
+        ("\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+         "edited"),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(utf8_of(bad[i], strlen(bad[i])), WS_UTF8_INVALID);
@@ -707,7 +718,8 @@ static void test_utf8_truncated_everywhere(void **state)
 {
     (void)state;
     /* a, é (2), € (3), 𝄞 (4), ASCII run, € again */
-    static const uint8_t s[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e" "bcdefghij\xe2\x82\xac";
+    static const uint8_t s[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e"
+                               "bcdefghij\xe2\x82\xac";
     const size_t n = sizeof(s) - 1;
     /* character boundaries (offsets where a prefix is complete) */
     static const size_t bounds[] = {0, 1, 3, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 22};
@@ -737,9 +749,9 @@ static void test_utf8_truncated_everywhere(void **state)
 static void test_close_codes(void **state)
 {
     (void)state;
-    static const int valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                                3000, 3999, 4000, 4999};
-    static const int invalid[] = {0,    999,  1004, 1005, 1006, 1012, 1013, 1014,
+    static const int valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                1010, 1011, 3000, 3999, 4000, 4999};
+    static const int invalid[] = {0,    999,  1004, 1005, 1006, 1012, 1013,  1014,
                                   1015, 1016, 1100, 2000, 2999, 5000, 65535, -1};
     for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++)
         assert_true(ws_close_code_valid(valid[i]));
@@ -752,7 +764,10 @@ static void test_close_payload(void **state)
     (void)state;
     uint8_t out[WS_MAX_CONTROL_PAYLOAD];
     assert_int_equal(ws_close_payload(out, 1000, "bye", 3), 5);
-    assert_memory_equal(out, "\x03\xe8" "bye", 5);
+    assert_memory_equal(out,
+                        "\x03\xe8"
+                        "bye",
+                        5);
     assert_int_equal(ws_close_payload(out, 1009, NULL, 0), 2);
     assert_memory_equal(out, "\x03\xf1", 2);
     assert_int_equal(ws_close_payload(out, 0, "ignored", 7), 0);
