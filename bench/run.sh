@@ -36,6 +36,9 @@ trap 'exit 130' INT TERM
 
 bench/deps.sh || log "deps.sh failed: peers that are missing are skipped"
 make -s fooking || exit 1
+# What was measured: the commit, and whether src/ had changes not committed yet.
+FK_VERSION="$(git log -1 --format='%h %cs' -- src)"
+[ -n "$(git status --porcelain src 2>/dev/null)" ] && FK_VERSION="$FK_VERSION + uncommitted src changes"
 make -s -C bench || exit 1
 mkdir -p "$RES"
 rm -f "$RES"/*.png "$RES"/*.dat "$RES"/perf-*.txt
@@ -83,7 +86,7 @@ EOF
     PIDS+=($ROUTER_PID)
     wait_port $ROUTER_PORT
 }
-# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1) [WORKERS]: sets GW_PORT, GW_PID
+# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1) [WORKERS] [MULTIPLEX]: sets GW_PORT, GW_PID
 start_gateway() {
     port GW_PORT
     local router=""
@@ -102,6 +105,7 @@ BACKEND_SERVER = "127.0.0.1:$ECHO_PORT"
 BACKEND_KEEPALIVE = 64
 BACKEND_MAX_CONNS = 64
 BACKEND_QUEUE_SIZE = 1000000
+BACKEND_MULTIPLEX = ${6:-0}
 EVENT_CONNECT = $3
 EVENT_CLOSE = 1
 $router
@@ -210,7 +214,7 @@ perf_profile() {
 perf_wait() { [ -n "${PERF_JOB:-}" ] && wait "$PERF_JOB" 2>/dev/null; PERF_JOB=""; }
 
 if [ "$QUICK" = 1 ]; then
-    D=1.5; W=0.5; NS="100 1000"; KS="1 8"; SS="64"; FANS="100 1000"; IDLES="10000 50000"; NCHAN_IDLES="10000"
+    D=1; W=0.5; NS="100 1000"; KS="1 8"; SS="64"; FANS="100 1000"; IDLES="10000 50000"; NCHAN_IDLES="10000"
     PUSHPIN_MAXN=100; PUSHPIN_SETUP=5
 else
     D=3; W=1; NS="100 1000 5000"; KS="1 8"; SS="64 1024"; FANS="100 1000 10000"; IDLES="10000 50000 100000"; NCHAN_IDLES="10000 50000 100000"
@@ -223,7 +227,8 @@ log "results in $TMP, quick=$QUICK"
 start_echo
 start_router
 start_gateway gw_length length 0 0; GWL_PORT=$GW_PORT; GWL_PID=$GW_PID
-start_gateway gw_ws websocket 0 1; GWW_PORT=$GW_PORT; GWW_PID=$GW_PID
+start_gateway gw_length_mpx length 0 0 2 1; GWLM_PORT=$GW_PORT; GWLM_PID=$GW_PID
+start_gateway gw_ws_mpx websocket 0 1 2 1; GWWM_PORT=$GW_PORT; GWWM_PID=$GW_PID
 start_baseline length; BLL_PORT=$BL_PORT
 start_baseline ws; BLW_PORT=$BL_PORT; BLW_PUB=$BL_PUB; BLW_PID=$BL_PID
 [ $HAVE_NGINX = 1 ] && start_nginx || HAVE_NGINX=0
@@ -238,8 +243,9 @@ for S in $SS; do for K in $KS; do for N in $NS; do
         sleep 0.1
     fi
     run fooking-length $A -p length -a 127.0.0.1:$GWL_PORT >/dev/null
+    run fooking-length-mpx $A -p length -a 127.0.0.1:$GWLM_PORT >/dev/null
     run baseline-length $A -p length -a 127.0.0.1:$BLL_PORT >/dev/null
-    run fooking-ws $A -p ws -a 127.0.0.1:$GWW_PORT >/dev/null
+    run fooking-ws-mpx $A -p ws -a 127.0.0.1:$GWWM_PORT >/dev/null
     if [ $HAVE_PUSHPIN = 1 ] && [ "$N" -le "$PUSHPIN_MAXN" ]; then
         # A fresh Pushpin for every run: a backlog left by one run would sink the next.
         start_pushpin && run pushpin $A -S $PUSHPIN_SETUP -p ws -a 127.0.0.1:$PUSHPIN_PORT >/dev/null
@@ -249,20 +255,20 @@ for S in $SS; do for K in $KS; do for N in $NS; do
 done; done; done
 perf_wait
 
-# p99 at half the maximum throughput (open loop), 1000 clients
+# p99 at half (and a quarter of) the maximum throughput (open loop), 1000 clients
 for PROTO in length ws; do
-    port_var=$([ $PROTO = length ] && echo $GWL_PORT || echo $GWW_PORT)
-    max=$(grep "label=fooking-$PROTO .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
+    port_var=$([ $PROTO = length ] && echo $GWLM_PORT || echo $GWWM_PORT)
+    max=$(grep "label=fooking-$PROTO-mpx .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
     [ -z "$max" ] && continue
-    run fooking-$PROTO-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
-    run fooking-$PROTO-quarter -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 4)) -a 127.0.0.1:$port_var >/dev/null
+    run fooking-$PROTO-mpx-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
+    run fooking-$PROTO-mpx-quarter -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 4)) -a 127.0.0.1:$port_var >/dev/null
 done
 
 # ---- (b) fan-out ----
 # Fresh router and gateways: a scenario never runs on a heap and a router that
 # the previous one left behind.
 log "(b) fan-out"
-stop "$GWW_PID"; stop "$GWL_PID"; stop "$ROUTER_PID"
+stop "$GWWM_PID"; stop "$GWLM_PID"; stop "$GWL_PID"; stop "$ROUTER_PID"
 start_router
 start_gateway gw_ws_fan websocket 0 1; GWW_PORT=$GW_PORT; GWW_PID=$GW_PID
 for N in $FANS; do
@@ -329,5 +335,5 @@ fi
 # ---- the report ----
 END=$(date +%s)
 log "runs took $((END - START)) s; writing BENCHMARKS.md"
-python3 bench/report.py --raw "$RAW" --out BENCHMARKS.md --results "$RES" --quick "$QUICK" \
+python3 bench/report.py --raw "$RAW" --out BENCHMARKS.md --results "$RES" --quick "$QUICK" --version "$FK_VERSION" \
     --seconds $((END - START)) --command "$([ "$QUICK" = 1 ] && echo 'make bench QUICK=1' || echo 'make bench')"

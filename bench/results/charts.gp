@@ -1,13 +1,21 @@
-set terminal pngcairo size 900,520 font 'sans,10'
+set terminal pngcairo size 900,520 font 'sans,10' noenhanced
 set grid
 set key outside right
-set output 'rt_throughput.png'
-set title 'Round trips per second (64-byte messages, log scale)'
+set output 'rt_throughput_k1.png'
+set title 'Round trips per second, 1 in flight per client, 64-byte messages (log scale)'
 set logscale xy
 set xlabel 'clients'
 set ylabel 'messages/s'
 set yrange [*:*]
-plot 'rt_fooking-length_k1.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=1', 'rt_baseline-length_k1.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=1', 'rt_fooking-ws_k1.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=1', 'rt_pushpin_k1.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=1', 'rt_baseline-ws_k1.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=1', 'rt_fooking-length_k8.dat' using 1:2 with linespoints lw 2 title 'fooking length, K=8', 'rt_baseline-length_k8.dat' using 1:2 with linespoints lw 2 title 'baseline length, K=8', 'rt_fooking-ws_k8.dat' using 1:2 with linespoints lw 2 title 'fooking ws, K=8', 'rt_pushpin_k8.dat' using 1:2 with linespoints lw 2 title 'Pushpin ws, K=8', 'rt_baseline-ws_k8.dat' using 1:2 with linespoints lw 2 title 'baseline ws, K=8'
+plot 'rt_fooking-length_k1.dat' using 1:2 with linespoints lw 2 lc 1 title 'fooking length', 'rt_fooking-length-mpx_k1.dat' using 1:2 with linespoints lw 2 lc 2 title 'fooking length mpx', 'rt_baseline-length_k1.dat' using 1:2 with linespoints lw 2 lc 3 title 'baseline length', 'rt_fooking-ws-mpx_k1.dat' using 1:2 with linespoints lw 2 lc 4 title 'fooking ws mpx', 'rt_pushpin_k1.dat' using 1:2 with linespoints lw 2 lc 5 title 'Pushpin ws', 'rt_baseline-ws_k1.dat' using 1:2 with linespoints lw 2 lc 6 title 'baseline ws'
+unset logscale xy
+set output 'rt_throughput_k8.png'
+set title 'Round trips per second, 8 in flight per client, 64-byte messages (log scale)'
+set logscale xy
+set xlabel 'clients'
+set ylabel 'messages/s'
+set yrange [*:*]
+plot 'rt_fooking-length_k8.dat' using 1:2 with linespoints lw 2 lc 1 title 'fooking length', 'rt_fooking-length-mpx_k8.dat' using 1:2 with linespoints lw 2 lc 2 title 'fooking length mpx', 'rt_baseline-length_k8.dat' using 1:2 with linespoints lw 2 lc 3 title 'baseline length', 'rt_fooking-ws-mpx_k8.dat' using 1:2 with linespoints lw 2 lc 4 title 'fooking ws mpx', 'rt_pushpin_k8.dat' using 1:2 with linespoints lw 2 lc 5 title 'Pushpin ws', 'rt_baseline-ws_k8.dat' using 1:2 with linespoints lw 2 lc 6 title 'baseline ws'
 unset logscale xy
 set output 'rt_latency.png'
 set title 'Round-trip latency, N=1000 K=8 S=64 (log scale)'
@@ -37,7 +45,7 @@ set xlabel 'connections'
 set ylabel 'bytes per connection'
 set yrange [0:*]
 set logscale x
-plot 'idle_fooking_gateway.dat' using 1:2 with linespoints lw 2 title 'fooking gateway', 'idle_fooking_router.dat' using 1:2 with linespoints lw 2 title 'fooking router', 'idle_nginx__nchan.dat' using 1:2 with linespoints lw 2 title 'nginx + nchan', 'idle_baseline.dat' using 1:2 with linespoints lw 2 title 'baseline', 2048 with lines dt 2 title '2 KiB target'
+plot 'idle_fooking_gateway.dat' using 1:2 with linespoints lw 2 title 'fooking gateway', 'idle_fooking_router.dat' using 1:2 with linespoints lw 2 title 'fooking router', 'idle_nginx__nchan.dat' using 1:2 with linespoints lw 2 title 'nginx + nchan', 'idle_baseline.dat' using 1:2 with linespoints lw 2 title 'baseline', 2048 with lines dt 2 lw 2 lc rgb 'red' title '2 KiB target'
 unset logscale x
 set output 'connect.png'
 set title 'WebSocket handshakes per second'
