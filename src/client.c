@@ -389,14 +389,15 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
     (void)bev;
+    char tls_err[128];
     if (what & BEV_EVENT_CONNECTED)
         return; /* the TLS handshake completed */
     if (what & BEV_EVENT_TIMEOUT)
         client_close(c, c->closing ? "output not drained" : "idle timeout");
     else if (what & BEV_EVENT_EOF)
         client_close(c, "closed by peer");
-    else if (c->w->ssl_ctx && tls_error_string(c->bev, c->tls_err, sizeof(c->tls_err)))
-        client_close(c, c->tls_err);
+    else if (c->w->ssl_ctx && tls_error_string(c->bev, tls_err, sizeof(tls_err)))
+        client_close(c, tls_err); /* logged at once: a stack buffer is enough */
     else
         client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }

@@ -20,7 +20,7 @@ struct client {
     struct worker *w;
     struct bufferevent *bev;
     char sid[SID_LEN + 1];
-    char addr[64];
+    char addr[48]; /* INET6_ADDRSTRLEN */
     int port;
     unsigned pending;               /* requests not yet answered */
     TAILQ_HEAD(, request) requests; /* in the order their replies are due */
@@ -31,7 +31,6 @@ struct client {
     int session_started;            /* EVENT=1 time passed: EVENT=2 is owed */
     int paused;                     /* not reading: too many requests in flight */
     const char *close_reason;
-    char tls_err[128];
     struct ws_conn *ws; /* websocket state, NULL for the length protocol */
     int shm_slot;       /* index in the worker's shared SID table, -1 if none */
     unsigned nrequest;  /* messages read so far: the scripts' requestid */

@@ -27,6 +27,7 @@
 #include "loop.h"
 #include "script.h"
 #include "uplink.h"
+#include "wsconn.h"
 
 #define WORKER_STOP_GRACE_MS 3000
 
@@ -153,6 +154,20 @@ static void worker_stop_check(evutil_socket_t fd, short what, void *arg)
 }
 
 static struct fcgi_params *worker_static_params(const struct config *cfg);
+
+/* PING_INTERVAL: one sweep over the worker's clients instead of a timer each. */
+static void worker_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct client *c, *next;
+    (void)fd;
+    (void)what;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, entry);
+        if (c->ws)
+            wsconn_ping(c);
+    }
+}
 
 /* Posts close events for the sessions a dead predecessor held, a batch at a
  * time while the backend queue has room, so a crash with 50,000 clients does
@@ -381,6 +396,12 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sessions = shm_sessions(shm, id);
     w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
     w.trim = loop_trim_new(w.base);
+    if (cfg->protocol == PROTO_WEBSOCKET && cfg->ping_interval > 0) {
+        struct timeval tv = {cfg->ping_interval, 0};
+        w.ping = event_new(w.base, -1, EV_PERSIST, worker_ping_cb, &w);
+        if (w.ping)
+            event_add(w.ping, &tv);
+    }
     worker_adopt_sessions(&w);
     w.listener =
         evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
@@ -426,6 +447,8 @@ done : {
         event_free(w.orphan_timer);
     if (w.trim)
         event_free(w.trim);
+    if (w.ping)
+        event_free(w.ping);
     free(w.orphans);
     free(w.free_slots);
     if (w.sig_term) {

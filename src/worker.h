@@ -36,6 +36,7 @@ struct worker {
     struct event *accept_resume; /* re-enables accept after EMFILE */
     struct event *stop_timer;
     struct event *trim;    /* malloc_trim every LOOP_TRIM_SECONDS */
+    struct event *ping;    /* WebSocket ping sweep, every PING_INTERVAL */
     void *ssl_ctx;         /* SSL_CTX when SSL = 1 */
     struct script *script; /* SCRIPT_FILE state */
     int stopping;

@@ -48,19 +48,23 @@ int wsconn_open(const struct client *c)
     return c->ws && c->ws->state == WSC_OPEN;
 }
 
+/* The handshake deadline passed. */
 static void wsconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    struct ws_conn *ws = c->ws;
     (void)fd;
     (void)what;
-    if (ws->state == WSC_HANDSHAKE) {
+    if (c->ws->state == WSC_HANDSHAKE) {
         log_info("client %s %s:%d: handshake not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "handshake timeout");
-        return;
     }
-    if (ws->state != WSC_OPEN)
+}
+
+void wsconn_ping(struct client *c)
+{
+    struct ws_conn *ws = c->ws;
+    if (!ws || ws->state != WSC_OPEN || c->dead || c->closing)
         return;
     if (!ws->heard) {
         wsconn_close_frame(c, WS_CLOSE_POLICY, "ping timeout");
@@ -78,11 +82,11 @@ int wsconn_start(struct client *c)
     struct ws_conn *ws = calloc(1, sizeof(*ws));
     if (!ws)
         return -1;
-    ws->assembly = evbuffer_new();
+    /* The message buffer comes with the first data frame; the timer lives
+     * only until the handshake is done (pings are one sweep per worker):
+     * an idle connection carries neither. */
     ws->timer = evtimer_new(c->w->base, wsconn_timer_cb, c);
-    if (!ws->assembly || !ws->timer) {
-        if (ws->assembly)
-            evbuffer_free(ws->assembly);
+    if (!ws->timer) {
         free(ws);
         return -1;
     }
@@ -98,8 +102,10 @@ void wsconn_free(struct client *c)
     struct ws_conn *ws = c->ws;
     if (!ws)
         return;
-    event_free(ws->timer);
-    evbuffer_free(ws->assembly);
+    if (ws->timer)
+        event_free(ws->timer);
+    if (ws->assembly)
+        evbuffer_free(ws->assembly);
     free(ws);
     c->ws = NULL;
 }
@@ -244,12 +250,8 @@ static void wsconn_handshake(struct client *c)
     evbuffer_add(bufferevent_get_output(c->bev), answer, (size_t)alen);
     ws->state = WSC_OPEN;
     ws->heard = 1;
-    evtimer_del(ws->timer);
-    if (c->w->cfg->ping_interval > 0) {
-        struct timeval tv = {c->w->cfg->ping_interval, 0};
-        event_assign(ws->timer, c->w->base, -1, EV_PERSIST, wsconn_timer_cb, c);
-        evtimer_add(ws->timer, &tv);
-    }
+    event_free(ws->timer);
+    ws->timer = NULL;
     log_debug("client %s %s:%d: WebSocket open", c->sid, c->addr, c->port);
     client_session_start(c);
 }
@@ -378,6 +380,10 @@ static void wsconn_frames(struct client *c)
             return;
         }
         evbuffer_drain(in, f.header_len);
+        if (!ws->assembly && !(ws->assembly = evbuffer_new())) {
+            client_close(c, "out of memory");
+            return;
+        }
         size_t from = evbuffer_get_length(ws->assembly);
         evbuffer_remove_buffer(in, ws->assembly, plen);
         code = wsconn_payload(ws, &f, from);
@@ -389,7 +395,7 @@ static void wsconn_frames(struct client *c)
         }
         if (f.fin) {
             struct evbuffer *m = ws->assembly;
-            ws->assembly = evbuffer_new();
+            ws->assembly = NULL;
             c->nrequest++;
             client_message(c, m);
         }

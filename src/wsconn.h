@@ -24,6 +24,9 @@ void wsconn_shared_header(const struct client *c, struct shared_msg *m);
 /* Starts the close handshake with code and reason (kick, shutdown); the caller
  * then flushes and closes. */
 void wsconn_close_frame(struct client *c, int code, const char *reason);
+/* The worker's ping sweep (every PING_INTERVAL): closes a client silent since
+ * the last sweep, pings the others. */
+void wsconn_ping(struct client *c);
 /* 1 once the handshake is done and messages may flow. */
 int wsconn_open(const struct client *c);
 
