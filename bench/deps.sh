@@ -5,7 +5,7 @@
 # held by another apt run is waited for instead of failing.
 set -eu
 pkgs="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev python3 \
-      pushpin nginx-light libnginx-mod-nchan gnuplot-nox linux-perf procps"
+      pushpin nginx-light libnginx-mod-nchan gnuplot-nox linux-perf procps redis-server"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -86,12 +86,34 @@ EOF
     PIDS+=($ROUTER_PID)
     wait_port $ROUTER_PORT
 }
-# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1) [WORKERS] [MULTIPLEX]: sets GW_PORT, GW_PID
+# start_bus: a redis-server and a stateless router on it (BUS); sets REDIS_PORT, BUS_ROUTER_PORT
+start_bus() {
+    command -v redis-server >/dev/null || return 1
+    port REDIS_PORT
+    redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize no > "$TMP/redis.out" 2>&1 & REDIS_PID=$!
+    PIDS+=($REDIS_PID)
+    wait_port $REDIS_PORT
+    port BUS_ROUTER_PORT
+    cat > "$TMP/bus_router.lua" <<EOF
+ROUTER = 1
+HOST = "127.0.0.1"
+PORT = $BUS_ROUTER_PORT
+BUS = "redis://127.0.0.1:$REDIS_PORT"
+LOG_FILE = "$TMP/bus_router.log"
+LOG_LEVEL = 1
+EOF
+    ./fooking "$TMP/bus_router.lua" > "$TMP/bus_router.out" 2>&1 & BUS_ROUTER_PID=$!
+    PIDS+=($BUS_ROUTER_PID)
+    wait_port $BUS_ROUTER_PORT
+}
+# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1/bus) [WORKERS] [MULTIPLEX]: sets GW_PORT, GW_PID
 start_gateway() {
     port GW_PORT
     local router=""
     [ "$4" = 1 ] && router="ROUTER_HOST = \"127.0.0.1\"
 ROUTER_PORT = $ROUTER_PORT"
+    [ "$4" = bus ] && router="BUS = \"redis://127.0.0.1:$REDIS_PORT\""
     GW_SEQ=$((${GW_SEQ:-0} + 1)) # gateways on one router need distinct SERVER_IDs
     cat > "$TMP/$1.lua" <<EOF
 HOST = "127.0.0.1"
@@ -285,6 +307,17 @@ for N in $FANS; do
     [ $rep = 1 ] && run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
     done
 done
+# The same SEND_ALL through a stateless router on the Redis bus (DESIGN §9)
+if start_bus; then
+    start_gateway gw_ws_bus websocket 0 bus; GWB_PORT=$GW_PORT; GWB_PID=$GW_PID
+    sleep 0.5 # the workers subscribe to the bus once connected
+    for N in $FANS; do
+        S=64; [ "$N" = 100 ] && S=16
+        run fooking-bus-sendall -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P sendall \
+            -a 127.0.0.1:$GWB_PORT -R 127.0.0.1:$BUS_ROUTER_PORT >/dev/null
+    done
+    stop "$GWB_PID"; stop "$BUS_ROUTER_PID"; stop "$REDIS_PID"
+fi
 # CH_PUB needs the subscribers' SIDs: a gateway that posts EVENT=1, whose reply is the SID
 start_gateway gw_ws_ev websocket 1 1; GWE_PORT=$GW_PORT; GWE_PID=$GW_PID
 for N in $FANS; do
