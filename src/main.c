@@ -1,5 +1,6 @@
 /* main.c - command line: one binary, two modes chosen by the config file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include "master.h"
 #include "proctitle.h"
 #include "router.h"
+#include "script.h"
+#include "tls.h"
 
 #define FOOKING_VERSION "1.0.0"
 
@@ -58,6 +61,40 @@ static int send_signal(const struct config *cfg, const char *what)
     return 0;
 }
 
+/* -t goes beyond the Lua: the files a gateway opens at start must open. */
+static int check_files(const struct config *cfg)
+{
+    char err[1024];
+    if (cfg->router)
+        return 0;
+    if (cfg->ssl) {
+        void *ctx = tls_ctx_new(cfg->ssl_cert, cfg->ssl_pkey, err, sizeof(err));
+        if (!ctx) {
+            fprintf(stderr, "%s: %s\n", cfg->file, err);
+            return 1;
+        }
+        tls_ctx_free(ctx);
+    }
+    if (cfg->static_dir) {
+        int fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            fprintf(stderr, "%s: STATIC_DIR %s: %s\n", cfg->file, cfg->static_dir,
+                    strerror(errno));
+            return 1;
+        }
+        close(fd);
+    }
+    if (cfg->script_file) {
+        struct script *sc = script_load(cfg->script_file, err, sizeof(err));
+        if (!sc) {
+            fprintf(stderr, "%s: %s\n", cfg->file, err);
+            return 1;
+        }
+        script_free(sc);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int test = 0, opt;
@@ -94,9 +131,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test) {
-        printf("%s: configuration is valid (%s mode)\n", file, cfg.router ? "router" : "gateway");
+        int rc = check_files(&cfg);
+        if (rc == 0)
+            printf("%s: configuration is valid (%s mode)\n", file,
+                   cfg.router ? "router" : "gateway");
         config_free(&cfg);
-        return 0;
+        return rc;
     }
     if (sig) {
         int rc = send_signal(&cfg, sig);

@@ -936,3 +936,22 @@ def test_unknown_user_refuses_to_start(fake, gateway, tmp_path):
         gw.start(timeout=3)
     fk.wait_until(lambda: "USER no-such-user-here: no such user" in gw.log() + gw.output(),
                   msg="a log line naming the user")
+
+
+# ---------------------------------------------------------------- -t opens what a start opens
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("SSL_CERT", "missing.pem", "SSL_CERT"),
+    ("SCRIPT_FILE", "broken.lua", "SCRIPT_FILE"),
+    ("STATIC_DIR", "no-such-dir", "STATIC_DIR"),
+])
+def test_check_opens_files(tmp_path, key, value, needle):
+    (tmp_path / "broken.lua").write_text("function onRead(\n")
+    keys = {"PORT": fk.free_port(), "BACKEND_SERVER": "127.0.0.1:9", key: value}
+    if key == "SSL_CERT":
+        keys.update(SSL=1, SSL_PKEY="missing-key.pem")
+    conf = fk.write_config(tmp_path / "c.lua", keys)
+    r = fk.run_check(conf)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [l for l in r.stderr.splitlines() if needle in l]
+    assert lines and lines[0].startswith(str(conf)), r.stderr
