@@ -23,8 +23,6 @@ presence keys set by hand.
 import base64
 import json
 import os
-import re
-import selectors
 import shutil
 import signal
 import socket
@@ -37,6 +35,8 @@ import pytest
 
 import fk
 import rproto as rp
+import swarm
+from swarm import Swarm, assert_delivered, new_marker, sid_link
 from conftest import base_params
 from routerfix import Router
 
@@ -51,18 +51,8 @@ PREFIX = "fkbus:"          # BUS_PREFIX of the cluster (not the default, to see 
 SERVERS = (1, 2)
 WORKERS = 2
 LINKS = [(s, w) for s in SERVERS for w in range(WORKERS)]
-QUIET = 0.25               # after a marker, nothing more may arrive for this long
 HB_TTL = 10                # presence heartbeat TTL and refresh period (the spec)
 HB_EVERY = 3
-
-
-def sid_link(sid):
-    """(server id, worker id) read out of a SID: 40 bits ms | 13 server | 5 worker | 6 seq."""
-    if isinstance(sid, str):
-        sid = sid.encode()
-    assert re.fullmatch(rb"[0-9a-f]{16}", sid), sid
-    v = int(sid, 16)
-    return (v >> 11) & 0x1FFF, (v >> 6) & 0x1F
 
 
 def make_sid(server, worker, n):
@@ -471,94 +461,6 @@ def test_library_password_and_db(request, tmp_path):
 
 # ---------------------------------------------------------------- clients
 
-class Peer:
-    """One length-protocol client: what it received, in order, and whether the
-    gateway closed it."""
-    __slots__ = ("sock", "buf", "msgs", "closed", "sid", "link", "port")
-
-    def __init__(self, sock, port):
-        self.sock, self.port = sock, port
-        self.buf = bytearray()
-        self.msgs = []
-        self.closed = False
-        self.sid = None
-        self.link = None
-
-    def __repr__(self):
-        return "Peer(%s %s)" % (self.sid and self.sid.decode(), self.link)
-
-
-class Swarm:
-    """Non-blocking clients read through one selector."""
-
-    def __init__(self):
-        self.sel = selectors.DefaultSelector()
-        self.peers = []
-
-    def connect(self, port, n):
-        out = []
-        for _ in range(n):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.setblocking(False)
-            p = Peer(s, port)
-            self.sel.register(s, selectors.EVENT_READ, p)
-            self.peers.append(p)
-            out.append(p)
-        return out
-
-    def pump(self, timeout):
-        for key, _ in self.sel.select(timeout):
-            p = key.data
-            try:
-                data = p.sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
-            if not data:
-                p.closed = True
-                self.sel.unregister(p.sock)
-                p.sock.close()
-                continue
-            p.buf += data
-            while len(p.buf) >= 4:
-                n = struct.unpack_from(">I", p.buf)[0]
-                if len(p.buf) < 4 + n:
-                    break
-                p.msgs.append(bytes(p.buf[4:4 + n]))
-                del p.buf[:4 + n]
-
-    def wait(self, cond, timeout=5.0, msg="condition"):
-        deadline = time.monotonic() + timeout
-        while not cond():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, msg))
-            self.pump(min(left, 0.05))
-
-    def quiet(self, seconds=QUIET):
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.pump(left)
-
-    def open(self):
-        return [p for p in self.peers if not p.closed]
-
-    def hang_up(self, p):
-        if not p.closed:
-            self.sel.unregister(p.sock)
-            p.closed = True
-            p.sock.close()
-
-    def close_all(self):
-        for p in self.peers:
-            self.hang_up(p)
-        self.sel.close()
-
-
 # ---------------------------------------------------------------- the cluster
 
 class Bus:
@@ -686,40 +588,8 @@ class Bus:
         return out
 
 
-_marker_seq = [0]
-
-
-def new_marker():
-    _marker_seq[0] += 1
-    return b"-- marker %d --" % _marker_seq[0]
-
-
 def received(bus, marker, timeout=10.0):
-    """Waits until every open client has the marker; returns {peer: [messages before
-    it]} and asserts nothing came after it within the quiet period."""
-    sw = bus.swarm
-    peers = sw.open()
-    sw.wait(lambda: all(marker in p.msgs or p.closed for p in peers), timeout,
-            "the marker %r at every client; missing at %r"
-            % (marker, [p for p in peers if marker not in p.msgs and not p.closed][:8]))
-    sw.quiet()
-    out = {}
-    for p in peers:
-        if p.closed:
-            out[p] = None
-            continue
-        i = p.msgs.index(marker)
-        assert p.msgs[i + 1:] == [], "%r received after the marker: %r" % (p, p.msgs[i + 1:])
-        out[p] = p.msgs[:i]
-        p.msgs.clear()
-    return out
-
-
-def assert_delivered(got, expect):
-    """got: {peer: messages}; expect: {peer: messages} (absent peers: nothing)."""
-    bad = {p: (msgs, expect.get(p, [])) for p, msgs in got.items()
-           if msgs != expect.get(p, [])}
-    assert not bad, "clients that received the wrong messages (got, expected): %r" % bad
+    return swarm.received(bus.swarm, marker, timeout=timeout, closed_ok=True)
 
 
 def sids(peers):

@@ -18,11 +18,8 @@ import json
 import os
 import re
 import resource
-import selectors
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +28,8 @@ import pytest
 
 import fk
 import rproto as rp
+import swarm
+from swarm import Swarm, assert_delivered, new_marker, sid_link
 from conftest import base_params
 
 ROOT = fk.REPO
@@ -40,15 +39,7 @@ GO_PATH = ROOT / "example" / "clients" / "go"
 SERVERS = (1, 2)
 WORKERS = 2
 LINKS = [(s, w) for s in SERVERS for w in range(WORKERS)]
-QUIET = 0.25
 BURST = 100  # connects in flight at once in the 10,000-client test  # the short deadline after a marker during which nothing more may arrive
-
-
-def sid_link(sid):
-    """(server id, worker id) encoded in a SID: 40 bits ms | 13 server | 5 worker | 6 seq."""
-    assert re.fullmatch(rb"[0-9a-f]{16}", sid), sid
-    v = int(sid, 16)
-    return (v >> 11) & 0x1FFF, (v >> 6) & 0x1F
 
 
 # ---------------------------------------------------------------- processes
@@ -116,122 +107,6 @@ def worker_pid(gw, wid):
 
 
 # ---------------------------------------------------------------- clients
-
-class Peer:
-    """One length-protocol client: what it received, in order, and whether the
-    gateway closed it."""
-    __slots__ = ("sock", "buf", "msgs", "closed", "sid", "link", "port")
-
-    def __init__(self, sock, port):
-        self.sock = sock
-        self.port = port
-        self.buf = bytearray()
-        self.msgs = []
-        self.closed = False
-        self.sid = None
-        self.link = None
-
-    def __repr__(self):
-        return "Peer(%s %s)" % (self.sid and self.sid.decode(), self.link)
-
-
-class Swarm:
-    """Many non-blocking clients read through one selector."""
-
-    def __init__(self):
-        self.sel = selectors.DefaultSelector()
-        self.peers = []
-        self.nmsgs = 0
-
-    def connect(self, port, n, batch=1000, timeout=30.0):
-        """Opens n clients to port, at most `batch` connects in flight; returns them."""
-        out = []
-        for start in range(0, n, batch):
-            pending = {}
-            wsel = selectors.DefaultSelector()
-            for _ in range(min(batch, n - start)):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
-                err = s.connect_ex(("127.0.0.1", port))
-                assert err in (0, 115), os.strerror(err)  # EINPROGRESS
-                p = Peer(s, port)
-                pending[s.fileno()] = p
-                wsel.register(s, selectors.EVENT_WRITE, p)
-            deadline = time.monotonic() + timeout
-            while pending:
-                left = deadline - time.monotonic()
-                assert left > 0, "%d connects to port %d never completed" % (len(pending), port)
-                for key, _ in wsel.select(min(left, 1.0)):
-                    p = key.data
-                    wsel.unregister(p.sock)
-                    del pending[p.sock.fileno()]
-                    err = p.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    assert err == 0, "connect to %d: %s" % (port, os.strerror(err))
-                    self.sel.register(p.sock, selectors.EVENT_READ, p)
-                    self.peers.append(p)
-                    out.append(p)
-            wsel.close()
-        return out
-
-    def pump(self, timeout):
-        for key, _ in self.sel.select(timeout):
-            p = key.data
-            try:
-                data = p.sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
-            if not data:
-                p.closed = True
-                self.sel.unregister(p.sock)
-                continue
-            p.buf += data
-            while len(p.buf) >= 4:
-                n = struct.unpack_from(">I", p.buf)[0]
-                if len(p.buf) < 4 + n:
-                    break
-                p.msgs.append(bytes(p.buf[4:4 + n]))
-                del p.buf[:4 + n]
-                self.nmsgs += 1
-
-    def wait(self, cond, timeout=5.0, msg="condition"):
-        deadline = time.monotonic() + timeout
-        while not cond():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, msg))
-            self.pump(min(left, 0.05))
-
-    def quiet(self, seconds=QUIET):
-        """Reads whatever arrives during `seconds` (to catch late or duplicate messages)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.pump(left)
-
-    def open(self):
-        return [p for p in self.peers if not p.closed]
-
-    def hang_up(self, p):
-        """The client closes its connection."""
-        if not p.closed:
-            self.sel.unregister(p.sock)
-            p.closed = True
-        p.sock.close()
-
-    def close_all(self):
-        for p in self.peers:
-            if not p.closed:
-                self.sel.unregister(p.sock)
-                p.closed = True
-            p.sock.close()
-        self.sel.close()
-
-
-# ---------------------------------------------------------------- the cluster
 
 class Cluster:
     def __init__(self, tmp, php, secret=None, **gw_keys):
@@ -390,36 +265,8 @@ class Cluster:
         return links
 
 
-_marker_seq = [0]
-
-
-def new_marker():
-    _marker_seq[0] += 1
-    return b"-- marker %d --" % _marker_seq[0]
-
-
 def received(cluster, marker, peers=None, timeout=10.0):
-    """Waits until every open client has the marker; returns {peer: [messages before
-    it]} and asserts nothing came after it within the quiet period."""
-    sw = cluster.swarm
-    peers = peers if peers is not None else sw.open()
-    sw.wait(lambda: all(marker in p.msgs or p.closed for p in peers), timeout,
-            "the marker %r at every client" % marker)
-    sw.quiet()
-    out = {}
-    for p in peers:
-        assert not p.closed, "%r closed" % p
-        i = p.msgs.index(marker)
-        assert p.msgs[i + 1:] == [], "%r received after the marker: %r" % (p, p.msgs[i + 1:])
-        out[p] = p.msgs[:i]
-        p.msgs.clear()
-    return out
-
-
-def assert_delivered(got, expect):
-    """got: {peer: messages}; expect: {peer: messages} (absent peers: nothing)."""
-    bad = {p: (msgs, expect.get(p, [])) for p, msgs in got.items() if msgs != expect.get(p, [])}
-    assert not bad, "clients that received the wrong messages (got, expected): %r" % bad
+    return swarm.received(cluster.swarm, marker, peers, timeout)
 
 
 # ---------------------------------------------------------------- backend clients
