@@ -91,17 +91,13 @@ int channel_publish(struct worker *w, const char *name, size_t len, struct share
         return 0;
     int n = 0;
     struct chan_member *m, *next;
-    /* A send may close a slow consumer, which removes its membership (and
-     * possibly the channel, when it was the last member): take next first and
-     * stop if the channel went away. */
-    int count = ch->count;
-    for (m = LIST_FIRST(&ch->members); m && count-- > 0; m = next) {
+    /* A send may close a slow consumer, which removes only that client's
+     * membership (and the channel with its last member): taking next first
+     * keeps the walk valid either way. */
+    for (m = LIST_FIRST(&ch->members); m; m = next) {
         next = LIST_NEXT(m, in_chan);
-        int last = ch->count == 1;
         client_send_shared(m->c, msg);
         n++;
-        if (last)
-            break;
     }
     return n;
 }

@@ -35,15 +35,11 @@ struct uplink {
     struct evbuffer *conn_sids, *close_sids;
     struct sockaddr_storage sa;
     int salen;
-    char name[128];
+    char name[128];   /* "host:port" */
+    char source[136]; /* "router host:port", for worker_command's log lines */
 };
 
 static void uplink_connect(struct uplink *u);
-
-int uplink_connected(const struct uplink *u)
-{
-    return u && u->connected;
-}
 
 static void uplink_down(struct uplink *u, const char *why);
 
@@ -305,9 +301,7 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
             uplink_down(u, rmsg_strerror(rc));
             return;
         }
-        char source[160];
-        snprintf(source, sizeof(source), "router %s", u->name);
-        worker_command(u->w, &m, source);
+        worker_command(u->w, &m, u->source);
         if (!u->bev)
             return;
         evbuffer_drain(in, consumed);
@@ -359,6 +353,7 @@ struct uplink *uplink_new(struct worker *w)
     u->w = w;
     u->backoff = UPLINK_BACKOFF_MIN;
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
+    snprintf(u->source, sizeof(u->source), "router %s", u->name);
     u->salen = sizeof(u->sa);
     char addr[300];
     snprintf(addr, sizeof(addr), "%s:%d", cfg->router_host, cfg->router_port);

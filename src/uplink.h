@@ -18,7 +18,6 @@ void uplink_conn(struct uplink *u, struct client *c);
 void uplink_close(struct uplink *u, struct client *c);
 void uplink_ch_sub(struct uplink *u, const char *name, size_t len);
 void uplink_ch_unsub(struct uplink *u, const char *name, size_t len);
-int uplink_connected(const struct uplink *u);
 
 struct rmsg;
 /* Carries out a router-protocol command (KICK, SEND_MSG, SEND_ALL, CH_ADD,
