@@ -269,6 +269,11 @@ void backend_pool_free(struct backend_pool *p)
     free(p);
 }
 
+int backend_client_share(const struct backend_pool *p)
+{
+    return p->queue_size / 16 > 1 ? p->queue_size / 16 : 1;
+}
+
 void backend_pool_stats(struct backend_pool *p, int *conns, int *idle, int *queued)
 {
     int n = 0;

@@ -68,6 +68,8 @@ void backend_pool_free(struct backend_pool *p);
 void backend_post(struct backend_pool *p, struct request *r);
 /* The client is going away: the request stays in flight but its reply is dropped. */
 void backend_detach(struct request *r);
+/* How many queued requests one client may have: BACKEND_QUEUE_SIZE / 16, at least 1. */
+int backend_client_share(const struct backend_pool *p);
 /* Counts for logs and INFO. */
 void backend_pool_stats(struct backend_pool *p, int *conns, int *idle, int *queued);
 

@@ -263,6 +263,11 @@ void client_send_shared(struct client *c, struct shared_msg *m)
     client_check_output(c);
 }
 
+void client_request_queued(struct client *c, int delta)
+{
+    c->queued += delta;
+}
+
 void client_request_done(struct client *c, struct request *r)
 {
     (void)r;

@@ -72,6 +72,11 @@ static const char *const config_keys[] = {
     "FASTCGI_PARAMS",
     "BUS",
     "BUS_PREFIX",
+    "LINK_TIMEOUT",
+    "MAX_CONN_PER_IP",
+    "BACKEND_QUEUE_TIMEOUT",
+    "BACKEND_MAX_FAILS",
+    "BACKEND_FAIL_TIMEOUT",
     NULL,
 };
 
@@ -269,6 +274,8 @@ static int cfg_backend_add(struct cfg_ctx *c, struct config *cfg, const char *ad
     if (!cfg_addr_valid(addr))
         return cfg_fail(c, "BACKEND_SERVER", "entry \"%s\" must be \"host:port\" or \"unix:/path\"",
                         addr);
+    if (cfg->nbackends >= CONFIG_MAX_BACKENDS)
+        return cfg_fail(c, "BACKEND_SERVER", "has more than %d servers", CONFIG_MAX_BACKENDS);
     if (w < 1 || w > 1000)
         return cfg_fail(c, "BACKEND_SERVER",
                         "weight of \"%s\" must be an integer from 1 to 1000, got %lld", addr, w);
@@ -407,7 +414,8 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     INT("WORKER_NUM", 1, 1, 32, worker_num);
     INT("MAX_CLIENT_NUM", 0, 0, 10000000, max_client_num);
     INT("MAX_BUFF_SIZE", 65536, 1, 1LL << 30, max_buff_size);
-    INT("MAX_OUTPUT_SIZE", 4LL << 20, 4096, 1LL << 32, max_output_size);
+    /* A message must fit a 32-bit length prefix and a client's output limit. */
+    INT("MAX_OUTPUT_SIZE", 4LL << 20, 4096, 1LL << 30, max_output_size);
     INT("IDLE_TIME", 0, 0, 86400 * 365, idle_time);
     INT("SSL", 0, 0, 1, ssl);
     INT("PING_INTERVAL", 30, 0, 86400, ping_interval);
@@ -420,10 +428,17 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     INT("EVENT_CONNECT", 0, 0, 1, event_connect);
     INT("EVENT_CLOSE", 1, 0, 1, event_close);
     INT("ROUTER_PORT", 0, 0, 65535, router_port);
+    INT("MAX_CONN_PER_IP", 0, 0, 10000000, max_conn_per_ip);
+    INT("BACKEND_MAX_FAILS", 1, 0, 1000, backend_max_fails);
 #undef INT
     if (cfg_num(c, "BACKEND_CONNECT_TIMEOUT", 5, 0.001, 3600, &cfg->backend_connect_timeout) < 0
-        || cfg_num(c, "BACKEND_READ_TIMEOUT", 10, 0.001, 86400, &cfg->backend_read_timeout) < 0)
+        || cfg_num(c, "BACKEND_READ_TIMEOUT", 10, 0.001, 86400, &cfg->backend_read_timeout) < 0
+        || cfg_num(c, "BACKEND_QUEUE_TIMEOUT", 10, 0.001, 86400, &cfg->backend_queue_timeout) < 0
+        || cfg_num(c, "BACKEND_FAIL_TIMEOUT", 10, 0.001, 86400, &cfg->backend_fail_timeout) < 0)
         return -1;
+    if (cfg->max_buff_size > cfg->max_output_size)
+        return cfg_fail(c, "MAX_BUFF_SIZE", "must not exceed MAX_OUTPUT_SIZE (%zu), got %zu",
+                        cfg->max_output_size, cfg->max_buff_size);
     if (cfg_str(c, "ROUTER_HOST", NULL, &cfg->router_host) < 0)
         return -1;
     if (cfg->router_host && cfg->router_port == 0)
@@ -535,9 +550,17 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
             goto done;
         }
     }
+    if (cfg->router_secret && strlen(cfg->router_secret) > CONFIG_MAX_SECRET) {
+        cfg_fail(&c, "ROUTER_SECRET", "must be at most %d bytes, got %zu", CONFIG_MAX_SECRET,
+                 strlen(cfg->router_secret));
+        goto done;
+    }
     if (cfg_int(&c, "ROUTER_OUTPUT_LIMIT", 64LL << 20, 65536, 1LL << 34, &v) < 0)
         goto done;
     cfg->router_output_limit = (size_t)v;
+    if (cfg_int(&c, "LINK_TIMEOUT", 15, 0, 3600, &v) < 0)
+        goto done;
+    cfg->link_timeout = (int)v;
     if (!cfg->router && cfg_gateway(&c, cfg) < 0)
         goto done;
     cfg_warn_unknown(&c);

@@ -5,6 +5,11 @@
 
 #include <stddef.h>
 
+/* BACKEND_SERVER entries (the pool keeps a bit per server per request). */
+#define CONFIG_MAX_BACKENDS 64
+/* ROUTER_SECRET bytes: what AUTH and SECRET may carry before a peer is trusted. */
+#define CONFIG_MAX_SECRET 256
+
 enum proto { PROTO_LENGTH = 0, PROTO_WEBSOCKET = 1 };
 
 struct cfg_backend {
@@ -32,6 +37,7 @@ struct config {
     char *router_host;
     int router_port;
     char *router_secret;
+    int link_timeout; /* LINK_TIMEOUT seconds: a silent router/bus link is dead (0 = off) */
 
     /* gateway */
     int server_id;
@@ -47,7 +53,8 @@ struct config {
     char *static_dir;       /* STATIC_DIR */
     int ping_interval;      /* PING_INTERVAL (websocket), seconds, 0 = off */
     int handshake_timeout;  /* HANDSHAKE_TIMEOUT, seconds */
-    char **allowed_origins; /* ALLOWED_ORIGINS, NULL-terminated, NULL = any */
+    char **allowed_origins; /* ALLOWED_ORIGINS, NULL-terminated; NULL = same origin, "*" = any */
+    int max_conn_per_ip;    /* MAX_CONN_PER_IP: connections from one address (0 = no limit) */
     int ws_binary;          /* WS_BINARY: 1 = replies as binary frames */
     char **ws_subprotocols; /* WS_SUBPROTOCOLS, NULL-terminated */
 
@@ -59,6 +66,9 @@ struct config {
     int backend_max_conns;  /* BACKEND_MAX_CONNS per backend server per worker */
     int backend_queue_size; /* BACKEND_QUEUE_SIZE per worker */
     int backend_multiplex;  /* BACKEND_MULTIPLEX */
+    double backend_queue_timeout; /* BACKEND_QUEUE_TIMEOUT: a queued request expires */
+    int backend_max_fails;        /* BACKEND_MAX_FAILS in a row mark a server down (0 = never) */
+    double backend_fail_timeout;  /* BACKEND_FAIL_TIMEOUT: ... for this many seconds */
     int event_connect, event_close;
     char *fastcgi_prefix;
     struct cfg_param *fastcgi_params;
