@@ -4,8 +4,14 @@
  * replies go back in that same order whatever order the backend finishes them
  * in (c->requests is that order). A client with too many requests in flight is
  * not read from until some are answered, so one client cannot flood the pool.
- * A client whose unsent output passes MAX_OUTPUT_SIZE is a slow consumer and
- * is closed, so one client cannot make the worker's memory grow without bound.
+ * A client holding its share of the backend queue is paused the same way, so
+ * one client cannot take the queue from the others.
+ *
+ * Memory per client is bounded both ways. Input: reads stop at one message of
+ * MAX_BUFF_SIZE plus framing (a read watermark), whatever state the client is
+ * in. Output: a callback on the output buffer sees every byte queued (replies,
+ * pushes, pongs, pings, close frames, script sends); past MAX_OUTPUT_SIZE the
+ * client is a slow consumer: no longer read, and closed at the next safe point.
  *
  * client_close() unlinks the client from everything at once but frees the
  * struct on the next loop iteration, so a caller holding a pointer up the
@@ -22,16 +28,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
 #include "frame.h"
 #include "log.h"
+#include "shm.h"
 #include "script.h"
 #include "tls.h"
-#include "wsconn.h"
 #include "worker.h"
+#include "ws.h"
+#include "wsconn.h"
 
 #define CLIENT_MAX_PENDING   256
 #define CLIENT_FLUSH_SECONDS 5
@@ -46,8 +55,127 @@ static void client_free_later(evutil_socket_t fd, short what, void *arg)
     free(arg);
 }
 
+size_t client_input_limit(const struct config *cfg)
+{
+    /* +64: a frame header, and the one byte past the undecoded-input limit of
+     * a script that makes it fire (see client_read_script). */
+    size_t n = cfg->max_buff_size + 64 + 1;
+    return n > WS_MAX_HEAD + 1 ? n : WS_MAX_HEAD + 1;
+}
+
+int client_can_take(const struct client *c)
+{
+    return !c->dead && !c->closing && !c->over_limit && c->pending < CLIENT_MAX_PENDING
+           && c->queued < (unsigned)backend_client_share(c->w->pool);
+}
+
+static void client_schedule(struct client *c)
+{
+    if (c->on_asap || c->dead)
+        return;
+    c->on_asap = 1;
+    TAILQ_INSERT_TAIL(&c->w->asap, c, asap_entry);
+    event_active(c->w->asap_ev, EV_TIMEOUT, 0);
+}
+
+/* Closes c at the next safe point: for callers deep in a write path. */
+static void client_close_soon(struct client *c, const char *reason)
+{
+    if (!c->asap_close)
+        c->asap_close = reason;
+    client_schedule(c);
+}
+
+/* Not read until what made it full has gone (see client_resume). */
+static void client_pause_if_full(struct client *c)
+{
+    if (!c->dead && !c->closing && !c->paused && !client_can_take(c)) {
+        c->paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+static void client_readcb(struct bufferevent *bev, void *arg);
+
+/* A closing client is never read again: what it sends after a kick, a ping
+ * timeout or its script's close is not ours to buffer. */
+static void client_resume(struct client *c)
+{
+    if (!c->paused || c->dead || c->closing || c->over_limit)
+        return;
+    if (c->pending >= CLIENT_MAX_PENDING / 2
+        || c->queued >= (unsigned)backend_client_share(c->w->pool))
+        return;
+    c->paused = 0;
+    bufferevent_enable(c->bev, EV_READ);
+    /* Bytes already buffered produce no new read event: parse them now. */
+    client_readcb(c->bev, c);
+}
+
+void client_run_deferred(struct worker *w)
+{
+    struct client *c;
+    while ((c = TAILQ_FIRST(&w->asap)) != NULL) {
+        TAILQ_REMOVE(&w->asap, c, asap_entry);
+        c->on_asap = 0;
+        if (c->asap_close) {
+            client_close(c, c->asap_close);
+        } else if (c->resume) {
+            c->resume = 0;
+            client_resume(c);
+        }
+    }
+}
+
+/* Every byte queued for the client passes here, whichever path added it. */
+static void client_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct client *c = arg;
+    if (info->n_added == 0 || c->dead || c->over_limit)
+        return;
+    size_t pending = evbuffer_get_length(buf);
+    if (pending <= c->w->cfg->max_output_size)
+        return;
+    log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
+            c->sid, c->addr, c->port, pending);
+    c->over_limit = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    client_close_soon(c, "slow consumer");
+}
+
+static void client_hs_timer_free(struct client *c)
+{
+    if (c->hs_timer) {
+        event_free(c->hs_timer);
+        c->hs_timer = NULL;
+    }
+}
+
+/* HANDSHAKE_TIMEOUT for what is not a WebSocket (wsconn.c has its own): the
+ * TLS handshake must be done, and a first message begun must be complete. A
+ * client that sent nothing at all is not half-open, only quiet (IDLE_TIME). */
+static void client_hs_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    (void)fd;
+    (void)what;
+    client_hs_timer_free(c);
+    if (c->dead || c->closing)
+        return;
+    if (c->w->ssl_ctx && !c->tls_ok) {
+        log_info("client %s %s:%d: TLS handshake not completed in %d s", c->sid, c->addr, c->port,
+                 c->w->cfg->handshake_timeout);
+        client_close(c, "TLS handshake timeout");
+    } else if (c->nrequest == 0 && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        log_info("client %s %s:%d: first message not completed in %d s", c->sid, c->addr, c->port,
+                 c->w->cfg->handshake_timeout);
+        client_close(c, "handshake timeout");
+    }
+}
+
 void client_message(struct client *c, struct evbuffer *body)
 {
+    client_hs_timer_free(c); /* a first message whole: the connection is not half-open */
     struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_MESSAGE, body);
     TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
     c->pending++;
@@ -78,6 +206,13 @@ void client_close(struct client *c, const char *reason)
         return;
     c->dead = 1;
     log_info("client %s %s:%d closed: %s", c->sid, c->addr, c->port, reason);
+    if (c->on_asap) {
+        TAILQ_REMOVE(&c->w->asap, c, asap_entry);
+        c->on_asap = 0;
+    }
+    client_hs_timer_free(c);
+    if (c->ip_counted)
+        shm_ip_add(c->w->shm, c->w->id, c->ip, -1);
     /* Replies nobody will read: requests in flight finish in the pool and are
      * freed there; answered ones are freed now. */
     struct request *r;
@@ -90,11 +225,10 @@ void client_close(struct client *c, const char *reason)
     }
     if (c->w->script && c->session_started)
         script_on_close(c->w->script, c);
+    if (c->w->cfg->event_close && c->session_started)
+        worker_close_event(c->w,
+                           request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL));
     worker_client_removed(c->w, c);
-    if (c->w->cfg->event_close && c->session_started) {
-        struct request *cr = request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL);
-        backend_post(c->w->pool, cr);
-    }
     fcgi_params_unref(c->params);
     c->params = NULL;
     wsconn_free(c);
@@ -125,18 +259,6 @@ void client_close_after_flush(struct client *c, const char *reason)
     struct timeval tv = {CLIENT_FLUSH_SECONDS, 0};
     bufferevent_set_timeouts(c->bev, NULL, &tv);
     bufferevent_setcb(c->bev, NULL, client_flushed_cb, client_eventcb, c);
-}
-
-/* After output was added: a client that does not read is cut off at the limit. */
-static void client_check_output(struct client *c)
-{
-    size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
-    if (pending > c->w->cfg->max_output_size) {
-        log_err(
-            "client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
-            c->sid, c->addr, c->port, pending);
-        client_close(c, "slow consumer");
-    }
 }
 
 void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struct evbuffer *msg)
@@ -171,18 +293,15 @@ static int client_send_script(struct client *c, struct evbuffer *msg)
         evbuffer_drain(msg, evbuffer_get_length(msg));
     if (c->script_close)
         client_close_after_flush(c, "closed by script");
-    else if (rc != 0)
-        client_check_output(c);
     return rc != 0;
 }
 
 void client_send(struct client *c, struct evbuffer *msg)
 {
-    if (c->dead || c->closing)
+    if (c->dead || c->closing || c->over_limit)
         return;
     if (c->ws) {
         wsconn_send(c, msg);
-        client_check_output(c);
         return;
     }
     if (script_has_write(c->w->script) && client_send_script(c, msg))
@@ -192,7 +311,6 @@ void client_send(struct client *c, struct evbuffer *msg)
     size_t n = evbuffer_get_length(msg);
     frame_encode(hdr, (uint32_t)n);
     client_output_add(out, hdr, sizeof(hdr), msg);
-    client_check_output(c);
 }
 
 struct shared_msg *shared_msg_new(const void *data, size_t len)
@@ -223,7 +341,7 @@ static void shared_msg_cleanup(const void *data, size_t len, void *arg)
 
 void client_send_shared(struct client *c, struct shared_msg *m)
 {
-    if (c->dead || c->closing || !c->session_started)
+    if (c->dead || c->closing || c->over_limit || !c->session_started)
         return;
     if (script_has_write(c->w->script)) { /* the script frames each copy itself */
         struct evbuffer *b = evbuffer_new();
@@ -260,12 +378,15 @@ void client_send_shared(struct client *c, struct shared_msg *m)
         m->refs++;
         evbuffer_add_reference(out, m->data, m->len, shared_msg_cleanup, m);
     }
-    client_check_output(c);
 }
 
 void client_request_queued(struct client *c, int delta)
 {
-    c->queued += delta;
+    c->queued += (unsigned)delta;
+    if (delta < 0 && c->paused) {
+        c->resume = 1;
+        client_schedule(c);
+    }
 }
 
 void client_request_done(struct client *c, struct request *r)
@@ -283,11 +404,9 @@ void client_request_done(struct client *c, struct request *r)
         if (c->dead)
             return;
     }
-    if (c->paused && c->pending < CLIENT_MAX_PENDING / 2) {
-        c->paused = 0;
-        bufferevent_enable(c->bev, EV_READ);
-        /* Bytes already buffered produce no new read event: parse them now. */
-        client_readcb(c->bev, c);
+    if (c->paused) { /* resumed after the pool's callback has returned */
+        c->resume = 1;
+        client_schedule(c);
     }
 }
 
@@ -321,7 +440,7 @@ static void client_read_script(struct client *c, struct evbuffer *in)
 {
     struct script *s = c->w->script;
     int waiting = 0; /* the script (or a length frame) asked for more input */
-    while (!c->dead && c->pending < CLIENT_MAX_PENDING && evbuffer_get_length(in) > 0) {
+    while (client_can_take(c) && evbuffer_get_length(in) > 0) {
         size_t before = evbuffer_get_length(in);
         struct evbuffer *msg = evbuffer_new();
         int rc = script_on_read(s, c, c->nrequest, in, msg);
@@ -374,7 +493,7 @@ static void client_readcb(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     (void)bev;
-    if (c->dead || c->closing)
+    if (c->dead || c->closing || c->over_limit)
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (c->ws)
@@ -382,12 +501,9 @@ static void client_readcb(struct bufferevent *bev, void *arg)
     else if (script_has_read(c->w->script))
         client_read_script(c, in);
     else
-        while (!c->dead && c->pending < CLIENT_MAX_PENDING && client_read_frame(c, in) > 0)
+        while (client_can_take(c) && client_read_frame(c, in) > 0)
             ;
-    if (!c->dead && !c->closing && c->pending >= CLIENT_MAX_PENDING) {
-        c->paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
-    }
+    client_pause_if_full(c);
 }
 
 static void client_eventcb(struct bufferevent *bev, short what, void *arg)
@@ -395,8 +511,12 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
     struct client *c = arg;
     (void)bev;
     char tls_err[128];
-    if (what & BEV_EVENT_CONNECTED)
-        return; /* the TLS handshake completed */
+    if (what & BEV_EVENT_CONNECTED) { /* the TLS handshake completed */
+        c->tls_ok = 1;
+        if (c->hs_timer && c->ws == NULL && c->nrequest > 0)
+            client_hs_timer_free(c);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT)
         client_close(c, c->closing ? "output not drained" : "idle timeout");
     else if (what & BEV_EVENT_EOF)
@@ -407,20 +527,59 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
         client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-static void client_peer(struct client *c, struct sockaddr *sa)
+/* Fills the printable address and the 16-byte key; 0 if the peer has no IP. */
+static int client_peer(struct client *c, struct sockaddr *sa)
 {
+    memset(c->ip, 0, sizeof(c->ip));
     if (sa->sa_family == AF_INET) {
         struct sockaddr_in *in = (struct sockaddr_in *)sa;
         evutil_inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
         c->port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
+        c->ip[10] = c->ip[11] = 0xff;
+        memcpy(c->ip + 12, &in->sin_addr, 4);
+        return 1;
+    }
+    if (sa->sa_family == AF_INET6) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
         evutil_inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
         c->port = ntohs(in6->sin6_port);
-    } else {
-        snprintf(c->addr, sizeof(c->addr), "unix");
-        c->port = 0;
+        memcpy(c->ip, &in6->sin6_addr, 16);
+        return 1;
     }
+    snprintf(c->addr, sizeof(c->addr), "unix");
+    c->port = 0;
+    return 0;
+}
+
+/* MAX_CONN_PER_IP over the whole gateway. Counted first, then checked, so two
+ * workers accepting from one address at once both refuse rather than both
+ * letting one too many in. Returns 0 to accept. */
+static int client_ip_admit(struct client *c)
+{
+    struct worker *w = c->w;
+    int limit = w->cfg->max_conn_per_ip;
+    if (limit <= 0)
+        return 0;
+    if (shm_ip_add(w->shm, w->id, c->ip, +1) < 0)
+        return 0; /* table full: more distinct addresses than it holds; not counted */
+    c->ip_counted = 1;
+    unsigned n = shm_ip_total(w->shm, c->ip);
+    if (n <= (unsigned)limit)
+        return 0;
+    shm_ip_add(w->shm, w->id, c->ip, -1);
+    c->ip_counted = 0;
+    return -1;
+}
+
+/* NAT boxes forget idle mappings; keepalive probes find clients that went
+ * away without a word: first after 60 s of silence, then every 10 s, six tries. */
+static void client_keepalive(evutil_socket_t fd)
+{
+    int one = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen)
@@ -448,12 +607,28 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     c->shm_slot = -1;
     TAILQ_INIT(&c->requests);
     LIST_INIT(&c->chans);
-    client_peer(c, sa);
+    int inet = client_peer(c, sa);
+    if (inet && client_ip_admit(c) < 0) {
+        if (w->ip_refused_logged != time(NULL)) { /* at most a line a second per worker */
+            w->ip_refused_logged = time(NULL);
+            log_err("client refused: %s has MAX_CONN_PER_IP (%d) connections", c->addr,
+                    cfg->max_conn_per_ip);
+        }
+        atomic_fetch_sub(&w->shm->clients, 1);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (inet) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        client_keepalive(fd);
+    }
     c->bev = w->ssl_ctx ? tls_bufferevent_new(w->base, w->ssl_ctx, fd)
                         : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
+        if (c->ip_counted)
+            shm_ip_add(w->shm, w->id, c->ip, -1);
         atomic_fetch_sub(&w->shm->clients, 1);
         evutil_closesocket(fd);
         free(c);
@@ -474,6 +649,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     bufferevent_setcb(c->bev, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)
         bufferevent_set_timeouts(c->bev, w->idle_tv, NULL);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, client_input_limit(cfg));
+    evbuffer_add_cb(bufferevent_get_output(c->bev), client_output_cb, c);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
@@ -483,6 +660,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
             return;
         }
     } else {
+        c->hs_timer = evtimer_new(w->base, client_hs_timeout, c);
+        if (c->hs_timer)
+            evtimer_add(c->hs_timer, w->handshake_tv);
         client_session_start(c);
     }
     if (!c->dead && !c->closing)

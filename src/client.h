@@ -36,6 +36,17 @@ struct client {
     int shm_slot;       /* index in the worker's shared SID table, -1 if none */
     unsigned nrequest;  /* messages read so far: the scripts' requestid */
     int script_close;   /* the script called fc.close() */
+    int over_limit;     /* output passed MAX_OUTPUT_SIZE: closed at the next safe point */
+    int tls_ok;         /* TLS handshake done (SSL = 1) */
+    struct event *hs_timer; /* TLS handshake / first message deadline (not WebSocket) */
+    uint8_t ip[16];         /* peer address, IPv4-mapped, for MAX_CONN_PER_IP */
+    int ip_counted;         /* counted in the shared per-address table */
+    /* Deferred work, done by client_run_deferred() at a safe point of the loop
+     * (never inside a backend or evbuffer callback that called us). */
+    TAILQ_ENTRY(client) asap_entry;
+    int on_asap;
+    const char *asap_close; /* close, with this reason */
+    int resume;             /* start reading again if the reasons to pause are gone */
 };
 
 /* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the
@@ -63,6 +74,14 @@ void shared_msg_unref(struct shared_msg *m);
 void client_send_shared(struct client *c, struct shared_msg *m);
 
 void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/* Runs the deferred closes and resumes of the worker's clients (see asap_entry). */
+void client_run_deferred(struct worker *w);
+/* Whether c may take one more message now: not closing, under its limits of
+ * requests in flight and of queued requests, output under MAX_OUTPUT_SIZE. */
+int client_can_take(const struct client *c);
+/* Largest input held for one client: one message of MAX_BUFF_SIZE plus its
+ * framing, or a WebSocket handshake head. Reads stop at this many bytes. */
+size_t client_input_limit(const struct config *cfg);
 /* The session is established (at accept, or after a WebSocket handshake):
  * posts EVENT=1 when configured. */
 void client_session_start(struct client *c);

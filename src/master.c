@@ -29,7 +29,8 @@
 #include "tls.h"
 #include "worker.h"
 
-#define MASTER_STOP_GRACE_SECONDS 5
+/* A stopping worker paces its close events for up to 10 s (worker.c). */
+#define MASTER_STOP_GRACE_SECONDS 12
 
 struct slot {
     pid_t pid;
@@ -146,9 +147,10 @@ static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *
     }
     if (pid > 0)
         return pid;
-    /* Child: default dispositions, nothing blocked. */
+    /* Child: default dispositions. The master's signals stay blocked until
+     * worker_run has its handlers: one arriving before would kill the worker. */
+    (void)oldmask;
     signal(SIGCHLD, SIG_DFL);
-    sigprocmask(SIG_SETMASK, oldmask, NULL);
     proctitle_set("fooking: worker %d", id);
     if (master_drop_privileges(cfg) < 0)
         _exit(2);

@@ -14,12 +14,14 @@ struct shm_worker {
     atomic_int pid;
     atomic_int clients;          /* clients this worker holds now */
     atomic_uint_fast64_t sid_ms; /* last SID millisecond used, so a successor never repeats one */
+    atomic_int ips_used;         /* its MAX_CONN_PER_IP table holds counts */
 };
 
 struct shm_block {
     atomic_int clients; /* all workers */
     int nworkers;
     struct shm_sessions *sessions; /* nworkers tables, a separate mapping */
+    struct shm_iptable *ips;       /* nworkers tables, a separate mapping */
     struct shm_worker workers[SHM_MAX_WORKERS];
 };
 
@@ -33,8 +35,29 @@ struct shm_sessions {
     char sid[SHM_SESSIONS_PER_WORKER][16];
 };
 
+/* Connections per client address of one worker slot (MAX_CONN_PER_IP): an
+ * open-addressing table only its worker writes; the others read it to sum an
+ * address over the gateway. A reader racing the writer may miscount one
+ * connection for a moment, which a per-address cap can afford; a dead worker's
+ * table is cleared by its successor. Reserved like the SID tables. */
+#define SHM_IP_SLOTS (1u << 16)
+struct shm_ip {
+    uint8_t addr[16]; /* IPv6, or IPv4-mapped IPv6 */
+    atomic_uint count; /* 0: empty slot */
+};
+struct shm_iptable {
+    struct shm_ip slot[SHM_IP_SLOTS];
+};
+
 struct shm_block *shm_create(int nworkers);
 void shm_destroy(struct shm_block *b);
 struct shm_sessions *shm_sessions(struct shm_block *b, int worker);
+
+/* Connections from addr on every worker of the gateway. */
+unsigned shm_ip_total(const struct shm_block *b, const uint8_t addr[16]);
+/* Worker `worker` counts one more (+1) or one less (-1) connection from addr.
+ * Returns -1 when its table is full (the connection is then not counted). */
+int shm_ip_add(struct shm_block *b, int worker, const uint8_t addr[16], int delta);
+void shm_ip_clear(struct shm_block *b, int worker);
 
 #endif

@@ -1,9 +1,10 @@
 /* worker.c - a worker process: owns one event loop and everything on it.
  *
  * The master opened the listening socket; every worker accepts on it. On
- * SIGTERM a worker stops accepting, closes its clients (posting their close
- * events) and exits once the backend has taken those, or after a grace
- * period, so a clean stop loses no EVENT=2. */
+ * SIGTERM a worker stops accepting and closes its clients; their close events
+ * are posted at the pace the backend queue allows (closing 50,000 clients
+ * must not mean 50,000 requests thrown at a full queue), and the worker exits
+ * once the backend has answered them all, or after WORKER_STOP_GRACE_MS. */
 #include "worker.h"
 
 #include <errno.h>
@@ -29,7 +30,11 @@
 #include "uplink.h"
 #include "wsconn.h"
 
-#define WORKER_STOP_GRACE_MS 3000
+/* Within the master's MASTER_STOP_GRACE_SECONDS, which then kills. */
+#define WORKER_STOP_GRACE_MS 10000
+/* Close events posted per pacing turn at most, and the pause between turns. */
+#define WORKER_PACE_BATCH 256
+#define WORKER_PACE_USEC  10000
 
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                              int salen, void *arg)
@@ -149,8 +154,48 @@ static void worker_stop_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     int conns, idle, queued;
     backend_pool_stats(w->pool, &conns, &idle, &queued);
-    if ((conns - idle == 0 && queued == 0) || ++w->stopping * 50 > WORKER_STOP_GRACE_MS)
+    int owed = w->owed_done < w->nowed;
+    if (!owed && conns - idle == 0 && queued == 0) {
         event_base_loopexit(w->base, NULL);
+    } else if (++w->stopping * 50 > WORKER_STOP_GRACE_MS) {
+        log_err("worker %d: stop grace of %d ms over: %zu close events not posted, %d requests "
+                "unanswered",
+                w->id, WORKER_STOP_GRACE_MS, w->nowed - w->owed_done, conns - idle + queued);
+        event_base_loopexit(w->base, NULL);
+    }
+}
+
+static void worker_asap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    client_run_deferred(arg);
+}
+
+static void worker_pace_start(struct worker *w)
+{
+    if (!evtimer_pending(w->orphan_timer, NULL))
+        event_active(w->orphan_timer, EV_TIMEOUT, 0);
+}
+
+void worker_close_event(struct worker *w, struct request *r)
+{
+    if (!w->stopping) {
+        backend_post(w->pool, r);
+        return;
+    }
+    if (w->nowed == w->owed_cap) {
+        size_t cap = w->owed_cap ? w->owed_cap * 2 : 1024;
+        struct request **n = realloc(w->owed, cap * sizeof(*n));
+        if (!n) {
+            backend_post(w->pool, r); /* at worst as before: the queue may drop it */
+            return;
+        }
+        w->owed = n;
+        w->owed_cap = cap;
+    }
+    w->owed[w->nowed++] = r;
+    worker_pace_start(w);
 }
 
 static struct fcgi_params *worker_static_params(const struct config *cfg);
@@ -169,9 +214,11 @@ static void worker_ping_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Posts close events for the sessions a dead predecessor held, a batch at a
- * time while the backend queue has room, so a crash with 50,000 clients does
- * not turn into 50,000 requests dropped by a full queue. */
+/* Posts owed close events, a batch at a time while the backend queue has
+ * room, so a crash or a stop with 50,000 clients does not turn into 50,000
+ * requests dropped by a full queue: first those of clients this worker closed
+ * while stopping (they carry the session's params), then the sessions a dead
+ * predecessor held (only their SIDs are known). */
 static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -179,10 +226,19 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     int conns, idle, queued;
     backend_pool_stats(w->pool, &conns, &idle, &queued);
+    int room = w->cfg->backend_queue_size / 2;
+    for (int n = 0; n < WORKER_PACE_BATCH && queued < room && w->owed_done < w->nowed; n++) {
+        backend_post(w->pool, w->owed[w->owed_done++]);
+        backend_pool_stats(w->pool, &conns, &idle, &queued);
+    }
+    if (w->owed_done < w->nowed) {
+        struct timeval tv = {0, WORKER_PACE_USEC};
+        evtimer_add(w->orphan_timer, &tv);
+        return;
+    }
     char name[96];
     snprintf(name, sizeof(name), "%sSESSIONID", w->cfg->fastcgi_prefix);
-    for (int n = 0;
-         n < 256 && queued < w->cfg->backend_queue_size / 2 && w->orphans_done < w->norphans;
+    for (int n = 0; n < WORKER_PACE_BATCH && queued < room && w->orphans_done < w->norphans;
          n++, queued++) {
         char sid[SID_LEN + 1];
         uint32_t slot = w->orphans[w->orphans_done++];
@@ -199,9 +255,9 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
         backend_pool_stats(w->pool, &conns, &idle, &queued);
     }
     if (w->orphans_done < w->norphans) {
-        struct timeval tv = {0, 10000};
+        struct timeval tv = {0, WORKER_PACE_USEC};
         evtimer_add(w->orphan_timer, &tv);
-    } else {
+    } else if (w->norphans > 0) {
         log_info("worker %d: posted close events for %zu sessions of the previous worker", w->id,
                  w->norphans);
         free(w->orphans);
@@ -281,6 +337,10 @@ static void worker_reload(struct worker *w)
     } else {
         w->idle_tv = NULL;
     }
+    {
+        struct timeval tv = {fresh->handshake_timeout, 0};
+        w->handshake_tv = event_base_init_common_timeout(w->base, &tv);
+    }
     if (strcmp(fresh->log_file, w->cfg->log_file) != 0)
         log_open(fresh->log_file, fresh->log_level);
     log_set_level(fresh->log_level);
@@ -316,7 +376,7 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
     buslink_stop(w->buslink);
     struct client *c;
     while ((c = TAILQ_FIRST(&w->clients)) != NULL)
-        client_close(c, "gateway stopping");
+        client_close(c, "gateway stopping"); /* close events: worker_close_event */
     struct event *ev = event_new(w->base, -1, EV_PERSIST, worker_stop_check, w);
     struct timeval tv = {0, 50000};
     event_add(ev, &tv);
@@ -343,6 +403,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.ssl_ctx = ssl_ctx;
     w.static_fd = -1;
     TAILQ_INIT(&w.clients);
+    TAILQ_INIT(&w.asap);
     signal(SIGPIPE, SIG_IGN);
 
     sid_gen_init(&w.sids, (unsigned)cfg->server_id, (unsigned)id);
@@ -360,6 +421,16 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         struct timeval tv = {cfg->idle_time, 0};
         w.idle_tv = event_base_init_common_timeout(w.base, &tv);
     }
+    {
+        struct timeval tv = {cfg->handshake_timeout, 0};
+        w.handshake_tv = event_base_init_common_timeout(w.base, &tv);
+    }
+    /* Deferred closes and resumes run after the callbacks of this turn. */
+    w.asap_ev = event_new(w.base, -1, 0, worker_asap_cb, &w);
+    if (!w.asap_ev)
+        goto done;
+    /* A dead predecessor's connections are gone with it. */
+    shm_ip_clear(shm, id);
     w.by_sid = hmap_new(1024);
     w.channels = hmap_new(64);
     if (!w.by_sid || !w.channels)
@@ -418,6 +489,19 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     event_add(w.sig_int, NULL);
     event_add(w.sig_hup, NULL);
     event_add(w.sig_usr1, NULL);
+    /* The master forked us with its signals blocked; only now that the
+     * handlers exist may they arrive (a SIGHUP earlier would have killed us). */
+    {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGUSR1);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGCHLD);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+    }
 
     log_info("worker %d started (pid %d)", id, (int)getpid());
     event_base_dispatch(w.base);
@@ -451,6 +535,9 @@ done : {
         event_free(w.ping);
     free(w.orphans);
     free(w.free_slots);
+    for (size_t i = w.owed_done; i < w.nowed; i++)
+        request_free(w.owed[i]);
+    free(w.owed);
     if (w.sig_term) {
         event_free(w.sig_term);
         event_free(w.sig_int);
@@ -459,6 +546,8 @@ done : {
     }
     /* Run the deferred frees of closed clients once more. */
     event_base_loop(w.base, EVLOOP_NONBLOCK);
+    if (w.asap_ev)
+        event_free(w.asap_ev);
     event_base_free(w.base);
     if (w.cfg_owned) {
         config_free(w.cfg);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include "config.h"
 #include "shm.h"
@@ -50,6 +51,14 @@ struct worker {
     uint32_t *orphans; /* their slots in the shared table */
     size_t norphans, orphans_done;
     struct event *orphan_timer;
+    /* Close events owed by clients closed while stopping: posted at the pace
+     * the backend queue allows, like the orphans. */
+    struct request **owed;
+    size_t nowed, owed_done, owed_cap;
+    TAILQ_HEAD(, client) asap; /* clients with deferred work (client_run_deferred) */
+    struct event *asap_ev;
+    const struct timeval *handshake_tv; /* common timeout for HANDSHAKE_TIMEOUT */
+    time_t ip_refused_logged;           /* last MAX_CONN_PER_IP refusal logged */
 };
 
 /* Runs worker `id` on the inherited listening socket; returns the exit status. */
@@ -58,6 +67,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
 /* Called by client.c when clients come and go. */
 void worker_client_added(struct worker *w, struct client *c);
 void worker_client_removed(struct worker *w, struct client *c);
+/* A close event (EVENT=2) to post: now, or paced while the worker stops. */
+void worker_close_event(struct worker *w, struct request *r);
 /* The session is established: routable by SID, announced to the router. */
 void worker_session_started(struct worker *w, struct client *c);
 

@@ -252,6 +252,79 @@ size_t ws_cgi_name(char *out, size_t size, const char *name, size_t nlen)
     return nlen + 5;
 }
 
+/* Splits "host[:port]" (IPv6 literals in brackets); port -1 when absent,
+ * -2 when malformed. */
+static long ws_split_hostport(const char *p, size_t n, size_t *hostlen)
+{
+    size_t end = n;
+    if (n > 0 && p[0] == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (!rb)
+            return -2;
+        end = (size_t)(rb - p) + 1;
+        if (end < n && p[end] != ':')
+            return -2;
+    } else {
+        const char *colon = memchr(p, ':', n);
+        if (colon)
+            end = (size_t)(colon - p);
+    }
+    *hostlen = end;
+    if (end == 0)
+        return -2;
+    if (end == n)
+        return -1;
+    long port = 0;
+    if (end + 1 == n || n - end - 1 > 5)
+        return -2;
+    for (size_t i = end + 1; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -2;
+        port = port * 10 + (p[i] - '0');
+    }
+    return port >= 1 && port <= 65535 ? port : -2;
+}
+
+int ws_origin_same_host(const char *origin, size_t olen, const char *host, size_t hlen)
+{
+    static const struct {
+        const char *scheme;
+        long port;
+    } schemes[] = {{"http://", 80}, {"https://", 443}, {"ws://", 80}, {"wss://", 443}};
+    long def = -1;
+    size_t skip = 0;
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t sl = strlen(schemes[i].scheme);
+        if (olen > sl && ws_str_ieq(origin, sl, schemes[i].scheme)) {
+            def = schemes[i].port;
+            skip = sl;
+            break;
+        }
+    }
+    if (def < 0 || host == NULL || hlen == 0)
+        return 0;
+    const char *o = origin + skip;
+    size_t on = olen - skip;
+    if (on > 0 && o[on - 1] == '/') /* tolerate a trailing slash */
+        on--;
+    if (memchr(o, '/', on) || memchr(o, '@', on))
+        return 0;
+    size_t ohl, hhl;
+    long op = ws_split_hostport(o, on, &ohl), hp = ws_split_hostport(host, hlen, &hhl);
+    if (op == -2 || hp == -2)
+        return 0;
+    if (op == -1)
+        op = def;
+    if (hp == -1)
+        hp = def;
+    if (op != hp || ohl != hhl)
+        return 0;
+    for (size_t i = 0; i < ohl; i++)
+        if (ws_lower((unsigned char)o[i]) != ws_lower((unsigned char)host[i]))
+            return 0;
+    return 1;
+}
+
 int ws_select_subprotocol(const char *offer, size_t len, char *const *supported)
 {
     size_t i = 0;

@@ -103,6 +103,13 @@ enum ws_verdict ws_check_request(const struct ws_request *req);
  *   the backend (the "httpoxy" hole). */
 size_t ws_cgi_name(char *out, size_t size, const char *name, size_t nlen);
 
+/* Whether a browser's Origin ("scheme://host[:port]") names the same host and
+ * port as the Host header: the default ALLOWED_ORIGINS policy, which stops a
+ * page of another site from opening a socket with the user's cookies. Host
+ * names compare case-insensitively; a port left out is the scheme's default
+ * (80 for http/ws, 443 for https/wss). "null" and anything unparsable: 0. */
+int ws_origin_same_host(const char *origin, size_t olen, const char *host, size_t hlen);
+
 /* Picks the subprotocol to answer: the first token of the client's comma-separated
  * offer (in the client's order of preference) that is in `supported` (a
  * NULL-terminated list, as config.h's ws_subprotocols). Names compare case-sensitively, as RFC 6455

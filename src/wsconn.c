@@ -64,8 +64,13 @@ static void wsconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 void wsconn_ping(struct client *c)
 {
     struct ws_conn *ws = c->ws;
-    if (!ws || ws->state != WSC_OPEN || c->dead || c->closing)
+    if (!ws || ws->state != WSC_OPEN || c->dead || c->closing || c->over_limit)
         return;
+    if (c->paused) {
+        /* Not read while paused: it cannot answer, so silence proves nothing. */
+        ws->heard = 1;
+        return;
+    }
     if (!ws->heard) {
         wsconn_close_frame(c, WS_CLOSE_POLICY, "ping timeout");
         client_close_after_flush(c, "ping timeout");
@@ -162,21 +167,40 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
                         "X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n"
                         "Connection: close\r\n\r\n",
                         static_content_type(rel, strlen(rel)), (long long)sb.st_size);
-    if (!head && sb.st_size > 0)
-        evbuffer_add_file(out, fd, 0, sb.st_size); /* takes the fd */
-    else
+    if (!head && sb.st_size > 0) {
+        /* Takes the fd; when it fails, the fd may or may not have been
+         * closed with the segment it failed to add. */
+        if (evbuffer_add_file(out, fd, 0, sb.st_size) < 0) {
+            if (fcntl(fd, F_GETFD) >= 0)
+                close(fd);
+            log_err("client %s %s:%d: static %s: cannot queue the file", c->sid, c->addr,
+                    c->port, rel);
+            c->ws->state = WSC_CLOSING;
+            client_close(c, "static file not sent");
+            return;
+        }
+    } else {
         close(fd);
+    }
     log_debug("client %s %s:%d: static %s (%lld bytes)", c->sid, c->addr, c->port, rel,
               (long long)sb.st_size);
     c->ws->state = WSC_CLOSING;
     client_close_after_flush(c, "static file served");
 }
 
+/* ALLOWED_ORIGINS: unset, a browser's Origin must name this very host (a
+ * page elsewhere would otherwise ride on the user's cookies: cross-site
+ * WebSocket hijacking); a list allows exactly its entries, "*" any. Clients
+ * that send no Origin are not browsers and are not affected by the default. */
 static int wsconn_origin_ok(const struct client *c, const struct ws_request *req)
 {
     char **list = c->w->cfg->allowed_origins;
     if (list == NULL)
-        return 1;
+        return req->origin.p == NULL
+               || ws_origin_same_host(req->origin.p, req->origin.len, req->host.p, req->host.len);
+    for (char **p = list; *p; p++)
+        if (strcmp(*p, "*") == 0)
+            return 1;
     if (req->origin.p == NULL)
         return 0;
     for (; *list; list++)
@@ -185,19 +209,72 @@ static int wsconn_origin_ok(const struct client *c, const struct ws_request *req
     return 0;
 }
 
+/* Whether a CGI name is one the gateway itself sets (or FASTCGI_PARAMS does):
+ * a handshake header turned into it would let a client choose its own
+ * SESSIONID, EVENT or REMOTE_ADDR. Backends differ in which of two equal
+ * params they keep (Go keeps the last), so the header is not passed at all,
+ * as nginx does for a header that a fastcgi_param HTTP_* line sets. */
+static int wsconn_reserved(const struct config *cfg, const char *name)
+{
+    /* Header params all start with HTTP_, so of the gateway's own params only
+     * the prefixed ones can collide (FASTCGI_PREFIX = "HTTP_", as Go needs);
+     * REMOTE_ADDR, CONTENT_LENGTH, HTTPS and the like never can. */
+    static const char *const own[] = {"SESSIONID", "EVENT", "UID", "SESSION"};
+    size_t pl = strlen(cfg->fastcgi_prefix);
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strncmp(name, cfg->fastcgi_prefix, pl) == 0 && strcmp(name + pl, own[i]) == 0)
+            return 1;
+    for (int i = 0; i < cfg->nparams; i++)
+        if (strcasecmp(name, cfg->fastcgi_params[i].name) == 0)
+            return 1;
+    return 0;
+}
+
 /* The handshake's URI, query string and headers go to the backend with every
- * request of the session, so it can authenticate on connect. */
+ * request of the session, so it can authenticate on connect. A header sent
+ * more than once becomes one param, its values joined as HTTP does (", ";
+ * "; " for Cookie), so no backend has to pick one. */
 static void wsconn_params(struct client *c, const struct ws_request *req)
 {
-    char name[WS_MAX_HEAD + 8];
+    char name[WS_MAX_HEAD + 8], other[WS_MAX_HEAD + 8];
+    char value[WS_MAX_HEAD + 2 * WS_MAX_HEADERS];
+    const struct config *cfg = c->w->cfg;
     fcgi_params_add(&c->params, "REQUEST_URI", req->target.p, req->target.len);
     fcgi_params_add(&c->params, "QUERY_STRING", req->query.p ? req->query.p : "", req->query.len);
     if (c->w->ssl_ctx)
         fcgi_params_add(&c->params, "HTTPS", "on", 2);
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct ws_header *h = &req->headers[i];
-        if (ws_cgi_name(name, sizeof(name), h->name.p, h->name.len) > 0)
-            fcgi_params_add(&c->params, name, h->value.p, h->value.len);
+        if (ws_cgi_name(name, sizeof(name), h->name.p, h->name.len) == 0)
+            continue;
+        if (wsconn_reserved(cfg, name)) {
+            log_info("client %s %s:%d: handshake header %.*s not passed: %s is set by the gateway",
+                     c->sid, c->addr, c->port, (int)h->name.len, h->name.p, name);
+            continue;
+        }
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = ws_cgi_name(other, sizeof(other), req->headers[j].name.p,
+                               req->headers[j].name.len)
+                   && strcmp(other, name) == 0;
+        if (seen)
+            continue; /* joined into the first one */
+        const char *sep = strcmp(name, "HTTP_COOKIE") == 0 ? "; " : ", ";
+        size_t vl = 0;
+        for (size_t j = i; j < req->num_headers; j++) {
+            const struct ws_header *o = &req->headers[j];
+            if (j > i
+                && (!ws_cgi_name(other, sizeof(other), o->name.p, o->name.len)
+                    || strcmp(other, name) != 0))
+                continue;
+            if (vl > 0) {
+                memcpy(value + vl, sep, 2);
+                vl += 2;
+            }
+            memcpy(value + vl, o->value.p, o->value.len); /* the head is <= WS_MAX_HEAD */
+            vl += o->value.len;
+        }
+        fcgi_params_add(&c->params, name, value, vl);
     }
 }
 
@@ -347,7 +424,7 @@ static void wsconn_frames(struct client *c)
     struct ws_conn *ws = c->ws;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t max = c->w->cfg->max_buff_size;
-    while (!c->dead && ws->state == WSC_OPEN && c->pending < 256) {
+    while (client_can_take(c) && ws->state == WSC_OPEN) {
         size_t len = evbuffer_get_length(in);
         if (len < 2)
             return;
