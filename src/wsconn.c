@@ -218,11 +218,14 @@ static int wsconn_reserved(const struct config *cfg, const char *name)
 {
     /* Header params all start with HTTP_, so of the gateway's own params only
      * the prefixed ones can collide (FASTCGI_PREFIX = "HTTP_", as Go needs);
-     * REMOTE_ADDR, CONTENT_LENGTH, HTTPS and the like never can. */
+     * REMOTE_ADDR, CONTENT_LENGTH, HTTPS and the like never can. HTTP_SESSIONID
+     * and its kin are kept out under any prefix: a backend moved from "HTTP_"
+     * to "" that still reads the Sessionid header must not read a client's. */
     static const char *const own[] = {"SESSIONID", "EVENT", "UID", "SESSION"};
     size_t pl = strlen(cfg->fastcgi_prefix);
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-        if (strncmp(name, cfg->fastcgi_prefix, pl) == 0 && strcmp(name + pl, own[i]) == 0)
+        if ((strncmp(name, cfg->fastcgi_prefix, pl) == 0 && strcmp(name + pl, own[i]) == 0)
+            || strcmp(name + 5, own[i]) == 0) /* name starts with "HTTP_" */
             return 1;
     for (int i = 0; i < cfg->nparams; i++)
         if (strcasecmp(name, cfg->fastcgi_params[i].name) == 0)

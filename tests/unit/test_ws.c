@@ -816,6 +816,41 @@ static void test_close_parse(void **state)
                      WS_CLOSE_INVALID_DATA);
 }
 
+static int same(const char *origin, const char *host)
+{
+    return ws_origin_same_host(origin, strlen(origin), host, host ? strlen(host) : 0);
+}
+
+static void test_origin_same_host(void **state)
+{
+    (void)state;
+    assert_true(same("http://example.com", "example.com"));
+    assert_true(same("http://Example.COM", "example.com"));
+    assert_true(same("https://example.com", "example.com:443"));
+    assert_true(same("http://example.com:80", "example.com"));
+    assert_true(same("http://127.0.0.1:9005", "127.0.0.1:9005"));
+    assert_true(same("wss://[::1]:8443", "[::1]:8443"));
+    assert_true(same("http://example.com/", "example.com"));
+    /* another site, port or scheme's port */
+    assert_false(same("http://evil.example", "example.com"));
+    assert_false(same("http://example.com.evil.example", "example.com"));
+    assert_false(same("http://example.com:8080", "example.com"));
+    assert_false(same("https://example.com", "example.com:80"));
+    assert_false(same("http://127.0.0.1:9006", "127.0.0.1:9005"));
+    /* not an origin a browser sends for a page */
+    assert_false(same("null", "example.com"));
+    assert_false(same("file://", "example.com"));
+    assert_false(same("ftp://example.com", "example.com"));
+    assert_false(same("http://user@example.com", "example.com"));
+    assert_false(same("http://example.com/path", "example.com"));
+    assert_false(same("http://", "example.com"));
+    assert_false(same("http://example.com:", "example.com"));
+    assert_false(same("http://example.com:99999", "example.com:99999"));
+    assert_false(same("http://[::1", "[::1]"));
+    assert_false(same("http://example.com", NULL));
+    assert_false(same("http://example.com", ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -829,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_handshake_malformed),
         cmocka_unit_test(test_handshake_head_limit),
         cmocka_unit_test(test_cgi_name),
+        cmocka_unit_test(test_origin_same_host),
         cmocka_unit_test(test_select_subprotocol),
         cmocka_unit_test(test_build_error),
         cmocka_unit_test(test_frame_rfc_examples),
