@@ -26,8 +26,9 @@ SERVER_ID = 0
 -- Limits on clients.
 MAX_CLIENT_NUM = 0          -- concurrent clients over all workers; 0 = no limit
 MAX_BUFF_SIZE = 65536       -- largest client message in bytes; larger closes that client
-MAX_OUTPUT_SIZE = 4194304   -- unsent bytes per client before it counts as a slow consumer
-                            -- and is disconnected
+MAX_OUTPUT_SIZE = 4194304   -- unsent bytes per client (every byte: replies, pushes, pongs)
+                            -- before it counts as a slow consumer and is disconnected
+MAX_CONN_PER_IP = 0         -- connections from one address over all workers; 0 = no limit
 IDLE_TIME = 0               -- close a client silent this many seconds; 0 = never
 
 -- Client protocol.
@@ -35,8 +36,11 @@ PROTOCOL = "length"         -- "length": 4-byte big-endian length + message, bot
                             -- "websocket": RFC 6455 (browsers)
 -- STATIC_DIR = "example/chat"   -- websocket: plain GETs on PORT serve files from here
 -- PING_INTERVAL = 30            -- websocket: server ping every N seconds; 0 = off
--- HANDSHAKE_TIMEOUT = 10        -- websocket: seconds to complete the handshake
--- ALLOWED_ORIGINS = {"https://example.com"}  -- websocket: accepted Origin values; nil = any
+-- HANDSHAKE_TIMEOUT = 10        -- seconds to complete the WebSocket or TLS handshake, or a
+                                 -- first message once its first bytes came
+-- ALLOWED_ORIGINS = {"https://example.com"}  -- websocket: accepted Origin values;
+                                 -- "*" = any; nil = the page's own host and port only
+                                 -- (stops other sites' pages riding on your cookies)
 -- WS_SUBPROTOCOLS = {"chat"}    -- websocket: subprotocols offered to clients
 -- WS_BINARY = 0                 -- websocket: 1 = replies and pushes as binary frames
 -- SCRIPT_FILE = "example/scripts/ndjson.lua"  -- Lua protocol script (replaces PROTOCOL)
