@@ -1,5 +1,6 @@
 /* fuzz_ws_handshake.c - libFuzzer target for the opening handshake in ws.c:
- * request parsing, the verdict, CGI names, subprotocol choice and the responses.
+ * request parsing, the verdict, CGI names, the same-origin check, subprotocol
+ * choice and the responses.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       tests/fuzz/fuzz_ws_handshake.c src/ws.c -lcrypto -o /tmp/fuzz_ws_handshake
@@ -56,6 +57,12 @@ static void fuzz_check_request(const struct ws_request *req, const char *buf, lo
     }
     fuzz_in(req->host, buf, n);
     fuzz_in(req->origin, buf, n);
+    if (req->origin.p) {
+        /* Any bytes in, a yes or a no out; a yes needs a Host to compare with. */
+        int same = ws_origin_same_host(req->origin.p, req->origin.len, req->host.p, req->host.len);
+        CHECK(same == 0 || same == 1);
+        CHECK(!same || req->host.len > 0);
+    }
     fuzz_in(req->key, buf, n);
     fuzz_in(req->version, buf, n);
     fuzz_in(req->protocol, buf, n);
