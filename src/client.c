@@ -192,8 +192,8 @@ void client_session_start(struct client *c)
         c->pending++;
         backend_post(c->w->pool, r);
     }
-    if (c->w->script && !c->dead) {
-        if (script_on_connect(c->w->script, c) == SCRIPT_FAILED)
+    if (c->script && !c->dead) {
+        if (script_on_connect(c->script, c) == SCRIPT_FAILED)
             client_close(c, "script error in onConnect");
         else if (c->script_close)
             client_close_after_flush(c, "closed by script");
@@ -223,8 +223,10 @@ void client_close(struct client *c, const char *reason)
         else
             backend_detach(r);
     }
-    if (c->w->script && c->session_started)
-        script_on_close(c->w->script, c);
+    if (c->script && c->session_started)
+        script_on_close(c->script, c);
+    script_unref(c->script);
+    c->script = NULL;
     if (c->w->cfg->event_close && c->session_started)
         worker_close_event(c->w,
                            request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL));
@@ -280,7 +282,7 @@ void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struc
 static int client_send_script(struct client *c, struct evbuffer *msg)
 {
     struct evbuffer *framed = evbuffer_new();
-    int rc = script_on_write(c->w->script, c, c->nrequest, msg, framed);
+    int rc = script_on_write(c->script, c, c->nrequest, msg, framed);
     if (rc == SCRIPT_FAILED) {
         evbuffer_free(framed);
         client_close(c, "script error in onWrite");
@@ -304,7 +306,7 @@ void client_send(struct client *c, struct evbuffer *msg)
         wsconn_send(c, msg);
         return;
     }
-    if (script_has_write(c->w->script) && client_send_script(c, msg))
+    if (script_has_write(c->script) && client_send_script(c, msg))
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hdr[FRAME_HEADER_LEN];
@@ -343,7 +345,7 @@ void client_send_shared(struct client *c, struct shared_msg *m)
 {
     if (c->dead || c->closing || c->over_limit || !c->session_started)
         return;
-    if (script_has_write(c->w->script)) { /* the script frames each copy itself */
+    if (script_has_write(c->script)) { /* the script frames each copy itself */
         struct evbuffer *b = evbuffer_new();
         evbuffer_add(b, m->data, m->len);
         client_send(c, b);
@@ -438,7 +440,7 @@ static int client_read_frame(struct client *c, struct evbuffer *in)
  * is a length-prefixed message". One message per call, like the original. */
 static void client_read_script(struct client *c, struct evbuffer *in)
 {
-    struct script *s = c->w->script;
+    struct script *s = c->script;
     int waiting = 0; /* the script (or a length frame) asked for more input */
     while (client_can_take(c) && evbuffer_get_length(in) > 0) {
         size_t before = evbuffer_get_length(in);
@@ -498,7 +500,7 @@ static void client_readcb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (c->ws)
         wsconn_read(c);
-    else if (script_has_read(c->w->script))
+    else if (script_has_read(c->script))
         client_read_script(c, in);
     else
         while (client_can_take(c) && client_read_frame(c, in) > 0)
@@ -634,6 +636,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         free(c);
         return;
     }
+    c->script = script_ref(w->script);
     sid_next(&w->sids, sid_now_ms(), c->sid);
     c->sid[SID_LEN] = '\0';
     atomic_store(&w->shm->workers[w->id].sid_ms, w->sids.last_ms);
@@ -654,7 +657,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
-    if (cfg->protocol == PROTO_WEBSOCKET && !w->script) {
+    if (cfg->protocol == PROTO_WEBSOCKET && !c->script) {
         if (wsconn_start(c) < 0) {
             client_close(c, "out of memory");
             return;

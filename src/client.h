@@ -33,6 +33,7 @@ struct client {
     int paused;                     /* not reading: too many requests in flight */
     const char *close_reason;
     struct ws_conn *ws; /* websocket state, NULL for the length protocol */
+    struct script *script; /* SCRIPT_FILE it was accepted with (a reference), or NULL */
     int shm_slot;       /* index in the worker's shared SID table, -1 if none */
     unsigned nrequest;  /* messages read so far: the scripts' requestid */
     int script_close;   /* the script called fc.close() */

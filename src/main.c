@@ -90,7 +90,7 @@ static int check_files(const struct config *cfg)
             fprintf(stderr, "%s: %s\n", cfg->file, err);
             return 1;
         }
-        script_free(sc);
+        script_unref(sc);
     }
     return 0;
 }

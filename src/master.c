@@ -101,6 +101,47 @@ int pidfile_write(const char *path)
     return 0;
 }
 
+/* The uid and gid USER/GROUP name (-1 for what is not set). */
+static int master_user_ids(const struct config *cfg, uid_t *uid, gid_t *gid, struct passwd **pwp)
+{
+    struct passwd *pw = NULL;
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (cfg->user) {
+        pw = getpwnam(cfg->user);
+        if (!pw) {
+            log_err("USER %s: no such user", cfg->user);
+            return -1;
+        }
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_err("GROUP %s: no such group", cfg->group);
+            return -1;
+        }
+        *gid = gr->gr_gid;
+    }
+    if (pwp)
+        *pwp = pw;
+    return 0;
+}
+
+/* The root master opens (and on reopen creates) LOG_FILE; workers running as
+ * USER/GROUP must be able to open it again after a rotation, as nginx does
+ * for its worker user. */
+static void master_log_owner(const struct config *cfg)
+{
+    uid_t uid;
+    gid_t gid;
+    if ((cfg->user == NULL && cfg->group == NULL) || geteuid() != 0 || cfg->log_file[0] != '/')
+        return;
+    if (master_user_ids(cfg, &uid, &gid, NULL) == 0 && chown(cfg->log_file, uid, gid) != 0)
+        log_err("LOG_FILE %s: cannot give it to USER/GROUP: %s", cfg->log_file, strerror(errno));
+}
+
 int master_drop_privileges(const struct config *cfg)
 {
     if (cfg->user == NULL && cfg->group == NULL)
@@ -109,26 +150,13 @@ int master_drop_privileges(const struct config *cfg)
         log_info("USER/GROUP ignored: not started as root");
         return 0;
     }
-    gid_t gid = 0;
-    uid_t uid = 0;
+    gid_t gid;
+    uid_t uid;
     struct passwd *pw = NULL;
-    if (cfg->user) {
-        pw = getpwnam(cfg->user);
-        if (!pw) {
-            log_err("USER %s: no such user", cfg->user);
-            return -1;
-        }
-        uid = pw->pw_uid;
-        gid = pw->pw_gid;
-    }
-    if (cfg->group) {
-        struct group *gr = getgrnam(cfg->group);
-        if (!gr) {
-            log_err("GROUP %s: no such group", cfg->group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
+    if (master_user_ids(cfg, &uid, &gid, &pw) < 0)
+        return -1;
+    if (gid == (gid_t)-1)
+        gid = getgid();
     if (setgid(gid) != 0 || (pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) != 0
         || (pw && setuid(uid) != 0)) {
         log_err("cannot switch to USER/GROUP: %s", strerror(errno));
@@ -245,6 +273,7 @@ int master_run(struct config *cfg)
         return 1;
     }
     proctitle_set("fooking: master %s", cfg->file);
+    master_log_owner(cfg);
 
     sigset_t set, oldmask;
     sigemptyset(&set);
@@ -333,7 +362,20 @@ int master_run(struct config *cfg)
                 log_err("reload: %s; keeping the running configuration", err);
                 break;
             }
-            config_free(&fresh);
+            /* The master keeps the new configuration, so a worker it forks
+             * later (one replacing a dead worker) runs what the others
+             * reloaded. What needs a restart keeps its running value. */
+            if (strcmp(fresh.log_file, cfg->log_file) != 0)
+                log_open(fresh.log_file, fresh.log_level);
+            log_set_level(fresh.log_level);
+            char *pid_file = cfg->pid_file;
+            cfg->pid_file = NULL;
+            config_free(cfg);
+            *cfg = fresh;
+            free(cfg->pid_file);
+            cfg->pid_file = pid_file;
+            cfg->worker_num = n;
+            master_log_owner(cfg);
             log_info("master: reload: configuration is valid; workers reload it");
             for (int i = 0; i < n; i++)
                 if (slots[i].pid > 0)
@@ -341,7 +383,9 @@ int master_run(struct config *cfg)
             break;
         }
         case SIGUSR1:
-            log_reopen();
+            if (log_reopen() < 0)
+                log_err("LOG_FILE %s: cannot reopen: %s", cfg->log_file, strerror(errno));
+            master_log_owner(cfg);
             for (int i = 0; i < n; i++)
                 if (slots[i].pid > 0)
                     kill(slots[i].pid, SIGUSR1);

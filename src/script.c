@@ -26,6 +26,7 @@
 #define SCRIPT_HOOK_COUNT  100000
 
 struct script {
+    int refs; /* the worker's current script, and every client accepted with it */
     lua_State *L;
     int has_connect, has_close, has_read, has_write;
     /* the call in progress */
@@ -168,6 +169,8 @@ static int script_has(lua_State *L, const char *name)
 struct script *script_load(const char *path, char *err, size_t errlen)
 {
     struct script *s = calloc(1, sizeof(*s));
+    if (s)
+        s->refs = 1;
     if (!s || !(s->L = luaL_newstate())) {
         snprintf(err, errlen, "%s: out of memory", path);
         free(s);
@@ -195,7 +198,7 @@ struct script *script_load(const char *path, char *err, size_t errlen)
     lua_sethook(L, script_hook, LUA_MASKCOUNT, SCRIPT_HOOK_COUNT);
     if (luaL_loadfile(L, path) != LUA_OK || lua_pcall(L, 0, 0, 0) != LUA_OK) {
         snprintf(err, errlen, "SCRIPT_FILE %s", lua_tostring(L, -1));
-        script_free(s);
+        script_unref(s);
         return NULL;
     }
     s->has_connect = script_has(L, "onConnect");
@@ -205,9 +208,16 @@ struct script *script_load(const char *path, char *err, size_t errlen)
     return s;
 }
 
-void script_free(struct script *s)
+struct script *script_ref(struct script *s)
 {
-    if (!s)
+    if (s)
+        s->refs++;
+    return s;
+}
+
+void script_unref(struct script *s)
+{
+    if (!s || --s->refs > 0)
         return;
     if (s->L)
         lua_close(s->L);

@@ -12,7 +12,11 @@ struct script;
 
 /* Loads and runs the script file once. NULL on error (message in err). */
 struct script *script_load(const char *path, char *err, size_t errlen);
-void script_free(struct script *s);
+/* A script is shared by the worker and by every client accepted while it was
+ * the worker's script: after a reload that changes or removes SCRIPT_FILE,
+ * clients keep the protocol they were accepted with until they close. */
+struct script *script_ref(struct script *s);
+void script_unref(struct script *s);
 int script_has_read(const struct script *s);
 int script_has_write(const struct script *s);
 

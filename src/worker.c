@@ -323,10 +323,10 @@ static void worker_reload(struct worker *w)
             free(fresh);
             return;
         }
-        script_free(w->script);
+        script_unref(w->script);
         w->script = sc;
     } else {
-        script_free(w->script);
+        script_unref(w->script);
         w->script = NULL;
     }
     backend_pool_retire(w->pool, pool);
@@ -361,7 +361,9 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
     struct worker *w = arg;
     (void)what;
     if (sig == SIGUSR1) {
-        log_reopen();
+        if (log_reopen() < 0) /* said in the old file: the only one we can write */
+            log_err("worker %d: LOG_FILE %s: cannot reopen: %s", w->id, w->cfg->log_file,
+                    strerror(errno));
         return;
     }
     if (sig == SIGHUP) {
@@ -520,7 +522,7 @@ done : {
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);
     backend_pool_free(w.pool);
-    script_free(w.script);
+    script_unref(w.script);
     if (w.static_fd >= 0)
         close(w.static_fd);
     if (w.stop_timer)
