@@ -13,6 +13,7 @@ import pwd
 import signal
 import socket
 import tempfile
+import time
 
 import pytest
 
@@ -130,3 +131,35 @@ def test_script_clients_keep_their_protocol_across_reload(fake, gateway, tmp_pat
         assert r.readline() == b"four\n"
     finally:
         s.close()
+
+
+def test_sighup_at_a_new_worker_does_not_kill_it(fake, gateway):
+    """The master forks with its signals blocked; a worker unblocked them before
+    its handlers existed, so a SIGHUP in that window (a reload right after a
+    respawn) killed it with the default action."""
+    f = fake()
+    gw = gateway(**keys_for(f))
+    children = "/proc/%d/task/%d/children" % (gw.pid, gw.pid)
+    for _ in range(5):
+        old = gw.worker_pids()[0]
+        time.sleep(1.05)  # not a crash loop: the master respawns at once
+        os.kill(old, signal.SIGKILL)
+        new = None
+        deadline = time.monotonic() + 5
+        while new is None and time.monotonic() < deadline:
+            with open(children) as fh:
+                pids = [int(p) for p in fh.read().split() if int(p) != old]
+            new = pids[0] if pids else None
+        assert new, "no new worker"
+        until = time.monotonic() + 0.05
+        while time.monotonic() < until:  # SIGHUPs from its first instant on
+            try:
+                os.kill(new, signal.SIGHUP)
+            except ProcessLookupError:
+                break
+        fk.wait_until(lambda: gw.log_lines("worker 0 started (pid %d)" % new), 5,
+                      msg="worker %d started" % new)
+        with gw.client() as c:
+            assert c.request(b"alive") == b"alive"
+        assert fk.pid_alive(new)
+    assert not gw.log_lines("killed by signal 1,")

@@ -162,10 +162,60 @@ static void test_lua_syntax_error(void **state)
     assert_non_null(strstr(err, ":1:"));
 }
 
+/* Limits a value must respect that were silently cut or let through before. */
+static void test_bounds(void **state)
+{
+    (void)state;
+    char text[8192];
+    /* 65 backends: the pool keeps one bit per server per request */
+    int n = snprintf(text, sizeof(text), "PORT = 1\nBACKEND_SERVER = {");
+    for (int i = 0; i < 65; i++)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "[\"127.0.0.1:%d\"] = 1, ", 1000 + i);
+    snprintf(text + n, sizeof(text) - (size_t)n, "}\n");
+    expect_error(text, "BACKEND_SERVER has more than 64 servers");
+    /* 64 are fine */
+    n = snprintf(text, sizeof(text), "PORT = 1\nBACKEND_SERVER = {");
+    for (int i = 0; i < 64; i++)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "[\"127.0.0.1:%d\"] = 1, ", 1000 + i);
+    snprintf(text + n, sizeof(text) - (size_t)n, "}\n");
+    struct config cfg;
+    char err[1024];
+    assert_int_equal(load(text, &cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.nbackends, 64);
+    config_free(&cfg);
+    /* a secret longer than AUTH may carry */
+    char secret[300];
+    memset(secret, 's', 257);
+    secret[257] = '\0';
+    snprintf(text, sizeof(text), "PORT = 1\nBACKEND_SERVER = \"a:1\"\nROUTER_SECRET = \"%s\"\n",
+             secret);
+    expect_error(text, "ROUTER_SECRET must be at most 256 bytes, got 257");
+    secret[256] = '\0';
+    snprintf(text, sizeof(text), "PORT = 1\nBACKEND_SERVER = \"a:1\"\nROUTER_SECRET = \"%s\"\n",
+             secret);
+    assert_int_equal(load(text, &cfg, err, sizeof(err)), 0);
+    config_free(&cfg);
+    /* a client's output must fit a 32-bit length prefix and hold one message */
+    expect_error("PORT = 1\nBACKEND_SERVER = \"a:1\"\nMAX_OUTPUT_SIZE = 4294967296\n",
+                 "MAX_OUTPUT_SIZE must be an integer from 4096 to 1073741824");
+    expect_error("PORT = 1\nBACKEND_SERVER = \"a:1\"\nMAX_OUTPUT_SIZE = 65536\n"
+                 "MAX_BUFF_SIZE = 65537\n",
+                 "MAX_BUFF_SIZE must not exceed MAX_OUTPUT_SIZE (65536), got 65537");
+    /* the new keys' defaults */
+    assert_int_equal(load("PORT = 1\nBACKEND_SERVER = \"a:1\"\n", &cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.max_conn_per_ip, 0);
+    assert_int_equal(cfg.link_timeout, 15);
+    assert_int_equal(cfg.backend_max_fails, 1);
+    assert_true(cfg.backend_queue_timeout == 10.0);
+    assert_true(cfg.backend_fail_timeout == 10.0);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),    cmocka_unit_test(test_full),
+        cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_router_mode), cmocka_unit_test(test_bus_url),
         cmocka_unit_test(test_errors),      cmocka_unit_test(test_lua_syntax_error),
     };
