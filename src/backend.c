@@ -54,6 +54,7 @@ struct backend_conn {
     enum backend_list list;
     int connected;
     int mpx;   /* the backend allows several requests on this connection */
+    int asked; /* we sent FCGI_GET_VALUES on it: only then is a RESULT believed */
     int nreqs; /* requests in flight */
     struct request *reqs[BACKEND_MPX_MAX + 1]; /* by request id; [0] unused */
 };
@@ -515,9 +516,17 @@ static int backend_conn_settle(struct backend_conn *bc)
     return 1;
 }
 
-/* GET_VALUES_RESULT: does the backend multiplex? */
+/* GET_VALUES_RESULT: does the backend multiplex? Only an answer to our own
+ * question counts: a backend that volunteers FCGI_MPXS_CONNS=1 while the pool
+ * runs one request per connection (BACKEND_MULTIPLEX = 0) may still close the
+ * connection after each request (no KEEP_CONN was sent), and every request
+ * stacked onto it would then fail. */
 static void backend_values(struct backend_conn *bc, const uint8_t *d, size_t n)
 {
+    if (!bc->asked || !bc->srv->pool->multiplex) {
+        log_debug("backend %s: unsolicited FCGI_GET_VALUES_RESULT ignored", bc->srv->name);
+        return;
+    }
     while (n > 0) {
         const uint8_t *name, *value;
         size_t nlen, vlen;
@@ -662,6 +671,7 @@ static void backend_ask_values(struct backend_conn *bc)
     size_t n = fcgi_nv_encode(rec + FCGI_HEADER_LEN, "FCGI_MPXS_CONNS", 15, "", 0);
     fcgi_header_encode(rec, FCGI_GET_VALUES, 0, (uint16_t)n, 0);
     evbuffer_add(bufferevent_get_output(bc->bev), rec, FCGI_HEADER_LEN + n);
+    bc->asked = 1;
 }
 
 static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
