@@ -7,10 +7,12 @@
  * FCGI_MPXS_CONNS=1 (Go's net/http/fcgi does; php-fpm does not): then up to
  * BACKEND_MPX_MAX requests share it, told apart by request id.
  *
- * A server that refuses a connection is marked down for a while and the
- * request moves to the next server - safe, because nothing of it was written.
- * Once a request is written it is never sent again: a failure then is
- * reported, not retried. */
+ * A server that refuses a connection, times out, closes mid-request or sends
+ * malformed records BACKEND_MAX_FAILS times in a row is skipped for
+ * BACKEND_FAIL_TIMEOUT (nginx's max_fails / fail_timeout); a reply resets the
+ * count. A refused request moves to the next server - safe, because nothing
+ * of it was written. Once a request is written it is never sent again: a
+ * failure then is reported, not retried. */
 #include "backend.h"
 
 #include <arpa/inet.h>
@@ -27,9 +29,8 @@
 #include "client.h"
 #include "log.h"
 
-#define BACKEND_DOWN_SECONDS 2
-#define BACKEND_MAX_SERVERS  64
-#define BACKEND_MPX_MAX      64 /* requests in flight on one multiplexed connection */
+#define BACKEND_MAX_SERVERS 64
+#define BACKEND_MPX_MAX     64 /* requests in flight on one multiplexed connection */
 
 struct backend_server {
     struct backend_pool *pool;
@@ -39,7 +40,8 @@ struct backend_server {
     struct sockaddr_storage sa;
     socklen_t salen;
     int nconns;
-    time_t down_until;
+    int fails;                        /* failures in a row, up to BACKEND_MAX_FAILS */
+    double down_until;                /* monotonic seconds: skipped until then */
     TAILQ_HEAD(, backend_conn) idle;  /* connected, no request: kept alive */
     TAILQ_HEAD(, backend_conn) spare; /* multiplexed, some requests, room for more */
 };
@@ -64,6 +66,8 @@ struct backend_pool {
     /* Settings copied out of the config, so a pool retired by a reload keeps
      * working after that config is freed. */
     int keepalive, max_conns, queue_size, multiplex;
+    int max_fails;
+    double fail_timeout;
     size_t max_output;
     char event_name[96]; /* FASTCGI_PREFIX + "EVENT" */
     int retiring;        /* replaced by a reload: freed when its last connection ends */
@@ -201,6 +205,8 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
     p->max_conns = cfg->backend_max_conns;
     p->queue_size = cfg->backend_queue_size;
     p->multiplex = cfg->backend_multiplex;
+    p->max_fails = cfg->backend_max_fails;
+    p->fail_timeout = cfg->backend_fail_timeout;
     p->max_output = cfg->max_output_size;
     snprintf(p->event_name, sizeof(p->event_name), "%sEVENT", cfg->fastcgi_prefix);
     p->static_params = static_params;
@@ -296,33 +302,84 @@ static int backend_server_open(const struct backend_server *s)
     return !TAILQ_EMPTY(&s->spare) || !TAILQ_EMPTY(&s->idle) || s->nconns < s->pool->max_conns;
 }
 
-/* Smooth weighted round robin (as nginx): every server gains its weight, the
- * richest is picked and pays the total. Servers marked down, already tried by
- * this request, or at their connection cap with nothing idle are skipped;
- * if only down servers are left they are tried anyway (the mark is a hint). */
+/* Monotonic seconds: a down mark must not move with the wall clock. */
+static double backend_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The server failed a request or a connection attempt. BACKEND_MAX_FAILS in
+ * a row mark it down for BACKEND_FAIL_TIMEOUT. As in nginx the count is not
+ * cleared by the mark: when the first request after the timeout fails too,
+ * the server is marked down again at once. */
+static void backend_server_failed(struct backend_server *s)
+{
+    struct backend_pool *p = s->pool;
+    if (p->max_fails == 0)
+        return;
+    if (s->fails < p->max_fails)
+        s->fails++;
+    if (s->fails < p->max_fails)
+        return;
+    double now = backend_now();
+    if (s->down_until <= now)
+        log_err("backend %s: %d failure%s in a row, not used for %gs (BACKEND_FAIL_TIMEOUT)",
+                s->name, s->fails, s->fails == 1 ? "" : "s", p->fail_timeout);
+    s->down_until = now + p->fail_timeout;
+}
+
+/* A well-formed END_REQUEST: the server works, whatever its mark said. */
+static void backend_server_ok(struct backend_server *s)
+{
+    s->fails = 0;
+    s->down_until = 0;
+}
+
+/* The servers r may go to now, one bit each. Servers r already tried are out.
+ * Of the others, those not marked down; only when every one is marked down,
+ * those (the mark is a hint: better a try than a certain failure). *at_cap
+ * says a server r could use is at BACKEND_MAX_CONNS with nothing idle, so r
+ * may wait for it: a healthy server that is busy is waited for rather than
+ * sending r to one marked down. backend_pick and backend_can_take both use
+ * this, so a request the queue hands out is one dispatch can place. */
+static uint64_t backend_eligible(struct backend_pool *p, const struct request *r, int *at_cap)
+{
+    double now = backend_now();
+    uint64_t open[2] = {0, 0}; /* [1]: servers up */
+    int cap[2] = {0, 0}, any_up = 0;
+    for (int i = 0; i < p->nservers; i++) {
+        const struct backend_server *s = &p->servers[i];
+        uint64_t bit = 1ULL << i;
+        if (r->tried & bit)
+            continue;
+        int up = s->down_until <= now;
+        any_up |= up;
+        if (backend_server_open(s))
+            open[up] |= bit;
+        else
+            cap[up] = 1;
+    }
+    *at_cap = cap[any_up];
+    return open[any_up];
+}
+
+/* Smooth weighted round robin (as nginx) over the eligible servers: every
+ * one gains its weight, the richest is picked and pays the total. */
 static struct backend_server *backend_pick(struct backend_pool *p, struct request *r, int *at_cap)
 {
-    time_t now = time(NULL);
+    uint64_t ok = backend_eligible(p, r, at_cap);
     struct backend_server *best = NULL;
     int total = 0;
-    *at_cap = 0;
-    for (int pass = 0; pass < 2 && best == NULL; pass++) {
-        total = 0;
-        for (int i = 0; i < p->nservers; i++) {
-            struct backend_server *s = &p->servers[i];
-            if (r->tried & (1ULL << i))
-                continue;
-            if (pass == 0 && s->down_until > now)
-                continue;
-            if (!backend_server_open(s)) {
-                *at_cap = 1;
-                continue;
-            }
-            s->current += s->weight;
-            total += s->weight;
-            if (best == NULL || s->current > best->current)
-                best = s;
-        }
+    for (int i = 0; i < p->nservers; i++) {
+        struct backend_server *s = &p->servers[i];
+        if (!(ok & (1ULL << i)))
+            continue;
+        s->current += s->weight;
+        total += s->weight;
+        if (best == NULL || s->current > best->current)
+            best = s;
     }
     if (best)
         best->current -= total;
@@ -426,14 +483,12 @@ static void backend_conn_free(struct backend_conn *bc)
     free(bc);
 }
 
-/* Whether some server not yet tried by r could take it now (no side effects,
- * unlike backend_pick which advances the round robin). */
+/* Whether backend_pick would place r now (no side effects, unlike
+ * backend_pick which advances the round robin). */
 static int backend_can_take(struct backend_pool *p, struct request *r)
 {
-    for (int i = 0; i < p->nservers; i++)
-        if (!(r->tried & (1ULL << i)) && backend_server_open(&p->servers[i]))
-            return 1;
-    return 0;
+    int at_cap;
+    return backend_eligible(p, r, &at_cap) != 0;
 }
 
 /* A connection slot opened up: give it to the oldest waiting requests. */
@@ -485,11 +540,15 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
 }
 
 /* Everything on bc failed (timeout, EOF, protocol error): log, report every
- * request it carried, close it. */
-static void backend_fail(struct backend_conn *bc, const char *why)
+ * request it carried, close it. `counts`: the server is to blame (it counts
+ * towards BACKEND_MAX_FAILS); not so for an idle keepalive connection the
+ * server closed, or a reply over our own size limit. */
+static void backend_fail(struct backend_conn *bc, const char *why, int counts)
 {
     if (bc->nreqs == 0)
         log_info("backend %s: %s (idle connection)", bc->srv->name, why);
+    if (counts)
+        backend_server_failed(bc->srv);
     /* Off every list first: a request posted while these failures are
      * reported (a client reading on) must not land on this connection. */
     bc->connected = 0;
@@ -571,7 +630,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         if (evbuffer_copyout(in, hb, sizeof(hb)) < (ev_ssize_t)sizeof(hb))
             return;
         if (fcgi_header_decode(hb, sizeof(hb), &h) != FCGI_OK) {
-            backend_fail(bc, "malformed FastCGI record (bad version)");
+            backend_fail(bc, "malformed FastCGI record (bad version)", 1);
             return;
         }
         size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
@@ -586,8 +645,10 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         struct request *r = h.request_id <= BACKEND_MPX_MAX ? bc->reqs[h.request_id] : NULL;
         if (r == NULL) {
-            backend_fail(bc, bc->nreqs ? "FastCGI record for an unknown request id"
-                                       : "FastCGI record with no request in flight");
+            backend_fail(bc,
+                         bc->nreqs ? "FastCGI record for an unknown request id"
+                                   : "FastCGI record with no request in flight",
+                         1);
             return;
         }
         evbuffer_drain(in, FCGI_HEADER_LEN);
@@ -598,7 +659,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
                 long used = cgi_parser_feed(&r->cgi, d, clen);
                 if (used < 0) {
-                    backend_fail(bc, "malformed CGI response header");
+                    backend_fail(bc, "malformed CGI response header", 1);
                     return;
                 }
                 evbuffer_drain(in, (size_t)used);
@@ -611,7 +672,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 keep = have >= want ? 0 : (want - have < body ? want - have : body);
             }
             if (have + keep > p->max_output) {
-                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE");
+                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE", 0);
                 return;
             }
             evbuffer_remove_buffer(in, r->reply, keep);
@@ -628,13 +689,14 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             uint8_t ps;
             const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
             if (fcgi_end_request_decode(d, clen, &app, &ps) != FCGI_OK) {
-                backend_fail(bc, "malformed END_REQUEST record");
+                backend_fail(bc, "malformed END_REQUEST record", 1);
                 return;
             }
             evbuffer_drain(in, clen + h.padding_length);
             bc->reqs[h.request_id] = NULL;
             bc->nreqs--;
             r->conn = NULL;
+            backend_server_ok(bc->srv);
             if (ps != 0) {
                 log_err("backend %s: request refused, protocol status %u (sid %s)", bc->srv->name,
                         ps, r->sid);
@@ -648,7 +710,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             /* Bytes after the last END_REQUEST of a one-at-a-time connection
              * mean a confused backend: do not reuse it. */
             if (!bc->mpx && !p->multiplex && evbuffer_get_length(in) > 0) {
-                backend_fail(bc, "data after END_REQUEST");
+                backend_fail(bc, "data after END_REQUEST", 1);
                 return;
             }
             if (!backend_conn_settle(bc))
@@ -657,7 +719,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         default:
             evbuffer_drain(in, clen + h.padding_length);
-            backend_fail(bc, "unexpected FastCGI record type");
+            backend_fail(bc, "unexpected FastCGI record type", 1);
             return;
         }
         evbuffer_drain(in, h.padding_length);
@@ -680,8 +742,9 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
     struct backend_pool *p = bc->srv->pool;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
+        /* Accepting a connection is not a success: a server that accepts and
+         * never answers must still reach BACKEND_MAX_FAILS. */
         bc->connected = 1;
-        bc->srv->down_until = 0;
         if (p->multiplex)
             backend_ask_values(bc);
         for (int id = 1; id <= BACKEND_MPX_MAX; id++)
@@ -692,13 +755,13 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (!bc->connected && bc->nreqs > 0) {
-        /* Nothing was written: mark the server down and try another one. */
+        /* Nothing was written: count the failure and try another server. */
         struct request *r = bc->reqs[1];
         int err = EVUTIL_SOCKET_ERROR();
         log_err("backend %s: connect %s (sid %s)", bc->srv->name,
                 (what & BEV_EVENT_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
                 r->sid);
-        bc->srv->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        backend_server_failed(bc->srv);
         bc->reqs[1] = NULL;
         bc->nreqs = 0;
         r->conn = NULL;
@@ -709,11 +772,12 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)
-        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout");
+        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout", 1);
     else if (what & BEV_EVENT_EOF)
-        backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed");
+        backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed",
+                     bc->nreqs > 0);
     else
-        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), bc->nreqs > 0);
 }
 
 static struct backend_conn *backend_connect(struct backend_server *s)
@@ -790,7 +854,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
         /* Immediate failure (e.g. unix socket missing): same as a refusal. */
         log_err("backend %s: connect failed: %s (sid %s)", s->name,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), r->sid);
-        s->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        backend_server_failed(s);
         bc->reqs[1] = NULL;
         bc->nreqs = 0;
         r->conn = NULL;

@@ -43,3 +43,80 @@ def test_unsolicited_mpxs_ignored(fake, gateway):
     assert len(f.messages()) == 11
     assert f.max_open <= 1
     assert not gw.log_lines("closed the connection before END_REQUEST")
+
+
+# ---------------------------------------------------------------- max_fails / fail_timeout
+
+def ask_one(c, bad, payload, timeout=5.0):
+    """Sends payload; "bad" once it reached the bad fake, "good" once its echo
+    came back (from the healthy backend)."""
+    n = len(bad.messages())
+    c.send(payload)
+    deadline = time.monotonic() + timeout
+    while True:
+        if len(bad.messages()) > n:
+            return "bad"
+        try:
+            assert c.recv(timeout=0.02) == payload
+            return "good"
+        except TimeoutError:
+            pass
+        assert time.monotonic() < deadline, "no reply and nothing at the bad backend"
+
+
+def test_timeout_marks_server_down_for_fail_timeout(fake, php, gateway):
+    """A server that times out once (BACKEND_MAX_FAILS = 1) gets no request for
+    BACKEND_FAIL_TIMEOUT while the healthy one serves all; then it is tried again
+    and, failing again, marked down again at once (before: only refusals marked
+    a server down, so every other request went to the hanging one)."""
+    fail_timeout = 3.0
+    bad = fake(mode="hang")
+    gw = gateway(BACKEND_SERVER={bad.addr: 1, php.addr: 1}, FASTCGI_PARAMS=base_params(),
+                 BACKEND_READ_TIMEOUT=1, BACKEND_FAIL_TIMEOUT=fail_timeout, EVENT_CLOSE=0)
+    with gw.client(timeout=5) as c:
+        for i in range(3):
+            if ask_one(c, bad, b"warm %d" % i) == "bad":
+                break
+        else:
+            raise AssertionError("no request reached the bad backend")
+        sid = bad.messages()[0]["sid"]
+        gw.wait_log("backend", bad.addr, "read timeout", sid, timeout=5)
+        gw.wait_log("backend", bad.addr, "not used for", timeout=2)
+        t_fail = time.monotonic()
+        good = 0
+        deadline = t_fail + fail_timeout + 5
+        i = 0
+        while len(bad.messages()) < 2:
+            assert time.monotonic() < deadline, "the bad backend was never tried again"
+            if ask_one(c, bad, b"during %d" % i) == "good":
+                good += 1
+            i += 1
+            time.sleep(0.05)  # pace: about 20 requests a second, not a wait for a result
+        t_retry = time.monotonic()
+        assert t_retry - t_fail >= fail_timeout - 0.2, \
+            "bad backend tried again after %.2fs" % (t_retry - t_fail)
+        assert good >= 10, "only %d requests served while the bad one was down" % good
+        # the retry fails too: marked down again without waiting for more failures
+        fk.wait_until(lambda: len(gw.log_lines(bad.addr, "not used for")) >= 2, timeout=5,
+                      msg="the second down mark")
+        assert not c.recv_closed(0.05), "client closed after backend failures"
+    bad.stop()
+
+
+def test_max_fails_counts_in_a_row(fake, gateway):
+    """BACKEND_MAX_FAILS = 2: one failure does not mark the server down (its
+    next request still goes to it), the second one in a row does."""
+    bad = fake()
+    gw = gateway(**fake_keys(bad, BACKEND_MAX_FAILS=2, BACKEND_FAIL_TIMEOUT=30,
+                             BACKEND_READ_TIMEOUT=3))
+    with gw.client() as c:
+        c.send(b"fault:close_early 1")
+        gw.wait_log("closed the connection before END_REQUEST", timeout=5)
+        assert c.request(b"ok 1") == b"ok 1"  # a success resets the count
+        c.send(b"fault:close_early 2")
+        fk.wait_until(lambda: len(gw.log_lines("before END_REQUEST")) >= 2, msg="second failure")
+        assert not gw.log_lines("not used for"), "marked down after one failure in a row"
+        c.send(b"fault:close_early 3")
+        gw.wait_log(bad.addr, "2 failures in a row, not used for 30s", timeout=5)
+        # the only server is down: it is tried anyway (the mark is a hint)
+        assert c.request(b"still served") == b"still served"
