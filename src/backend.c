@@ -79,12 +79,16 @@ struct backend_pool {
     TAILQ_HEAD(, backend_conn) all;
     int nqueued;
     struct timeval connect_tv, read_tv;
+    double queue_timeout;            /* BACKEND_QUEUE_TIMEOUT, for the log line */
+    struct timeval queue_tv;         /* the same as a timeval */
+    const struct timeval *queue_ctv; /* ... as a common timeout of base, or &queue_tv */
 };
 
 static void backend_conn_close(struct backend_conn *bc);
 static void backend_conn_free(struct backend_conn *bc);
 static void backend_dispatch(struct backend_pool *p, struct request *r);
 static void backend_finish(struct request *r, int failed);
+static void backend_queue_expired(evutil_socket_t fd, short what, void *arg);
 
 /* ---- params ---- */
 
@@ -214,6 +218,13 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
     TAILQ_INIT(&p->all);
     backend_tv(&p->connect_tv, cfg->backend_connect_timeout);
     backend_tv(&p->read_tv, cfg->backend_read_timeout);
+    /* Every queued request waits the same time: one common timeout keeps
+     * thousands of them in a list instead of the timer heap. */
+    p->queue_timeout = cfg->backend_queue_timeout;
+    backend_tv(&p->queue_tv, cfg->backend_queue_timeout);
+    p->queue_ctv = event_base_init_common_timeout(base, &p->queue_tv);
+    if (p->queue_ctv == NULL) /* libevent's 256 common timeouts used up by reloads */
+        p->queue_ctv = &p->queue_tv;
     p->nservers = cfg->nbackends < BACKEND_MAX_SERVERS ? cfg->nbackends : BACKEND_MAX_SERVERS;
     p->servers = calloc((size_t)p->nservers, sizeof(*p->servers));
     if (!p->servers)
@@ -235,6 +246,35 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
 fail:
     backend_pool_free(p);
     return NULL;
+}
+
+/* Into the wait queue. A request waits at most BACKEND_QUEUE_TIMEOUT, except
+ * a close event (EVENT=2): the backend must learn that the session ended, and
+ * nobody waits for its reply, so it waits as long as it takes. */
+static void backend_enqueue(struct backend_pool *p, struct request *r)
+{
+    r->queued = 1;
+    TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
+    p->nqueued++;
+    if (r->event != EVENT_CLOSE) {
+        event_assign(&r->queue_ev, p->base, -1, 0, backend_queue_expired, r);
+        event_add(&r->queue_ev, p->queue_ctv);
+    }
+    if (r->client)
+        client_request_queued(r->client, 1);
+}
+
+/* Out of the wait queue, for whatever reason: every way out passes here, so
+ * the client's count of queued requests stays exact. */
+static void backend_dequeue(struct backend_pool *p, struct request *r)
+{
+    TAILQ_REMOVE(&p->queue, r, queue_entry);
+    p->nqueued--;
+    r->queued = 0;
+    if (r->event != EVENT_CLOSE)
+        event_del(&r->queue_ev);
+    if (r->client)
+        client_request_queued(r->client, -1);
 }
 
 /* Detaches every request of bc and reports it failed. */
@@ -259,9 +299,7 @@ void backend_pool_free(struct backend_pool *p)
         return;
     struct request *r;
     while ((r = TAILQ_FIRST(&p->queue)) != NULL) {
-        TAILQ_REMOVE(&p->queue, r, queue_entry);
-        p->nqueued--;
-        r->queued = 0;
+        backend_dequeue(p, r);
         backend_finish(r, 1);
     }
     struct backend_conn *bc;
@@ -496,9 +534,7 @@ static void backend_drain_queue(struct backend_pool *p)
 {
     struct request *r;
     while ((r = TAILQ_FIRST(&p->queue)) != NULL && backend_can_take(p, r)) {
-        TAILQ_REMOVE(&p->queue, r, queue_entry);
-        p->nqueued--;
-        r->queued = 0;
+        backend_dequeue(p, r);
         backend_dispatch(p, r);
     }
 }
@@ -523,9 +559,7 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
     struct request *r;
     /* Waiting requests were never written: they move to the new servers. */
     while ((r = TAILQ_FIRST(&old->queue)) != NULL) {
-        TAILQ_REMOVE(&old->queue, r, queue_entry);
-        old->nqueued--;
-        r->queued = 0;
+        backend_dequeue(old, r); /* its deadline starts again on fresh */
         r->tried = 0;
         r->pool = fresh;
         backend_dispatch(fresh, r);
@@ -826,9 +860,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
                 backend_finish(r, 1);
                 return;
             }
-            r->queued = 1;
-            TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
-            p->nqueued++;
+            backend_enqueue(p, r);
             return;
         }
         log_err("backend: no server could take the request (sid %s)", r->sid);
@@ -892,13 +924,32 @@ static void backend_finish(struct request *r, int failed)
         request_free(r);
 }
 
+/* A queued request waited BACKEND_QUEUE_TIMEOUT: every connection it could use
+ * stayed busy (a backend that hangs, a burst far over BACKEND_MAX_CONNS). It
+ * fails through the normal path, so its client stays connected and its later
+ * replies keep their order. */
+static void backend_queue_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct request *r = arg;
+    struct backend_pool *p = r->pool;
+    (void)fd;
+    (void)what;
+    log_err("backend: no connection free after %gs in the queue (BACKEND_QUEUE_TIMEOUT), "
+            "request failed (sid %s)",
+            p->queue_timeout, r->sid);
+    backend_dequeue(p, r);
+    backend_finish(r, 1);
+    backend_pool_maybe_free(p);
+}
+
 void backend_detach(struct request *r)
 {
-    r->client = NULL;
     if (r->queued) {
         /* Nobody waits for it and nothing was sent: drop it. */
-        TAILQ_REMOVE(&r->pool->queue, r, queue_entry);
-        r->pool->nqueued--;
+        backend_dequeue(r->pool, r);
+        r->client = NULL;
         request_free(r);
+        return;
     }
+    r->client = NULL;
 }

@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -46,7 +47,8 @@ struct request {
     struct cgi_parser cgi;
     char sid[SID_LEN + 1];
     enum request_event event;
-    uint64_t tried; /* bit per server already tried */
+    struct event queue_ev; /* BACKEND_QUEUE_TIMEOUT while queued (not for EVENT_CLOSE) */
+    uint64_t tried;        /* bit per server already tried */
     int queued, done, failed, explicit_empty;
 };
 

@@ -6,6 +6,7 @@ only when the pool asked for it, and names resolved off the loop on reload.
 Every test asserts what a client or a backend received; waits have deadlines.
 """
 
+import json
 import os
 import re
 import signal
@@ -120,3 +121,34 @@ def test_max_fails_counts_in_a_row(fake, gateway):
         gw.wait_log(bad.addr, "2 failures in a row, not used for 30s", timeout=5)
         # the only server is down: it is tried anyway (the mark is a hint)
         assert c.request(b"still served") == b"still served"
+
+
+# ---------------------------------------------------------------- queue deadlines
+
+def test_queued_request_expires_client_stays(fake, gateway):
+    """BACKEND_MAX_CONNS = 1 and the one connection busy (2.5 s): a request
+    queued behind it fails after BACKEND_QUEUE_TIMEOUT, logged with its SID; its
+    client stays connected and is served once the backend is free. A close event
+    (EVENT=2) queued as long does not expire: it reaches the backend."""
+    f = fake()
+    gw = gateway(**fake_keys(f, BACKEND_MAX_CONNS=1, BACKEND_QUEUE_TIMEOUT=1,
+                             BACKEND_READ_TIMEOUT=30, EVENT_CLOSE=1))
+    with gw.client(timeout=10) as a, gw.client(timeout=10) as b:
+        closer = gw.client()
+        sid_b = json.loads(b.request(b"params"))["SESSIONID"]
+        sid_c = json.loads(closer.request(b"params"))["SESSIONID"]
+        a.send(b"fault:sleep:2.5 busy")
+        fk.wait_until(lambda: f.sid_of(b"fault:sleep"), msg="the slow request at the backend")
+        t0 = time.monotonic()
+        b.send(b"queued")
+        closer.close()  # its close event queues behind the slow request too
+        line = gw.wait_log("BACKEND_QUEUE_TIMEOUT", sid_b, timeout=5)[0]
+        waited = time.monotonic() - t0
+        assert 0.8 <= waited < 2.4, "expired after %.2fs, BACKEND_QUEUE_TIMEOUT is 1" % waited
+        assert "backend" in line
+        assert not b.recv_closed(0.05), "client closed after its request expired"
+        assert a.recv() == b"fault:sleep:2.5 busy"
+        assert b.request(b"later") == b"later"
+        fk.wait_until(lambda: f.events(2, sid_c), timeout=5, msg="the queued close event")
+    assert [r["body"] for r in f.messages() if r["sid"] == sid_b] == [b"params", b"later"]
+    assert not gw.log_lines("BACKEND_QUEUE_TIMEOUT", sid_c)
