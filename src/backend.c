@@ -29,8 +29,7 @@
 #include "client.h"
 #include "log.h"
 
-#define BACKEND_MAX_SERVERS 64
-#define BACKEND_MPX_MAX     64 /* requests in flight on one multiplexed connection */
+#define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
 
 struct backend_server {
     struct backend_pool *pool;
@@ -202,8 +201,10 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
                                       struct fcgi_params *static_params)
 {
     struct backend_pool *p = calloc(1, sizeof(*p));
-    if (!p)
+    if (!p) {
+        fcgi_params_unref(static_params);
         return NULL;
+    }
     p->base = base;
     p->keepalive = cfg->backend_keepalive;
     p->max_conns = cfg->backend_max_conns;
@@ -225,18 +226,26 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
     p->queue_ctv = event_base_init_common_timeout(base, &p->queue_tv);
     if (p->queue_ctv == NULL) /* libevent's 256 common timeouts used up by reloads */
         p->queue_ctv = &p->queue_tv;
-    p->nservers = cfg->nbackends < BACKEND_MAX_SERVERS ? cfg->nbackends : BACKEND_MAX_SERVERS;
-    p->servers = calloc((size_t)p->nservers, sizeof(*p->servers));
+    /* config_load refuses more (a request keeps a bit per server tried):
+     * more here is a bug, refused rather than silently cut to 64. */
+    if (cfg->nbackends > CONFIG_MAX_BACKENDS || cfg->nbackends < 0) {
+        log_err("backend: %d BACKEND_SERVERs, at most %d are supported", cfg->nbackends,
+                CONFIG_MAX_BACKENDS);
+        goto fail;
+    }
+    p->servers = calloc((size_t)cfg->nbackends + 1, sizeof(*p->servers));
     if (!p->servers)
         goto fail;
+    p->nservers = cfg->nbackends;
     for (int i = 0; i < p->nservers; i++) {
         struct backend_server *s = &p->servers[i];
         s->pool = p;
         s->index = i;
-        s->name = strdup(cfg->backends[i].addr);
         s->weight = cfg->backends[i].weight;
         TAILQ_INIT(&s->idle);
         TAILQ_INIT(&s->spare);
+        if ((s->name = strdup(cfg->backends[i].addr)) == NULL)
+            goto fail;
         if (backend_resolve(s, s->name) < 0) {
             log_err("backend %s: cannot resolve address", s->name);
             goto fail;
