@@ -25,6 +25,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 
 #include "client.h"
 #include "log.h"
@@ -158,8 +159,12 @@ void request_free(struct request *r)
 
 /* ---- pool ---- */
 
-static int backend_resolve(struct backend_server *s, const char *addr)
+/* Fills s->sa from a numeric "1.2.3.4:80", "[::1]:80" or "unix:/path": 0.
+ * A name needs DNS: 1, with the host and port copied out. -1: malformed. */
+static int backend_parse_addr(struct backend_server *s, char *host, size_t hostlen,
+                              const char **port)
 {
+    const char *addr = s->name;
     memset(&s->sa, 0, sizeof(s->sa));
     if (strncmp(addr, "unix:", 5) == 0) {
         struct sockaddr_un *un = (struct sockaddr_un *)&s->sa;
@@ -169,27 +174,27 @@ static int backend_resolve(struct backend_server *s, const char *addr)
         return 0;
     }
     int len = sizeof(s->sa);
-    /* evutil_parse_sockaddr_port takes "1.2.3.4:80" and "[::1]:80"; names are
-     * resolved once here, never in the loop. */
     if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&s->sa, &len) == 0) {
         s->salen = (socklen_t)len;
         return 0;
     }
     const char *colon = strrchr(addr, ':');
-    char host[256];
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= hostlen || colon[1] == '\0')
         return -1;
-    memcpy(host, addr, hl);
-    host[hl] = '\0';
-    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    if (evutil_getaddrinfo(host, colon + 1, &hints, &res) != 0)
-        return -1;
-    memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
-    s->salen = (socklen_t)res->ai_addrlen;
-    evutil_freeaddrinfo(res);
-    return 0;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = colon + 1;
+    return 1;
 }
+
+static void backend_use_addrinfo(struct backend_server *s, const struct evutil_addrinfo *ai)
+{
+    memcpy(&s->sa, ai->ai_addr, ai->ai_addrlen);
+    s->salen = (socklen_t)ai->ai_addrlen;
+}
+
+static const struct evutil_addrinfo backend_hints = {.ai_family = AF_UNSPEC,
+                                                     .ai_socktype = SOCK_STREAM};
 
 static void backend_tv(struct timeval *tv, double seconds)
 {
@@ -197,8 +202,9 @@ static void backend_tv(struct timeval *tv, double seconds)
     tv->tv_usec = (suseconds_t)((seconds - (double)tv->tv_sec) * 1e6);
 }
 
-struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
-                                      struct fcgi_params *static_params)
+/* A pool with its settings and servers, addresses not yet resolved. */
+static struct backend_pool *backend_pool_alloc(struct event_base *base, const struct config *cfg,
+                                               struct fcgi_params *static_params)
 {
     struct backend_pool *p = calloc(1, sizeof(*p));
     if (!p) {
@@ -246,15 +252,179 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
         TAILQ_INIT(&s->spare);
         if ((s->name = strdup(cfg->backends[i].addr)) == NULL)
             goto fail;
-        if (backend_resolve(s, s->name) < 0) {
-            log_err("backend %s: cannot resolve address", s->name);
-            goto fail;
-        }
     }
     return p;
 fail:
     backend_pool_free(p);
     return NULL;
+}
+
+/* Startup: the loop is not serving anybody yet, so names may be resolved with
+ * the blocking resolver. */
+struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
+                                      struct fcgi_params *static_params)
+{
+    struct backend_pool *p = backend_pool_alloc(base, cfg, static_params);
+    for (int i = 0; p && i < p->nservers; i++) {
+        struct backend_server *s = &p->servers[i];
+        char host[256];
+        const char *port;
+        struct evutil_addrinfo *res;
+        int rc = backend_parse_addr(s, host, sizeof(host), &port), err = 0;
+        if (rc == 1 && (err = evutil_getaddrinfo(host, port, &backend_hints, &res)) == 0) {
+            backend_use_addrinfo(s, res);
+            evutil_freeaddrinfo(res);
+        } else if (rc != 0) {
+            log_err("backend %s: cannot resolve address%s%s", s->name, err ? ": " : "",
+                    err ? evutil_gai_strerror(err) : "");
+            backend_pool_free(p);
+            p = NULL;
+        }
+    }
+    return p;
+}
+
+/* ---- a pool whose names are resolved with evdns (reload) ---- */
+
+struct backend_lookup {
+    struct backend_pool_pending *pp;
+    int server;
+    struct evdns_getaddrinfo_request *req; /* while in flight */
+};
+
+struct backend_pool_pending {
+    struct backend_pool *pool; /* owned until handed to done */
+    struct evdns_base *dns;    /* owned; freed from done_ev, never inside its callback */
+    backend_pool_ready_cb done;
+    void *arg;
+    struct event done_ev; /* the result is delivered from here, always from the loop */
+    int pending;          /* lookups whose callback has not run yet */
+    int issuing;          /* still starting lookups: do not finish yet */
+    int canceled;         /* nobody wants the result: free once the lookups are back */
+    char err[320];        /* first failure, naming the server */
+    struct backend_lookup lookups[CONFIG_MAX_BACKENDS];
+};
+
+static void backend_pending_finish(struct backend_pool_pending *pp)
+{
+    if (pp->pending == 0 && !pp->issuing)
+        event_active(&pp->done_ev, EV_TIMEOUT, 0);
+}
+
+static void backend_lookup_cb(int result, struct evutil_addrinfo *ai, void *arg)
+{
+    struct backend_lookup *l = arg;
+    struct backend_pool_pending *pp = l->pp;
+    l->req = NULL;
+    if (!pp->canceled) {
+        struct backend_server *s = &pp->pool->servers[l->server];
+        if (result == 0 && ai)
+            backend_use_addrinfo(s, ai);
+        else if (pp->err[0] == '\0')
+            snprintf(pp->err, sizeof(pp->err), "backend %s: cannot resolve address: %s", s->name,
+                     evutil_gai_strerror(result ? result : EVUTIL_EAI_NONAME));
+    }
+    if (ai)
+        evutil_freeaddrinfo(ai);
+    pp->pending--;
+    backend_pending_finish(pp);
+}
+
+static void backend_pending_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct backend_pool_pending *pp = arg;
+    (void)fd;
+    (void)what;
+    if (pp->dns)
+        evdns_base_free(pp->dns, 0);
+    struct backend_pool *p = pp->pool;
+    backend_pool_ready_cb done = pp->done;
+    void *done_arg = pp->arg;
+    char err[sizeof(pp->err)];
+    memcpy(err, pp->err, sizeof(err));
+    int canceled = pp->canceled;
+    free(pp);
+    if (canceled)
+        return;
+    if (err[0]) {
+        log_err("%s", err);
+        backend_pool_free(p);
+        done(NULL, err, done_arg);
+        return;
+    }
+    done(p, NULL, done_arg);
+}
+
+struct backend_pool_pending *backend_pool_new_async(struct event_base *base,
+                                                    const struct config *cfg,
+                                                    struct fcgi_params *static_params,
+                                                    backend_pool_ready_cb done, void *arg)
+{
+    struct backend_pool_pending *pp = calloc(1, sizeof(*pp));
+    if (!pp) {
+        fcgi_params_unref(static_params);
+        return NULL;
+    }
+    pp->pool = backend_pool_alloc(base, cfg, static_params);
+    if (!pp->pool) {
+        free(pp);
+        return NULL;
+    }
+    pp->done = done;
+    pp->arg = arg;
+    event_assign(&pp->done_ev, base, -1, 0, backend_pending_done, pp);
+    pp->issuing = 1;
+    for (int i = 0; i < pp->pool->nservers; i++) {
+        struct backend_server *s = &pp->pool->servers[i];
+        char host[256];
+        const char *port;
+        int rc = backend_parse_addr(s, host, sizeof(host), &port);
+        if (rc < 0) {
+            snprintf(pp->err, sizeof(pp->err), "backend %s: malformed address", s->name);
+            break;
+        }
+        if (rc == 0)
+            continue; /* numeric or unix: no DNS */
+        if (pp->dns == NULL) {
+            /* resolv.conf and /etc/hosts are read now, so a reload sees their changes */
+            pp->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS
+                                               | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+            if (pp->dns == NULL) {
+                snprintf(pp->err, sizeof(pp->err), "backend %s: cannot set up DNS", s->name);
+                break;
+            }
+        }
+        struct backend_lookup *l = &pp->lookups[i];
+        l->pp = pp;
+        l->server = i;
+        pp->pending++;
+        /* The callback may run before this returns (an /etc/hosts entry): then
+         * evdns_getaddrinfo returns NULL, and l->req stays NULL. */
+        l->req = evdns_getaddrinfo(pp->dns, host, port, &backend_hints, backend_lookup_cb, l);
+    }
+    pp->issuing = 0;
+    backend_pending_finish(pp);
+    return pp;
+}
+
+void backend_pool_new_cancel(struct backend_pool_pending *pp)
+{
+    if (!pp || pp->canceled)
+        return;
+    pp->canceled = 1;
+    backend_pool_free(pp->pool);
+    pp->pool = NULL;
+    /* A canceled lookup still calls back (EVUTIL_EAI_CANCEL), from the loop:
+     * pp lives until the last one has, then done_ev frees it. */
+    for (int i = 0; i < CONFIG_MAX_BACKENDS; i++)
+        if (pp->lookups[i].req)
+            evdns_getaddrinfo_cancel(pp->lookups[i].req);
+    if (pp->pending == 0) {
+        event_del(&pp->done_ev);
+        if (pp->dns)
+            evdns_base_free(pp->dns, 0);
+        free(pp);
+    }
 }
 
 /* Into the wait queue. A request waits at most BACKEND_QUEUE_TIMEOUT, except

@@ -60,6 +60,22 @@ void request_free(struct request *r);
 /* The pool takes ownership of static_params (FASTCGI_PARAMS, encoded). */
 struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
                                       struct fcgi_params *static_params);
+/* The same for a reload, while the loop serves clients: host names are
+ * resolved with evdns instead of the blocking resolver (numeric addresses and
+ * unix: paths need none). done is called exactly once, always later from the
+ * loop (never from inside this call): with the new pool, which it then owns,
+ * or with NULL and a message naming the server (already logged). Returns NULL
+ * when the pool cannot be set up at all (logged; done is not called). Takes
+ * static_params in every case; cfg need not outlive this call. */
+struct backend_pool_pending;
+typedef void (*backend_pool_ready_cb)(struct backend_pool *p, const char *err, void *arg);
+struct backend_pool_pending *backend_pool_new_async(struct event_base *base,
+                                                    const struct config *cfg,
+                                                    struct fcgi_params *static_params,
+                                                    backend_pool_ready_cb done, void *arg);
+/* Drops a pool still resolving (a newer reload, the worker stopping): done
+ * is not called. */
+void backend_pool_new_cancel(struct backend_pool_pending *pp);
 /* Reload: requests still waiting move to `fresh`; those in flight finish on
  * `old`, which frees itself after its last connection closes. */
 void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh);

@@ -152,3 +152,40 @@ def test_queued_request_expires_client_stays(fake, gateway):
         fk.wait_until(lambda: f.events(2, sid_c), timeout=5, msg="the queued close event")
     assert [r["body"] for r in f.messages() if r["sid"] == sid_b] == [b"params", b"later"]
     assert not gw.log_lines("BACKEND_QUEUE_TIMEOUT", sid_c)
+
+
+# ---------------------------------------------------------------- reload: names off the loop
+
+def test_reload_to_named_backend(fake, gateway):
+    """SIGHUP with BACKEND_SERVER = "localhost:PORT": the name is resolved (with
+    evdns, while the worker keeps serving) and the new backend takes over."""
+    a, b = fake(), fake()
+    gw = gateway(**fake_keys(a))
+    with gw.client() as c:
+        assert c.request(b"before") == b"before"
+        gw.keys.update(BACKEND_SERVER="localhost:%d" % b.port)
+        fk.write_config(gw.conf, gw.keys)
+        os.kill(gw.pid, signal.SIGHUP)
+        gw.wait_log("configuration reloaded", timeout=10)
+        fk.wait_until(lambda: c.request(b"after") == b"after" and b.messages(), timeout=5,
+                      msg="a request at the new backend")
+    assert [r["body"] for r in a.messages()] == [b"before"]
+
+
+def test_reload_unresolvable_name_refused(fake, gateway):
+    """SIGHUP with a name that does not resolve: the reload is refused with a
+    line naming the server, and the old backend keeps serving."""
+    a = fake()
+    gw = gateway(**fake_keys(a))
+    bad = "no-such-host.invalid:9000"
+    with gw.client() as c:
+        assert c.request(b"before") == b"before"
+        gw.keys.update(BACKEND_SERVER={a.addr: 1, bad: 1})
+        fk.write_config(gw.conf, gw.keys)
+        os.kill(gw.pid, signal.SIGHUP)
+        line = gw.wait_log("reload", bad, "resolve", timeout=30)[0]
+        assert "refused" in line or "failed" in line, line
+        for i in range(5):
+            assert c.request(b"still %d" % i) == b"still %d" % i
+    assert len(a.messages()) == 6
+    assert not gw.log_lines("configuration reloaded")

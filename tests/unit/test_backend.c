@@ -63,11 +63,104 @@ static void test_pool_refuses_too_many_servers(void **state)
     event_base_free(base);
 }
 
+/* ---- backend_pool_new_async ---- */
+
+struct ready {
+    int calls;
+    struct backend_pool *pool;
+    char err[400];
+};
+
+static void on_ready(struct backend_pool *p, const char *err, void *arg)
+{
+    struct ready *r = arg;
+    r->calls++;
+    r->pool = p;
+    snprintf(r->err, sizeof(r->err), "%s", err ? err : "");
+}
+
+/* Resolves one server address with backend_pool_new_async and runs the loop
+ * until the result is delivered (bounded by a 20 s timer). */
+static struct ready resolve_async(const char *addr)
+{
+    struct event_base *base = event_base_new();
+    struct config cfg;
+    make_config(&cfg, 1, NULL);
+    free(cfg.backends[0].addr);
+    cfg.backends[0].addr = strdup(addr);
+    struct ready r = {0};
+    struct backend_pool_pending *pp = backend_pool_new_async(base, &cfg, NULL, on_ready, &r);
+    free_config(&cfg); /* the pending pool must not need it any more */
+    assert_non_null(pp);
+    assert_int_equal(r.calls, 0); /* never from inside the call */
+    struct timeval limit = {20, 0};
+    event_base_loopexit(base, &limit);
+    while (r.calls == 0 && event_base_got_exit(base) == 0)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(r.calls, 1);
+    backend_pool_free(r.pool);
+    event_base_free(base);
+    return r;
+}
+
+static void test_async_numeric_and_unix(void **state)
+{
+    (void)state;
+    struct ready r = resolve_async("127.0.0.1:9000");
+    assert_non_null(r.pool);
+    assert_string_equal(r.err, "");
+    r = resolve_async("unix:/tmp/nowhere.sock");
+    assert_non_null(r.pool);
+}
+
+static void test_async_name(void **state)
+{
+    (void)state;
+    struct ready r = resolve_async("localhost:9000");
+    assert_non_null(r.pool);
+    assert_string_equal(r.err, "");
+}
+
+static void test_async_unresolvable(void **state)
+{
+    (void)state;
+    struct ready r = resolve_async("no-such-host.invalid:9000");
+    assert_null(r.pool);
+    assert_non_null(strstr(r.err, "backend no-such-host.invalid:9000: cannot resolve"));
+    r = resolve_async("no-port-here");
+    assert_null(r.pool);
+    assert_non_null(strstr(r.err, "no-port-here"));
+}
+
+static void test_async_cancel(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct config cfg;
+    make_config(&cfg, 2, NULL);
+    free(cfg.backends[1].addr);
+    cfg.backends[1].addr = strdup("localhost:9001");
+    struct ready r = {0};
+    struct backend_pool_pending *pp = backend_pool_new_async(base, &cfg, NULL, on_ready, &r);
+    assert_non_null(pp);
+    backend_pool_new_cancel(pp);
+    struct timeval limit = {0, 200000};
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    assert_int_equal(r.calls, 0);
+    free_config(&cfg);
+    event_base_free(base);
+}
+
 int main(void)
 {
     log_open("", LOG_ERR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_refuses_too_many_servers),
+        cmocka_unit_test(test_async_numeric_and_unix),
+        cmocka_unit_test(test_async_name),
+        cmocka_unit_test(test_async_unresolvable),
+        cmocka_unit_test(test_async_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
