@@ -36,7 +36,6 @@ struct backend_server {
     struct backend_pool *pool;
     char *name;
     int index;
-    int weight, current;
     struct sockaddr_storage sa;
     socklen_t salen;
     int nconns;
@@ -73,6 +72,7 @@ struct backend_pool {
     int retiring;        /* replaced by a reload: freed when its last connection ends */
     struct fcgi_params *static_params; /* owned */
     struct backend_server *servers;
+    struct backend_wrr wrr[CONFIG_MAX_BACKENDS]; /* round-robin state, by server index */
     int nservers;
     int nidle; /* idle keepalive connections, all servers */
     TAILQ_HEAD(, request) queue;
@@ -247,7 +247,7 @@ static struct backend_pool *backend_pool_alloc(struct event_base *base, const st
         struct backend_server *s = &p->servers[i];
         s->pool = p;
         s->index = i;
-        s->weight = cfg->backends[i].weight;
+        p->wrr[i].weight = cfg->backends[i].weight;
         TAILQ_INIT(&s->idle);
         TAILQ_INIT(&s->spare);
         if ((s->name = strdup(cfg->backends[i].addr)) == NULL)
@@ -582,25 +582,26 @@ static uint64_t backend_eligible(struct backend_pool *p, const struct request *r
     return open[any_up];
 }
 
-/* Smooth weighted round robin (as nginx) over the eligible servers: every
- * one gains its weight, the richest is picked and pays the total. */
+int backend_wrr_pick(struct backend_wrr *w, int n, uint64_t eligible)
+{
+    int best = -1, total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(eligible & (1ULL << i)))
+            continue;
+        w[i].current += w[i].weight;
+        total += w[i].weight;
+        if (best < 0 || w[i].current > w[best].current)
+            best = i;
+    }
+    if (best >= 0)
+        w[best].current -= total;
+    return best;
+}
+
 static struct backend_server *backend_pick(struct backend_pool *p, struct request *r, int *at_cap)
 {
-    uint64_t ok = backend_eligible(p, r, at_cap);
-    struct backend_server *best = NULL;
-    int total = 0;
-    for (int i = 0; i < p->nservers; i++) {
-        struct backend_server *s = &p->servers[i];
-        if (!(ok & (1ULL << i)))
-            continue;
-        s->current += s->weight;
-        total += s->weight;
-        if (best == NULL || s->current > best->current)
-            best = s;
-    }
-    if (best)
-        best->current -= total;
-    return best;
+    int i = backend_wrr_pick(p->wrr, p->nservers, backend_eligible(p, r, at_cap));
+    return i < 0 ? NULL : &p->servers[i];
 }
 
 static void backend_write_request(struct backend_conn *bc, struct request *r, uint16_t id)

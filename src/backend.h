@@ -86,6 +86,14 @@ void backend_pool_free(struct backend_pool *p);
 void backend_post(struct backend_pool *p, struct request *r);
 /* The client is going away: the request stays in flight but its reply is dropped. */
 void backend_detach(struct request *r);
+/* Smooth weighted round robin (as nginx): every eligible server (bit i of
+ * `eligible` for w[i]) gains its weight, the richest is picked and pays the
+ * total, so weights 3:1 give a a b a, a a b a, ... Pure, for the pool and its
+ * tests. Returns the index picked, -1 when none is eligible. */
+struct backend_wrr {
+    int weight, current;
+};
+int backend_wrr_pick(struct backend_wrr *w, int n, uint64_t eligible);
 /* How many queued requests one client may have: BACKEND_QUEUE_SIZE / 16, at least 1. */
 int backend_client_share(const struct backend_pool *p);
 /* Counts for logs and INFO. */

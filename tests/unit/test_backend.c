@@ -1,5 +1,6 @@
 /* test_backend.c - the backend pool without sockets: what it refuses to build,
- * and the order the smooth weighted round robin picks servers in. */
+ * the order the smooth weighted round robin picks servers in, and pools whose
+ * names are resolved with evdns. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,6 +62,55 @@ static void test_pool_refuses_too_many_servers(void **state)
     backend_pool_free(p);
     free_config(&cfg);
     event_base_free(base);
+}
+
+/* ---- smooth weighted round robin ---- */
+
+/* The picks of n rounds as letters, 'a' for server 0. */
+static void wrr_rounds(struct backend_wrr *w, int nsrv, uint64_t eligible, int rounds, char *out)
+{
+    for (int i = 0; i < rounds; i++) {
+        int k = backend_wrr_pick(w, nsrv, eligible);
+        out[i] = k < 0 ? '-' : (char)('a' + k);
+    }
+    out[rounds] = '\0';
+}
+
+static void test_wrr_3_to_1(void **state)
+{
+    (void)state;
+    struct backend_wrr w[2] = {{3, 0}, {1, 0}};
+    char got[41], want[41] = "";
+    wrr_rounds(w, 2, 3, 40, got);
+    for (int i = 0; i < 10; i++)
+        strcat(want, "aaba");
+    assert_string_equal(got, want); /* 30 a, 10 b, never two b in a row */
+}
+
+static void test_wrr_nginx_example(void **state)
+{
+    (void)state;
+    /* nginx's own example: weights 5, 1, 1 give a a b a c a a */
+    struct backend_wrr w[3] = {{5, 0}, {1, 0}, {1, 0}};
+    char got[15];
+    wrr_rounds(w, 3, 7, 14, got);
+    assert_string_equal(got, "aabacaaaabacaa");
+}
+
+static void test_wrr_eligible(void **state)
+{
+    (void)state;
+    struct backend_wrr w[3] = {{3, 0}, {1, 0}, {1, 0}};
+    char got[9];
+    wrr_rounds(w, 3, 1u << 1, 3, got); /* only b: down or tried servers are out */
+    assert_string_equal(got, "bbb");
+    wrr_rounds(w, 3, 0, 2, got);
+    assert_string_equal(got, "--");
+    struct backend_wrr big[CONFIG_MAX_BACKENDS];
+    for (int i = 0; i < CONFIG_MAX_BACKENDS; i++)
+        big[i] = (struct backend_wrr){1, 0};
+    /* bit 63 is a server too */
+    assert_int_equal(backend_wrr_pick(big, CONFIG_MAX_BACKENDS, 1ULL << 63), 63);
 }
 
 /* ---- backend_pool_new_async ---- */
@@ -157,6 +207,9 @@ int main(void)
     log_open("", LOG_ERR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_refuses_too_many_servers),
+        cmocka_unit_test(test_wrr_3_to_1),
+        cmocka_unit_test(test_wrr_nginx_example),
+        cmocka_unit_test(test_wrr_eligible),
         cmocka_unit_test(test_async_numeric_and_unix),
         cmocka_unit_test(test_async_name),
         cmocka_unit_test(test_async_unresolvable),
