@@ -183,7 +183,7 @@ def test_reload_unresolvable_name_refused(fake, gateway):
         gw.keys.update(BACKEND_SERVER={a.addr: 1, bad: 1})
         fk.write_config(gw.conf, gw.keys)
         os.kill(gw.pid, signal.SIGHUP)
-        line = gw.wait_log("reload", bad, "resolve", timeout=30)[0]
+        line = gw.wait_log("reload", bad, "resolve", timeout=60)[0]  # evdns retries
         assert "refused" in line or "failed" in line, line
         for i in range(5):
             assert c.request(b"still %d" % i) == b"still %d" % i
