@@ -69,6 +69,9 @@ BACKEND_KEEPALIVE = 0       -- idle FastCGI connections kept per worker; 0 = clo
 BACKEND_MAX_CONNS = 64      -- connections per backend server per worker
 BACKEND_QUEUE_SIZE = 4096   -- requests waiting for a connection, per worker; beyond, dropped
 BACKEND_MULTIPLEX = 0       -- 1 = several requests per connection when the backend allows it
+BACKEND_QUEUE_TIMEOUT = 10  -- seconds a request may wait for a connection, then it fails
+BACKEND_MAX_FAILS = 1       -- failures in a row (refused, timeout, broken reply) mark a server down; 0 = never
+BACKEND_FAIL_TIMEOUT = 10   -- seconds a server marked down is skipped (tried anyway if all are down)
                             -- (FCGI_MPXS_CONNS: Go's net/http/fcgi yes, php-fpm no)
 
 -- Events posted to the backend (param EVENT): 0 message, 1 connect, 2 close.

@@ -7,10 +7,12 @@
  * FCGI_MPXS_CONNS=1 (Go's net/http/fcgi does; php-fpm does not): then up to
  * BACKEND_MPX_MAX requests share it, told apart by request id.
  *
- * A server that refuses a connection is marked down for a while and the
- * request moves to the next server - safe, because nothing of it was written.
- * Once a request is written it is never sent again: a failure then is
- * reported, not retried. */
+ * A server that refuses a connection, times out, closes mid-request or sends
+ * malformed records BACKEND_MAX_FAILS times in a row is skipped for
+ * BACKEND_FAIL_TIMEOUT (nginx's max_fails / fail_timeout); a reply resets the
+ * count. A refused request moves to the next server - safe, because nothing
+ * of it was written. Once a request is written it is never sent again: a
+ * failure then is reported, not retried. */
 #include "backend.h"
 
 #include <arpa/inet.h>
@@ -23,23 +25,22 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 
 #include "client.h"
 #include "log.h"
 
-#define BACKEND_DOWN_SECONDS 2
-#define BACKEND_MAX_SERVERS  64
-#define BACKEND_MPX_MAX      64 /* requests in flight on one multiplexed connection */
+#define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
 
 struct backend_server {
     struct backend_pool *pool;
     char *name;
     int index;
-    int weight, current;
     struct sockaddr_storage sa;
     socklen_t salen;
     int nconns;
-    time_t down_until;
+    int fails;                        /* failures in a row, up to BACKEND_MAX_FAILS */
+    double down_until;                /* monotonic seconds: skipped until then */
     TAILQ_HEAD(, backend_conn) idle;  /* connected, no request: kept alive */
     TAILQ_HEAD(, backend_conn) spare; /* multiplexed, some requests, room for more */
 };
@@ -54,6 +55,7 @@ struct backend_conn {
     enum backend_list list;
     int connected;
     int mpx;   /* the backend allows several requests on this connection */
+    int asked; /* we sent FCGI_GET_VALUES on it: only then is a RESULT believed */
     int nreqs; /* requests in flight */
     struct request *reqs[BACKEND_MPX_MAX + 1]; /* by request id; [0] unused */
 };
@@ -63,23 +65,30 @@ struct backend_pool {
     /* Settings copied out of the config, so a pool retired by a reload keeps
      * working after that config is freed. */
     int keepalive, max_conns, queue_size, multiplex;
+    int max_fails;
+    double fail_timeout;
     size_t max_output;
     char event_name[96]; /* FASTCGI_PREFIX + "EVENT" */
     int retiring;        /* replaced by a reload: freed when its last connection ends */
     struct fcgi_params *static_params; /* owned */
     struct backend_server *servers;
+    struct backend_wrr wrr[CONFIG_MAX_BACKENDS]; /* round-robin state, by server index */
     int nservers;
     int nidle; /* idle keepalive connections, all servers */
     TAILQ_HEAD(, request) queue;
     TAILQ_HEAD(, backend_conn) all;
     int nqueued;
     struct timeval connect_tv, read_tv;
+    double queue_timeout;            /* BACKEND_QUEUE_TIMEOUT, for the log line */
+    struct timeval queue_tv;         /* the same as a timeval */
+    const struct timeval *queue_ctv; /* ... as a common timeout of base, or &queue_tv */
 };
 
 static void backend_conn_close(struct backend_conn *bc);
 static void backend_conn_free(struct backend_conn *bc);
 static void backend_dispatch(struct backend_pool *p, struct request *r);
 static void backend_finish(struct request *r, int failed);
+static void backend_queue_expired(evutil_socket_t fd, short what, void *arg);
 
 /* ---- params ---- */
 
@@ -150,8 +159,12 @@ void request_free(struct request *r)
 
 /* ---- pool ---- */
 
-static int backend_resolve(struct backend_server *s, const char *addr)
+/* Fills s->sa from a numeric "1.2.3.4:80", "[::1]:80" or "unix:/path": 0.
+ * A name needs DNS: 1, with the host and port copied out. -1: malformed. */
+static int backend_parse_addr(struct backend_server *s, char *host, size_t hostlen,
+                              const char **port)
 {
+    const char *addr = s->name;
     memset(&s->sa, 0, sizeof(s->sa));
     if (strncmp(addr, "unix:", 5) == 0) {
         struct sockaddr_un *un = (struct sockaddr_un *)&s->sa;
@@ -161,27 +174,27 @@ static int backend_resolve(struct backend_server *s, const char *addr)
         return 0;
     }
     int len = sizeof(s->sa);
-    /* evutil_parse_sockaddr_port takes "1.2.3.4:80" and "[::1]:80"; names are
-     * resolved once here, never in the loop. */
     if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&s->sa, &len) == 0) {
         s->salen = (socklen_t)len;
         return 0;
     }
     const char *colon = strrchr(addr, ':');
-    char host[256];
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= hostlen || colon[1] == '\0')
         return -1;
-    memcpy(host, addr, hl);
-    host[hl] = '\0';
-    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    if (evutil_getaddrinfo(host, colon + 1, &hints, &res) != 0)
-        return -1;
-    memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
-    s->salen = (socklen_t)res->ai_addrlen;
-    evutil_freeaddrinfo(res);
-    return 0;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = colon + 1;
+    return 1;
 }
+
+static void backend_use_addrinfo(struct backend_server *s, const struct evutil_addrinfo *ai)
+{
+    memcpy(&s->sa, ai->ai_addr, ai->ai_addrlen);
+    s->salen = (socklen_t)ai->ai_addrlen;
+}
+
+static const struct evutil_addrinfo backend_hints = {.ai_family = AF_UNSPEC,
+                                                     .ai_socktype = SOCK_STREAM};
 
 static void backend_tv(struct timeval *tv, double seconds)
 {
@@ -189,17 +202,22 @@ static void backend_tv(struct timeval *tv, double seconds)
     tv->tv_usec = (suseconds_t)((seconds - (double)tv->tv_sec) * 1e6);
 }
 
-struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
-                                      struct fcgi_params *static_params)
+/* A pool with its settings and servers, addresses not yet resolved. */
+static struct backend_pool *backend_pool_alloc(struct event_base *base, const struct config *cfg,
+                                               struct fcgi_params *static_params)
 {
     struct backend_pool *p = calloc(1, sizeof(*p));
-    if (!p)
+    if (!p) {
+        fcgi_params_unref(static_params);
         return NULL;
+    }
     p->base = base;
     p->keepalive = cfg->backend_keepalive;
     p->max_conns = cfg->backend_max_conns;
     p->queue_size = cfg->backend_queue_size;
     p->multiplex = cfg->backend_multiplex;
+    p->max_fails = cfg->backend_max_fails;
+    p->fail_timeout = cfg->backend_fail_timeout;
     p->max_output = cfg->max_output_size;
     snprintf(p->event_name, sizeof(p->event_name), "%sEVENT", cfg->fastcgi_prefix);
     p->static_params = static_params;
@@ -207,27 +225,235 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
     TAILQ_INIT(&p->all);
     backend_tv(&p->connect_tv, cfg->backend_connect_timeout);
     backend_tv(&p->read_tv, cfg->backend_read_timeout);
-    p->nservers = cfg->nbackends < BACKEND_MAX_SERVERS ? cfg->nbackends : BACKEND_MAX_SERVERS;
-    p->servers = calloc((size_t)p->nservers, sizeof(*p->servers));
+    /* Every queued request waits the same time: one common timeout keeps
+     * thousands of them in a list instead of the timer heap. */
+    p->queue_timeout = cfg->backend_queue_timeout;
+    backend_tv(&p->queue_tv, cfg->backend_queue_timeout);
+    p->queue_ctv = event_base_init_common_timeout(base, &p->queue_tv);
+    if (p->queue_ctv == NULL) /* libevent's 256 common timeouts used up by reloads */
+        p->queue_ctv = &p->queue_tv;
+    /* config_load refuses more (a request keeps a bit per server tried):
+     * more here is a bug, refused rather than silently cut to 64. */
+    if (cfg->nbackends > CONFIG_MAX_BACKENDS || cfg->nbackends < 0) {
+        log_err("backend: %d BACKEND_SERVERs, at most %d are supported", cfg->nbackends,
+                CONFIG_MAX_BACKENDS);
+        goto fail;
+    }
+    p->servers = calloc((size_t)cfg->nbackends + 1, sizeof(*p->servers));
     if (!p->servers)
         goto fail;
+    p->nservers = cfg->nbackends;
     for (int i = 0; i < p->nservers; i++) {
         struct backend_server *s = &p->servers[i];
         s->pool = p;
         s->index = i;
-        s->name = strdup(cfg->backends[i].addr);
-        s->weight = cfg->backends[i].weight;
+        p->wrr[i].weight = cfg->backends[i].weight;
         TAILQ_INIT(&s->idle);
         TAILQ_INIT(&s->spare);
-        if (backend_resolve(s, s->name) < 0) {
-            log_err("backend %s: cannot resolve address", s->name);
+        if ((s->name = strdup(cfg->backends[i].addr)) == NULL)
             goto fail;
-        }
     }
     return p;
 fail:
     backend_pool_free(p);
     return NULL;
+}
+
+/* Startup: the loop is not serving anybody yet, so names may be resolved with
+ * the blocking resolver. */
+struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
+                                      struct fcgi_params *static_params)
+{
+    struct backend_pool *p = backend_pool_alloc(base, cfg, static_params);
+    for (int i = 0; p && i < p->nservers; i++) {
+        struct backend_server *s = &p->servers[i];
+        char host[256];
+        const char *port;
+        struct evutil_addrinfo *res;
+        int rc = backend_parse_addr(s, host, sizeof(host), &port), err = 0;
+        if (rc == 1 && (err = evutil_getaddrinfo(host, port, &backend_hints, &res)) == 0) {
+            backend_use_addrinfo(s, res);
+            evutil_freeaddrinfo(res);
+        } else if (rc != 0) {
+            log_err("backend %s: cannot resolve address%s%s", s->name, err ? ": " : "",
+                    err ? evutil_gai_strerror(err) : "");
+            backend_pool_free(p);
+            p = NULL;
+        }
+    }
+    return p;
+}
+
+/* ---- a pool whose names are resolved with evdns (reload) ---- */
+
+struct backend_lookup {
+    struct backend_pool_pending *pp;
+    int server;
+    struct evdns_getaddrinfo_request *req; /* while in flight */
+};
+
+struct backend_pool_pending {
+    struct backend_pool *pool; /* owned until handed to done */
+    struct evdns_base *dns;    /* owned; freed from done_ev, never inside its callback */
+    backend_pool_ready_cb done;
+    void *arg;
+    struct event done_ev; /* the result is delivered from here, always from the loop */
+    int pending;          /* lookups whose callback has not run yet */
+    int issuing;          /* still starting lookups: do not finish yet */
+    int canceled;         /* nobody wants the result: free once the lookups are back */
+    char err[320];        /* first failure, naming the server */
+    struct backend_lookup lookups[CONFIG_MAX_BACKENDS];
+};
+
+static void backend_pending_finish(struct backend_pool_pending *pp)
+{
+    if (pp->pending == 0 && !pp->issuing)
+        event_active(&pp->done_ev, EV_TIMEOUT, 0);
+}
+
+static void backend_lookup_cb(int result, struct evutil_addrinfo *ai, void *arg)
+{
+    struct backend_lookup *l = arg;
+    struct backend_pool_pending *pp = l->pp;
+    l->req = NULL;
+    if (!pp->canceled) {
+        struct backend_server *s = &pp->pool->servers[l->server];
+        if (result == 0 && ai)
+            backend_use_addrinfo(s, ai);
+        else if (pp->err[0] == '\0')
+            snprintf(pp->err, sizeof(pp->err), "backend %s: cannot resolve address: %s", s->name,
+                     evutil_gai_strerror(result ? result : EVUTIL_EAI_NONAME));
+    }
+    if (ai)
+        evutil_freeaddrinfo(ai);
+    pp->pending--;
+    backend_pending_finish(pp);
+}
+
+static void backend_pending_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct backend_pool_pending *pp = arg;
+    (void)fd;
+    (void)what;
+    if (pp->dns)
+        evdns_base_free(pp->dns, 0);
+    struct backend_pool *p = pp->pool;
+    backend_pool_ready_cb done = pp->done;
+    void *done_arg = pp->arg;
+    char err[sizeof(pp->err)];
+    memcpy(err, pp->err, sizeof(err));
+    int canceled = pp->canceled;
+    free(pp);
+    if (canceled)
+        return;
+    if (err[0]) {
+        log_err("%s", err);
+        backend_pool_free(p);
+        done(NULL, err, done_arg);
+        return;
+    }
+    done(p, NULL, done_arg);
+}
+
+struct backend_pool_pending *backend_pool_new_async(struct event_base *base,
+                                                    const struct config *cfg,
+                                                    struct fcgi_params *static_params,
+                                                    backend_pool_ready_cb done, void *arg)
+{
+    struct backend_pool_pending *pp = calloc(1, sizeof(*pp));
+    if (!pp) {
+        fcgi_params_unref(static_params);
+        return NULL;
+    }
+    pp->pool = backend_pool_alloc(base, cfg, static_params);
+    if (!pp->pool) {
+        free(pp);
+        return NULL;
+    }
+    pp->done = done;
+    pp->arg = arg;
+    event_assign(&pp->done_ev, base, -1, 0, backend_pending_done, pp);
+    pp->issuing = 1;
+    for (int i = 0; i < pp->pool->nservers; i++) {
+        struct backend_server *s = &pp->pool->servers[i];
+        char host[256];
+        const char *port;
+        int rc = backend_parse_addr(s, host, sizeof(host), &port);
+        if (rc < 0) {
+            snprintf(pp->err, sizeof(pp->err), "backend %s: malformed address", s->name);
+            break;
+        }
+        if (rc == 0)
+            continue; /* numeric or unix: no DNS */
+        if (pp->dns == NULL) {
+            /* resolv.conf and /etc/hosts are read now, so a reload sees their changes */
+            pp->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS
+                                               | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+            if (pp->dns == NULL) {
+                snprintf(pp->err, sizeof(pp->err), "backend %s: cannot set up DNS", s->name);
+                break;
+            }
+        }
+        struct backend_lookup *l = &pp->lookups[i];
+        l->pp = pp;
+        l->server = i;
+        pp->pending++;
+        /* The callback may run before this returns (an /etc/hosts entry): then
+         * evdns_getaddrinfo returns NULL, and l->req stays NULL. */
+        l->req = evdns_getaddrinfo(pp->dns, host, port, &backend_hints, backend_lookup_cb, l);
+    }
+    pp->issuing = 0;
+    backend_pending_finish(pp);
+    return pp;
+}
+
+void backend_pool_new_cancel(struct backend_pool_pending *pp)
+{
+    if (!pp || pp->canceled)
+        return;
+    pp->canceled = 1;
+    backend_pool_free(pp->pool);
+    pp->pool = NULL;
+    /* A canceled lookup still calls back (EVUTIL_EAI_CANCEL), from the loop:
+     * pp lives until the last one has, then done_ev frees it. */
+    for (int i = 0; i < CONFIG_MAX_BACKENDS; i++)
+        if (pp->lookups[i].req)
+            evdns_getaddrinfo_cancel(pp->lookups[i].req);
+    if (pp->pending == 0) {
+        event_del(&pp->done_ev);
+        if (pp->dns)
+            evdns_base_free(pp->dns, 0);
+        free(pp);
+    }
+}
+
+/* Into the wait queue. A request waits at most BACKEND_QUEUE_TIMEOUT, except
+ * a close event (EVENT=2): the backend must learn that the session ended, and
+ * nobody waits for its reply, so it waits as long as it takes. */
+static void backend_enqueue(struct backend_pool *p, struct request *r)
+{
+    r->queued = 1;
+    TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
+    p->nqueued++;
+    if (r->event != EVENT_CLOSE) {
+        event_assign(&r->queue_ev, p->base, -1, 0, backend_queue_expired, r);
+        event_add(&r->queue_ev, p->queue_ctv);
+    }
+    if (r->client)
+        client_request_queued(r->client, 1);
+}
+
+/* Out of the wait queue, for whatever reason: every way out passes here, so
+ * the client's count of queued requests stays exact. */
+static void backend_dequeue(struct backend_pool *p, struct request *r)
+{
+    TAILQ_REMOVE(&p->queue, r, queue_entry);
+    p->nqueued--;
+    r->queued = 0;
+    if (r->event != EVENT_CLOSE)
+        event_del(&r->queue_ev);
+    if (r->client)
+        client_request_queued(r->client, -1);
 }
 
 /* Detaches every request of bc and reports it failed. */
@@ -252,9 +478,7 @@ void backend_pool_free(struct backend_pool *p)
         return;
     struct request *r;
     while ((r = TAILQ_FIRST(&p->queue)) != NULL) {
-        TAILQ_REMOVE(&p->queue, r, queue_entry);
-        p->nqueued--;
-        r->queued = 0;
+        backend_dequeue(p, r);
         backend_finish(r, 1);
     }
     struct backend_conn *bc;
@@ -295,37 +519,89 @@ static int backend_server_open(const struct backend_server *s)
     return !TAILQ_EMPTY(&s->spare) || !TAILQ_EMPTY(&s->idle) || s->nconns < s->pool->max_conns;
 }
 
-/* Smooth weighted round robin (as nginx): every server gains its weight, the
- * richest is picked and pays the total. Servers marked down, already tried by
- * this request, or at their connection cap with nothing idle are skipped;
- * if only down servers are left they are tried anyway (the mark is a hint). */
+/* Monotonic seconds: a down mark must not move with the wall clock. */
+static double backend_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The server failed a request or a connection attempt. BACKEND_MAX_FAILS in
+ * a row mark it down for BACKEND_FAIL_TIMEOUT. As in nginx the count is not
+ * cleared by the mark: when the first request after the timeout fails too,
+ * the server is marked down again at once. */
+static void backend_server_failed(struct backend_server *s)
+{
+    struct backend_pool *p = s->pool;
+    if (p->max_fails == 0)
+        return;
+    if (s->fails < p->max_fails)
+        s->fails++;
+    if (s->fails < p->max_fails)
+        return;
+    double now = backend_now();
+    if (s->down_until <= now)
+        log_err("backend %s: %d failure%s in a row, not used for %gs (BACKEND_FAIL_TIMEOUT)",
+                s->name, s->fails, s->fails == 1 ? "" : "s", p->fail_timeout);
+    s->down_until = now + p->fail_timeout;
+}
+
+/* A well-formed END_REQUEST: the server works, whatever its mark said. */
+static void backend_server_ok(struct backend_server *s)
+{
+    s->fails = 0;
+    s->down_until = 0;
+}
+
+/* The servers r may go to now, one bit each. Servers r already tried are out.
+ * Of the others, those not marked down; only when every one is marked down,
+ * those (the mark is a hint: better a try than a certain failure). *at_cap
+ * says a server r could use is at BACKEND_MAX_CONNS with nothing idle, so r
+ * may wait for it: a healthy server that is busy is waited for rather than
+ * sending r to one marked down. backend_pick and backend_can_take both use
+ * this, so a request the queue hands out is one dispatch can place. */
+static uint64_t backend_eligible(struct backend_pool *p, const struct request *r, int *at_cap)
+{
+    double now = backend_now();
+    uint64_t open[2] = {0, 0}; /* [1]: servers up */
+    int cap[2] = {0, 0}, any_up = 0;
+    for (int i = 0; i < p->nservers; i++) {
+        const struct backend_server *s = &p->servers[i];
+        uint64_t bit = 1ULL << i;
+        if (r->tried & bit)
+            continue;
+        int up = s->down_until <= now;
+        any_up |= up;
+        if (backend_server_open(s))
+            open[up] |= bit;
+        else
+            cap[up] = 1;
+    }
+    *at_cap = cap[any_up];
+    return open[any_up];
+}
+
+int backend_wrr_pick(struct backend_wrr *w, int n, uint64_t eligible)
+{
+    int best = -1, total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(eligible & (1ULL << i)))
+            continue;
+        w[i].current += w[i].weight;
+        total += w[i].weight;
+        if (best < 0 || w[i].current > w[best].current)
+            best = i;
+    }
+    if (best >= 0)
+        w[best].current -= total;
+    return best;
+}
+
 static struct backend_server *backend_pick(struct backend_pool *p, struct request *r, int *at_cap)
 {
-    time_t now = time(NULL);
-    struct backend_server *best = NULL;
-    int total = 0;
-    *at_cap = 0;
-    for (int pass = 0; pass < 2 && best == NULL; pass++) {
-        total = 0;
-        for (int i = 0; i < p->nservers; i++) {
-            struct backend_server *s = &p->servers[i];
-            if (r->tried & (1ULL << i))
-                continue;
-            if (pass == 0 && s->down_until > now)
-                continue;
-            if (!backend_server_open(s)) {
-                *at_cap = 1;
-                continue;
-            }
-            s->current += s->weight;
-            total += s->weight;
-            if (best == NULL || s->current > best->current)
-                best = s;
-        }
-    }
-    if (best)
-        best->current -= total;
-    return best;
+    int i = backend_wrr_pick(p->wrr, p->nservers, backend_eligible(p, r, at_cap));
+    return i < 0 ? NULL : &p->servers[i];
 }
 
 static void backend_write_request(struct backend_conn *bc, struct request *r, uint16_t id)
@@ -425,14 +701,12 @@ static void backend_conn_free(struct backend_conn *bc)
     free(bc);
 }
 
-/* Whether some server not yet tried by r could take it now (no side effects,
- * unlike backend_pick which advances the round robin). */
+/* Whether backend_pick would place r now (no side effects, unlike
+ * backend_pick which advances the round robin). */
 static int backend_can_take(struct backend_pool *p, struct request *r)
 {
-    for (int i = 0; i < p->nservers; i++)
-        if (!(r->tried & (1ULL << i)) && backend_server_open(&p->servers[i]))
-            return 1;
-    return 0;
+    int at_cap;
+    return backend_eligible(p, r, &at_cap) != 0;
 }
 
 /* A connection slot opened up: give it to the oldest waiting requests. */
@@ -440,9 +714,7 @@ static void backend_drain_queue(struct backend_pool *p)
 {
     struct request *r;
     while ((r = TAILQ_FIRST(&p->queue)) != NULL && backend_can_take(p, r)) {
-        TAILQ_REMOVE(&p->queue, r, queue_entry);
-        p->nqueued--;
-        r->queued = 0;
+        backend_dequeue(p, r);
         backend_dispatch(p, r);
     }
 }
@@ -467,9 +739,7 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
     struct request *r;
     /* Waiting requests were never written: they move to the new servers. */
     while ((r = TAILQ_FIRST(&old->queue)) != NULL) {
-        TAILQ_REMOVE(&old->queue, r, queue_entry);
-        old->nqueued--;
-        r->queued = 0;
+        backend_dequeue(old, r); /* its deadline starts again on fresh */
         r->tried = 0;
         r->pool = fresh;
         backend_dispatch(fresh, r);
@@ -484,11 +754,15 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
 }
 
 /* Everything on bc failed (timeout, EOF, protocol error): log, report every
- * request it carried, close it. */
-static void backend_fail(struct backend_conn *bc, const char *why)
+ * request it carried, close it. `counts`: the server is to blame (it counts
+ * towards BACKEND_MAX_FAILS); not so for an idle keepalive connection the
+ * server closed, or a reply over our own size limit. */
+static void backend_fail(struct backend_conn *bc, const char *why, int counts)
 {
     if (bc->nreqs == 0)
         log_info("backend %s: %s (idle connection)", bc->srv->name, why);
+    if (counts)
+        backend_server_failed(bc->srv);
     /* Off every list first: a request posted while these failures are
      * reported (a client reading on) must not land on this connection. */
     bc->connected = 0;
@@ -515,9 +789,17 @@ static int backend_conn_settle(struct backend_conn *bc)
     return 1;
 }
 
-/* GET_VALUES_RESULT: does the backend multiplex? */
+/* GET_VALUES_RESULT: does the backend multiplex? Only an answer to our own
+ * question counts: a backend that volunteers FCGI_MPXS_CONNS=1 while the pool
+ * runs one request per connection (BACKEND_MULTIPLEX = 0) may still close the
+ * connection after each request (no KEEP_CONN was sent), and every request
+ * stacked onto it would then fail. */
 static void backend_values(struct backend_conn *bc, const uint8_t *d, size_t n)
 {
+    if (!bc->asked || !bc->srv->pool->multiplex) {
+        log_debug("backend %s: unsolicited FCGI_GET_VALUES_RESULT ignored", bc->srv->name);
+        return;
+    }
     while (n > 0) {
         const uint8_t *name, *value;
         size_t nlen, vlen;
@@ -562,7 +844,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         if (evbuffer_copyout(in, hb, sizeof(hb)) < (ev_ssize_t)sizeof(hb))
             return;
         if (fcgi_header_decode(hb, sizeof(hb), &h) != FCGI_OK) {
-            backend_fail(bc, "malformed FastCGI record (bad version)");
+            backend_fail(bc, "malformed FastCGI record (bad version)", 1);
             return;
         }
         size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
@@ -577,8 +859,10 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         struct request *r = h.request_id <= BACKEND_MPX_MAX ? bc->reqs[h.request_id] : NULL;
         if (r == NULL) {
-            backend_fail(bc, bc->nreqs ? "FastCGI record for an unknown request id"
-                                       : "FastCGI record with no request in flight");
+            backend_fail(bc,
+                         bc->nreqs ? "FastCGI record for an unknown request id"
+                                   : "FastCGI record with no request in flight",
+                         1);
             return;
         }
         evbuffer_drain(in, FCGI_HEADER_LEN);
@@ -589,7 +873,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
                 long used = cgi_parser_feed(&r->cgi, d, clen);
                 if (used < 0) {
-                    backend_fail(bc, "malformed CGI response header");
+                    backend_fail(bc, "malformed CGI response header", 1);
                     return;
                 }
                 evbuffer_drain(in, (size_t)used);
@@ -602,7 +886,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
                 keep = have >= want ? 0 : (want - have < body ? want - have : body);
             }
             if (have + keep > p->max_output) {
-                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE");
+                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE", 0);
                 return;
             }
             evbuffer_remove_buffer(in, r->reply, keep);
@@ -619,13 +903,14 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             uint8_t ps;
             const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
             if (fcgi_end_request_decode(d, clen, &app, &ps) != FCGI_OK) {
-                backend_fail(bc, "malformed END_REQUEST record");
+                backend_fail(bc, "malformed END_REQUEST record", 1);
                 return;
             }
             evbuffer_drain(in, clen + h.padding_length);
             bc->reqs[h.request_id] = NULL;
             bc->nreqs--;
             r->conn = NULL;
+            backend_server_ok(bc->srv);
             if (ps != 0) {
                 log_err("backend %s: request refused, protocol status %u (sid %s)", bc->srv->name,
                         ps, r->sid);
@@ -639,7 +924,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
             /* Bytes after the last END_REQUEST of a one-at-a-time connection
              * mean a confused backend: do not reuse it. */
             if (!bc->mpx && !p->multiplex && evbuffer_get_length(in) > 0) {
-                backend_fail(bc, "data after END_REQUEST");
+                backend_fail(bc, "data after END_REQUEST", 1);
                 return;
             }
             if (!backend_conn_settle(bc))
@@ -648,7 +933,7 @@ static void backend_readcb(struct bufferevent *bev, void *arg)
         }
         default:
             evbuffer_drain(in, clen + h.padding_length);
-            backend_fail(bc, "unexpected FastCGI record type");
+            backend_fail(bc, "unexpected FastCGI record type", 1);
             return;
         }
         evbuffer_drain(in, h.padding_length);
@@ -662,6 +947,7 @@ static void backend_ask_values(struct backend_conn *bc)
     size_t n = fcgi_nv_encode(rec + FCGI_HEADER_LEN, "FCGI_MPXS_CONNS", 15, "", 0);
     fcgi_header_encode(rec, FCGI_GET_VALUES, 0, (uint16_t)n, 0);
     evbuffer_add(bufferevent_get_output(bc->bev), rec, FCGI_HEADER_LEN + n);
+    bc->asked = 1;
 }
 
 static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
@@ -670,8 +956,9 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
     struct backend_pool *p = bc->srv->pool;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
+        /* Accepting a connection is not a success: a server that accepts and
+         * never answers must still reach BACKEND_MAX_FAILS. */
         bc->connected = 1;
-        bc->srv->down_until = 0;
         if (p->multiplex)
             backend_ask_values(bc);
         for (int id = 1; id <= BACKEND_MPX_MAX; id++)
@@ -682,13 +969,13 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (!bc->connected && bc->nreqs > 0) {
-        /* Nothing was written: mark the server down and try another one. */
+        /* Nothing was written: count the failure and try another server. */
         struct request *r = bc->reqs[1];
         int err = EVUTIL_SOCKET_ERROR();
         log_err("backend %s: connect %s (sid %s)", bc->srv->name,
                 (what & BEV_EVENT_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
                 r->sid);
-        bc->srv->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        backend_server_failed(bc->srv);
         bc->reqs[1] = NULL;
         bc->nreqs = 0;
         r->conn = NULL;
@@ -699,11 +986,12 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)
-        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout");
+        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout", 1);
     else if (what & BEV_EVENT_EOF)
-        backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed");
+        backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed",
+                     bc->nreqs > 0);
     else
-        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), bc->nreqs > 0);
 }
 
 static struct backend_conn *backend_connect(struct backend_server *s)
@@ -752,9 +1040,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
                 backend_finish(r, 1);
                 return;
             }
-            r->queued = 1;
-            TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
-            p->nqueued++;
+            backend_enqueue(p, r);
             return;
         }
         log_err("backend: no server could take the request (sid %s)", r->sid);
@@ -780,7 +1066,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
         /* Immediate failure (e.g. unix socket missing): same as a refusal. */
         log_err("backend %s: connect failed: %s (sid %s)", s->name,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), r->sid);
-        s->down_until = time(NULL) + BACKEND_DOWN_SECONDS;
+        backend_server_failed(s);
         bc->reqs[1] = NULL;
         bc->nreqs = 0;
         r->conn = NULL;
@@ -818,13 +1104,32 @@ static void backend_finish(struct request *r, int failed)
         request_free(r);
 }
 
+/* A queued request waited BACKEND_QUEUE_TIMEOUT: every connection it could use
+ * stayed busy (a backend that hangs, a burst far over BACKEND_MAX_CONNS). It
+ * fails through the normal path, so its client stays connected and its later
+ * replies keep their order. */
+static void backend_queue_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct request *r = arg;
+    struct backend_pool *p = r->pool;
+    (void)fd;
+    (void)what;
+    log_err("backend: no connection free after %gs in the queue (BACKEND_QUEUE_TIMEOUT), "
+            "request failed (sid %s)",
+            p->queue_timeout, r->sid);
+    backend_dequeue(p, r);
+    backend_finish(r, 1);
+    backend_pool_maybe_free(p);
+}
+
 void backend_detach(struct request *r)
 {
-    r->client = NULL;
     if (r->queued) {
         /* Nobody waits for it and nothing was sent: drop it. */
-        TAILQ_REMOVE(&r->pool->queue, r, queue_entry);
-        r->pool->nqueued--;
+        backend_dequeue(r->pool, r);
+        r->client = NULL;
         request_free(r);
+        return;
     }
+    r->client = NULL;
 }

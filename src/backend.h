@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -46,7 +47,8 @@ struct request {
     struct cgi_parser cgi;
     char sid[SID_LEN + 1];
     enum request_event event;
-    uint64_t tried; /* bit per server already tried */
+    struct event queue_ev; /* BACKEND_QUEUE_TIMEOUT while queued (not for EVENT_CLOSE) */
+    uint64_t tried;        /* bit per server already tried */
     int queued, done, failed, explicit_empty;
 };
 
@@ -58,6 +60,22 @@ void request_free(struct request *r);
 /* The pool takes ownership of static_params (FASTCGI_PARAMS, encoded). */
 struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,
                                       struct fcgi_params *static_params);
+/* The same for a reload, while the loop serves clients: host names are
+ * resolved with evdns instead of the blocking resolver (numeric addresses and
+ * unix: paths need none). done is called exactly once, always later from the
+ * loop (never from inside this call): with the new pool, which it then owns,
+ * or with NULL and a message naming the server (already logged). Returns NULL
+ * when the pool cannot be set up at all (logged; done is not called). Takes
+ * static_params in every case; cfg need not outlive this call. */
+struct backend_pool_pending;
+typedef void (*backend_pool_ready_cb)(struct backend_pool *p, const char *err, void *arg);
+struct backend_pool_pending *backend_pool_new_async(struct event_base *base,
+                                                    const struct config *cfg,
+                                                    struct fcgi_params *static_params,
+                                                    backend_pool_ready_cb done, void *arg);
+/* Drops a pool still resolving (a newer reload, the worker stopping): done
+ * is not called. */
+void backend_pool_new_cancel(struct backend_pool_pending *pp);
 /* Reload: requests still waiting move to `fresh`; those in flight finish on
  * `old`, which frees itself after its last connection closes. */
 void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh);
@@ -68,6 +86,14 @@ void backend_pool_free(struct backend_pool *p);
 void backend_post(struct backend_pool *p, struct request *r);
 /* The client is going away: the request stays in flight but its reply is dropped. */
 void backend_detach(struct request *r);
+/* Smooth weighted round robin (as nginx): every eligible server (bit i of
+ * `eligible` for w[i]) gains its weight, the richest is picked and pays the
+ * total, so weights 3:1 give a a b a, a a b a, ... Pure, for the pool and its
+ * tests. Returns the index picked, -1 when none is eligible. */
+struct backend_wrr {
+    int weight, current;
+};
+int backend_wrr_pick(struct backend_wrr *w, int n, uint64_t eligible);
 /* How many queued requests one client may have: BACKEND_QUEUE_SIZE / 16, at least 1. */
 int backend_client_share(const struct backend_pool *p);
 /* Counts for logs and INFO. */

@@ -29,6 +29,10 @@
   "after_end", "close_early") applies to every message request (EVENT 0);
   connect/close events (EVENT 1/2) are always answered normally, with an empty
   body ("welcome <SID>" for EVENT=1 when `welcome=True`).
+
+  `unsolicited_mpxs=True`: every accepted connection first gets an
+  FCGI_GET_VALUES_RESULT with FCGI_MPXS_CONNS=1 nobody asked for (the server
+  still closes the connection after each request without KEEP_CONN).
 """
 
 import json
@@ -249,8 +253,10 @@ class FakeFcgi:
     """A threaded FastCGI server on 127.0.0.1 or a unix socket (see the module doc).
     `addr` is the BACKEND_SERVER string that reaches it."""
 
-    def __init__(self, mode="echo", delay=1.0, welcome=False, port=0, unix=None):
+    def __init__(self, mode="echo", delay=1.0, welcome=False, port=0, unix=None,
+                 unsolicited_mpxs=False):
         self.mode = mode
+        self.unsolicited_mpxs = unsolicited_mpxs
         self.delay = delay
         self.welcome = welcome
         self.lock = threading.Lock()
@@ -332,6 +338,8 @@ class FakeFcgi:
 
     def _serve(self, c):
         pending = {}
+        if self.unsolicited_mpxs:
+            c.send(record(FCGI_GET_VALUES_RESULT, 0, encode_params({"FCGI_MPXS_CONNS": "1"})))
         try:
             while not self._stop.is_set():
                 try:
