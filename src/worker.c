@@ -291,6 +291,19 @@ static void worker_adopt_sessions(struct worker *w)
     event_active(w->orphan_timer, EV_TIMEOUT, 0);
 }
 
+static void worker_reload_ready(struct backend_pool *pool, const char *perr, void *arg);
+
+static void worker_reload_drop(struct worker *w)
+{
+    backend_pool_new_cancel(w->reloading);
+    w->reloading = NULL;
+    if (w->reload_cfg) {
+        config_free(w->reload_cfg);
+        free(w->reload_cfg);
+        w->reload_cfg = NULL;
+    }
+}
+
 /* SIGHUP: re-read the config and apply what can change under live clients:
  * backends and their settings, FastCGI params, log level and file, limits and
  * timeouts for new clients. The listening address, the worker count and the
@@ -298,15 +311,37 @@ static void worker_adopt_sessions(struct worker *w)
 static void worker_reload(struct worker *w)
 {
     char err[1024];
+    if (w->reloading) {
+        log_info("worker %d: reload: the previous one was still resolving names; this one wins",
+                 w->id);
+        worker_reload_drop(w);
+    }
     struct config *fresh = calloc(1, sizeof(*fresh));
     if (!fresh || config_load(fresh, w->cfg->file, err, sizeof(err)) < 0) {
         log_err("worker %d: reload failed: %s", w->id, fresh ? err : "out of memory");
         free(fresh);
         return;
     }
-    struct backend_pool *pool = backend_pool_new(w->base, fresh, worker_static_params(fresh));
-    if (!pool) {
+    /* Backend names are resolved with evdns: the loop keeps serving clients
+     * meanwhile; the reload goes on in worker_reload_ready. */
+    w->reload_cfg = fresh;
+    w->reloading = backend_pool_new_async(w->base, fresh, worker_static_params(fresh),
+                                          worker_reload_ready, w);
+    if (!w->reloading) {
         log_err("worker %d: reload failed: cannot set up the new backends", w->id);
+        worker_reload_drop(w);
+    }
+}
+
+static void worker_reload_ready(struct backend_pool *pool, const char *perr, void *arg)
+{
+    struct worker *w = arg;
+    struct config *fresh = w->reload_cfg;
+    char err[1024];
+    w->reloading = NULL;
+    w->reload_cfg = NULL;
+    if (!pool) {
+        log_err("worker %d: reload refused: %s; the old backends keep serving", w->id, perr);
         config_free(fresh);
         free(fresh);
         return;
@@ -521,6 +556,7 @@ done : {
     if (w.channels)
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);
+    worker_reload_drop(&w);
     backend_pool_free(w.pool);
     script_unref(w.script);
     if (w.static_fd >= 0)

@@ -15,6 +15,7 @@
 
 struct client;
 struct backend_pool;
+struct backend_pool_pending;
 struct fcgi_params;
 
 struct worker {
@@ -25,6 +26,8 @@ struct worker {
     struct sid_gen sids;
     struct evconnlistener *listener;
     struct backend_pool *pool;
+    struct backend_pool_pending *reloading; /* a reload's pool, names resolving */
+    struct config *reload_cfg;              /* ... and its config, until it is ready */
     int cfg_owned; /* cfg came from a reload: free it */
     TAILQ_HEAD(, client) clients;
     int nclients;
