@@ -15,6 +15,11 @@
 #define RMSG_MAX_SIDS    4095 /* slen is a u16: 4095 * 16 = 65520 */
 #define RMSG_MAX_CHANNEL 255
 #define RMSG_AUTH_LEN    8 /* u32 server id, u32 worker id (then the secret, if any) */
+/* Longest ROUTER_SECRET (config_load refuses more: CONFIG_MAX_SECRET). AUTH and
+ * SECRET are what an unauthenticated peer may send, so their D is capped by
+ * type, not by the caller's maximum: the router never buffers more than this
+ * for a peer it does not trust yet. */
+#define RMSG_MAX_SECRET 256
 
 enum rmsg_type {
     RMSG_AUTH = 1,      /* gateway -> router: D = u32 server id, u32 worker id [, secret] */
@@ -40,7 +45,8 @@ enum rmsg_status {
     RMSG_ERR_LEN = -2,     /* len over the caller's maximum */
     RMSG_ERR_SIDS = -3,    /* S is a SID list but slen is not a multiple of 16 */
     RMSG_ERR_CHANNEL = -4, /* channel name empty or over 255 bytes */
-    RMSG_ERR_AUTH = -5     /* AUTH with D shorter than 8 bytes */
+    RMSG_ERR_AUTH = -5,    /* AUTH with D shorter than 8 bytes */
+    RMSG_ERR_S = -6        /* S not empty where the type has none (AUTH, SECRET) */
 };
 
 struct rmsg {
@@ -52,7 +58,8 @@ struct rmsg {
 };
 
 /* Checks the header in buf[0..n). Returns RMSG_OK with m->type/slen/len set
- * (m->s, m->d NULL), RMSG_NEED_MORE if n < 8, or an RMSG_ERR_*. max_len bounds D. */
+ * (m->s, m->d NULL), RMSG_NEED_MORE if n < 8, or an RMSG_ERR_*. max_len bounds D,
+ * and so does the type's own cap where it has one (AUTH, SECRET). */
 int rmsg_decode_header(const void *buf, size_t n, uint32_t max_len, struct rmsg *m);
 
 /* Decodes one whole message from buf[0..n). On RMSG_OK fills *m (s and d point
@@ -69,6 +76,9 @@ static inline size_t rmsg_size(const struct rmsg *m)
 {
     return (size_t)RMSG_HEADER_LEN + m->slen + m->len;
 }
+
+/* Largest D the type allows (its own cap, else max_len). */
+uint32_t rmsg_max_len(int type, uint32_t max_len);
 
 const char *rmsg_type_name(int type); /* "SEND_MSG", or "?" */
 const char *rmsg_strerror(int status);

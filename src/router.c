@@ -58,17 +58,29 @@
 #define ROUTER_DRAIN_SECONDS 10
 /* Pause before accepting again when out of file descriptors. */
 #define ROUTER_ACCEPT_PAUSE_MS 100
+/* With ROUTER_SECRET set, a connection must present it (AUTH or SECRET) within
+ * this long: a peer we do not trust yet holds nothing but its socket, and not
+ * for long. */
+#define ROUTER_AUTH_SECONDS 5
+/* The most an unauthenticated peer can make us buffer: one whole AUTH carrying
+ * the longest secret (SECRET is shorter). It is the input's read high-water
+ * mark until the peer authenticates, so libevent stops reading the socket
+ * there instead of buffering what the peer announces. */
+#define ROUTER_PREAUTH_INPUT (RMSG_HEADER_LEN + RMSG_AUTH_LEN + RMSG_MAX_SECRET)
+
+_Static_assert(RMSG_MAX_SECRET == CONFIG_MAX_SECRET, "AUTH/SECRET cap must fit ROUTER_SECRET");
 
 struct rconn {
     struct router *r;
     struct bufferevent *bev;
-    char peer[64];         /* "addr:port", for log lines */
-    unsigned authed : 1;   /* presented ROUTER_SECRET, or none is set */
-    unsigned link : 1;     /* a gateway link: sent AUTH */
-    unsigned draining : 1; /* peer closed its side; flushing our output, then free */
-    unsigned dead : 1;     /* forgotten; router_reap frees it */
-    unsigned touched : 1;  /* on the current fan-out's target list */
-    int waiting;           /* bus replies still due to this connection (INFO) */
+    char peer[64];               /* "addr:port", for log lines */
+    unsigned authed : 1;         /* presented ROUTER_SECRET, or none is set */
+    unsigned link : 1;           /* a gateway link: sent AUTH */
+    unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
+    unsigned dead : 1;           /* forgotten; router_reap frees it */
+    unsigned touched : 1;        /* on the current fan-out's target list */
+    int waiting;                 /* bus replies still due to this connection (INFO) */
+    struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
     unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
     struct hmap *sids;       /* link: SIDs it holds (values unused) */
@@ -91,9 +103,10 @@ struct router {
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
     uint32_t max_len;
-    size_t output_limit;         /* 0: none */
-    struct bus *bus;             /* BUS set: stateless, commands are published to Redis */
-    unsigned char s[UINT16_MAX]; /* S of the message being handled */
+    size_t output_limit;           /* 0: none */
+    struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
+    const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
+    unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
 
 /* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
@@ -117,6 +130,16 @@ static int router_secret_ok(struct router *r, const unsigned char *p, size_t n)
     if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != r->secret_mdlen)
         return 0;
     return CRYPTO_memcmp(md, r->secret_md, mdlen) == 0;
+}
+
+/* The peer presented ROUTER_SECRET: from now on it may send anything, of any
+ * length up to the router's maximum. */
+static void router_conn_trust(struct rconn *c)
+{
+    c->authed = 1;
+    if (c->auth_deadline != NULL)
+        event_del(c->auth_deadline);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
 }
 
 /* Drops c if its pending output passed the limit. Returns 0 if c is still alive. */
@@ -190,6 +213,8 @@ static void router_conn_kill(struct rconn *c)
     c->dead = 1;
     if (c->link)
         router_link_forget(c);
+    if (c->auth_deadline != NULL)
+        event_del(c->auth_deadline);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     TAILQ_REMOVE(&r->conns, c, entry);
@@ -204,6 +229,8 @@ static void router_conn_free(struct rconn *c)
     bufferevent_free(c->bev);
     if (c->batch != NULL)
         evbuffer_free(c->batch);
+    if (c->auth_deadline != NULL)
+        event_free(c->auth_deadline);
     free(c);
 }
 
@@ -385,7 +412,8 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
         router_conn_kill(c);
         return;
     }
-    c->authed = 1;
+    if (!c->authed)
+        router_conn_trust(c);
     /* A second AUTH on one connection starts over, like a reconnect. */
     if (c->link)
         router_link_forget(c);
@@ -534,7 +562,7 @@ static void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbu
         router_conn_kill(c);
         return;
     }
-    c->authed = 1;
+    router_conn_trust(c);
     log_debug("router: %s: secret accepted", c->peer);
 }
 
@@ -785,11 +813,6 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     int bus = c->r->bus != NULL;
     enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
-    if (!c->authed && m->type != RMSG_AUTH && m->type != RMSG_SECRET) {
-        log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer, rmsg_type_name(m->type));
-        router_conn_kill(c);
-        return;
-    }
     if (d == ROUTER_D_PAYLOAD) {
         /* Moves whole chains where it can: the body is not copied. */
         if ((payload = evbuffer_new()) == NULL
@@ -833,6 +856,15 @@ static void router_conn_read(struct bufferevent *bev, void *arg)
         if (rc != RMSG_OK) {
             log_err("router: %s: %s (type %u, slen %u, len %u), closing", c->peer,
                     rmsg_strerror(rc), m.type, m.slen, m.len);
+            router_conn_kill(c);
+            return;
+        }
+        /* Judged on the header alone, before a byte of the body is buffered:
+         * an untrusted peer gets to send AUTH or SECRET (whose length the
+         * codec caps at what they need), nothing else. */
+        if (!c->authed && m.type != RMSG_AUTH && m.type != RMSG_SECRET) {
+            log_err("router: %s: %s (%u + %u bytes announced) before ROUTER_SECRET, closing",
+                    c->peer, rmsg_type_name(m.type), m.slen, m.len);
             router_conn_kill(c);
             return;
         }
@@ -892,6 +924,15 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
     router_conn_kill(c);
 }
 
+static void router_auth_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *c = arg;
+
+    log_err("router: %s: no ROUTER_SECRET within %d s (%zu bytes received), closing", c->peer,
+            ROUTER_AUTH_SECONDS, evbuffer_get_length(bufferevent_get_input(c->bev)));
+    router_conn_kill(c);
+}
+
 static void router_peer_name(const struct sockaddr *sa, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -931,6 +972,14 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
     if (c->bev == NULL)
         goto fail;
     bufferevent_setcb(c->bev, router_conn_read, router_conn_write, router_conn_event, c);
+    if (!c->authed) {
+        /* Every untrusted peer gets the same delay: a common timeout keeps
+         * thousands of them one queue, not a heap. */
+        c->auth_deadline = evtimer_new(r->base, router_auth_timeout, c);
+        if (c->auth_deadline == NULL || evtimer_add(c->auth_deadline, r->auth_tv) < 0)
+            goto fail;
+        bufferevent_setwatermark(c->bev, EV_READ, 0, ROUTER_PREAUTH_INPUT);
+    }
     if (bufferevent_enable(c->bev, EV_READ) < 0)
         goto fail;
     TAILQ_INSERT_TAIL(&r->conns, c, entry);
@@ -942,6 +991,8 @@ fail:
         bufferevent_free(c->bev); /* closes fd */
     else
         evutil_closesocket(fd);
+    if (c != NULL && c->auth_deadline != NULL)
+        event_free(c->auth_deadline);
     free(c);
 }
 
@@ -1110,6 +1161,11 @@ int router_run(const struct config *cfg)
     r->base = loop_new();
     if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
         goto fail_oom;
+    {
+        struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
+        if ((r->auth_tv = event_base_init_common_timeout(r->base, &tv)) == NULL)
+            goto fail_oom;
+    }
     r->listener = evconnlistener_new(r->base, router_accept, r,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (r->listener == NULL)
