@@ -24,6 +24,9 @@
 #define UPLINK_BACKOFF_MAX  5.0
 #define UPLINK_MAX_LEN      (64u << 20) /* largest D accepted from the router */
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
+/* Longest frame header a client protocol puts before a message: WebSocket's
+ * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
+#define UPLINK_MAX_FRAME_HEADER 14
 
 struct uplink {
     struct worker *w;
@@ -179,11 +182,39 @@ static void uplink_resync(struct uplink *u)
     log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
 }
 
-static void worker_each_sid(struct worker *w, const struct rmsg *m)
+/* A push no client's output can ever hold would close every recipient as a
+ * slow consumer: one message from the router would disconnect everyone. It is
+ * dropped instead, logged once for the message, not once per client. */
+static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *source)
+{
+    size_t limit = w->cfg->max_output_size;
+
+    if ((size_t)m->len + UPLINK_MAX_FRAME_HEADER <= limit)
+        return 1;
+    log_err("%s: %s of %u bytes is over the largest push a client can take (%zu: "
+            "MAX_OUTPUT_SIZE %zu minus a %d-byte frame header), dropped; no client was closed",
+            source, rmsg_type_name(m->type), m->len, limit - UPLINK_MAX_FRAME_HEADER, limit,
+            UPLINK_MAX_FRAME_HEADER);
+    return 0;
+}
+
+static struct shared_msg *worker_shared(const struct rmsg *m, const char *source)
+{
+    struct shared_msg *sm = shared_msg_new(m->d, m->len);
+
+    if (sm == NULL)
+        log_err("%s: out of memory for a %s of %u bytes, dropped", source, rmsg_type_name(m->type),
+                m->len);
+    return sm;
+}
+
+static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *source)
 {
     struct shared_msg *sm = NULL;
-    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) /* many recipients: share */
-        sm = shared_msg_new(m->d, m->len);
+    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
+        if ((sm = worker_shared(m, source)) == NULL)
+            return;
+    }
     for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
         struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
         if (!c || c->dead)
@@ -197,9 +228,14 @@ static void worker_each_sid(struct worker *w, const struct rmsg *m)
                 client_send_shared(c, sm);
             } else {
                 struct evbuffer *b = evbuffer_new();
-                evbuffer_add(b, m->d, m->len);
-                client_send(c, b);
-                evbuffer_free(b);
+                if (b == NULL || evbuffer_add(b, m->d, m->len) < 0) {
+                    log_err("%s: out of memory for a SEND_MSG of %u bytes to %s, dropped", source,
+                            m->len, c->sid);
+                } else {
+                    client_send(c, b);
+                }
+                if (b != NULL)
+                    evbuffer_free(b);
             }
             break;
         case RMSG_CH_ADD:
@@ -233,11 +269,15 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
                     rmsg_type_name(m->type), m->len);
             return;
         }
-        worker_each_sid(w, m);
+        if (m->type == RMSG_SEND_MSG && !worker_push_fits(w, m, source))
+            return;
+        worker_each_sid(w, m, source);
         break;
     case RMSG_SEND_ALL: {
-        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        struct shared_msg *sm;
         struct client *c, *next;
+        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+            return;
         for (c = TAILQ_FIRST(&w->clients); c; c = next) {
             next = TAILQ_NEXT(c, entry);
             client_send_shared(c, sm);
@@ -246,7 +286,9 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
         break;
     }
     case RMSG_CH_PUB: {
-        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        struct shared_msg *sm;
+        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+            return;
         channel_publish(w, (const char *)m->s, m->slen, sm);
         shared_msg_unref(sm);
         break;

@@ -158,3 +158,79 @@ def test_unauthenticated_peers_closed_after_deadline(router):
     bk.close()
     silent.close()
     trickle.close()
+
+
+# ---------------------------------------------------------------- gateways
+
+
+def gateway_keys(php, router_port, event_log, **over):
+    p = base_params()
+    p["EVENT_LOG"] = str(event_log)
+    keys = {"SERVER_ID": 1, "WORKER_NUM": 1, "ROUTER_HOST": "127.0.0.1",
+            "ROUTER_PORT": router_port, "BACKEND_SERVER": php.addr, "FASTCGI_PREFIX": "",
+            "FASTCGI_PARAMS": p, "EVENT_CONNECT": 1}
+    keys.update(over)
+    return keys
+
+
+@pytest.fixture
+def gateways(tmp_path):
+    """Factory: gateways(**keys) starts a gateway; all are stopped at teardown and
+    must show no sanitizer report."""
+    started = []
+
+    def start(**keys):
+        gw = fk.Gateway(tmp_path / ("gw%d" % len(started)), name="gw%d" % len(started), **keys)
+        started.append(gw)
+        return gw.start()
+
+    yield start
+    problems = []
+    for gw in started:
+        gw.stop()
+        problems += gw.sanitizer_report()
+    assert not problems, "\n".join(problems[:20])
+
+
+def welcomed_clients(gw, n):
+    """n length-protocol clients of gw, each with .sid from its welcome message."""
+    out = []
+    for _ in range(n):
+        c = gw.client()
+        w = c.recv(10)
+        assert w.startswith(b"welcome "), w
+        c.sid = w[len(b"welcome "):]
+        out.append(c)
+    return out
+
+
+# ---------------------------------------------------------------- C: oversized pushes
+
+
+def test_oversized_push_dropped_clients_stay(router, gateways, php, tmp_path):
+    r = router()
+    gw = gateways(**gateway_keys(php, r.port, tmp_path / "events.log", MAX_OUTPUT_SIZE=65536))
+    clients = welcomed_clients(gw, 4)
+    rp.wait_info(r.port, lambda i: i["clients"] == 4)
+    bk = rp.Backend(r.port)
+    big = b"B" * (100 * 1024)
+    bk.send_all(big)
+    bk.send_msg([c.sid for c in clients], big)    # shared among several recipients
+    bk.send_msg([clients[0].sid], big)            # one recipient: copied
+    bk.ch_add([c.sid for c in clients], b"room")
+    bk.ch_pub(b"room", big)
+    bk.send_all(b"small after")
+    for i, c in enumerate(clients):
+        assert c.recv(10) == b"small after", "client %d" % i
+    # The largest push that fits still goes through: 65536 - 14 bytes.
+    edge = b"E" * (65536 - 14)
+    bk.send_msg([clients[1].sid], edge)
+    assert clients[1].recv(10) == edge
+    for c in clients:
+        assert not c.recv_closed(0.2), "a client was closed for a push it could never hold"
+    lines = gw.log_lines("over the largest push a client can take")
+    assert len(lines) == 4, "one log line per dropped message:\n" + "\n".join(lines)
+    assert not gw.log_lines("slow consumer")
+    bk.close()
+    for c in clients:
+        c.close()
