@@ -1,6 +1,8 @@
 /* rmsg.c - router message codec. Each type's S and D shapes live in one table,
- * so adding a type (numbers above 13) is one line here, never a new switch. */
+ * so adding a type (numbers above 15) is one line here, never a new switch. */
 #include "rmsg.h"
+
+#include <string.h>
 
 /* What a field holds, which decides how it is checked. */
 enum rmsg_field {
@@ -30,6 +32,8 @@ static const struct {
     [RMSG_CH_UNSUB] = {"CH_UNSUB", RMSG_F_CHANNEL, RMSG_F_ANY},
     [RMSG_INFO] = {"INFO", RMSG_F_ANY, RMSG_F_ANY},
     [RMSG_SECRET] = {"SECRET", RMSG_F_NONE, RMSG_F_ANY, RMSG_MAX_SECRET},
+    [RMSG_PING] = {"PING", RMSG_F_NONE, RMSG_F_ANY, RMSG_MAX_PING},
+    [RMSG_PONG] = {"PONG", RMSG_F_NONE, RMSG_F_ANY, RMSG_MAX_PING},
 };
 
 static int rmsg_check_field(int kind, uint32_t n)
@@ -110,6 +114,44 @@ const char *rmsg_type_name(int type)
     if (type <= 0 || type > RMSG_TYPE_MAX)
         return "?";
     return rmsg_types[type].name;
+}
+
+static size_t rmsg_escape_len(unsigned char c)
+{
+    return c == '\\' ? 2 : (c >= 0x20 && c < 0x7f) ? 1 : 4;
+}
+
+char *rmsg_escape(const void *p, size_t n, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *b = p;
+    size_t o = 0, total = 0, room = size - 1;
+
+    for (size_t i = 0; i < n; i++)
+        total += rmsg_escape_len(b[i]);
+    /* Cut short: keep room for the "..." that says so. */
+    if (total > room)
+        room = room >= 3 ? room - 3 : 0;
+    for (size_t i = 0; i < n && o + rmsg_escape_len(b[i]) <= room; i++) {
+        unsigned char c = b[i];
+        if (c == '\\') {
+            out[o++] = '\\';
+            out[o++] = '\\';
+        } else if (rmsg_escape_len(c) == 1) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (total > size - 1 && size - 1 >= 3) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
 }
 
 const char *rmsg_strerror(int status)

@@ -79,6 +79,7 @@ struct rconn {
     unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
     unsigned dead : 1;           /* forgotten; router_reap frees it */
     unsigned touched : 1;        /* on the current fan-out's target list */
+    unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
@@ -97,6 +98,7 @@ struct router {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
+    struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
     struct rconn_list conns, links, dead;
     struct hmap *sids, *channels, *gateways;
     int has_secret;
@@ -393,8 +395,11 @@ static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbu
             router_touch(&head, l);
     }
     n = router_broadcast(head, m, payload);
-    log_debug("router: %s: CH_PUB \"%.*s\" %u bytes -> %d links", c->peer, (int)m->slen,
-              (const char *)m->s, m->len, n);
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_PUB \"%s\" %u bytes -> %d links", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), m->len, n);
+    }
 }
 
 /* ---- commands from gateway links ---- */
@@ -527,8 +532,11 @@ static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbu
         hmap_del(set, &c, sizeof(c), NULL);
         goto fail_set;
     }
-    log_debug("router: %s: CH_SUB \"%.*s\", %zu links subscribed", c->peer, (int)m->slen,
-              (const char *)m->s, hmap_count(set));
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_SUB \"%s\", %zu links subscribed", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), hmap_count(set));
+    }
     return;
 fail_set:
     if (created) {
@@ -546,7 +554,11 @@ static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct ev
     if (!router_need_link(c, m) || !hmap_del(c->channels, m->s, m->slen, NULL))
         return;
     router_channel_leave(c->r, m->s, m->slen, c);
-    log_debug("router: %s: CH_UNSUB \"%.*s\"", c->peer, (int)m->slen, (const char *)m->s);
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_UNSUB \"%s\"", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)));
+    }
 }
 
 /* ---- commands from backends ---- */
@@ -600,6 +612,56 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
     router_check_output(c);
 }
 
+/* PING from anyone: answered, so a backend can check the router too. */
+static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+
+    rmsg_encode_header(hdr, RMSG_PONG, 0, 0);
+    if (evbuffer_add(bufferevent_get_output(c->bev), hdr, sizeof(hdr)) < 0) {
+        log_err("router: %s: out of memory answering PING, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
+    router_check_output(c);
+}
+
+/* A link that answers PING is a gateway that knows LINK_TIMEOUT: from now on
+ * silence for that long means it is gone (a half-open connection, a stuck
+ * proxy), and the link is dropped. An old gateway never answers and is never
+ * held to it. */
+static void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct timeval tv = {c->r->cfg->link_timeout, 0};
+
+    if (!c->link || c->ponged || c->r->cfg->link_timeout <= 0)
+        return;
+    c->ponged = 1;
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    log_debug("router: %s: gateway %u/%u answers PING, held to LINK_TIMEOUT %d s", c->peer,
+              c->server_id, c->worker_id, c->r->cfg->link_timeout);
+}
+
+static void router_ping_links(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *r = arg;
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct rconn *l, *next;
+
+    rmsg_encode_header(hdr, RMSG_PING, 0, 0);
+    /* Sending can drop a link (output limit), which unlinks it from r->links. */
+    for (l = TAILQ_FIRST(&r->links); l != NULL; l = next) {
+        next = TAILQ_NEXT(l, link_entry);
+        if (evbuffer_add(bufferevent_get_output(l->bev), hdr, sizeof(hdr)) < 0) {
+            log_err("router: %s: gateway %u/%u: out of memory queuing PING, dropping the link",
+                    l->peer, l->server_id, l->worker_id);
+            router_conn_kill(l);
+            continue;
+        }
+        router_check_output(l);
+    }
+}
+
 static const struct {
     void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
     enum router_d d;
@@ -617,6 +679,8 @@ static const struct {
     [RMSG_CH_UNSUB] = {router_cmd_ch_unsub, ROUTER_D_SKIP},
     [RMSG_INFO] = {router_cmd_info, ROUTER_D_SKIP},
     [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
+    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
+    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP},
 };
 
 /* ---- bus mode: a stateless router that publishes to Redis ---- */
@@ -714,15 +778,19 @@ static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct
 }
 
 /* INFO from the presence the gateway workers keep in Redis, in one round
- * trip: the heartbeat of every live worker, and the union of their channels. */
+ * trip: the heartbeat of every live worker, and the union of their channels.
+ * Workers are found in the registry set <prefix>workers, never with KEYS: the
+ * bus may share a Redis with millions of other keys, and KEYS would block it
+ * for all of them. A member whose heartbeat expired (a worker that died
+ * without a clean stop) is skipped and removed here. */
 static const char router_bus_info_lua[] =
     "local p = ARGV[1]\n"
     "local rows, seen, nch, total = {}, {}, 0, 0\n"
-    "local pat = string.gsub(p, '([%*%?%[%]\\\\])', '\\\\%1') .. 'hb:*'\n"
-    "for _, k in ipairs(redis.call('KEYS', pat)) do\n"
-    "  local v = redis.call('GET', k)\n"
-    "  if v then\n"
-    "    local id = string.sub(k, #p + 4)\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
+    "  local v = redis.call('GET', p .. 'hb:' .. id)\n"
+    "  if not v then\n"
+    "    redis.call('SREM', p .. 'workers', id)\n"
+    "  else\n"
     "    local s, w = string.match(id, '^(%d+):(%d+)$')\n"
     "    local cl, ch = string.match(v, '^(%d+) (%d+)')\n"
     "    if s and cl then\n"
@@ -801,6 +869,8 @@ static const struct {
     [RMSG_CH_UNSUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
     [RMSG_INFO] = {router_bus_info, ROUTER_D_SKIP},
     [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
+    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
+    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP}, /* no links here: ignored */
 };
 
 /* ---- connections ---- */
@@ -910,6 +980,10 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
             bufferevent_set_timeouts(bev, NULL, &tv);
             return;
         }
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->link) {
+        log_err("router: %s: gateway %u/%u: nothing received for %d s (LINK_TIMEOUT) though it "
+                "answered PING before: the link is dead, forgetting its %zu sessions",
+                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout, hmap_count(c->sids));
     } else if (what & BEV_EVENT_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & BEV_EVENT_ERROR) {
@@ -1099,6 +1173,8 @@ static void router_free(struct router *r)
         event_free(r->accept_resume);
     if (r->trim != NULL)
         event_free(r->trim);
+    if (r->ping != NULL)
+        event_free(r->ping);
     /* Every link was forgotten above, so the maps are empty. */
     hmap_free(r->sids, NULL);
     hmap_free(r->channels, NULL);
@@ -1187,8 +1263,15 @@ int router_run(const struct config *cfg)
 
     if (cfg->bus != NULL) {
         struct bus_handlers h = {0};
-        if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, &h)) == NULL)
+        if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
             goto fail;
+    } else if (cfg->link_timeout > 0) {
+        /* Three PINGs per LINK_TIMEOUT: one lost to a slow moment is no alarm. */
+        long ms = cfg->link_timeout * 1000L / 3;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        r->ping = event_new(r->base, -1, EV_PERSIST, router_ping_links, r);
+        if (r->ping == NULL || event_add(r->ping, &tv) < 0)
+            goto fail_oom;
     }
     log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s%s)",
              cfg->host, cfg->port, r->max_len, r->output_limit,
