@@ -53,7 +53,9 @@ SSL = 0
 -- The router (fan-out to sessions, channels, everyone). No router: no fan-out.
 -- ROUTER_HOST = "127.0.0.1"
 -- ROUTER_PORT = 9010
--- ROUTER_SECRET = "change me"   -- must match the router's ROUTER_SECRET
+-- ROUTER_SECRET = "change me"   -- must match the router's ROUTER_SECRET (at most 256 bytes)
+-- LINK_TIMEOUT = 15   -- seconds of silence after which a router link that has been
+                       -- pinged, or a Redis connection, is dead: dropped and reconnected (0 = off)
 
 -- Redis message bus instead of (or beside) the router: gateways subscribe to
 -- commands published in Redis and keep their presence there (README, "the Redis bus").

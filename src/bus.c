@@ -1,4 +1,12 @@
-/* bus.c - Redis connections for the message bus (see bus.h). */
+/* bus.c - Redis connections for the message bus (see bus.h).
+ *
+ * Half-open connections (LINK_TIMEOUT): TCP keepalive is on, but it cannot see
+ * a stuck proxy that still ACKs, so each connection is also pinged every
+ * LINK_TIMEOUT / 3 and dropped when a ping has had no answer for LINK_TIMEOUT.
+ * The command connection sends PING. The subscribe connection sends SUBSCRIBE
+ * <prefix>ping again instead: hiredis 0.14 never hands a PING reply in
+ * subscribe mode to its callback (and keeps the callback forever), while a
+ * repeated SUBSCRIBE is answered by Redis every time, on every version. */
 #include "bus.h"
 
 #include <errno.h>
@@ -25,6 +33,10 @@ struct bus_conn {
     double backoff;
     struct event *retry;
     long pending;
+    struct event *ping;     /* every LINK_TIMEOUT / 3 while ready */
+    struct event *deadline; /* LINK_TIMEOUT after an unanswered ping */
+    int ping_out;           /* a ping is waiting for its answer */
+    int timed_out;          /* dropped by the deadline: already logged */
 };
 
 struct bus {
@@ -38,6 +50,7 @@ struct bus {
     struct bus_conn sub, cmd;
     unsigned long dropped;
     int closing;
+    int link_timeout; /* seconds; 0: no pings */
 };
 
 static void bus_connect(struct bus_conn *bc);
@@ -114,6 +127,9 @@ static void bus_schedule(struct bus_conn *bc)
     bc->ac = NULL;
     bc->ready = 0;
     bc->pending = 0;
+    bc->ping_out = 0;
+    event_del(bc->ping);
+    event_del(bc->deadline);
     if (b->closing)
         return;
     struct timeval tv = {(time_t)bc->backoff,
@@ -144,6 +160,13 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
     redisAsyncContext *mac = (redisAsyncContext *)ac;
+    redisEnableKeepAlive(&mac->c);
+    bc->timed_out = 0;
+    if (b->link_timeout > 0) {
+        long ms = b->link_timeout * 1000L / 3;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        event_add(bc->ping, &tv);
+    }
     if (b->password[0])
         redisAsyncCommand(mac, bus_auth_cb, bc, "AUTH %s", b->password);
     if (!bc->is_sub && b->db)
@@ -162,10 +185,67 @@ static void bus_disconnect_cb(const redisAsyncContext *ac, int status)
     struct bus_conn *bc = ac->data;
     struct bus *b = bc->bus;
     (void)status;
-    if (!b->closing)
+    if (!b->closing && !bc->timed_out)
         log_err("bus %s:%d: %s connection lost: %s; reconnecting", b->host, b->port, bus_name(bc),
                 ac->errstr[0] ? ac->errstr : "closed");
     bus_schedule(bc);
+}
+
+/* Any answer to the ping: PONG, or the subscribe confirmation. NULL is the
+ * context being freed. */
+static void bus_pong_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct bus_conn *bc = privdata;
+    (void)ac;
+    if (reply == NULL || bc->ac == NULL)
+        return;
+    bc->ping_out = 0;
+    event_del(bc->deadline);
+}
+
+static void bus_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus_conn *bc = arg;
+    struct bus *b = bc->bus;
+    struct timeval tv = {b->link_timeout, 0};
+    int rc;
+    (void)fd;
+    (void)what;
+    if (!bc->ready || bc->ac == NULL || bc->ping_out)
+        return; /* the deadline of the ping still out decides */
+    if (bc->is_sub) {
+        char ch[sizeof(b->prefix) + 4];
+        int n = snprintf(ch, sizeof(ch), "%sping", b->prefix);
+        rc = redisAsyncCommand(bc->ac, bus_pong_cb, bc, "SUBSCRIBE %b", ch, (size_t)n);
+    } else {
+        rc = redisAsyncCommand(bc->ac, bus_pong_cb, bc, "PING");
+    }
+    if (rc != REDIS_OK)
+        return;
+    bc->ping_out = 1;
+    evtimer_add(bc->deadline, &tv);
+}
+
+/* No answer within LINK_TIMEOUT: the connection is as good as gone, whatever
+ * TCP thinks. Freeing the context answers its pending callbacks with NULL and
+ * calls bus_disconnect_cb, which schedules the reconnect (then resubscribe and
+ * presence rewrite, as after any reconnect). */
+static void bus_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus_conn *bc = arg;
+    struct bus *b = bc->bus;
+    redisAsyncContext *ac = bc->ac;
+    (void)fd;
+    (void)what;
+    if (ac == NULL)
+        return;
+    log_err("bus %s:%d: %s connection: no answer to a ping for %d s (LINK_TIMEOUT): the link is "
+            "dead; reconnecting",
+            b->host, b->port, bus_name(bc), b->link_timeout);
+    bc->timed_out = 1;
+    redisAsyncFree(ac);
+    if (bc->ac == ac) /* not connected as far as hiredis knew: no disconnect callback */
+        bus_schedule(bc);
 }
 
 static void bus_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -194,7 +274,7 @@ static void bus_connect(struct bus_conn *bc)
     redisAsyncSetDisconnectCallback(ac, bus_disconnect_cb);
 }
 
-struct bus *bus_new(struct event_base *base, const char *url, const char *prefix,
+struct bus *bus_new(struct event_base *base, const char *url, const char *prefix, int link_timeout,
                     const struct bus_handlers *h)
 {
     char err[128];
@@ -210,6 +290,7 @@ struct bus *bus_new(struct event_base *base, const char *url, const char *prefix
     }
     b->base = base;
     b->h = *h;
+    b->link_timeout = link_timeout;
     snprintf(b->prefix, sizeof(b->prefix), "%s", prefix ? prefix : "fooking:");
     b->prefix_len = strlen(b->prefix);
     struct bus_conn *conns[2] = {&b->sub, &b->cmd};
@@ -218,6 +299,21 @@ struct bus *bus_new(struct event_base *base, const char *url, const char *prefix
         conns[i]->is_sub = i == 0;
         conns[i]->backoff = BUS_BACKOFF_MIN;
         conns[i]->retry = evtimer_new(base, bus_retry_cb, conns[i]);
+        conns[i]->ping = event_new(base, -1, EV_PERSIST, bus_ping_cb, conns[i]);
+        conns[i]->deadline = evtimer_new(base, bus_deadline_cb, conns[i]);
+        if (conns[i]->retry == NULL || conns[i]->ping == NULL || conns[i]->deadline == NULL) {
+            log_err("BUS %s: out of memory", url);
+            for (int j = 0; j <= i; j++) {
+                if (conns[j]->retry)
+                    event_free(conns[j]->retry);
+                if (conns[j]->ping)
+                    event_free(conns[j]->ping);
+                if (conns[j]->deadline)
+                    event_free(conns[j]->deadline);
+            }
+            free(b);
+            return NULL;
+        }
     }
     bus_connect(&b->sub);
     bus_connect(&b->cmd);
@@ -234,6 +330,8 @@ void bus_free(struct bus *b)
         if (conns[i]->ac)
             redisAsyncFree(conns[i]->ac);
         event_free(conns[i]->retry);
+        event_free(conns[i]->ping);
+        event_free(conns[i]->deadline);
     }
     free(b);
 }

@@ -28,8 +28,11 @@ struct bus_handlers {
 int bus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *password,
                   size_t pwlen, int *db, char *err, size_t errlen);
 
-/* Connects (asynchronously). NULL when the URL is bad (logged). */
-struct bus *bus_new(struct event_base *base, const char *url, const char *prefix,
+/* Connects (asynchronously). NULL when the URL is bad (logged). With
+ * link_timeout > 0 (LINK_TIMEOUT seconds) each connection is pinged every
+ * link_timeout / 3 and dropped and reconnected when a ping has had no answer
+ * for link_timeout. */
+struct bus *bus_new(struct event_base *base, const char *url, const char *prefix, int link_timeout,
                     const struct bus_handlers *h);
 void bus_free(struct bus *b);
 const char *bus_prefix(const struct bus *b);

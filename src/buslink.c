@@ -30,7 +30,8 @@ struct buslink {
     struct event *soon; /* a heartbeat shortly after counts change */
     int stopped;        /* presence withdrawn: write no more of it */
     char gw[64];        /* "gw:<server>:<worker>" */
-    char hb_key[256], sids_key[256], chans_key[256];
+    char id[32];        /* "<server>:<worker>": its member of <prefix>workers */
+    char hb_key[256], sids_key[256], chans_key[256], workers_key[256];
 };
 
 static void buslink_message(void *arg, const char *ch, size_t clen, const char *data, size_t len)
@@ -40,8 +41,10 @@ static void buslink_message(void *arg, const char *ch, size_t clen, const char *
     size_t consumed;
     int rc = rmsg_decode(data, len, (uint32_t)len, &m, &consumed);
     if (rc != RMSG_OK || consumed != len) {
-        log_err("bus: malformed message on channel %.*s (%zu bytes): %s; ignored", (int)clen, ch,
-                len, rc == RMSG_OK ? "trailing bytes" : rmsg_strerror(rc));
+        char name[RMSG_ESCAPE_MAX];
+        log_err("bus: malformed message on channel \"%s\" (%zu bytes): %s; ignored",
+                rmsg_escape(ch, clen, name, sizeof(name)), len,
+                rc == RMSG_OK ? "trailing bytes" : rmsg_strerror(rc));
         return;
     }
     worker_command(bl->w, &m, "bus");
@@ -118,6 +121,8 @@ static void buslink_cmd_ready(void *arg)
     const char *del[3] = {"DEL", bl->sids_key, bl->chans_key};
     size_t dellen[3] = {3, strlen(bl->sids_key), strlen(bl->chans_key)};
     bus_command_argv(bl->bus, NULL, NULL, 3, del, dellen);
+    /* The registry INFO walks instead of scanning the keyspace. */
+    buslink_cmd2(bl, "SADD", bl->workers_key, bl->id, strlen(bl->id));
 
     argv[0] = "SADD";
     argvlen[0] = 4;
@@ -159,6 +164,8 @@ struct buslink *buslink_new(struct worker *w)
     bl->w = w;
     const char *prefix = w->cfg->bus_prefix;
     snprintf(bl->gw, sizeof(bl->gw), "gw:%d:%d", w->cfg->server_id, w->id);
+    snprintf(bl->id, sizeof(bl->id), "%d:%d", w->cfg->server_id, w->id);
+    snprintf(bl->workers_key, sizeof(bl->workers_key), "%sworkers", prefix);
     snprintf(bl->hb_key, sizeof(bl->hb_key), "%shb:%d:%d", prefix, w->cfg->server_id, w->id);
     snprintf(bl->sids_key, sizeof(bl->sids_key), "%ssids:%d:%d", prefix, w->cfg->server_id, w->id);
     snprintf(bl->chans_key, sizeof(bl->chans_key), "%schans:%d:%d", prefix, w->cfg->server_id,
@@ -167,7 +174,7 @@ struct buslink *buslink_new(struct worker *w)
                              .sub_ready = buslink_sub_ready,
                              .cmd_ready = buslink_cmd_ready,
                              .message = buslink_message};
-    bl->bus = bus_new(w->base, w->cfg->bus, prefix, &h);
+    bl->bus = bus_new(w->base, w->cfg->bus, prefix, w->cfg->link_timeout, &h);
     if (!bl->bus) {
         free(bl);
         return NULL;
@@ -189,6 +196,7 @@ void buslink_stop(struct buslink *bl)
     const char *argv[4] = {"DEL", bl->hb_key, bl->sids_key, bl->chans_key};
     size_t argvlen[4] = {3, strlen(bl->hb_key), strlen(bl->sids_key), strlen(bl->chans_key)};
     bus_command_argv(bl->bus, NULL, NULL, 4, argv, argvlen);
+    buslink_cmd2(bl, "SREM", bl->workers_key, bl->id, strlen(bl->id));
     bl->stopped = 1;
 }
 

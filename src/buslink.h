@@ -4,7 +4,10 @@
  * there, and keeps its presence in Redis:
  *   <prefix>hb:<server>:<worker>     "<clients> <channels>", TTL 10 s, every 3 s
  *   <prefix>sids:<server>:<worker>   set of its live SIDs
- *   <prefix>chans:<server>:<worker>  set of its channels with members */
+ *   <prefix>chans:<server>:<worker>  set of its channels with members
+ *   <prefix>workers                  set of "<server>:<worker>" of live workers
+ *                                    (SADD on every connect, SREM on a clean
+ *                                    stop; INFO drops members without a heartbeat) */
 #ifndef FOOKING_BUSLINK_H
 #define FOOKING_BUSLINK_H
 

@@ -58,17 +58,30 @@
 #define ROUTER_DRAIN_SECONDS 10
 /* Pause before accepting again when out of file descriptors. */
 #define ROUTER_ACCEPT_PAUSE_MS 100
+/* With ROUTER_SECRET set, a connection must present it (AUTH or SECRET) within
+ * this long: a peer we do not trust yet holds nothing but its socket, and not
+ * for long. */
+#define ROUTER_AUTH_SECONDS 5
+/* The most an unauthenticated peer can make us buffer: one whole AUTH carrying
+ * the longest secret (SECRET is shorter). It is the input's read high-water
+ * mark until the peer authenticates, so libevent stops reading the socket
+ * there instead of buffering what the peer announces. */
+#define ROUTER_PREAUTH_INPUT (RMSG_HEADER_LEN + RMSG_AUTH_LEN + RMSG_MAX_SECRET)
+
+_Static_assert(RMSG_MAX_SECRET == CONFIG_MAX_SECRET, "AUTH/SECRET cap must fit ROUTER_SECRET");
 
 struct rconn {
     struct router *r;
     struct bufferevent *bev;
-    char peer[64];         /* "addr:port", for log lines */
-    unsigned authed : 1;   /* presented ROUTER_SECRET, or none is set */
-    unsigned link : 1;     /* a gateway link: sent AUTH */
-    unsigned draining : 1; /* peer closed its side; flushing our output, then free */
-    unsigned dead : 1;     /* forgotten; router_reap frees it */
-    unsigned touched : 1;  /* on the current fan-out's target list */
-    int waiting;           /* bus replies still due to this connection (INFO) */
+    char peer[64];               /* "addr:port", for log lines */
+    unsigned authed : 1;         /* presented ROUTER_SECRET, or none is set */
+    unsigned link : 1;           /* a gateway link: sent AUTH */
+    unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
+    unsigned dead : 1;           /* forgotten; router_reap frees it */
+    unsigned touched : 1;        /* on the current fan-out's target list */
+    unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
+    int waiting;                 /* bus replies still due to this connection (INFO) */
+    struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
     unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
     struct hmap *sids;       /* link: SIDs it holds (values unused) */
@@ -85,15 +98,17 @@ struct router {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
+    struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
     struct rconn_list conns, links, dead;
     struct hmap *sids, *channels, *gateways;
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
     uint32_t max_len;
-    size_t output_limit;         /* 0: none */
-    struct bus *bus;             /* BUS set: stateless, commands are published to Redis */
-    unsigned char s[UINT16_MAX]; /* S of the message being handled */
+    size_t output_limit;           /* 0: none */
+    struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
+    const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
+    unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
 
 /* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
@@ -117,6 +132,16 @@ static int router_secret_ok(struct router *r, const unsigned char *p, size_t n)
     if (EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != r->secret_mdlen)
         return 0;
     return CRYPTO_memcmp(md, r->secret_md, mdlen) == 0;
+}
+
+/* The peer presented ROUTER_SECRET: from now on it may send anything, of any
+ * length up to the router's maximum. */
+static void router_conn_trust(struct rconn *c)
+{
+    c->authed = 1;
+    if (c->auth_deadline != NULL)
+        event_del(c->auth_deadline);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
 }
 
 /* Drops c if its pending output passed the limit. Returns 0 if c is still alive. */
@@ -190,6 +215,8 @@ static void router_conn_kill(struct rconn *c)
     c->dead = 1;
     if (c->link)
         router_link_forget(c);
+    if (c->auth_deadline != NULL)
+        event_del(c->auth_deadline);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     TAILQ_REMOVE(&r->conns, c, entry);
@@ -204,6 +231,8 @@ static void router_conn_free(struct rconn *c)
     bufferevent_free(c->bev);
     if (c->batch != NULL)
         evbuffer_free(c->batch);
+    if (c->auth_deadline != NULL)
+        event_free(c->auth_deadline);
     free(c);
 }
 
@@ -366,8 +395,11 @@ static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbu
             router_touch(&head, l);
     }
     n = router_broadcast(head, m, payload);
-    log_debug("router: %s: CH_PUB \"%.*s\" %u bytes -> %d links", c->peer, (int)m->slen,
-              (const char *)m->s, m->len, n);
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_PUB \"%s\" %u bytes -> %d links", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), m->len, n);
+    }
 }
 
 /* ---- commands from gateway links ---- */
@@ -385,7 +417,8 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
         router_conn_kill(c);
         return;
     }
-    c->authed = 1;
+    if (!c->authed)
+        router_conn_trust(c);
     /* A second AUTH on one connection starts over, like a reconnect. */
     if (c->link)
         router_link_forget(c);
@@ -499,8 +532,11 @@ static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbu
         hmap_del(set, &c, sizeof(c), NULL);
         goto fail_set;
     }
-    log_debug("router: %s: CH_SUB \"%.*s\", %zu links subscribed", c->peer, (int)m->slen,
-              (const char *)m->s, hmap_count(set));
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_SUB \"%s\", %zu links subscribed", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), hmap_count(set));
+    }
     return;
 fail_set:
     if (created) {
@@ -518,7 +554,11 @@ static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct ev
     if (!router_need_link(c, m) || !hmap_del(c->channels, m->s, m->slen, NULL))
         return;
     router_channel_leave(c->r, m->s, m->slen, c);
-    log_debug("router: %s: CH_UNSUB \"%.*s\"", c->peer, (int)m->slen, (const char *)m->s);
+    if (log_get_level() >= LOG_DEBUG) {
+        char name[RMSG_ESCAPE_MAX];
+        log_debug("router: %s: CH_UNSUB \"%s\"", c->peer,
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)));
+    }
 }
 
 /* ---- commands from backends ---- */
@@ -534,7 +574,7 @@ static void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbu
         router_conn_kill(c);
         return;
     }
-    c->authed = 1;
+    router_conn_trust(c);
     log_debug("router: %s: secret accepted", c->peer);
 }
 
@@ -572,6 +612,56 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
     router_check_output(c);
 }
 
+/* PING from anyone: answered, so a backend can check the router too. */
+static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+
+    rmsg_encode_header(hdr, RMSG_PONG, 0, 0);
+    if (evbuffer_add(bufferevent_get_output(c->bev), hdr, sizeof(hdr)) < 0) {
+        log_err("router: %s: out of memory answering PING, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
+    router_check_output(c);
+}
+
+/* A link that answers PING is a gateway that knows LINK_TIMEOUT: from now on
+ * silence for that long means it is gone (a half-open connection, a stuck
+ * proxy), and the link is dropped. An old gateway never answers and is never
+ * held to it. */
+static void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct timeval tv = {c->r->cfg->link_timeout, 0};
+
+    if (!c->link || c->ponged || c->r->cfg->link_timeout <= 0)
+        return;
+    c->ponged = 1;
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    log_debug("router: %s: gateway %u/%u answers PING, held to LINK_TIMEOUT %d s", c->peer,
+              c->server_id, c->worker_id, c->r->cfg->link_timeout);
+}
+
+static void router_ping_links(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *r = arg;
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct rconn *l, *next;
+
+    rmsg_encode_header(hdr, RMSG_PING, 0, 0);
+    /* Sending can drop a link (output limit), which unlinks it from r->links. */
+    for (l = TAILQ_FIRST(&r->links); l != NULL; l = next) {
+        next = TAILQ_NEXT(l, link_entry);
+        if (evbuffer_add(bufferevent_get_output(l->bev), hdr, sizeof(hdr)) < 0) {
+            log_err("router: %s: gateway %u/%u: out of memory queuing PING, dropping the link",
+                    l->peer, l->server_id, l->worker_id);
+            router_conn_kill(l);
+            continue;
+        }
+        router_check_output(l);
+    }
+}
+
 static const struct {
     void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
     enum router_d d;
@@ -589,6 +679,8 @@ static const struct {
     [RMSG_CH_UNSUB] = {router_cmd_ch_unsub, ROUTER_D_SKIP},
     [RMSG_INFO] = {router_cmd_info, ROUTER_D_SKIP},
     [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
+    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
+    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP},
 };
 
 /* ---- bus mode: a stateless router that publishes to Redis ---- */
@@ -686,15 +778,19 @@ static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct
 }
 
 /* INFO from the presence the gateway workers keep in Redis, in one round
- * trip: the heartbeat of every live worker, and the union of their channels. */
+ * trip: the heartbeat of every live worker, and the union of their channels.
+ * Workers are found in the registry set <prefix>workers, never with KEYS: the
+ * bus may share a Redis with millions of other keys, and KEYS would block it
+ * for all of them. A member whose heartbeat expired (a worker that died
+ * without a clean stop) is skipped and removed here. */
 static const char router_bus_info_lua[] =
     "local p = ARGV[1]\n"
     "local rows, seen, nch, total = {}, {}, 0, 0\n"
-    "local pat = string.gsub(p, '([%*%?%[%]\\\\])', '\\\\%1') .. 'hb:*'\n"
-    "for _, k in ipairs(redis.call('KEYS', pat)) do\n"
-    "  local v = redis.call('GET', k)\n"
-    "  if v then\n"
-    "    local id = string.sub(k, #p + 4)\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
+    "  local v = redis.call('GET', p .. 'hb:' .. id)\n"
+    "  if not v then\n"
+    "    redis.call('SREM', p .. 'workers', id)\n"
+    "  else\n"
     "    local s, w = string.match(id, '^(%d+):(%d+)$')\n"
     "    local cl, ch = string.match(v, '^(%d+) (%d+)')\n"
     "    if s and cl then\n"
@@ -773,6 +869,8 @@ static const struct {
     [RMSG_CH_UNSUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
     [RMSG_INFO] = {router_bus_info, ROUTER_D_SKIP},
     [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
+    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
+    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP}, /* no links here: ignored */
 };
 
 /* ---- connections ---- */
@@ -785,11 +883,6 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     int bus = c->r->bus != NULL;
     enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
-    if (!c->authed && m->type != RMSG_AUTH && m->type != RMSG_SECRET) {
-        log_err("router: %s: %s before ROUTER_SECRET, closing", c->peer, rmsg_type_name(m->type));
-        router_conn_kill(c);
-        return;
-    }
     if (d == ROUTER_D_PAYLOAD) {
         /* Moves whole chains where it can: the body is not copied. */
         if ((payload = evbuffer_new()) == NULL
@@ -836,6 +929,15 @@ static void router_conn_read(struct bufferevent *bev, void *arg)
             router_conn_kill(c);
             return;
         }
+        /* Judged on the header alone, before a byte of the body is buffered:
+         * an untrusted peer gets to send AUTH or SECRET (whose length the
+         * codec caps at what they need), nothing else. */
+        if (!c->authed && m.type != RMSG_AUTH && m.type != RMSG_SECRET) {
+            log_err("router: %s: %s (%u + %u bytes announced) before ROUTER_SECRET, closing",
+                    c->peer, rmsg_type_name(m.type), m.slen, m.len);
+            router_conn_kill(c);
+            return;
+        }
         /* len is bounded, so waiting for the rest is bounded too. */
         if (evbuffer_get_length(in) < rmsg_size(&m))
             return;
@@ -878,6 +980,10 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
             bufferevent_set_timeouts(bev, NULL, &tv);
             return;
         }
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->link) {
+        log_err("router: %s: gateway %u/%u: nothing received for %d s (LINK_TIMEOUT) though it "
+                "answered PING before: the link is dead, forgetting its %zu sessions",
+                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout, hmap_count(c->sids));
     } else if (what & BEV_EVENT_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & BEV_EVENT_ERROR) {
@@ -889,6 +995,15 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
             log_info("router: %s: %s", c->peer,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
+    router_conn_kill(c);
+}
+
+static void router_auth_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *c = arg;
+
+    log_err("router: %s: no ROUTER_SECRET within %d s (%zu bytes received), closing", c->peer,
+            ROUTER_AUTH_SECONDS, evbuffer_get_length(bufferevent_get_input(c->bev)));
     router_conn_kill(c);
 }
 
@@ -931,6 +1046,14 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
     if (c->bev == NULL)
         goto fail;
     bufferevent_setcb(c->bev, router_conn_read, router_conn_write, router_conn_event, c);
+    if (!c->authed) {
+        /* Every untrusted peer gets the same delay: a common timeout keeps
+         * thousands of them one queue, not a heap. */
+        c->auth_deadline = evtimer_new(r->base, router_auth_timeout, c);
+        if (c->auth_deadline == NULL || evtimer_add(c->auth_deadline, r->auth_tv) < 0)
+            goto fail;
+        bufferevent_setwatermark(c->bev, EV_READ, 0, ROUTER_PREAUTH_INPUT);
+    }
     if (bufferevent_enable(c->bev, EV_READ) < 0)
         goto fail;
     TAILQ_INSERT_TAIL(&r->conns, c, entry);
@@ -942,6 +1065,8 @@ fail:
         bufferevent_free(c->bev); /* closes fd */
     else
         evutil_closesocket(fd);
+    if (c != NULL && c->auth_deadline != NULL)
+        event_free(c->auth_deadline);
     free(c);
 }
 
@@ -1048,6 +1173,8 @@ static void router_free(struct router *r)
         event_free(r->accept_resume);
     if (r->trim != NULL)
         event_free(r->trim);
+    if (r->ping != NULL)
+        event_free(r->ping);
     /* Every link was forgotten above, so the maps are empty. */
     hmap_free(r->sids, NULL);
     hmap_free(r->channels, NULL);
@@ -1110,6 +1237,11 @@ int router_run(const struct config *cfg)
     r->base = loop_new();
     if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
         goto fail_oom;
+    {
+        struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
+        if ((r->auth_tv = event_base_init_common_timeout(r->base, &tv)) == NULL)
+            goto fail_oom;
+    }
     r->listener = evconnlistener_new(r->base, router_accept, r,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (r->listener == NULL)
@@ -1131,8 +1263,15 @@ int router_run(const struct config *cfg)
 
     if (cfg->bus != NULL) {
         struct bus_handlers h = {0};
-        if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, &h)) == NULL)
+        if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
             goto fail;
+    } else if (cfg->link_timeout > 0) {
+        /* Three PINGs per LINK_TIMEOUT: one lost to a slow moment is no alarm. */
+        long ms = cfg->link_timeout * 1000L / 3;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        r->ping = event_new(r->base, -1, EV_PERSIST, router_ping_links, r);
+        if (r->ping == NULL || event_add(r->ping, &tv) < 0)
+            goto fail_oom;
     }
     log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s%s)",
              cfg->host, cfg->port, r->max_len, r->output_limit,

@@ -2,11 +2,21 @@
  *
  * CONN and CLOSE for sessions that come and go within one loop iteration are
  * gathered and sent as one message each (up to 4095 SIDs) when the iteration
- * ends, so a burst of connects costs the router one message, not thousands. */
+ * ends, so a burst of connects costs the router one message, not thousands.
+ *
+ * Half-open links (LINK_TIMEOUT): a router that supports it PINGs every link
+ * every LINK_TIMEOUT / 3 and we answer PONG. Once a router has pinged, silence
+ * from it for LINK_TIMEOUT means the link is dead (a stuck proxy, a host gone
+ * without a reset): it is dropped and reconnected, and the resync after AUTH
+ * restores the router's view. An old router never pings; against it the
+ * socket's keepalive and TCP_USER_TIMEOUT are what find a dead peer. */
 #include "uplink.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +34,9 @@
 #define UPLINK_BACKOFF_MAX  5.0
 #define UPLINK_MAX_LEN      (64u << 20) /* largest D accepted from the router */
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
+/* Longest frame header a client protocol puts before a message: WebSocket's
+ * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
+#define UPLINK_MAX_FRAME_HEADER 14
 
 struct uplink {
     struct worker *w;
@@ -32,6 +45,8 @@ struct uplink {
     struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
     double backoff;
     int connected;
+    int pinged;       /* this connection has had a PING */
+    int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
     struct evbuffer *conn_sids, *close_sids;
     struct sockaddr_storage sa;
     int salen;
@@ -143,17 +158,22 @@ static void uplink_resync(struct uplink *u)
 {
     struct worker *w = u->w;
     const char *secret = w->cfg->router_secret;
+    /* config_load refuses a secret over RMSG_MAX_SECRET (CONFIG_MAX_SECRET)
+     * bytes, so it is sent whole: a cut secret would only fail as "wrong". */
     size_t slen = secret ? strlen(secret) : 0;
-    unsigned char auth[RMSG_AUTH_LEN + 256];
+    unsigned char hdr[RMSG_HEADER_LEN], ids[RMSG_AUTH_LEN];
     uint32_t v = htonl((uint32_t)w->cfg->server_id);
-    memcpy(auth, &v, 4);
+    memcpy(ids, &v, 4);
     v = htonl((uint32_t)w->id);
-    memcpy(auth + 4, &v, 4);
-    if (slen > 256)
-        slen = 256;
-    if (slen)
-        memcpy(auth + RMSG_AUTH_LEN, secret, slen);
-    uplink_send(u, RMSG_AUTH, NULL, 0, auth, RMSG_AUTH_LEN + slen);
+    memcpy(ids + 4, &v, 4);
+    if (uplink_writable(u)) {
+        struct evbuffer *out = bufferevent_get_output(u->bev);
+        rmsg_encode_header(hdr, RMSG_AUTH, 0, (uint32_t)(RMSG_AUTH_LEN + slen));
+        evbuffer_add(out, hdr, sizeof(hdr));
+        evbuffer_add(out, ids, sizeof(ids));
+        if (slen)
+            evbuffer_add(out, secret, slen);
+    }
 
     evbuffer_drain(u->conn_sids, evbuffer_get_length(u->conn_sids));
     evbuffer_drain(u->close_sids, evbuffer_get_length(u->close_sids));
@@ -179,11 +199,39 @@ static void uplink_resync(struct uplink *u)
     log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
 }
 
-static void worker_each_sid(struct worker *w, const struct rmsg *m)
+/* A push no client's output can ever hold would close every recipient as a
+ * slow consumer: one message from the router would disconnect everyone. It is
+ * dropped instead, logged once for the message, not once per client. */
+static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *source)
+{
+    size_t limit = w->cfg->max_output_size;
+
+    if ((size_t)m->len + UPLINK_MAX_FRAME_HEADER <= limit)
+        return 1;
+    log_err("%s: %s of %u bytes is over the largest push a client can take (%zu: "
+            "MAX_OUTPUT_SIZE %zu minus a %d-byte frame header), dropped; no client was closed",
+            source, rmsg_type_name(m->type), m->len, limit - UPLINK_MAX_FRAME_HEADER, limit,
+            UPLINK_MAX_FRAME_HEADER);
+    return 0;
+}
+
+static struct shared_msg *worker_shared(const struct rmsg *m, const char *source)
+{
+    struct shared_msg *sm = shared_msg_new(m->d, m->len);
+
+    if (sm == NULL)
+        log_err("%s: out of memory for a %s of %u bytes, dropped", source, rmsg_type_name(m->type),
+                m->len);
+    return sm;
+}
+
+static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *source)
 {
     struct shared_msg *sm = NULL;
-    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) /* many recipients: share */
-        sm = shared_msg_new(m->d, m->len);
+    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
+        if ((sm = worker_shared(m, source)) == NULL)
+            return;
+    }
     for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
         struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
         if (!c || c->dead)
@@ -197,9 +245,14 @@ static void worker_each_sid(struct worker *w, const struct rmsg *m)
                 client_send_shared(c, sm);
             } else {
                 struct evbuffer *b = evbuffer_new();
-                evbuffer_add(b, m->d, m->len);
-                client_send(c, b);
-                evbuffer_free(b);
+                if (b == NULL || evbuffer_add(b, m->d, m->len) < 0) {
+                    log_err("%s: out of memory for a SEND_MSG of %u bytes to %s, dropped", source,
+                            m->len, c->sid);
+                } else {
+                    client_send(c, b);
+                }
+                if (b != NULL)
+                    evbuffer_free(b);
             }
             break;
         case RMSG_CH_ADD:
@@ -233,11 +286,15 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
                     rmsg_type_name(m->type), m->len);
             return;
         }
-        worker_each_sid(w, m);
+        if (m->type == RMSG_SEND_MSG && !worker_push_fits(w, m, source))
+            return;
+        worker_each_sid(w, m, source);
         break;
     case RMSG_SEND_ALL: {
-        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        struct shared_msg *sm;
         struct client *c, *next;
+        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+            return;
         for (c = TAILQ_FIRST(&w->clients); c; c = next) {
             next = TAILQ_NEXT(c, entry);
             client_send_shared(c, sm);
@@ -246,7 +303,9 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
         break;
     }
     case RMSG_CH_PUB: {
-        struct shared_msg *sm = shared_msg_new(m->d, m->len);
+        struct shared_msg *sm;
+        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+            return;
         channel_publish(w, (const char *)m->s, m->slen, sm);
         shared_msg_unref(sm);
         break;
@@ -275,6 +334,25 @@ static void uplink_down(struct uplink *u, const char *why)
         u->backoff = UPLINK_BACKOFF_MAX;
 }
 
+/* PING from the router: answer it with the same token, and from the first one
+ * on treat silence for LINK_TIMEOUT as a dead link. */
+static void uplink_pong(struct uplink *u, const struct rmsg *m)
+{
+    int t = u->w->cfg->link_timeout;
+
+    uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
+    if (u->pinged || !u->bev)
+        return;
+    u->pinged = 1;
+    u->router_pings = 1;
+    if (t > 0) {
+        struct timeval tv = {t, 0};
+        bufferevent_set_timeouts(u->bev, &tv, NULL);
+        log_info("router %s: pings this link; silence for %d s (LINK_TIMEOUT) will drop it",
+                 u->name, t);
+    }
+}
+
 static void uplink_readcb(struct bufferevent *bev, void *arg)
 {
     struct uplink *u = arg;
@@ -301,7 +379,10 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
             uplink_down(u, rmsg_strerror(rc));
             return;
         }
-        worker_command(u->w, &m, u->source);
+        if (m.type == RMSG_PING)
+            uplink_pong(u, &m);
+        else if (m.type != RMSG_PONG)
+            worker_command(u->w, &m, u->source);
         if (!u->bev)
             return;
         evbuffer_drain(in, consumed);
@@ -312,16 +393,54 @@ static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct uplink *u = arg;
     (void)bev;
+    int t = u->w->cfg->link_timeout;
+    char why[160];
     if (what & BEV_EVENT_CONNECTED) {
+        struct timeval tv = {t, 0};
         u->connected = 1;
+        u->pinged = 0;
         u->backoff = UPLINK_BACKOFF_MIN;
+        /* The router that pinged the last link is expected to ping this one:
+         * a connection that a stuck proxy accepted must not hang forever. */
+        bufferevent_set_timeouts(u->bev, t > 0 && u->router_pings ? &tv : NULL, NULL);
         uplink_resync(u);
         return;
     }
-    if (what & BEV_EVENT_EOF)
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+        snprintf(why, sizeof(why),
+                 "nothing from the router for %d s (LINK_TIMEOUT) though it sends PING: the "
+                 "link is dead",
+                 t);
+        /* No PING at all on this connection: perhaps the router is an old one
+         * now; do not hold the next connection to PINGs it may never send. */
+        if (!u->pinged)
+            u->router_pings = 0;
+        uplink_down(u, why);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        snprintf(why, sizeof(why), "connect not finished within %d s (LINK_TIMEOUT)", t);
+        uplink_down(u, why);
+    } else if (what & BEV_EVENT_EOF)
         uplink_down(u, "closed by the router");
     else
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* For routers that never PING: keepalive probes after LINK_TIMEOUT / 3 of
+ * silence, and TCP_USER_TIMEOUT so data unacknowledged for LINK_TIMEOUT (or
+ * unanswered probes) reset the connection. Best effort: a failure only loses
+ * the early warning, so it is not fatal. */
+static void uplink_socket_options(evutil_socket_t fd, int t)
+{
+    int one = 1, idle = t / 3 > 0 ? t / 3 : 1, cnt = 3;
+    unsigned int ms = (unsigned int)t * 1000u;
+
+    if (fd < 0 || t <= 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
 }
 
 static void uplink_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -340,8 +459,16 @@ static void uplink_connect(struct uplink *u)
     }
     bufferevent_setcb(u->bev, uplink_readcb, NULL, uplink_eventcb, u);
     bufferevent_enable(u->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, u->salen) < 0)
+    int t = u->w->cfg->link_timeout;
+    if (t > 0) {
+        struct timeval tv = {t, 0};
+        bufferevent_set_timeouts(u->bev, NULL, &tv); /* bounds the connect */
+    }
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, u->salen) < 0) {
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return;
+    }
+    uplink_socket_options(bufferevent_getfd(u->bev), t);
 }
 
 struct uplink *uplink_new(struct worker *w)

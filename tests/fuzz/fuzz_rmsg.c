@@ -52,9 +52,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             break;
         case RMSG_AUTH:
-            if (m.len < RMSG_AUTH_LEN)
+            if (m.len < RMSG_AUTH_LEN || m.len > RMSG_AUTH_LEN + RMSG_MAX_SECRET || m.slen != 0)
                 abort();
             break;
+        case RMSG_SECRET:
+            if (m.len > RMSG_MAX_SECRET || m.slen != 0)
+                abort();
+            break;
+        case RMSG_PING:
+        case RMSG_PONG:
+            if (m.len > RMSG_MAX_PING || m.slen != 0)
+                abort();
+            break;
+        }
+        {
+            /* Escaping any S for a log line stays inside the buffer and ends. */
+            char esc[RMSG_ESCAPE_MAX];
+            size_t n = m.slen > RMSG_MAX_CHANNEL ? RMSG_MAX_CHANNEL : m.slen;
+            if (strlen(rmsg_escape(m.s, n, esc, sizeof(esc))) >= sizeof(esc))
+                abort();
         }
         rmsg_encode_header(hdr, m.type, m.slen, m.len);
         if (memcmp(hdr, data + off, RMSG_HEADER_LEN) != 0)

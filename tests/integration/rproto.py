@@ -12,9 +12,10 @@ import time
 
 AUTH, CONN, CLOSE, KICK, SEND_MSG, SEND_ALL = 1, 2, 3, 4, 5, 6
 CH_ADD, CH_DEL, CH_PUB, CH_SUB, CH_UNSUB, INFO, SECRET = 7, 8, 9, 10, 11, 12, 13
+PING, PONG = 14, 15
 NAMES = {1: "AUTH", 2: "CONN", 3: "CLOSE", 4: "KICK", 5: "SEND_MSG", 6: "SEND_ALL",
          7: "CH_ADD", 8: "CH_DEL", 9: "CH_PUB", 10: "CH_SUB", 11: "CH_UNSUB",
-         12: "INFO", 13: "SECRET"}
+         12: "INFO", 13: "SECRET", 14: "PING", 15: "PONG"}
 HEADER = struct.Struct(">HHI")
 SID_LEN = 16
 MAX_SIDS = 4095
@@ -173,6 +174,7 @@ class Gateway(Conn):
     def __init__(self, port, server, worker, nsids=0, secret=None, fence=True, **kw):
         super().__init__(port, **kw)
         self.server, self.worker = server, worker
+        self.pings, self.pong = 0, False
         self.sids = []
         self.channels = set()
         d = struct.pack(">II", server, worker) + (b(secret) if secret is not None else b"")
@@ -181,6 +183,17 @@ class Gateway(Conn):
         if self.fence:
             self.sub(self.fence)
         self.add_sids([sid(server, worker, i) for i in range(nsids)])
+
+    def recv(self, timeout=TIMEOUT):
+        """Like Conn.recv, but the router's PINGs (LINK_TIMEOUT) are counted in
+        self.pings and, with self.pong set, answered; they are not commands."""
+        while True:
+            m = super().recv(timeout)
+            if m[0] != PING:
+                return m
+            self.pings += 1
+            if self.pong:
+                self.send(PONG, b"", m[2])
 
     def add_sids(self, sids):
         sids = list(sids)

@@ -72,6 +72,12 @@ static void test_encode_header(void **state)
     assert_memory_equal(h, "\xff\xfe\xab\xcd\x01\x02\x03\x04", 8);
 }
 
+/* Types whose S must be empty. */
+static int no_s(int t)
+{
+    return t == RMSG_AUTH || t == RMSG_SECRET || t == RMSG_PING || t == RMSG_PONG;
+}
+
 static void test_roundtrip_all_types(void **state)
 {
     unsigned char buf[RMSG_HEADER_LEN + 16 + 8];
@@ -79,17 +85,23 @@ static void test_roundtrip_all_types(void **state)
     size_t used;
 
     for (int t = 1; t <= RMSG_TYPE_MAX; t++) {
-        /* 16 bytes of S and 8 of D is valid for every type */
-        rmsg_encode_header(buf, (uint16_t)t, 16, 8);
+        /* 16 bytes of S and 8 of D is valid for every type that has an S */
+        uint16_t slen = no_s(t) ? 0 : 16;
+        rmsg_encode_header(buf, (uint16_t)t, slen, 8);
         memset(buf + 8, 'a', 24);
-        assert_int_equal(rmsg_decode(buf, sizeof(buf), MAX_LEN, &m, &used), RMSG_OK);
+        assert_int_equal(rmsg_decode(buf, RMSG_HEADER_LEN + slen + 8u, MAX_LEN, &m, &used),
+                         RMSG_OK);
         assert_int_equal(m.type, t);
-        assert_int_equal(used, sizeof(buf));
+        assert_int_equal(used, RMSG_HEADER_LEN + slen + 8u);
         assert_string_not_equal(rmsg_type_name(t), "?");
     }
     assert_string_equal(rmsg_type_name(RMSG_CH_PUB), "CH_PUB");
     assert_string_equal(rmsg_type_name(0), "?");
-    assert_string_equal(rmsg_type_name(14), "?");
+    assert_string_equal(rmsg_type_name(RMSG_PING), "PING");
+    assert_string_equal(rmsg_type_name(RMSG_PONG), "PONG");
+    assert_int_equal(RMSG_PING, 14);
+    assert_int_equal(RMSG_PONG, 15);
+    assert_string_equal(rmsg_type_name(16), "?");
 }
 
 static int decode_hdr(uint16_t type, uint16_t slen, uint32_t len, uint32_t max)
@@ -104,7 +116,7 @@ static int decode_hdr(uint16_t type, uint16_t slen, uint32_t len, uint32_t max)
 static void test_err_type(void **state)
 {
     assert_int_equal(decode_hdr(0, 0, 0, MAX_LEN), RMSG_ERR_TYPE);
-    assert_int_equal(decode_hdr(14, 0, 0, MAX_LEN), RMSG_ERR_TYPE);
+    assert_int_equal(decode_hdr(16, 0, 0, MAX_LEN), RMSG_ERR_TYPE);
     assert_int_equal(decode_hdr(0xffff, 0, 0, MAX_LEN), RMSG_ERR_TYPE);
     assert_int_equal(decode_hdr(RMSG_SECRET, 0, 6, MAX_LEN), RMSG_OK);
 }
@@ -120,6 +132,62 @@ static void test_err_len(void **state)
     size_t used;
     rmsg_encode_header(h, RMSG_SEND_ALL, 0, 0xffffffffu);
     assert_int_equal(rmsg_decode(h, sizeof(h), MAX_LEN, &m, &used), RMSG_ERR_LEN);
+}
+
+/* What an unauthenticated peer may send is capped by type, whatever the
+ * caller's maximum: the router buffers no more than AUTH with the longest
+ * secret before it trusts a peer. */
+static void test_auth_secret_caps(void **state)
+{
+    assert_int_equal(decode_hdr(RMSG_AUTH, 0, RMSG_AUTH_LEN + RMSG_MAX_SECRET, MAX_LEN), RMSG_OK);
+    assert_int_equal(decode_hdr(RMSG_AUTH, 0, RMSG_AUTH_LEN + RMSG_MAX_SECRET + 1, MAX_LEN),
+                     RMSG_ERR_LEN);
+    assert_int_equal(decode_hdr(RMSG_AUTH, 0, 32u << 20, MAX_LEN), RMSG_ERR_LEN);
+    assert_int_equal(decode_hdr(RMSG_SECRET, 0, RMSG_MAX_SECRET, MAX_LEN), RMSG_OK);
+    assert_int_equal(decode_hdr(RMSG_SECRET, 0, RMSG_MAX_SECRET + 1, MAX_LEN), RMSG_ERR_LEN);
+    /* S carries nothing for them, so it may not carry bytes to buffer either. */
+    assert_int_equal(decode_hdr(RMSG_AUTH, 1, RMSG_AUTH_LEN, MAX_LEN), RMSG_ERR_S);
+    assert_int_equal(decode_hdr(RMSG_SECRET, 0xffff, 4, MAX_LEN), RMSG_ERR_S);
+    /* The caller's maximum still applies when it is lower. */
+    assert_int_equal(decode_hdr(RMSG_SECRET, 0, 10, 9), RMSG_ERR_LEN);
+    assert_int_equal(rmsg_max_len(RMSG_SEND_ALL, 1000), 1000);
+    assert_int_equal(rmsg_max_len(RMSG_SECRET, 1000), RMSG_MAX_SECRET);
+    assert_string_not_equal(rmsg_strerror(RMSG_ERR_S), "unknown error");
+}
+
+/* PING and PONG: no S, a token of at most RMSG_MAX_PING bytes. */
+static void test_ping_pong(void **state)
+{
+    static const unsigned char ping[] = {0, 14, 0, 0, 0, 0, 0, 0};
+    struct rmsg m;
+    size_t used;
+
+    assert_int_equal(rmsg_decode(ping, sizeof(ping), MAX_LEN, &m, &used), RMSG_OK);
+    assert_int_equal(m.type, RMSG_PING);
+    assert_int_equal(used, 8);
+    assert_int_equal(decode_hdr(RMSG_PONG, 0, RMSG_MAX_PING, MAX_LEN), RMSG_OK);
+    assert_int_equal(decode_hdr(RMSG_PONG, 0, RMSG_MAX_PING + 1, MAX_LEN), RMSG_ERR_LEN);
+    assert_int_equal(decode_hdr(RMSG_PING, 16, 0, MAX_LEN), RMSG_ERR_S);
+}
+
+static void test_escape(void **state)
+{
+    char out[RMSG_ESCAPE_MAX];
+    unsigned char all[RMSG_MAX_CHANNEL];
+
+    assert_string_equal(rmsg_escape("room-1", 6, out, sizeof(out)), "room-1");
+    assert_string_equal(rmsg_escape("a\nb\x1b[2J\\\x7f\xc3\xa9", 11, out, sizeof(out)),
+                        "a\\x0ab\\x1b[2J\\\\\\x7f\\xc3\\xa9");
+    assert_string_equal(rmsg_escape("a\0b", 3, out, sizeof(out)), "a\\x00b");
+    assert_string_equal(rmsg_escape("", 0, out, sizeof(out)), "");
+    /* The longest channel, every byte escaped, fits RMSG_ESCAPE_MAX exactly. */
+    memset(all, 0xff, sizeof(all));
+    rmsg_escape(all, sizeof(all), out, sizeof(out));
+    assert_int_equal(strlen(out), 4 * RMSG_MAX_CHANNEL);
+    /* Too small a buffer: cut short, marked, terminated. */
+    assert_string_equal(rmsg_escape("abcdefghij", 10, out, 8), "abcd...");
+    assert_string_equal(rmsg_escape("\x01\x02\x03", 3, out, 8), "\\x01...");
+    assert_string_equal(rmsg_escape("abc", 3, out, 4), "abc");
 }
 
 static void test_err_sids(void **state)
@@ -179,6 +247,9 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all_types),
         cmocka_unit_test(test_err_type),
         cmocka_unit_test(test_err_len),
+        cmocka_unit_test(test_auth_secret_caps),
+        cmocka_unit_test(test_ping_pong),
+        cmocka_unit_test(test_escape),
         cmocka_unit_test(test_err_sids),
         cmocka_unit_test(test_err_channel),
         cmocka_unit_test(test_err_auth),
