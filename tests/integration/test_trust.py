@@ -126,6 +126,8 @@ def test_ping_flood_never_read_is_cut_at_max_output_size(gateway, php):
                 cut = True
                 break
     grew = rss_kb(worker) - before
+    print("\nping flood: sent %d bytes of pings, worker RSS %d -> %d KiB (+%d), cut: %s"
+          % (sent, before, before + grew, grew, cut))
     ws.close()
     assert cut or gw.log_lines("slow consumer"), "sent %d bytes of pings, never cut" % sent
     gw.wait_log("over MAX_OUTPUT_SIZE (slow consumer)")
