@@ -53,7 +53,7 @@ test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 test-integration: fooking
-	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
+	cd tests/integration && FOOKING_STRICT=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test:
 	@scripts/deps.sh test
@@ -71,7 +71,7 @@ test-asan:
 	cd tests/integration && FOOKING=$(CURDIR)/build-asan/fooking-asan \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23:log_path=$(CURDIR)/build-asan/asan \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/ubsan \
-	    $(PYTHON) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
+	    FOOKING_STRICT=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 	@if ls build-asan/asan.* build-asan/ubsan.* >/dev/null 2>&1; then \
 	    echo "sanitizer reports:"; cat build-asan/asan.* build-asan/ubsan.* 2>/dev/null; exit 1; fi
 

@@ -16,6 +16,12 @@ missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
+# The browser test drives chromium with playwright-core from npm: Node.js and
+# npm come from Debian unless the machine already has them.
+if [ "$what" = test ] && ! command -v npm >/dev/null 2>&1; then
+  command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+  missing="$missing npm"
+fi
 [ -z "$missing" ] && exit 0
 echo "installing missing packages:$missing"
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
