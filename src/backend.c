@@ -27,7 +27,6 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 
-#include "client.h"
 #include "log.h"
 
 #define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
@@ -130,15 +129,16 @@ void fcgi_params_unref(struct fcgi_params *p)
 
 /* ---- requests ---- */
 
-struct request *request_new(struct backend_pool *pool, struct client *c, const char *sid,
-                            struct fcgi_params *params, enum request_event ev,
+struct request *request_new(struct backend_pool *pool, void *owner, const struct request_ops *ops,
+                            const char *sid, struct fcgi_params *params, enum request_event ev,
                             struct evbuffer *body)
 {
     struct request *r = calloc(1, sizeof(*r));
     if (!r)
         abort();
     r->pool = pool;
-    r->client = c;
+    r->owner = owner;
+    r->ops = ops;
     r->params = fcgi_params_ref(params);
     r->event = ev;
     r->body = body ? body : evbuffer_new();
@@ -439,8 +439,8 @@ static void backend_enqueue(struct backend_pool *p, struct request *r)
         event_assign(&r->queue_ev, p->base, -1, 0, backend_queue_expired, r);
         event_add(&r->queue_ev, p->queue_ctv);
     }
-    if (r->client)
-        client_request_queued(r->client, 1);
+    if (r->owner && r->ops->queued)
+        r->ops->queued(r, 1);
 }
 
 /* Out of the wait queue, for whatever reason: every way out passes here, so
@@ -452,8 +452,8 @@ static void backend_dequeue(struct backend_pool *p, struct request *r)
     r->queued = 0;
     if (r->event != EVENT_CLOSE)
         event_del(&r->queue_ev);
-    if (r->client)
-        client_request_queued(r->client, -1);
+    if (r->owner && r->ops->queued)
+        r->ops->queued(r, -1);
 }
 
 /* Detaches every request of bc and reports it failed. */
@@ -1098,8 +1098,8 @@ static void backend_finish(struct request *r, int failed)
             r->explicit_empty = 1; /* "Content-Length: 0" is a reply, an empty one */
         }
     }
-    if (r->client)
-        client_request_done(r->client, r);
+    if (r->owner)
+        r->ops->done(r);
     else
         request_free(r);
 }
@@ -1127,9 +1127,9 @@ void backend_detach(struct request *r)
     if (r->queued) {
         /* Nobody waits for it and nothing was sent: drop it. */
         backend_dequeue(r->pool, r);
-        r->client = NULL;
+        r->owner = NULL;
         request_free(r);
         return;
     }
-    r->client = NULL;
+    r->owner = NULL;
 }

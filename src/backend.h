@@ -14,7 +14,6 @@
 #include "fcgi.h"
 #include "sid.h"
 
-struct client;
 struct backend_conn;
 struct backend_pool;
 
@@ -35,10 +34,24 @@ void fcgi_params_unref(struct fcgi_params *p);
 
 enum request_event { EVENT_MESSAGE = 0, EVENT_CONNECT = 1, EVENT_CLOSE = 2 };
 
+struct request;
+
+/* What the pool tells whoever posted a request (the client module, in a
+ * worker); the pool knows nothing else of it, as nginx's upstream finishes
+ * through finalize_request. */
+struct request_ops {
+    /* The pool is done with r (success or failure); r now belongs to the owner. */
+    void (*done)(struct request *r);
+    /* r entered (+1) or left (-1) the pool's wait queue. Called from deep in
+     * the pool: it may only count, never post or free. */
+    void (*queued)(struct request *r, int delta);
+};
+
 struct request {
-    TAILQ_ENTRY(request) client_entry; /* in its client's reply order */
-    TAILQ_ENTRY(request) queue_entry;  /* in the pool's wait queue */
-    struct client *client;             /* NULL once the client has gone */
+    TAILQ_ENTRY(request) owner_entry; /* in its owner's reply order */
+    TAILQ_ENTRY(request) queue_entry; /* in the pool's wait queue */
+    void *owner;                      /* NULL: nobody waits (freed when done) */
+    const struct request_ops *ops;
     struct backend_pool *pool;
     struct backend_conn *conn;  /* while on a connection */
     struct fcgi_params *params; /* the client's constant params (a reference) */
@@ -52,8 +65,9 @@ struct request {
     int queued, done, failed, explicit_empty;
 };
 
-struct request *request_new(struct backend_pool *pool, struct client *c, const char *sid,
-                            struct fcgi_params *params, enum request_event ev,
+/* owner and ops may be NULL (a close event nobody waits for). */
+struct request *request_new(struct backend_pool *pool, void *owner, const struct request_ops *ops,
+                            const char *sid, struct fcgi_params *params, enum request_event ev,
                             struct evbuffer *body);
 void request_free(struct request *r);
 
@@ -82,9 +96,9 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh);
 void backend_pool_free(struct backend_pool *p);
 /* Hands the request to the pool. It is sent now, or queued; if it cannot be
  * (queue full, no server), it completes at once as failed. Either way the pool
- * calls client_request_done() (or frees it when the client has gone). */
+ * calls r->ops->done (or frees r when it has no owner). */
 void backend_post(struct backend_pool *p, struct request *r);
-/* The client is going away: the request stays in flight but its reply is dropped. */
+/* The owner is going away: the request stays in flight but its reply is dropped. */
 void backend_detach(struct request *r);
 /* Smooth weighted round robin (as nginx): every eligible server (bit i of
  * `eligible` for w[i]) gains its weight, the richest is picked and pays the

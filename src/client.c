@@ -173,11 +173,16 @@ static void client_hs_timeout(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void client_request_done(struct request *r);
+static void client_request_queued(struct request *r, int delta);
+static const struct request_ops client_request_ops = {client_request_done, client_request_queued};
+
 void client_message(struct client *c, struct evbuffer *body)
 {
     client_hs_timer_free(c); /* a first message whole: the connection is not half-open */
-    struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_MESSAGE, body);
-    TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
+    struct request *r =
+        request_new(c->w->pool, c, &client_request_ops, c->sid, c->params, EVENT_MESSAGE, body);
+    TAILQ_INSERT_TAIL(&c->requests, r, owner_entry);
     c->pending++;
     backend_post(c->w->pool, r);
 }
@@ -187,8 +192,9 @@ void client_session_start(struct client *c)
     c->session_started = 1;
     worker_session_started(c->w, c);
     if (c->w->cfg->event_connect) {
-        struct request *r = request_new(c->w->pool, c, c->sid, c->params, EVENT_CONNECT, NULL);
-        TAILQ_INSERT_TAIL(&c->requests, r, client_entry);
+        struct request *r = request_new(c->w->pool, c, &client_request_ops, c->sid, c->params,
+                                        EVENT_CONNECT, NULL);
+        TAILQ_INSERT_TAIL(&c->requests, r, owner_entry);
         c->pending++;
         backend_post(c->w->pool, r);
     }
@@ -217,7 +223,7 @@ void client_close(struct client *c, const char *reason)
      * freed there; answered ones are freed now. */
     struct request *r;
     while ((r = TAILQ_FIRST(&c->requests)) != NULL) {
-        TAILQ_REMOVE(&c->requests, r, client_entry);
+        TAILQ_REMOVE(&c->requests, r, owner_entry);
         if (r->done)
             request_free(r);
         else
@@ -229,7 +235,7 @@ void client_close(struct client *c, const char *reason)
     c->script = NULL;
     if (c->w->cfg->event_close && c->session_started)
         worker_close_event(c->w,
-                           request_new(c->w->pool, NULL, c->sid, c->params, EVENT_CLOSE, NULL));
+                           request_new(c->w->pool, NULL, NULL, c->sid, c->params, EVENT_CLOSE, NULL));
     worker_client_removed(c->w, c);
     fcgi_params_unref(c->params);
     c->params = NULL;
@@ -382,8 +388,11 @@ void client_send_shared(struct client *c, struct shared_msg *m)
     }
 }
 
-void client_request_queued(struct client *c, int delta)
+/* The pool moved a request of c into (+1) or out of (-1) its wait queue: a
+ * client holding its share of the queue is not read until it drops below. */
+static void client_request_queued(struct request *r, int delta)
 {
+    struct client *c = r->owner;
     c->queued += (unsigned)delta;
     if (delta < 0 && c->paused) {
         c->resume = 1;
@@ -391,14 +400,15 @@ void client_request_queued(struct client *c, int delta)
     }
 }
 
-void client_request_done(struct client *c, struct request *r)
+/* The pool is done with a request of c: replies go out in request order. */
+static void client_request_done(struct request *r)
 {
-    (void)r;
+    struct client *c = r->owner;
     if (c->dead)
         return;
     struct request *head;
     while ((head = TAILQ_FIRST(&c->requests)) != NULL && head->done) {
-        TAILQ_REMOVE(&c->requests, head, client_entry);
+        TAILQ_REMOVE(&c->requests, head, owner_entry);
         c->pending--;
         if (!head->failed && (evbuffer_get_length(head->reply) > 0 || head->explicit_empty))
             client_send(c, head->reply);

@@ -98,10 +98,5 @@ void client_send(struct client *c, struct evbuffer *msg);
 /* Appends a frame header and a message to a client's output: small messages
  * are copied, large ones moved (msg is left empty). */
 void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struct evbuffer *msg);
-/* The pool moved a request of c into (+1) or out of (-1) its wait queue: a
- * client holding its share of the queue is not read until it drops below. */
-void client_request_queued(struct client *c, int delta);
-/* The pool is done with a request of this client (success or failure). */
-void client_request_done(struct client *c, struct request *r);
 
 #endif

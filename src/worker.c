@@ -249,7 +249,7 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
         worker_slot_release(w, slot);
         struct fcgi_params *p = fcgi_params_new(NULL, 64);
         fcgi_params_add(&p, name, sid, SID_LEN);
-        struct request *r = request_new(w->pool, NULL, sid, p, EVENT_CLOSE, NULL);
+        struct request *r = request_new(w->pool, NULL, NULL, sid, p, EVENT_CLOSE, NULL);
         fcgi_params_unref(p);
         backend_post(w->pool, r);
         backend_pool_stats(w->pool, &conns, &idle, &queued);
