@@ -207,6 +207,7 @@ class Gateway:
         self.dir = Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
+        self._port_ours = "PORT" not in keys  # chosen here: may be chosen again
         self.port = keys.pop("PORT", None) or free_port()
         self.conf = self.dir / ("%s.lua" % name)
         self.log_file = self.dir / ("%s.log" % name)
@@ -229,13 +230,26 @@ class Gateway:
     def start(self, wait_workers=True, timeout=10.0):
         if not FOOKING.exists():
             raise AssertionError("%s not built (run make)" % FOOKING)
-        write_config(self.conf, self.keys)
-        self._out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen([str(FOOKING), str(self.conf)], cwd=str(self.dir),
-                                     stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT)
-        self.known_pids.add(self.proc.pid)
-        wait_listening(self.port, self.proc, timeout, "fooking", self.out_file)
+        # free_port() cannot reserve the port: another socket (an outgoing
+        # connection's ephemeral port) may take it before the gateway binds.
+        # Then the gateway says so and exits, and it is started on another.
+        for attempt in range(3):
+            write_config(self.conf, self.keys)
+            self._out = open(self.out_file, "ab")
+            self.proc = subprocess.Popen([str(FOOKING), str(self.conf)], cwd=str(self.dir),
+                                         stdin=subprocess.DEVNULL, stdout=self._out,
+                                         stderr=subprocess.STDOUT)
+            self.known_pids.add(self.proc.pid)
+            try:
+                wait_listening(self.port, self.proc, timeout, "fooking", self.out_file)
+                break
+            except AssertionError:
+                taken = "Address already in use" in (self.log() + self.output())
+                if not taken or self.proc.poll() is None or attempt == 2 \
+                        or self.keys.get("PORT") != self.port or not self._port_ours:
+                    raise
+                self._out.close()
+                self.port = self.keys["PORT"] = free_port()
         if wait_workers:
             wait_until(lambda: len(self.worker_pids()) >= self.worker_num, timeout,
                        msg="%d fooking workers" % self.worker_num)
