@@ -101,7 +101,7 @@ static void client_readcb(struct bufferevent *bev, void *arg);
  * timeout or its script's close is not ours to buffer. */
 static void client_resume(struct client *c)
 {
-    if (!c->paused || c->dead || c->closing || c->over_limit)
+    if (!c->paused || c->dead || c->closing || c->over_limit || c->going_away)
         return;
     if (c->pending >= CLIENT_MAX_PENDING / 2
         || c->queued >= (unsigned)backend_client_share(c->w->pool))
@@ -173,6 +173,7 @@ static void client_hs_timeout(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void client_close_flush(struct client *c, int code, const char *reason);
 static void client_request_done(struct request *r);
 static void client_request_queued(struct request *r, int delta);
 static const struct request_ops client_request_ops = {client_request_done, client_request_queued};
@@ -245,6 +246,25 @@ void client_close(struct client *c, const char *reason)
     event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
 }
 
+void client_close_after_flush(struct client *c, const char *reason)
+{
+    client_close_flush(c, WS_CLOSE_NORMAL, reason);
+}
+
+int client_going_away(struct client *c)
+{
+    if (c->dead || c->closing || c->going_away)
+        return 0;
+    c->going_away = 1;
+    if (!c->paused) { /* no new requests: only those in flight are finished */
+        c->paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    if (c->pending == 0)
+        client_close_flush(c, WS_CLOSE_GOING_AWAY, "gateway stopping");
+    return 1;
+}
+
 static void client_flushed_cb(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
@@ -252,11 +272,12 @@ static void client_flushed_cb(struct bufferevent *bev, void *arg)
         client_close(c, c->close_reason);
 }
 
-void client_close_after_flush(struct client *c, const char *reason)
+/* Writes what is pending (a WebSocket gets a close frame with `code`), then closes. */
+static void client_close_flush(struct client *c, int code, const char *reason)
 {
     if (c->dead || c->closing)
         return;
-    wsconn_close_frame(c, 1000, reason); /* no-op unless an open WebSocket */
+    wsconn_close_frame(c, code, reason); /* no-op unless an open WebSocket */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         client_close(c, reason);
         return;
@@ -416,6 +437,10 @@ static void client_request_done(struct request *r)
         if (c->dead)
             return;
     }
+    if (c->going_away && c->pending == 0) {
+        client_close_flush(c, WS_CLOSE_GOING_AWAY, "gateway stopping");
+        return;
+    }
     if (c->paused) { /* resumed after the pool's callback has returned */
         c->resume = 1;
         client_schedule(c);
@@ -563,6 +588,38 @@ static int client_peer(struct client *c, struct sockaddr *sa)
     return 0;
 }
 
+/* SERVER_ADDR and SERVER_PORT: the address the client reached. Known once
+ * when the gateway listens on one address; on a wildcard (HOST = 0.0.0.0)
+ * it takes a getsockname per connection. */
+static void client_server_params(struct client *c, evutil_socket_t fd)
+{
+    struct worker *w = c->w;
+    const struct config *cfg = w->cfg;
+    int want_addr = !config_has_param(cfg, "SERVER_ADDR"),
+        want_port = !config_has_param(cfg, "SERVER_PORT");
+    if (!want_addr && !want_port)
+        return;
+    const char *addr = w->server_addr;
+    char buf[48];
+    if (w->server_addr_wild) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        buf[0] = '\0';
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET)
+                evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, sizeof(buf));
+            else if (ss.ss_family == AF_INET6)
+                evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf,
+                                 sizeof(buf));
+        }
+        addr = buf;
+    }
+    if (want_addr && addr[0])
+        fcgi_params_add(&c->params, "SERVER_ADDR", addr, strlen(addr));
+    if (want_port)
+        fcgi_params_add(&c->params, "SERVER_PORT", w->server_port, strlen(w->server_port));
+}
+
 /* MAX_CONN_PER_IP over the whole gateway. Counted first, then checked, so two
  * workers accepting from one address at once both refuse rather than both
  * letting one too many in. Returns 0 to accept. */
@@ -658,6 +715,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     fcgi_params_add(&c->params, "REMOTE_ADDR", c->addr, strlen(c->addr));
     snprintf(port, sizeof(port), "%d", c->port);
     fcgi_params_add(&c->params, "REMOTE_PORT", port, strlen(port));
+    client_server_params(c, fd);
 
     bufferevent_setcb(c->bev, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)

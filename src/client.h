@@ -48,6 +48,7 @@ struct client {
     int on_asap;
     const char *asap_close; /* close, with this reason */
     int resume;             /* start reading again if the reasons to pause are gone */
+    int going_away;         /* graceful stop: closed once its requests are answered */
 };
 
 /* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the
@@ -90,6 +91,9 @@ void client_session_start(struct client *c);
 void client_message(struct client *c, struct evbuffer *body);
 /* Closes now; reason is logged. */
 void client_close(struct client *c, const char *reason);
+/* Graceful stop: no longer read; closed (WebSocket: 1001) once the requests
+ * in flight are answered. Returns 1 if c started going away now. */
+int client_going_away(struct client *c);
 /* Writes what is pending, then closes (kick). */
 void client_close_after_flush(struct client *c, const char *reason);
 /* Sends one message framed by the client's protocol. The bytes of msg are moved

@@ -77,6 +77,7 @@ static const char *const config_keys[] = {
     "BACKEND_QUEUE_TIMEOUT",
     "BACKEND_MAX_FAILS",
     "BACKEND_FAIL_TIMEOUT",
+    "GRACEFUL_STOP_TIME",
     NULL,
 };
 
@@ -430,6 +431,7 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     INT("ROUTER_PORT", 0, 0, 65535, router_port);
     INT("MAX_CONN_PER_IP", 0, 0, 10000000, max_conn_per_ip);
     INT("BACKEND_MAX_FAILS", 1, 0, 1000, backend_max_fails);
+    INT("GRACEFUL_STOP_TIME", 10, 0, 3600, graceful_stop_time);
 #undef INT
     if (cfg_num(c, "BACKEND_CONNECT_TIMEOUT", 5, 0.001, 3600, &cfg->backend_connect_timeout) < 0
         || cfg_num(c, "BACKEND_READ_TIMEOUT", 10, 0.001, 86400, &cfg->backend_read_timeout) < 0
@@ -572,6 +574,14 @@ done:
     if (rc < 0)
         config_free(cfg);
     return rc;
+}
+
+int config_has_param(const struct config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nparams; i++)
+        if (strcmp(cfg->fastcgi_params[i].name, name) == 0)
+            return 1;
+    return 0;
 }
 
 static void cfg_free_list(char **list)

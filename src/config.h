@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#define FOOKING_VERSION "1.0.0"
+
 /* BACKEND_SERVER entries (the pool keeps a bit per server per request). */
 #define CONFIG_MAX_BACKENDS 64
 /* ROUTER_SECRET bytes: what AUTH and SECRET may carry before a peer is trusted. */
@@ -66,6 +68,7 @@ struct config {
     int backend_max_conns;  /* BACKEND_MAX_CONNS per backend server per worker */
     int backend_queue_size; /* BACKEND_QUEUE_SIZE per worker */
     int backend_multiplex;  /* BACKEND_MULTIPLEX */
+    int graceful_stop_time; /* GRACEFUL_STOP_TIME: SIGQUIT spreads the closes over it */
     double backend_queue_timeout; /* BACKEND_QUEUE_TIMEOUT: a queued request expires */
     int backend_max_fails;        /* BACKEND_MAX_FAILS in a row mark a server down (0 = never) */
     double backend_fail_timeout;  /* BACKEND_FAIL_TIMEOUT: ... for this many seconds */
@@ -84,5 +87,7 @@ struct config {
  * returns -1. Warnings (unknown keys) are written to stderr. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/* Whether FASTCGI_PARAMS sets `name` (then the gateway's default gives way). */
+int config_has_param(const struct config *cfg, const char *name);
 
 #endif

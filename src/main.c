@@ -19,7 +19,6 @@
 #include "script.h"
 #include "tls.h"
 
-#define FOOKING_VERSION "1.0.0"
 
 static void usage(FILE *f)
 {
@@ -34,11 +33,12 @@ static void usage(FILE *f)
 static int send_signal(const struct config *cfg, const char *what)
 {
     int sig = strcmp(what, "stop") == 0     ? SIGTERM
+              : strcmp(what, "quit") == 0   ? SIGQUIT
               : strcmp(what, "reload") == 0 ? SIGHUP
               : strcmp(what, "reopen") == 0 ? SIGUSR1
                                             : 0;
     if (sig == 0) {
-        fprintf(stderr, "fooking: -s takes stop, reload or reopen, got \"%s\"\n", what);
+        fprintf(stderr, "fooking: -s takes stop, quit, reload or reopen, got \"%s\"\n", what);
         return 1;
     }
     if (cfg->pid_file == NULL) {

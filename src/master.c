@@ -274,6 +274,7 @@ int master_run(struct config *cfg)
     }
     proctitle_set("fooking: master %s", cfg->file);
     master_log_owner(cfg);
+    shm->master_pid = (int)getpid(); /* after daemon(): the pid the workers will see */
 
     sigset_t set, oldmask;
     sigemptyset(&set);
@@ -283,6 +284,7 @@ int master_run(struct config *cfg)
     sigaddset(&set, SIGQUIT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2); /* its default action would kill the master, orphaning workers */
     sigprocmask(SIG_BLOCK, &set, &oldmask);
     signal(SIGPIPE, SIG_IGN);
 
@@ -346,14 +348,22 @@ int master_run(struct config *cfg)
         case SIGTERM:
         case SIGINT:
         case SIGQUIT:
-            if (!stopping) {
-                log_info("master: signal %d, stopping", sig);
-                stopping = 1;
-                stop_deadline = master_now() + MASTER_STOP_GRACE_SECONDS;
+            /* SIGQUIT: graceful (workers spread their closes over
+             * GRACEFUL_STOP_TIME); SIGTERM after it makes it a fast stop. */
+            if (!stopping || (stopping == SIGQUIT && sig != SIGQUIT)) {
+                int graceful = sig == SIGQUIT;
+                log_info("master: signal %d, %s", sig,
+                         graceful ? "graceful stop" : "stopping");
+                stopping = graceful ? SIGQUIT : SIGTERM;
+                stop_deadline = master_now() + MASTER_STOP_GRACE_SECONDS
+                                + (graceful ? cfg->graceful_stop_time : 0);
                 for (int i = 0; i < n; i++)
                     if (slots[i].pid > 0)
-                        kill(slots[i].pid, SIGTERM);
+                        kill(slots[i].pid, graceful ? SIGQUIT : SIGTERM);
             }
+            break;
+        case SIGUSR2:
+            log_err("master: SIGUSR2 (binary upgrade) is not supported by this version; ignored");
             break;
         case SIGHUP: {
             char err[1024];

@@ -19,6 +19,7 @@ struct shm_worker {
 
 struct shm_block {
     atomic_int clients; /* all workers */
+    int master_pid;     /* a worker whose parent is not this has lost its master */
     int nworkers;
     struct shm_sessions *sessions; /* nworkers tables, a separate mapping */
     struct shm_iptable *ips;       /* nworkers tables, a separate mapping */

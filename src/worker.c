@@ -14,7 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -180,7 +186,7 @@ static void worker_pace_start(struct worker *w)
 
 void worker_close_event(struct worker *w, struct request *r)
 {
-    if (!w->stopping) {
+    if (!w->stopping && !w->draining) {
         backend_post(w->pool, r);
         return;
     }
@@ -391,20 +397,10 @@ static void worker_reload_ready(struct backend_pool *pool, const char *perr, voi
     log_info("worker %d: configuration reloaded", w->id);
 }
 
-static void worker_signal(evutil_socket_t sig, short what, void *arg)
+/* Stop now: close every client (their close events are paced), then exit
+ * once the backend has answered (worker_stop_check). */
+static void worker_stop(struct worker *w)
 {
-    struct worker *w = arg;
-    (void)what;
-    if (sig == SIGUSR1) {
-        if (log_reopen() < 0) /* said in the old file: the only one we can write */
-            log_err("worker %d: LOG_FILE %s: cannot reopen: %s", w->id, w->cfg->log_file,
-                    strerror(errno));
-        return;
-    }
-    if (sig == SIGHUP) {
-        worker_reload(w);
-        return;
-    }
     if (w->stopping)
         return;
     log_info("worker %d: stopping, %d clients", w->id, w->nclients);
@@ -420,13 +416,143 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
     w->stop_timer = ev;
 }
 
+static double worker_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define WORKER_DRAIN_TICK_MS 100
+
+/* SIGQUIT, one tick: by now `elapsed / GRACEFUL_STOP_TIME` of the clients
+ * there were should be going, so the reconnects they make elsewhere are
+ * spread over the window instead of all landing in one second. A client
+ * going away keeps its requests in flight and is closed once they are
+ * answered (WebSocket: close 1001). */
+static void worker_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    double span = w->cfg->graceful_stop_time, elapsed = worker_now() - w->drain_started;
+    int due = span <= 0 || elapsed >= span ? w->drain_total
+                                           : (int)((double)w->drain_total * elapsed / span) + 1;
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c && w->drain_done < due; c = next) {
+        next = TAILQ_NEXT(c, entry);
+        if (client_going_away(c))
+            w->drain_done++;
+    }
+    /* Past the window and its grace: what is still waiting for the backend goes. */
+    if (w->nclients == 0 || elapsed >= span + WORKER_STOP_GRACE_MS / 1000.0) {
+        log_info("worker %d: drained (%d clients closed over %.1f s)", w->id, w->drain_done,
+                 elapsed);
+        event_del(w->drain_timer);
+        worker_stop(w);
+    }
+}
+
+static void worker_drain_start(struct worker *w)
+{
+    if (w->draining || w->stopping)
+        return;
+    w->draining = 1;
+    w->drain_total = w->nclients;
+    w->drain_started = worker_now();
+    evconnlistener_disable(w->listener);
+    log_info("worker %d: graceful stop: closing %d clients over %d s", w->id, w->nclients,
+             w->cfg->graceful_stop_time);
+    w->drain_timer = event_new(w->base, -1, EV_PERSIST, worker_drain_tick, w);
+    struct timeval tv = {0, WORKER_DRAIN_TICK_MS * 1000};
+    if (w->drain_timer)
+        event_add(w->drain_timer, &tv);
+    event_active(w->drain_timer, EV_TIMEOUT, 0);
+}
+
+/* The master is gone (killed, or crashed): nobody would respawn us or stop
+ * us, and a restart could not bind while we hold the port. Stop now. */
+static void worker_orphaned(struct worker *w)
+{
+    log_err("worker %d: the master (pid %d) is gone; stopping", w->id, w->shm->master_pid);
+    worker_stop(w);
+}
+
+static void worker_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)what;
+    if (sig == SIGUSR1) {
+        if (log_reopen() < 0) /* said in the old file: the only one we can write */
+            log_err("worker %d: LOG_FILE %s: cannot reopen: %s", w->id, w->cfg->log_file,
+                    strerror(errno));
+        return;
+    }
+    if (sig == SIGHUP) {
+        worker_reload(w);
+        return;
+    }
+    if (sig == SIGQUIT) {
+        worker_drain_start(w);
+        return;
+    }
+    if (sig == SIGUSR2) { /* PR_SET_PDEATHSIG, or someone else's USR2 */
+        if (getppid() != w->shm->master_pid)
+            worker_orphaned(w);
+        return;
+    }
+    worker_stop(w);
+}
+
+/* FASTCGI_PARAMS, and the CGI/1.1 params a FastCGI responder expects where
+ * FASTCGI_PARAMS does not set them: Go's net/http/fcgi refuses a request
+ * without REQUEST_METHOD and a valid SERVER_PROTOCOL. (SERVER_ADDR and
+ * SERVER_PORT are per connection: client.c.) */
 static struct fcgi_params *worker_static_params(const struct config *cfg)
 {
+    static const char *const defaults[][2] = {
+        {"REQUEST_METHOD", "POST"},
+        {"SERVER_PROTOCOL", "HTTP/1.1"},
+        {"GATEWAY_INTERFACE", "CGI/1.1"},
+        {"SERVER_SOFTWARE", "fooking/" FOOKING_VERSION},
+        {"CONTENT_TYPE", "application/octet-stream"}, /* the length protocol's bytes */
+    };
     struct fcgi_params *p = fcgi_params_new(NULL, 0);
     for (int i = 0; i < cfg->nparams; i++)
         fcgi_params_add(&p, cfg->fastcgi_params[i].name, cfg->fastcgi_params[i].value,
                         strlen(cfg->fastcgi_params[i].value));
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        const char *name = defaults[i][0];
+        if (config_has_param(cfg, name))
+            continue;
+        /* A WebSocket or script message may be text or binary: no one type. */
+        if (strcmp(name, "CONTENT_TYPE") == 0 && (cfg->protocol != PROTO_LENGTH || cfg->script_file))
+            continue;
+        fcgi_params_add(&p, name, defaults[i][1], strlen(defaults[i][1]));
+    }
     return p;
+}
+
+/* SERVER_ADDR / SERVER_PORT for the CGI params, from the listening socket. */
+static void worker_server_addr(struct worker *w, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    snprintf(w->server_port, sizeof(w->server_port), "%d", w->cfg->port);
+    w->server_addr_wild = 1;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        w->server_addr_wild = in->sin_addr.s_addr == htonl(INADDR_ANY);
+        evutil_inet_ntop(AF_INET, &in->sin_addr, w->server_addr, sizeof(w->server_addr));
+        snprintf(w->server_port, sizeof(w->server_port), "%d", ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        w->server_addr_wild = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, w->server_addr, sizeof(w->server_addr));
+        snprintf(w->server_port, sizeof(w->server_port), "%d", ntohs(in6->sin6_port));
+    }
 }
 
 int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm, void *ssl_ctx)
@@ -511,6 +637,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
             event_add(w.ping, &tv);
     }
     worker_adopt_sessions(&w);
+    worker_server_addr(&w, listen_fd);
     w.listener =
         evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
     if (!w.listener) {
@@ -522,10 +649,20 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sig_int = evsignal_new(w.base, SIGINT, worker_signal, &w);
     w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal, &w);
     w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal, &w);
+    w.sig_usr2 = evsignal_new(w.base, SIGUSR2, worker_signal, &w);
+    w.sig_quit = evsignal_new(w.base, SIGQUIT, worker_signal, &w);
     event_add(w.sig_term, NULL);
     event_add(w.sig_int, NULL);
     event_add(w.sig_hup, NULL);
     event_add(w.sig_usr1, NULL);
+    event_add(w.sig_usr2, NULL);
+    event_add(w.sig_quit, NULL);
+    /* The kernel tells us when the master dies (SIGUSR2); set after the
+     * privileges were dropped, which clears it. A master already gone is
+     * seen by the parent check. */
+    prctl(PR_SET_PDEATHSIG, SIGUSR2);
+    if (getppid() != shm->master_pid)
+        worker_orphaned(&w);
     /* The master forked us with its signals blocked; only now that the
      * handlers exist may they arrive (a SIGHUP earlier would have killed us). */
     {
@@ -536,6 +673,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         sigaddset(&set, SIGHUP);
         sigaddset(&set, SIGUSR1);
         sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGUSR2);
         sigaddset(&set, SIGCHLD);
         sigprocmask(SIG_UNBLOCK, &set, NULL);
     }
@@ -571,6 +709,8 @@ done : {
         event_free(w.trim);
     if (w.ping)
         event_free(w.ping);
+    if (w.drain_timer)
+        event_free(w.drain_timer);
     free(w.orphans);
     free(w.free_slots);
     for (size_t i = w.owed_done; i < w.nowed; i++)
@@ -581,6 +721,8 @@ done : {
         event_free(w.sig_int);
         event_free(w.sig_hup);
         event_free(w.sig_usr1);
+        event_free(w.sig_usr2);
+        event_free(w.sig_quit);
     }
     /* Run the deferred frees of closed clients once more. */
     event_base_loop(w.base, EVLOOP_NONBLOCK);

@@ -36,7 +36,7 @@ struct worker {
     struct hmap *channels;         /* name -> struct channel */
     struct uplink *uplink;         /* router link, NULL without ROUTER_HOST */
     struct buslink *buslink;       /* Redis bus, NULL without BUS */
-    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
+    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1, *sig_usr2, *sig_quit;
     struct event *accept_resume; /* re-enables accept after EMFILE */
     struct event *stop_timer;
     struct event *trim;    /* malloc_trim every LOOP_TRIM_SECONDS */
@@ -62,6 +62,13 @@ struct worker {
     struct event *asap_ev;
     const struct timeval *handshake_tv; /* common timeout for HANDSHAKE_TIMEOUT */
     time_t ip_refused_logged;           /* last MAX_CONN_PER_IP refusal logged */
+    char server_addr[48];               /* SERVER_ADDR of the listening socket */
+    char server_port[8];                /* SERVER_PORT */
+    int server_addr_wild;               /* listening on a wildcard: per connection */
+    int draining;                       /* SIGQUIT: closing clients over GRACEFUL_STOP_TIME */
+    int drain_total, drain_done;        /* clients when it began, closed since */
+    double drain_started;               /* monotonic seconds */
+    struct event *drain_timer;
 };
 
 /* Runs worker `id` on the inherited listening socket; returns the exit status. */
