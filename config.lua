@@ -76,6 +76,9 @@ BACKEND_MAX_FAILS = 1       -- failures in a row (refused, timeout, broken reply
 BACKEND_FAIL_TIMEOUT = 10   -- seconds a server marked down is skipped (tried anyway if all are down)
                             -- (FCGI_MPXS_CONNS: Go's net/http/fcgi yes, php-fpm no)
 
+GRACEFUL_STOP_TIME = 10     -- SIGQUIT (fooking -s quit): close clients spread over this many
+                            -- seconds, after their requests in flight are answered
+
 -- Events posted to the backend (param EVENT): 0 message, 1 connect, 2 close.
 EVENT_CONNECT = 0           -- 1 = post EVENT=1 when a client connects; its reply goes to it
 EVENT_CLOSE = 1             -- 1 = post EVENT=2 when a client goes away

@@ -1,0 +1,156 @@
+"""Operating a gateway as one operates nginx, checked by what clients and
+backends see:
+
+  - standard CGI params by default: Go's net/http/fcgi and php-fpm need no
+    FASTCGI_PARAMS beyond php's SCRIPT_FILENAME; FASTCGI_PARAMS still wins
+  - SIGQUIT / -s quit: a graceful stop spreading the closes over
+    GRACEFUL_STOP_TIME, WebSocket 1001, requests in flight answered, every
+    close event posted
+  - workers never outlive their master
+"""
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+import fk
+import wsraw
+from conftest import base_params
+
+
+def test_go_backend_with_no_fastcgi_params(gateway, goecho):
+    """The seed's setup: Go's net/http/fcgi behind the gateway, no FASTCGI_PARAMS
+    and no FASTCGI_PREFIX (the backend reads SESSIONID with fcgi.ProcessEnv)."""
+    gw = gateway(BACKEND_SERVER=goecho.addr, EVENT_CONNECT=1)
+    with gw.client() as c:
+        welcome = c.recv()
+        assert welcome.startswith(b"welcome ") and len(welcome) == 8 + 16, welcome
+        assert c.request(b"hello go") == b"hello go"
+        p = json.loads(c.request(b"params"))
+    assert p["REQUEST_METHOD"] == "POST"
+    assert p["SESSIONID"] == welcome[8:].decode()
+    assert not gw.log_lines("cgi: no REQUEST_METHOD")
+
+
+def test_default_cgi_params_as_sent(gateway, fake):
+    f = fake()
+    gw = gateway(BACKEND_SERVER=f.addr)
+    with gw.client() as c:
+        assert c.request(b"x") == b"x"
+    p = f.messages()[0]["params"]
+    assert p["REQUEST_METHOD"] == "POST"
+    assert p["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert p["GATEWAY_INTERFACE"] == "CGI/1.1"
+    assert p["SERVER_SOFTWARE"].startswith("fooking/")
+    assert p["SERVER_ADDR"] == "127.0.0.1" and p["SERVER_PORT"] == str(gw.port)
+    assert p["CONTENT_TYPE"] == "application/octet-stream"
+
+
+def test_php_with_only_script_filename_and_fastcgi_params_win(gateway, php):
+    gw = gateway(BACKEND_SERVER=php.addr,
+                 FASTCGI_PARAMS={"SCRIPT_FILENAME": str(fk.ECHO_PHP), "SERVER_SOFTWARE": "mine",
+                                 "SERVER_PORT": "443"})
+    with gw.client() as c:
+        p = json.loads(c.request(b"params"))
+    assert p["REQUEST_METHOD"] == "POST" and p["GATEWAY_INTERFACE"] == "CGI/1.1"
+    assert p["CONTENT_TYPE"] == "application/octet-stream"
+    assert p["SERVER_SOFTWARE"] == "mine" and p["SERVER_PORT"] == "443"
+    assert p["SERVER_ADDR"] == "127.0.0.1"
+
+
+def _ws_close_times(port, n, results, t0):
+    """n WebSocket clients; records (close code, seconds after t0) for each."""
+    socks = []
+    for _ in range(n):
+        ws = wsraw.RawWs(port, timeout=20)
+        ws.handshake()
+        socks.append(ws)
+
+    def wait(ws):
+        try:
+            code, _ = ws.recv_close(timeout=20)
+        except Exception as e:  # noqa: BLE001 - recorded, asserted by the test
+            code = repr(e)
+        results.append((code, time.monotonic() - t0[0]))
+        ws.close()
+    ts = [threading.Thread(target=wait, args=(ws,), daemon=True) for ws in socks]
+    return ts
+
+
+@pytest.mark.parametrize("how", ["signal", "dash_s"])
+def test_graceful_stop_spreads_closes(gateway, fake, tmp_path, how):
+    n_ws, n_len = 30, 30
+    f = fake(mode="sleep", delay=1.0)
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), PROTOCOL="websocket",
+                 GRACEFUL_STOP_TIME=2, PID_FILE=str(tmp_path / "gw.pid"), WORKER_NUM=2)
+    t0 = [0.0]
+    results = []
+    threads = _ws_close_times(gw.port, n_ws, results, t0)
+    # One client with a request in flight when the stop begins: it gets its reply first.
+    busy = wsraw.RawWs(gw.port, timeout=20)
+    busy.handshake()
+    busy.send_text("in flight")
+    fk.wait_until(lambda: f.messages(), 5, msg="the request in flight")
+    t0[0] = time.monotonic()
+    for t in threads:
+        t.start()
+    if how == "signal":
+        os.kill(gw.pid, signal.SIGQUIT)
+    else:
+        r = subprocess.run([str(fk.FOOKING), "-s", "quit", str(gw.conf)], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+    assert busy.recv_message(timeout=10) == (wsraw.OP_TEXT, b"in flight")
+    assert busy.recv_close(timeout=10)[0] == 1001
+    busy.close()
+    for t in threads:
+        t.join(20)
+    gw.proc.wait(timeout=20)
+    codes = [c for c, _ in results]
+    times = sorted(t for _, t in results)
+    assert codes == [1001] * n_ws, codes
+    # Spread over the 2 s window, not all at once (ticks of 0.1 s).
+    assert times[-1] - times[0] >= 1.0, times
+    assert times[-1] <= 2 + 1.5, times
+    assert gw.log_lines("graceful stop: closing")
+    # Every session got its close event.
+    assert len(f.events(2)) == n_ws + 1, len(f.events(2))
+
+
+def test_workers_stop_when_the_master_is_killed(gateway, fake):
+    f = fake()
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), WORKER_NUM=2)
+    workers = gw.worker_pids()
+    clients = [gw.client() for _ in range(4)]
+    for i, c in enumerate(clients):
+        assert c.request(b"c%d" % i) == b"c%d" % i
+    os.kill(gw.pid, signal.SIGKILL)
+    gw.proc.wait(timeout=5)
+    fk.wait_until(lambda: not any(fk.pid_alive(p) for p in workers), 5,
+                  msg="workers gone after their master")
+    for c in clients:
+        assert c.recv_closed(timeout=5)
+        c.close()
+    # Their sessions' close events were posted on the way out.
+    fk.wait_until(lambda: len(f.events(2)) == 4, 5, msg="4 close events")
+    # The port is free: a new gateway binds and serves.
+    gw2 = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), PORT=gw.port)
+    with gw2.client() as c:
+        assert c.request(b"new") == b"new"
+
+
+def test_sigusr2_does_not_kill_the_master(gateway, fake):
+    f = fake()
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params())
+    os.kill(gw.pid, signal.SIGUSR2)
+    gw.wait_log("SIGUSR2")
+    assert gw.alive()
+    with gw.client() as c:
+        assert c.request(b"still") == b"still"
