@@ -19,13 +19,14 @@
 #include "script.h"
 #include "tls.h"
 
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: fooking [options] CONFIG.lua\n"
                "  CONFIG.lua      gateway (ROUTER = 0) or router (ROUTER = 1) configuration\n"
                "  -t              check the configuration and exit (status 0 if valid)\n"
-               "  -s stop|reload  signal the running instance (needs PID_FILE in the config)\n"
+               "  -s SIGNAL       signal the running instance (needs PID_FILE in the config):\n"
+               "                  stop (SIGTERM), quit (SIGQUIT, graceful), reload (SIGHUP),\n"
+               "                  reopen (SIGUSR1, the log file)\n"
                "  -v              print the version and exit\n"
                "  -h              print this help and exit\n");
 }
