@@ -26,7 +26,8 @@ static void usage(FILE *f)
                "  -t              check the configuration and exit (status 0 if valid)\n"
                "  -s SIGNAL       signal the running instance (needs PID_FILE in the config):\n"
                "                  stop (SIGTERM), quit (SIGQUIT, graceful), reload (SIGHUP),\n"
-               "                  reopen (SIGUSR1, the log file)\n"
+               "                  reopen (SIGUSR1, the log file), upgrade (SIGUSR2: start the\n"
+               "                  binary again on the same sockets, then stop this one)\n"
                "  -v              print the version and exit\n"
                "  -h              print this help and exit\n");
 }
@@ -37,9 +38,10 @@ static int send_signal(const struct config *cfg, const char *what)
               : strcmp(what, "quit") == 0   ? SIGQUIT
               : strcmp(what, "reload") == 0 ? SIGHUP
               : strcmp(what, "reopen") == 0 ? SIGUSR1
+              : strcmp(what, "upgrade") == 0 ? SIGUSR2
                                             : 0;
     if (sig == 0) {
-        fprintf(stderr, "fooking: -s takes stop, quit, reload or reopen, got \"%s\"\n", what);
+        fprintf(stderr, "fooking: -s takes stop, quit, reload, reopen or upgrade, got \"%s\"\n", what);
         return 1;
     }
     if (cfg->pid_file == NULL) {

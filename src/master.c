@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,6 +27,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "shm.h"
+#include "sid.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -185,12 +187,27 @@ static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *
     _exit(worker_run(cfg, id, fd, shm, ssl_ctx));
 }
 
+/* A binary upgrade under way (SIGUSR2): the new master this one started. */
+struct upgrade {
+    pid_t pid;       /* 0: none under way */
+    int ready_fd;    /* read end: the new master writes one byte once it serves */
+    double deadline; /* it must be ready by then, or it is killed */
+    int status;      /* its wait status, once it exited */
+    int exited;
+};
+
 /* A worker is gone: its clients no longer count towards MAX_CLIENT_NUM. */
-static void master_reap(struct slot *slots, int n, struct shm_block *shm, int stopping)
+static void master_reap(struct slot *slots, int n, struct shm_block *shm, int stopping,
+                        struct upgrade *up)
 {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (up->pid > 0 && pid == up->pid) {
+            up->exited = 1;
+            up->status = status;
+            continue;
+        }
         for (int i = 0; i < n; i++) {
             if (slots[i].pid != pid)
                 continue;
@@ -241,9 +258,175 @@ static int master_check_user(const struct config *cfg)
     return 0;
 }
 
+/* How long a new binary may take to serve before the upgrade is called off. */
+#define MASTER_UPGRADE_SECONDS 10
+
+/* The environment a binary upgrade hands the new master (documented in README). */
+#define ENV_LISTEN_FD "FOOKING_LISTEN_FD" /* the listening socket, inherited */
+#define ENV_READY_FD  "FOOKING_READY_FD"  /* write one byte here once serving */
+#define ENV_SID_AFTER "FOOKING_SID_AFTER" /* ms: start every SID clock past this */
+
+static int master_env_fd(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v)
+        return -1;
+    char *end;
+    long fd = strtol(v, &end, 10);
+    unsetenv(name);
+    if (*end != '\0' || fd < 3 || fd > 65535) {
+        log_err("%s=%s: not a file descriptor; ignored", name, v);
+        return -1;
+    }
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
+/* The listening socket a previous master handed over, if it is one. */
+static int master_inherited_listener(void)
+{
+    int fd = master_env_fd(ENV_LISTEN_FD), yes = 0;
+    socklen_t len = sizeof(yes);
+    if (fd < 0)
+        return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &yes, &len) != 0 || !yes) {
+        log_err("%s=%d is not a listening socket; ignored", ENV_LISTEN_FD, fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return fd;
+}
+
+/* SIGUSR2: start the binary at `exe` (perhaps a new one) on the same config,
+ * handing it the listening socket; this master goes on serving until the new
+ * one says it serves. New SIDs start past what this generation can still
+ * hand out (its workers accept until the new master is ready, at most
+ * MASTER_UPGRADE_SECONDS), so the two never share one. */
+static void master_upgrade_start(struct upgrade *up, const struct config *cfg, const char *exe,
+                                 const char *conf, int fd, const sigset_t *oldmask)
+{
+    int p[2];
+    if (up->pid > 0) {
+        log_err("master: upgrade: one is already under way (new master %d)", (int)up->pid);
+        return;
+    }
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        log_err("master: upgrade: pipe: %s", strerror(errno));
+        return;
+    }
+    char oldbin[4200];
+    if (cfg->pid_file) {
+        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
+        if (rename(cfg->pid_file, oldbin) != 0)
+            log_err("master: upgrade: %s -> %s: %s", cfg->pid_file, oldbin, strerror(errno));
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long after =
+        (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000
+        + (MASTER_UPGRADE_SECONDS + 1) * 1000ULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        char v[32];
+        fcntl(fd, F_SETFD, 0);
+        fcntl(p[1], F_SETFD, 0);
+        snprintf(v, sizeof(v), "%d", fd);
+        setenv(ENV_LISTEN_FD, v, 1);
+        snprintf(v, sizeof(v), "%d", p[1]);
+        setenv(ENV_READY_FD, v, 1);
+        snprintf(v, sizeof(v), "%llu", after);
+        setenv(ENV_SID_AFTER, v, 1);
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, oldmask, NULL);
+        execl(exe, exe, conf, (char *)NULL);
+        log_err("master: upgrade: exec %s: %s", exe, strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    if (pid < 0) {
+        log_err("master: upgrade: fork: %s", strerror(errno));
+        close(p[0]);
+        if (cfg->pid_file)
+            rename(oldbin, cfg->pid_file);
+        return;
+    }
+    up->pid = pid;
+    up->ready_fd = p[0];
+    up->deadline = master_now() + MASTER_UPGRADE_SECONDS;
+    up->exited = 0;
+    log_info("master: upgrade: started %s (pid %d); serving until it is ready", exe, (int)pid);
+}
+
+/* The upgrade did not happen: this master stays the running generation. */
+static void master_upgrade_fail(struct upgrade *up, const struct config *cfg, const char *why)
+{
+    log_err("master: upgrade failed: %s; this master (pid %d) keeps serving", why,
+            (int)getpid());
+    if (!up->exited) {
+        kill(up->pid, SIGKILL); /* its workers follow it (PR_SET_PDEATHSIG) */
+        waitpid(up->pid, NULL, 0);
+    }
+    close(up->ready_fd);
+    if (cfg->pid_file) {
+        char oldbin[4200];
+        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
+        if (rename(oldbin, cfg->pid_file) != 0)
+            log_err("master: %s -> %s: %s", oldbin, cfg->pid_file, strerror(errno));
+    }
+    up->pid = 0;
+}
+
+/* 1 once the new master serves, -1 when it failed (handled), 0 while waiting. */
+static int master_upgrade_poll(struct upgrade *up, const struct config *cfg)
+{
+    char why[96], b;
+    struct pollfd pfd = {.fd = up->ready_fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 1) {
+        if (read(up->ready_fd, &b, 1) == 1) {
+            close(up->ready_fd);
+            log_info("master: upgrade: new master %d serves; this one stops gracefully",
+                     (int)up->pid);
+            return 1;
+        }
+        /* EOF with no byte: it exited, or exec failed; its status tells. */
+        if (!up->exited)
+            waitpid(up->pid, &up->status, 0), up->exited = 1;
+    }
+    if (up->exited) {
+        if (WIFEXITED(up->status))
+            snprintf(why, sizeof(why), "the new master exited with status %d (see its log)",
+                     WEXITSTATUS(up->status));
+        else
+            snprintf(why, sizeof(why), "the new master was killed by signal %d",
+                     WTERMSIG(up->status));
+        master_upgrade_fail(up, cfg, why);
+        return -1;
+    }
+    if (master_now() >= up->deadline) {
+        snprintf(why, sizeof(why), "the new master was not serving within %d s",
+                 MASTER_UPGRADE_SECONDS);
+        master_upgrade_fail(up, cfg, why);
+        return -1;
+    }
+    return 0;
+}
+
 int master_run(struct config *cfg)
 {
     void *ssl_ctx = NULL;
+    /* For an upgrade: the binary and config by absolute path (DAEMONIZE
+     * changes the directory; the binary file may be replaced meanwhile). */
+    char exe[4096], conf[4096];
+    ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[exe_len > 0 ? exe_len : 0] = '\0';
+    if (!realpath(cfg->file, conf))
+        snprintf(conf, sizeof(conf), "%s", cfg->file);
+    int inherited = master_inherited_listener();
+    int ready_fd = master_env_fd(ENV_READY_FD);
+    const char *after = getenv(ENV_SID_AFTER);
+    unsigned long long sid_after = after ? strtoull(after, NULL, 10) : 0;
+    unsetenv(ENV_SID_AFTER);
     if (master_check_user(cfg) < 0)
         return 1;
     if (cfg->ssl) {
@@ -254,12 +437,13 @@ int master_run(struct config *cfg)
             return 1;
         }
     }
-    int fd = master_listen(cfg->host, cfg->port);
+    int fd = inherited >= 0 ? inherited : master_listen(cfg->host, cfg->port);
     if (fd < 0) {
         tls_ctx_free(ssl_ctx);
         return 1;
     }
-    if (cfg->daemonize) {
+    /* A master started by an upgrade is the old one's child: already detached. */
+    if (cfg->daemonize && inherited < 0) {
         if (daemon(0, 0) != 0) {
             log_err("daemonize: %s", strerror(errno));
             return 1;
@@ -275,6 +459,9 @@ int master_run(struct config *cfg)
     proctitle_set("fooking: master %s", cfg->file);
     master_log_owner(cfg);
     shm->master_pid = (int)getpid(); /* after daemon(): the pid the workers will see */
+    if (sid_after > 0) /* past every SID the previous generation can hand out */
+        for (int i = 0; i < cfg->worker_num; i++)
+            atomic_store(&shm->workers[i].sid_ms, sid_after - SID_EPOCH_MS);
 
     sigset_t set, oldmask;
     sigemptyset(&set);
@@ -295,9 +482,35 @@ int master_run(struct config *cfg)
              cfg->port, n);
     int stopping = 0;
     double stop_deadline = 0;
+    struct upgrade up = {0};
+    int handed_over = 0; /* an upgrade succeeded: PID_FILE belongs to the new master */
     for (;;) {
         double now = master_now(), next = now + 1.0;
         int alive = 0;
+        if (up.pid > 0) {
+            int r = master_upgrade_poll(&up, cfg);
+            if (r > 0) {
+                handed_over = 1;
+                up.pid = 0;
+                kill(getpid(), SIGQUIT); /* drain as a graceful stop does */
+            } else if (r == 0 && now + 0.05 < next) {
+                next = now + 0.05;
+            }
+        }
+        if (ready_fd >= 0) {
+            int ready = 1;
+            for (int i = 0; i < n; i++)
+                ready &= slots[i].pid > 0 && atomic_load(&shm->workers[i].ready);
+            if (ready) { /* the previous master may go now */
+                if (write(ready_fd, "R", 1) != 1)
+                    log_err("master: cannot tell the previous master we serve: %s",
+                            strerror(errno));
+                close(ready_fd);
+                ready_fd = -1;
+            } else if (now + 0.01 < next) {
+                next = now + 0.01;
+            }
+        }
         for (int i = 0; i < n; i++) {
             if (slots[i].pid > 0) {
                 alive++;
@@ -343,7 +556,7 @@ int master_run(struct config *cfg)
             continue; /* timeout or EINTR */
         switch (sig) {
         case SIGCHLD:
-            master_reap(slots, n, shm, stopping);
+            master_reap(slots, n, shm, stopping, &up);
             break;
         case SIGTERM:
         case SIGINT:
@@ -363,7 +576,12 @@ int master_run(struct config *cfg)
             }
             break;
         case SIGUSR2:
-            log_err("master: SIGUSR2 (binary upgrade) is not supported by this version; ignored");
+            if (stopping)
+                log_err("master: upgrade refused: stopping");
+            else if (exe[0] == '\0')
+                log_err("master: upgrade refused: cannot tell which binary runs");
+            else
+                master_upgrade_start(&up, cfg, exe, conf, fd, &oldmask);
             break;
         case SIGHUP: {
             char err[1024];
@@ -403,8 +621,15 @@ int master_run(struct config *cfg)
         }
     }
     log_info("master: stopped");
-    if (cfg->pid_file)
+    if (cfg->pid_file && handed_over) {
+        char oldbin[4200];
+        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
+        unlink(oldbin);
+    } else if (cfg->pid_file) {
         unlink(cfg->pid_file);
+    }
+    if (ready_fd >= 0)
+        close(ready_fd);
     close(fd);
     shm_destroy(shm);
     tls_ctx_free(ssl_ctx);

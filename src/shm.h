@@ -15,6 +15,7 @@ struct shm_worker {
     atomic_int clients;          /* clients this worker holds now */
     atomic_uint_fast64_t sid_ms; /* last SID millisecond used, so a successor never repeats one */
     atomic_int ips_used;         /* its MAX_CONN_PER_IP table holds counts */
+    atomic_int ready;            /* its worker accepts (a binary upgrade waits for all) */
 };
 
 struct shm_block {

@@ -645,6 +645,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         goto done;
     }
     evconnlistener_set_error_cb(w.listener, worker_accept_error);
+    atomic_store(&shm->workers[id].ready, 1);
     w.sig_term = evsignal_new(w.base, SIGTERM, worker_signal, &w);
     w.sig_int = evsignal_new(w.base, SIGINT, worker_signal, &w);
     w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal, &w);

@@ -7,6 +7,9 @@ backends see:
     GRACEFUL_STOP_TIME, WebSocket 1001, requests in flight answered, every
     close event posted
   - workers never outlive their master
+  - SIGUSR2 / -s upgrade: a new binary takes over the listening socket with no
+    connection refused, the old generation drains; a new binary that cannot
+    start leaves the old one serving
 """
 
 import json
@@ -146,11 +149,117 @@ def test_workers_stop_when_the_master_is_killed(gateway, fake):
         assert c.request(b"new") == b"new"
 
 
-def test_sigusr2_does_not_kill_the_master(gateway, fake):
+# ---------------------------------------------------------------- binary upgrade
+
+
+def _pid_file_pid(path):
+    try:
+        return int(open(path).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ConnectLoop(threading.Thread):
+    """Connects, sends one message, reads the reply, closes: again and again,
+    counting what went wrong. Bounded by `seconds`."""
+
+    def __init__(self, port, seconds=30):
+        super().__init__(daemon=True)
+        self.port, self.deadline = port, time.monotonic() + seconds
+        self.ok, self.errors, self.stop = 0, [], threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            msg = b"loop %d" % n
+            n += 1
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    s.sendall(struct.pack(">I", len(msg)) + msg)
+                    got = b""
+                    while len(got) < 4 + len(msg):
+                        chunk = s.recv(4 + len(msg) - len(got))
+                        if not chunk:
+                            break
+                        got += chunk
+                if got == struct.pack(">I", len(msg)) + msg:
+                    self.ok += 1
+                else:
+                    self.errors.append("short reply %r" % got)
+            except OSError as e:
+                self.errors.append(repr(e))
+
+
+def _stop_generation(pid):
+    """Stops a master that this test started indirectly (the upgrade's), and
+    its workers, by pid."""
+    workers = fk.children_of(pid)
+    fk.stop_pid(pid, timeout=15)
+    for w in workers:
+        if fk.pid_alive(w):
+            os.kill(w, signal.SIGKILL)
+
+
+def test_binary_upgrade_without_refusing_a_connection(gateway, fake, tmp_path):
     f = fake()
-    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params())
+    pid_file = tmp_path / "gw.pid"
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), WORKER_NUM=2,
+                 PID_FILE=str(pid_file), GRACEFUL_STOP_TIME=1)
+    old = gw.pid
+    old_workers = set(gw.worker_pids())
+    held = [gw.client() for _ in range(3)]
+    for i, c in enumerate(held):
+        assert c.request(b"held %d" % i) == b"held %d" % i
+    old_sids = {f.sid_of(b"held %d" % i) for i in range(3)}
+    loop = ConnectLoop(gw.port)
+    loop.start()
+    new = None
+    try:
+        fk.wait_until(lambda: loop.ok >= 20, 10, msg="the connect loop running")
+        r = subprocess.run([str(fk.FOOKING), "-s", "upgrade", str(gw.conf)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        fk.wait_until(lambda: _pid_file_pid(pid_file) not in (None, old), 10,
+                      msg="PID_FILE naming the new master")
+        new = _pid_file_pid(pid_file)
+        # The old master drains and exits; its clients get a clean close.
+        gw.proc.wait(timeout=20)
+        for c in held:
+            assert c.recv_closed(timeout=10)
+            c.close()
+        assert not any(fk.pid_alive(p) for p in old_workers)
+        assert not os.path.exists(str(pid_file) + ".oldbin")
+        ok_at_handover = loop.ok
+        fk.wait_until(lambda: loop.ok >= ok_at_handover + 20, 10,
+                      msg="the new generation serving the loop")
+    finally:
+        loop.stop.set()
+        loop.join(10)
+    try:
+        print("\nupgrade: %d round trips through the connect loop, errors: %d" % (loop.ok, len(loop.errors)))
+        assert loop.errors == [], loop.errors[:5]
+        # Clients reconnect to the new binary; SIDs never repeat across generations.
+        with fk.Client(gw.port) as c:
+            assert c.request(b"after upgrade") == b"after upgrade"
+        assert f.sid_of(b"after upgrade") not in old_sids
+        # One message per connection: a SID seen twice was handed out twice.
+        sids = [r["sid"] for r in f.messages()]
+        assert len(sids) == len(set(sids)), "a SID was handed out twice"
+        assert gw.log_lines("upgrade: new master %d serves" % new)
+    finally:
+        _stop_generation(new)
+
+
+def test_failed_upgrade_keeps_the_old_master(gateway, fake, tmp_path):
+    f = fake()
+    pid_file = tmp_path / "gw.pid"
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), PID_FILE=str(pid_file))
+    # The new master reads the config again: make it one that cannot start.
+    gw.conf.write_text(gw.conf.read_text() + 'WORKER_NUM = "two"\n')
     os.kill(gw.pid, signal.SIGUSR2)
-    gw.wait_log("SIGUSR2")
+    gw.wait_log("upgrade failed", timeout=15)
     assert gw.alive()
+    assert _pid_file_pid(pid_file) == gw.pid
+    assert not os.path.exists(str(pid_file) + ".oldbin")
     with gw.client() as c:
-        assert c.request(b"still") == b"still"
+        assert c.request(b"still the old one") == b"still the old one"
