@@ -89,8 +89,11 @@ class Conn:
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        r, _, _ = select.select([self.sock], [], [], left)
-        if not r:
+        # poll, not select: a test holding thousands of client sockets gives
+        # this one a descriptor above FD_SETSIZE.
+        p = select.poll()
+        p.register(self.sock, select.POLLIN)
+        if not p.poll(left * 1000):
             return False
         try:
             data = self.sock.recv(1 << 20)

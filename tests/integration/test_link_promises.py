@@ -1,0 +1,254 @@
+"""Promises of the README about the router links and the Redis bus that no other
+test checks, each against real processes: a real router, real gateways in front
+of php-fpm (tests/backends/echo.php), a real redis-server, and, where a peer
+must misbehave in a way no real one does on demand, a fake one in this process.
+
+Each test names the README line it holds the code to. Every wait has a deadline
+drawn from the documented numbers (peers.BACKOFF_MAX, peers.HB_TTL); everything
+started here is stopped by its pid.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+import fk
+import peers
+import rproto as rp
+from peers import (RESYNC_DEADLINE, HB_TTL, gateway_keys, gateways, router,  # noqa: F401
+                   welcomed_clients, worker_pid)
+from swarm import Swarm, assert_delivered, new_marker, received
+
+
+def info(port):
+    bk = rp.Backend(port)
+    try:
+        return bk.info()
+    finally:
+        bk.close()
+
+
+def exactly(clients, expect, quiet=0.3):
+    """Each fk.Client in clients receives exactly the messages expect[client]
+    (default: none) and nothing more within `quiet` seconds after them."""
+    for c in clients:
+        want = expect.get(c, [])
+        got = [c.recv(10) for _ in want]
+        assert got == want, (c.sid, got, want)
+        try:
+            extra = c.recv(quiet)
+        except TimeoutError:
+            continue
+        raise AssertionError("%s received more than expected: %r" % (c.sid, extra[:80]))
+
+
+# ---------------------------------------------------------------- (a) router output limit
+
+def test_router_output_limit_drops_a_stopped_gateway_which_resyncs(router, gateways, php):
+    """README, Limits: "ROUTER_OUTPUT_LIMIT | 64 MiB | the router drops that gateway
+    link; it reconnects and resyncs" — with the limit at its minimum (65536), a
+    real gateway worker stopped (SIGSTOP) while the router pushes to it is dropped;
+    after SIGCONT it reconnects, INFO shows its sessions again, and a SEND_MSG
+    reaches its client."""
+    r = router(ROUTER_OUTPUT_LIMIT=65536)
+    gw = gateways(**gateway_keys(php, r.port))
+    clients = welcomed_clients(gw, 3)
+    ghost = welcomed_clients(gw, 1)[0]
+    rp.wait_info(r.port, lambda i: i["gateways"] == [(1, 0, 4, 0)])
+    pid = worker_pid(gw, 0)
+    bk = rp.Backend(r.port)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # The ghost hangs up while its worker is stopped: the router still routes
+        # its SID to the link, and what it is sent never reaches a live client.
+        ghost.close()
+        chunk = b"p" * 30000          # under the largest message: half the limit
+        sent = 0
+        while not r.log_lines("gateway 1/0", "ROUTER_OUTPUT_LIMIT 65536",
+                              "dropping the link"):
+            assert sent < 4000, "120 MB pushed to a stopped worker and its link was " \
+                "never dropped:\n" + r.read_log()[-2000:]
+            for _ in range(50):
+                bk.send_msg([ghost.sid], chunk)
+            sent += 50
+            bk.info()                 # the router has handled all of them
+        print("router dropped the stopped link after %d pushes of 30000 bytes" % sent)
+        # The router forgot the link's sessions while the worker sleeps.
+        assert bk.info()["gateways"] == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    gw.wait_log("router", "link lost", timeout=10)
+    # Resync: the three live sessions again (the ghost's close is seen on resume).
+    rp.wait_info(r.port, lambda i: i["gateways"] == [(1, 0, 3, 0)] and i["clients"] == 3,
+                 timeout=RESYNC_DEADLINE)
+    bk.send_msg([clients[2].sid], b"after the resync")
+    bk.send_msg([clients[0].sid, clients[1].sid], b"to two")
+    exactly(clients, {clients[0]: [b"to two"], clients[1]: [b"to two"],
+                      clients[2]: [b"after the resync"]})
+    assert worker_pid(gw, 0) == pid, "the worker was replaced, not resynced"
+    # Nothing of the ghost's pushes went to anyone, and the clients are still served.
+    assert clients[0].request(b"echo") == b"echo"
+    bk.close()
+    for c in clients:
+        c.close()
+
+
+# ---------------------------------------------------------------- (b) gateway output limit
+
+def read_messages(sock, want, timeout):
+    """Reads router messages from sock until `want(msgs)` holds; returns them."""
+    buf = b""
+    msgs = []
+    deadline = time.monotonic() + timeout
+    while not want(msgs):
+        left = deadline - time.monotonic()
+        assert left > 0, "timed out reading from the gateway; have %r" % (msgs,)
+        r, _, _ = select.select([sock], [], [], left)
+        if not r:
+            continue
+        data = sock.recv(1 << 16)
+        assert data, "the gateway closed the new link; have %r" % (msgs,)
+        buf += data
+        while True:
+            m, buf = rp.decode(buf)
+            if m is None:
+                break
+            msgs.append(m)
+    return msgs
+
+
+def drain_messages(sock, quiet):
+    """Router messages that arrive on sock until it has been silent `quiet` seconds."""
+    buf = b""
+    msgs = []
+    for _ in range(1000):
+        r, _, _ = select.select([sock], [], [], quiet)
+        if not r:
+            break
+        data = sock.recv(1 << 16)
+        if not data:
+            break
+        buf += data
+    while True:
+        m, buf = rp.decode(buf)
+        if m is None:
+            break
+        msgs.append(m)
+    assert buf == b"", "a partial message: %r" % buf[:40]
+    return msgs
+
+
+def test_gateway_drops_a_router_that_never_reads(gateways, php):
+    """README, Limits: "gateway → router output | 64 MiB | the worker drops its link,
+    reconnects and resyncs" — a fake router that accepts the link and never reads
+    makes the worker join and leave channels (each join is a CH_SUB, each leave a
+    CH_UNSUB up to the router); once more than 64 MiB wait unsent the worker logs
+    dropping the link, reconnects, and announces its session again."""
+    lsock, port = peers.listen_socket(rcvbuf=4096)
+    gw = gateways(**gateway_keys(php, port, LOG_LEVEL=2))
+    link, _ = lsock.accept()
+    (c,) = welcomed_clients(gw, 1)
+    # One batch: a join and a leave of 1,000 channels with the longest name (255).
+    names = [b"%0255d" % i for i in range(1000)]
+    batch = b"".join(rp.encode(rp.CH_ADD, c.sid, n) + rp.encode(rp.CH_DEL, c.sid, n)
+                     for n in names)
+    link.setblocking(False)
+    sent = 0
+    t0 = time.monotonic()
+    view = memoryview(batch)
+    off = 0
+    while not gw.log_lines("router is not reading (output limit reached)"):
+        assert sent < 512 << 20 and time.monotonic() - t0 < 120, \
+            "%d MB of channel traffic and the link was never dropped:\n%s" % (
+                sent >> 20, gw.log()[-2000:])
+        _, w, _ = select.select([], [link], [], 0.5)
+        if not w:
+            continue
+        try:
+            n = link.send(view[off:])
+        except (BrokenPipeError, ConnectionResetError):
+            break                 # dropped: the log line follows
+        sent += n
+        off = (off + n) % len(batch)
+    line = gw.wait_log("router is not reading (output limit reached)")[0]
+    assert "link lost" in line and "reconnecting" in line, line
+    # Each channel message in is 279 bytes and its answer 263: the worker cannot
+    # hold 64 MiB unsent before it has been sent more than that.
+    print("link dropped after %.1f MiB of channel traffic in" % (sent / (1 << 20)))
+    assert sent > 64 << 20, "dropped after only %d bytes in" % sent
+    link.close()
+    # The reconnect: AUTH (server 1, worker 0), then the session, then at most the
+    # one channel the client was in when the link went.
+    new, _ = peers.wait_until(lambda: select.select([lsock], [], [], 0.1)[0] and lsock.accept(),
+                              RESYNC_DEADLINE, msg="the worker to reconnect")
+    lsock.close()
+    msgs = read_messages(new, lambda m: len(m) >= 2, 10)
+    assert msgs[0] == (rp.AUTH, b"", struct.pack(">II", 1, 0)), msgs[0]
+    assert msgs[1] == (rp.CONN, c.sid, b""), msgs[1]
+    gw.wait_log("connected, announced 1 sessions", timeout=5)
+    # The new link carries commands, and the client was served all along.
+    new.sendall(rp.encode(rp.SEND_MSG, c.sid, b"via the new link"))
+    assert c.recv(10) == b"via the new link"
+    assert c.request(b"still served") == b"still served"
+    rest = drain_messages(new, 0.3)
+    assert all(m[0] == rp.CH_SUB and m[1] in names for m in msgs[2:] + rest), msgs[2:] + rest
+    assert len(msgs[2:] + rest) <= 1
+    new.close()
+    c.close()
+
+
+# ---------------------------------------------------------------- (c) resync of 5,000 sessions
+
+def test_resync_of_5000_sessions_on_one_link(router, gateways, php):
+    """README, router protocol: "SIDs in S are concatenated 16-byte ids (up to 4095
+    per message)" and "the worker reconnects ... and re-sends AUTH, all its
+    sessions": one worker holding 5,000 sessions, the router restarted, INFO counts
+    exactly 5,000 again and a SEND_MSG to sessions from both CONN messages (the
+    last client among them) reaches exactly those clients."""
+    n = 5000
+    if peers.raise_nofile(n + 1000) < n + 500:
+        pytest.skip("RLIMIT_NOFILE too low for %d clients" % n)
+    r = router(LOG_LEVEL=2)
+    gw = gateways(**gateway_keys(php, r.port, EVENT_CONNECT=0, EVENT_CLOSE=0, LOG_LEVEL=2))
+    sw = Swarm()
+    try:
+        peersl = []
+        for i in range(0, n, 100):   # paced: see test_send_all_to_10000_clients
+            peersl += sw.connect(gw.port, 100)
+            rp.wait_info(r.port, lambda inf: inf["clients"] == len(peersl))
+        # Learn the SIDs of every 250th client and of the last one (echo.php
+        # answers "params" with its FastCGI params, SESSIONID among them).
+        sample = peersl[::250] + [peersl[-1]]
+        for p in sample:
+            p.sock.sendall(fk.Client.frame(b"params"))
+        sw.wait(lambda: all(p.msgs for p in sample), 20, "the sampled clients' SIDs")
+        for p in sample:
+            p.sid = json.loads(p.msgs.pop())["SESSIONID"].encode()
+            assert len(p.sid) == 16, p.sid
+        r.kill9()
+        r2 = peers.Router(r.dir / "again", port=r.port, LOG_LEVEL=2).start()
+        try:
+            t0 = time.monotonic()
+            got = rp.wait_info(r2.port, lambda i: i["clients"] == n, timeout=RESYNC_DEADLINE)
+            print("5,000 sessions resynced %.2f s after the restart" % (time.monotonic() - t0))
+            assert got["gateways"] == [(1, 0, n, 0)], got
+            gw.wait_log("connected, announced %d sessions" % n, timeout=5)
+            bk = rp.Backend(r2.port)
+            for i, p in enumerate(sample):
+                bk.send_msg([p.sid], b"to sample %d" % i)
+            marker = new_marker()
+            bk.send_all(marker)
+            got = received(sw, marker, timeout=30)
+            assert len(got) == n
+            assert_delivered(got, {p: [b"to sample %d" % i] for i, p in enumerate(sample)})
+            bk.close()
+        finally:
+            assert r2.stop() == 0, r2.read_log()[-3000:]
+    finally:
+        sw.close_all()
