@@ -73,20 +73,32 @@ def listen_socket(backlog=64, rcvbuf=None):
     return s, s.getsockname()[1]
 
 
-def _listening_inodes(port):
+def tcp_sockets(port, state):
+    """Inodes of the TCP sockets whose local port is port, in state (a hex code of
+    /proc/net/tcp: "0A" listening, "01" established)."""
     want = ":%04X" % port
-    out = set()
+    out = []
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(name) as f:
                 next(f)
                 for line in f:
                     parts = line.split()
-                    if parts[1].endswith(want) and parts[3] == "0A":
-                        out.add(parts[9])
+                    if parts[1].endswith(want) and parts[3] == state:
+                        out.append(parts[9])
         except OSError:
             pass
     return out
+
+
+def established(port):
+    """How many ESTABLISHED sockets have local port `port` (the server side of a
+    listener's connections); read from /proc, so it opens no connection."""
+    return len(tcp_sockets(port, "01"))
+
+
+def _listening_inodes(port):
+    return set(tcp_sockets(port, "0A"))
 
 
 def pid_listens(pid, port):
@@ -220,7 +232,7 @@ class Router:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fixed_port = port is not None
         self.port = port or free_port()
-        self.log = str(self.dir / "router.log")       # path (routerfix's name)
+        self.log = str(self.dir / "router.log")       # the path; read_log() reads it
         self.out = str(self.dir / "stdout")
         self.conf = str(self.dir / "router.lua")
         self.keys = {"ROUTER": 1, "HOST": "127.0.0.1", "LOG_FILE": self.log, "LOG_LEVEL": 3}
@@ -229,6 +241,8 @@ class Router:
         self._outf = None
 
     def start(self, timeout=10.0):
+        if self.proc is not None:
+            self.fixed_port = True      # a restart: the gateways know this port
         for attempt in range(START_ATTEMPTS):
             self.keys["PORT"] = self.port
             fk.write_config(self.conf, self.keys)
@@ -431,10 +445,11 @@ GO_CLIENT_PATH = "%s:/usr/share/gocode" % (ROOT / "example" / "clients" / "go")
 REDIGO = "/usr/share/gocode/src/github.com/gomodule/redigo/redis"
 
 
-def go_build(outdir, source, name="drive", gopath=GO_CLIENT_PATH, need_redigo=False):
+def go_build(outdir, source, name="drive", gopath=GO_CLIENT_PATH, need_redigo=True):
     """Builds one Go program (GOPATH mode, no cgo) from `source` (the text of a
     main.go) into outdir/name and returns its path; skips the test when go (or,
-    with need_redigo, redigo) is not installed."""
+    with need_redigo, redigo: the fooking package's Redis half needs it) is not
+    installed."""
     if not os.path.exists(GO):
         pytest.skip("go not installed")
     if need_redigo and not os.path.isdir(REDIGO):
@@ -514,3 +529,41 @@ def raise_nofile(want=65536):
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ---------------------------------------------------------------- library drivers
+
+def ops_json(ops):
+    """The operations a library driver runs, as JSON: ("kick", sids), ("send_msg",
+    sids, msg), ("send_all", msg), ("ch_add"|"ch_del", sids, channel), ("ch_pub",
+    channel, msg), ("online", sid), ("info",); SIDs bytes or str, messages bytes
+    (base64 on the wire)."""
+    import base64
+    import json
+
+    def text(x):
+        return x.decode() if isinstance(x, bytes) else x
+    out = []
+    for o in ops:
+        j = {"op": o[0]}
+        if o[0] in ("kick", "send_msg", "ch_add", "ch_del"):
+            j["sids"] = [text(s) for s in o[1]]
+        if o[0] == "send_msg":
+            j["msg"] = base64.b64encode(o[2]).decode()
+        if o[0] in ("ch_add", "ch_del"):
+            j["ch"] = o[2]
+        if o[0] == "send_all":
+            j["msg"] = base64.b64encode(o[1]).decode()
+        if o[0] == "ch_pub":
+            j["ch"], j["msg"] = o[1], base64.b64encode(o[2]).decode()
+        if o[0] == "online":
+            j["sid"] = text(o[1])
+        out.append(j)
+    return json.dumps(out)
+
+
+def norm_info(i):
+    """A library's parsed INFO (JSON) -> rproto.parse_info's shape, gateways sorted."""
+    return {"clients": i["clients"], "channels": i["channels"],
+            "gateways": sorted((g["server"], g["worker"], g["clients"], g["channels"])
+                               for g in i["gateways"])}

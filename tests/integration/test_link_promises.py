@@ -12,7 +12,6 @@ import json
 import os
 import select
 import signal
-import socket
 import struct
 import time
 
