@@ -436,6 +436,17 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, **kw)
 
 
+@pytest.fixture
+def redis_server(tmp_path):
+    """A RedisServer of the test's own (skips without redis-server or redis-py)."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip("redis-server not installed")
+    pytest.importorskip("redis")
+    srv = RedisServer(tmp_path / "redis").start()
+    yield srv
+    srv.stop()
+
+
 # ---------------------------------------------------------------- Go builds
 
 GO = shutil.which("go") or "/usr/lib/go/bin/go"

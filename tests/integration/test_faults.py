@@ -32,7 +32,6 @@ hundred requests a second).
 import json
 import os
 import re
-import resource
 import selectors
 import signal
 import socket
@@ -44,7 +43,6 @@ import time
 import pytest
 
 import fk
-import peers
 import rproto
 from conftest import base_params
 from peers import (established, gateways, nfds, raise_nofile, router,  # noqa: F401 (fixtures)
@@ -779,8 +777,6 @@ def test_slow_consumer_among_broadcast_receivers(gateways, load, router, goecho)
     r = router(LOG_LEVEL=2)
     gw = gateways(**go_keys(goecho, WORKER_NUM=2, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
                            MAX_OUTPUT_SIZE=limit))
-    # rproto uses select(): its sockets must get descriptors below 1024, so open
-    # them before the receivers
     bk = rproto.Backend(r.port)
     ld = load(gw.port)
     recv = Receivers(gw.port, nrecv)

@@ -20,8 +20,8 @@ import pytest
 import fk
 import peers
 import rproto as rp
-from peers import (RESYNC_DEADLINE, HB_TTL, gateway_keys, gateways, router,  # noqa: F401
-                   welcomed_clients, worker_pid)
+from peers import (RESYNC_DEADLINE, HB_TTL, gateway_keys, gateways,  # noqa: F401 (fixtures)
+                   redis_server, router, welcomed_clients, worker_pid)
 from swarm import Swarm, assert_delivered, new_marker, received
 
 
@@ -100,49 +100,6 @@ def test_router_output_limit_drops_a_stopped_gateway_which_resyncs(router, gatew
 
 # ---------------------------------------------------------------- (b) gateway output limit
 
-def read_messages(sock, want, timeout):
-    """Reads router messages from sock until `want(msgs)` holds; returns them."""
-    buf = b""
-    msgs = []
-    deadline = time.monotonic() + timeout
-    while not want(msgs):
-        left = deadline - time.monotonic()
-        assert left > 0, "timed out reading from the gateway; have %r" % (msgs,)
-        r, _, _ = select.select([sock], [], [], left)
-        if not r:
-            continue
-        data = sock.recv(1 << 16)
-        assert data, "the gateway closed the new link; have %r" % (msgs,)
-        buf += data
-        while True:
-            m, buf = rp.decode(buf)
-            if m is None:
-                break
-            msgs.append(m)
-    return msgs
-
-
-def drain_messages(sock, quiet):
-    """Router messages that arrive on sock until it has been silent `quiet` seconds."""
-    buf = b""
-    msgs = []
-    for _ in range(1000):
-        r, _, _ = select.select([sock], [], [], quiet)
-        if not r:
-            break
-        data = sock.recv(1 << 16)
-        if not data:
-            break
-        buf += data
-    while True:
-        m, buf = rp.decode(buf)
-        if m is None:
-            break
-        msgs.append(m)
-    assert buf == b"", "a partial message: %r" % buf[:40]
-    return msgs
-
-
 def test_gateway_drops_a_router_that_never_reads(gateways, php):
     """README, Limits: "gateway → router output | 64 MiB | the worker drops its link,
     reconnects and resyncs" — a fake router that accepts the link and never reads
@@ -187,17 +144,16 @@ def test_gateway_drops_a_router_that_never_reads(gateways, php):
     new, _ = peers.wait_until(lambda: select.select([lsock], [], [], 0.1)[0] and lsock.accept(),
                               RESYNC_DEADLINE, msg="the worker to reconnect")
     lsock.close()
-    msgs = read_messages(new, lambda m: len(m) >= 2, 10)
-    assert msgs[0] == (rp.AUTH, b"", struct.pack(">II", 1, 0)), msgs[0]
-    assert msgs[1] == (rp.CONN, c.sid, b""), msgs[1]
+    new = rp.Conn.wrap(new)
+    assert new.recv() == (rp.AUTH, b"", struct.pack(">II", 1, 0))
+    assert new.recv() == (rp.CONN, c.sid, b"")
     gw.wait_log("connected, announced 1 sessions", timeout=5)
     # The new link carries commands, and the client was served all along.
-    new.sendall(rp.encode(rp.SEND_MSG, c.sid, b"via the new link"))
+    new.send(rp.SEND_MSG, c.sid, b"via the new link")
     assert c.recv(10) == b"via the new link"
     assert c.request(b"still served") == b"still served"
-    rest = drain_messages(new, 0.3)
-    assert all(m[0] == rp.CH_SUB and m[1] in names for m in msgs[2:] + rest), msgs[2:] + rest
-    assert len(msgs[2:] + rest) <= 1
+    rest = new.drain(0.3)
+    assert len(rest) <= 1 and all(m[0] == rp.CH_SUB and m[1] in names for m in rest), rest
     new.close()
     c.close()
 
@@ -256,16 +212,6 @@ def test_resync_of_5000_sessions_on_one_link(router, gateways, php):
 # ---------------------------------------------------------------- (d) the Redis bus
 
 PREFIX = "fkprom:"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if not os.path.exists(peers.REDIS_SERVER):
-        pytest.skip("redis-server not installed")
-    pytest.importorskip("redis")
-    srv = peers.RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
 
 
 def bus_keys(php, url, **over):

@@ -27,7 +27,7 @@ import pytest
 import fk
 import peers
 import rproto as rp
-from peers import gateways, router, welcomed_clients  # noqa: F401 (fixtures)
+from peers import gateways, redis_server, router, welcomed_clients  # noqa: F401 (fixtures)
 
 SECRET = b"trust-links-secret"
 
@@ -355,16 +355,6 @@ def test_router_drops_silent_link_that_answered_ping(router):
 # ---------------------------------------------------------------- B, D: the Redis bus
 
 BUS_PREFIX = "fktrust:"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if not os.path.exists(peers.REDIS_SERVER):
-        pytest.skip("redis-server not installed")
-    pytest.importorskip("redis")
-    srv = peers.RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
 
 
 def bus_gateway_keys(php, url, event_log, **over):
