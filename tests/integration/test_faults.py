@@ -408,6 +408,9 @@ def test_php_fpm_restart(gateways, load, tmp_path, keepalive):
 
 # ---------------------------------------------------------------- backend killed
 
+SLEEP = 4  # seconds a parked request sleeps in a backend
+
+
 def test_backend_killed_mid_request(gateways, load, goecho_bin, tmp_path):
     """Two Go backends; one is killed -9 while requests sleep in it. Those requests
     get no reply (logged), the clients stay connected, and every request after the
@@ -427,7 +430,7 @@ def test_backend_killed_mid_request(gateways, load, goecho_bin, tmp_path):
                       msg="no connection to the backends while the load is paused")
         sleepers = [gw.client(timeout=10) for _ in range(20)]
         for i, c in enumerate(sleepers):
-            c.send(b"sleep 2 #%d" % i)
+            c.send(b"sleep %d #%d" % (SLEEP, i))
         t_sleep = time.monotonic()
         fk.wait_until(lambda: established(a.port) + established(b.port) == len(sleepers), 5,
                       msg="every sleeping request inside a backend")
@@ -446,11 +449,16 @@ def test_backend_killed_mid_request(gateways, load, goecho_bin, tmp_path):
         lost_at = ld.lost_times()
 
         replies = 0
-        deadline = t_sleep + 2 + 5     # the ones at b answer after 2 s
+        # The premise: a is killed while its sleepers still sleep (on a busy machine
+        # resume + wait_progress once took longer than a 2 s sleep, and a sleeper
+        # answered by a before the kill was counted as one it should lose).
+        assert t_kill - t_sleep < SLEEP - 0.5, "the kill came %.1f s after the sleepers " \
+            "were sent: they may have been answered" % (t_kill - t_sleep)
+        deadline = t_sleep + SLEEP + 5     # the ones at b answer after SLEEP s
         for i, c in enumerate(sleepers):
             try:
                 got = c.recv(timeout=max(0.05, deadline - time.monotonic()))
-                assert got == b"sleep 2 #%d" % i
+                assert got == b"sleep %d #%d" % (SLEEP, i)
                 replies += 1
             except TimeoutError:
                 pass
