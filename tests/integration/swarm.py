@@ -167,3 +167,38 @@ def assert_delivered(got, expect):
     """got: {peer: messages}; expect: {peer: messages} (absent peers: nothing)."""
     bad = {p: (msgs, expect.get(p, [])) for p, msgs in got.items() if msgs != expect.get(p, [])}
     assert not bad, "clients that received the wrong messages (got, expected): %r" % bad
+
+
+def links_of(sw, links):
+    """{(server, worker): [open peers there]} for the given links."""
+    out = {l: [] for l in links}
+    for p in sw.open():
+        if p.link in out:
+            out[p.link].append(p)
+    return out
+
+
+def open_welcomed(sw, gws, links, per_link=3, max_clients=400):
+    """Opens clients on the gateways gws ({server id: fk.Gateway}, EVENT_CONNECT = 1)
+    until every (server, worker) link of `links` holds at least per_link open
+    clients (bounded by max_clients in all), learning each SID (and from it the
+    link) from its welcome message; returns links_of(sw, links)."""
+    while True:
+        have = links_of(sw, links)
+        need = sorted({l[0] for l in links if len(have[l]) < per_link})
+        if not need:
+            return have
+        assert len(sw.peers) < max_clients, "after %d clients some links still have too " \
+            "few: %r" % (len(sw.peers), {l: len(v) for l, v in have.items()})
+        fresh = []
+        for s in need:
+            fresh += sw.connect(gws[s].port, 4)
+        sw.wait(lambda: all(p.msgs or p.closed for p in fresh), 10, "welcome messages")
+        for p in fresh:
+            assert not p.closed, "gateway closed a new client"
+            w = p.msgs.pop(0)
+            assert w.startswith(b"welcome "), w
+            p.sid = w[len(b"welcome "):]
+            p.link = sid_link(p.sid)
+            server = [s for s, g in gws.items() if g.port == p.port][0]
+            assert p.link[0] == server and p.link in links, (p.sid, p.link, server)

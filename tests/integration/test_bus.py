@@ -20,7 +20,6 @@ publish (a Python subscriber on a bare redis-server) and what they read out of
 presence keys set by hand.
 """
 
-import base64
 import json
 import os
 import shutil
@@ -34,25 +33,23 @@ from pathlib import Path
 import pytest
 
 import fk
+import peers
 import rproto as rp
 import swarm
+from peers import (HB_EVERY, HB_TTL, REDIS_SERVER, RESYNC_DEADLINE, RedisServer, Router,
+                   norm_info, ops_json, worker_pid)
 from swarm import Swarm, assert_delivered, new_marker, sid_link
 from conftest import base_params
-from routerfix import Router
 
 redis = pytest.importorskip("redis")
 
 ROOT = fk.REPO
 PHP_REDIS_LIB = ROOT / "example" / "clients" / "php" / "FookingRedis.php"
-GO_PATH = "%s:/usr/share/gocode" % (ROOT / "example" / "clients" / "go")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 PREFIX = "fkbus:"          # BUS_PREFIX of the cluster (not the default, to see it is used)
 SERVERS = (1, 2)
 WORKERS = 2
 LINKS = [(s, w) for s in SERVERS for w in range(WORKERS)]
-HB_TTL = 10                # presence heartbeat TTL and refresh period (the spec)
-HB_EVERY = 3
 
 
 def make_sid(server, worker, n):
@@ -63,37 +60,6 @@ def make_sid(server, worker, n):
 
 
 # ---------------------------------------------------------------- redis-server
-
-class RedisServer:
-    """redis-server in the foreground on a loopback port, no persistence; restartable
-    on the same port."""
-
-    def __init__(self, tmpdir, port=None):
-        self.dir = Path(tmpdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or fk.free_port()
-        self.url = "redis://127.0.0.1:%d" % self.port
-        self.log_file = self.dir / "redis.log"
-        self.proc = None
-
-    def start(self, timeout=10.0):
-        self._out = open(self.dir / "redis.out", "ab")
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--dir", str(self.dir), "--logfile", str(self.log_file)],
-            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT)
-        fk.wait_listening(self.port, self.proc, timeout, "redis-server", self.log_file)
-        return self
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            fk.stop_pid(self.proc, 10)
-            self._out.close()
-
-    def client(self):
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
 
 @pytest.fixture(scope="module")
 def bare_redis(tmp_path_factory):
@@ -209,33 +175,6 @@ func main() {
 """
 
 
-def norm_info(i):
-    """A library's info() -> rproto.parse_info's shape, gateways sorted."""
-    return {"clients": i["clients"], "channels": i["channels"],
-            "gateways": sorted((g["server"], g["worker"], g["clients"], g["channels"])
-                               for g in i["gateways"])}
-
-
-def ops_json(ops):
-    out = []
-    for o in ops:
-        j = {"op": o[0]}
-        if o[0] in ("kick", "send_msg", "ch_add", "ch_del"):
-            j["sids"] = [s.decode() if isinstance(s, bytes) else s for s in o[1]]
-        if o[0] == "send_msg":
-            j["msg"] = base64.b64encode(o[2]).decode()
-        if o[0] in ("ch_add", "ch_del"):
-            j["ch"] = o[2]
-        if o[0] == "send_all":
-            j["msg"] = base64.b64encode(o[1]).decode()
-        if o[0] == "ch_pub":
-            j["ch"], j["msg"] = o[1], base64.b64encode(o[2]).decode()
-        if o[0] == "online":
-            j["sid"] = o[1].decode() if isinstance(o[1], bytes) else o[1]
-        out.append(j)
-    return json.dumps(out)
-
-
 @pytest.fixture(scope="module")
 def php_driver(tmp_path_factory):
     if not shutil.which("php"):
@@ -251,22 +190,7 @@ def php_driver(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def go_driver(tmp_path_factory):
-    go = shutil.which("go") or "/usr/lib/go/bin/go"
-    if not os.path.exists(go):
-        pytest.skip("go not installed")
-    if not os.path.isdir("/usr/share/gocode/src/github.com/gomodule/redigo/redis"):
-        pytest.skip("redigo not installed (golang-github-gomodule-redigo-dev)")
-    d = tmp_path_factory.mktemp("bus-godriver")
-    src = d / "main.go"
-    src.write_text(GO_DRIVER)
-    env = dict(os.environ, GO111MODULE="off", GOPATH=GO_PATH, GOFLAGS="", CGO_ENABLED="0")
-    home = env.get("HOME")
-    if not env.get("GOCACHE") and (not home or not os.access(home, os.W_OK)):
-        env["GOCACHE"] = str(d / "cache")
-    p = subprocess.run([go, "build", "-o", str(d / "drive"), str(src)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    return str(d / "drive")
+    return peers.go_build(tmp_path_factory.mktemp("bus-godriver"), GO_DRIVER)
 
 
 class Lib:
@@ -482,7 +406,7 @@ class Bus:
         for s in SERVERS:
             p = base_params()
             p["EVENT_LOG"] = str(self.tmp / "events.log")
-            gw = fk.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s, SERVER_ID=s,
+            gw = peers.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s, SERVER_ID=s,
                             WORKER_NUM=WORKERS, BUS=self.redis.url, BUS_PREFIX=PREFIX,
                             BACKEND_SERVER=self.php.addr, FASTCGI_PREFIX="",
                             FASTCGI_PARAMS=p, EVENT_CONNECT=1, LOG_LEVEL=3)
@@ -557,35 +481,10 @@ class Bus:
     def open_clients(self, per_link=3, max_clients=300):
         """Opens clients on both gateways until every (server, worker) holds at least
         per_link of them, learning each SID from its welcome; returns them by link."""
-        sw = self.swarm
-        while True:
-            have = self.by_link()
-            need = [s for s in SERVERS if any(len(have[(s, w)]) < per_link
-                                               for w in range(WORKERS))]
-            if not need:
-                return have
-            assert len(sw.peers) < max_clients, \
-                "after %d clients some workers still have too few: %r" % (
-                    len(sw.peers), {l: len(v) for l, v in have.items()})
-            fresh = []
-            for s in need:
-                fresh += sw.connect(self.gws[s].port, 4)
-            sw.wait(lambda: all(p.msgs or p.closed for p in fresh), 10, "welcome messages")
-            for p in fresh:
-                assert not p.closed, "gateway closed a new client"
-                w = p.msgs.pop(0)
-                assert w.startswith(b"welcome "), w
-                p.sid = w[len(b"welcome "):]
-                p.link = sid_link(p.sid)
-                server = [s for s, g in self.gws.items() if g.port == p.port][0]
-                assert p.link[0] == server and p.link in LINKS, (p.sid, p.link, server)
+        return swarm.open_welcomed(self.swarm, self.gws, LINKS, per_link, max_clients)
 
     def by_link(self):
-        out = {l: [] for l in LINKS}
-        for p in self.swarm.open():
-            if p.link in out:
-                out[p.link].append(p)
-        return out
+        return swarm.links_of(self.swarm, LINKS)
 
 
 def received(bus, marker, timeout=10.0):
@@ -821,9 +720,10 @@ def test_router_killed_other_keeps_serving(bus):
 
 
 def test_redis_restart_gateways_resubscribe(bus):
-    """redis-server stopped and started again on the same port: within 3 s broadcasts
-    and channel messages reach every member again, commands through a router flow,
-    and the presence keys (gone with the old server) are written again."""
+    """redis-server stopped and started again on the same port: within the back-off
+    (README: "reconnect with back-off (0.1 s doubling to 5 s)", peers.RESYNC_DEADLINE)
+    broadcasts and channel messages reach every member again, commands through a
+    router flow, and the presence keys (gone with the old server) are written again."""
     links = bus.open_clients(2)
     members = [links[l][0] for l in LINKS]
     t = RouterT(bus.routers[0], "router0")
@@ -857,11 +757,12 @@ def test_redis_restart_gateways_resubscribe(bus):
         return (all(any(x.startswith(b"back ") for x in q.msgs) for q in everyone)
                 and all(any(x.startswith(b"room back ") for x in q.msgs) for q in members))
     try:
-        fk.wait_until(got_all, 3.0, interval=0.05, msg="broadcast and channel message")
+        fk.wait_until(got_all, RESYNC_DEADLINE, interval=0.05,
+                      msg="broadcast and channel message")
     except AssertionError:
-        raise AssertionError("3 s after the restart: NUMSUB all=%d survivors=%d; clients "
+        raise AssertionError("%.0f s after the restart: NUMSUB all=%d survivors=%d; clients "
                              "without a broadcast %r\n%s"
-                             % (bus.numsub("all"), bus.numsub("ch:survivors"),
+                             % (RESYNC_DEADLINE, bus.numsub("all"), bus.numsub("ch:survivors"),
                                 [q for q in everyone if not any(
                                     x.startswith(b"back ") for x in q.msgs)][:8], bus.logs()))
     print("delivery again %.2f s after redis-server listened" % (time.monotonic() - t0))
@@ -882,7 +783,8 @@ def test_redis_restart_gateways_resubscribe(bus):
             return mk
         except AssertionError:
             return None
-    fk.wait_until(via_router, 5, interval=0.1, msg="commands through the router again")
+    fk.wait_until(via_router, RESYNC_DEADLINE, interval=0.1,
+                  msg="commands through the router again")
     bus.swarm.quiet()
     for q in everyone:
         q.msgs.clear()
@@ -899,20 +801,6 @@ def test_redis_restart_gateways_resubscribe(bus):
     fk.wait_until(presence_back, HB_EVERY + 3, interval=0.1, msg="presence keys rewritten")
     t.run([("ch_del", sids(members), "survivors")])
     bus.wait_channel("survivors", 0)
-
-
-def worker_pid(gw, wid):
-    """Pid of gateway gw's worker wid (its title is "fooking: worker <wid>")."""
-    want = ("fooking: worker %d" % wid).encode()
-    for pid in gw.worker_pids():
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                title = f.read().split(b"\0")[0].strip()
-        except OSError:
-            continue
-        if title == want:
-            return pid
-    return None
 
 
 def test_killed_worker_presence_replaced(bus):

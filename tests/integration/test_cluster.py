@@ -13,7 +13,6 @@ the marker are exactly what the command did; a short quiet period after the mark
 catches late duplicates.
 """
 
-import base64
 import json
 import os
 import re
@@ -27,83 +26,20 @@ from pathlib import Path
 import pytest
 
 import fk
+import peers
 import rproto as rp
 import swarm
-from swarm import Swarm, assert_delivered, new_marker, sid_link
+from peers import norm_info, ops_json, worker_pid
+from swarm import Swarm, assert_delivered, new_marker
 from conftest import base_params
 
 ROOT = fk.REPO
 PHP_CLIENT = ROOT / "example" / "clients" / "php" / "FookingRouter.php"
-GO_PATH = ROOT / "example" / "clients" / "go"
 
 SERVERS = (1, 2)
 WORKERS = 2
 LINKS = [(s, w) for s in SERVERS for w in range(WORKERS)]
-BURST = 100  # connects in flight at once in the 10,000-client test  # the short deadline after a marker during which nothing more may arrive
-
-
-# ---------------------------------------------------------------- processes
-
-class RouterProc:
-    """`fooking router.lua` (ROUTER = 1) on a loopback port; restartable on the same port."""
-
-    def __init__(self, tmpdir, port=None, **keys):
-        self.dir = Path(tmpdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or fk.free_port()
-        self.log_file = self.dir / "router.log"
-        self.out_file = self.dir / "router.out"
-        self.conf = self.dir / "router.lua"
-        self.keys = {"ROUTER": 1, "HOST": "127.0.0.1", "PORT": self.port,
-                     "LOG_FILE": str(self.log_file), "LOG_LEVEL": 3}
-        self.keys.update(keys)
-        self.proc = None
-
-    def start(self, timeout=10.0):
-        fk.write_config(self.conf, self.keys)
-        self._out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen([str(fk.FOOKING), str(self.conf)], cwd=str(self.dir),
-                                     stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT)
-        fk.wait_listening(self.port, self.proc, timeout, "router", self.out_file)
-        return self
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._out.close()
-
-    def stop(self):
-        """SIGTERM; returns the exit status (SIGKILL after the deadline)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            fk.stop_pid(self.proc, 10)
-            self._out.close()
-        return self.proc.returncode
-
-    def log(self):
-        text = ""
-        for f in (self.log_file, self.out_file):
-            try:
-                text += f.read_text(errors="replace")
-            except OSError:
-                pass
-        return text
-
-
-def worker_pid(gw, wid):
-    """Pid of gateway gw's worker wid (its title is "fooking: worker <wid>")."""
-    want = ("fooking: worker %d" % wid).encode()
-    for pid in gw.worker_pids():
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                title = f.read().split(b"\0")[0].strip()
-        except OSError:
-            continue
-        if title == want:
-            return pid
-    return None
+BURST = 100  # connects in flight at once in the 10,000-client test
 
 
 # ---------------------------------------------------------------- clients
@@ -114,7 +50,7 @@ class Cluster:
         self.secret = secret
         self.event_log = self.tmp / "events.log"
         rkeys = {"ROUTER_SECRET": secret} if secret else {}
-        self.router = RouterProc(self.tmp / "router", **rkeys)
+        self.router = peers.Router(self.tmp / "router", **rkeys)
         self.gws = {}
         self.extra_gws = []
         self.swarm = Swarm()
@@ -136,7 +72,7 @@ class Cluster:
     def start(self):
         self.router.start()
         for s in SERVERS:
-            gw = fk.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s,
+            gw = peers.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s,
                             **self.gateway_keys(s))
             self.gws[s] = gw
             gw.start()
@@ -147,13 +83,13 @@ class Cluster:
     def restart_router(self):
         """A new router process on the same port (after the old one died)."""
         rkeys = {"ROUTER_SECRET": self.secret} if self.secret else {}
-        self.router = RouterProc(self.tmp / ("router%d" % len(self.routers)),
-                                 port=self.router.port, **rkeys).start()
+        self.router = peers.Router(self.tmp / ("router%d" % len(self.routers)),
+                                   port=self.router.port, **rkeys).start()
         self.routers.append(self.router)
         return self.router
 
     def start_extra_gateway(self, server, **over):
-        gw = fk.Gateway(self.tmp / ("gw%d" % server), name="gw%d" % server,
+        gw = peers.Gateway(self.tmp / ("gw%d" % server), name="gw%d" % server,
                         **self.gateway_keys(server, **over))
         self.extra_gws.append(gw)
         return gw.start()
@@ -226,37 +162,10 @@ class Cluster:
     def open_clients(self, per_link=3, max_clients=400):
         """Opens clients on both gateways until every (server, worker) link holds at
         least per_link of them (bounded), learning each SID from its welcome."""
-        sw = self.swarm
-        while True:
-            have = {l: 0 for l in LINKS}
-            for p in sw.open():
-                if p.link in have:
-                    have[p.link] += 1
-            need = [s for s in SERVERS if any(have[(s, w)] < per_link for w in range(WORKERS))]
-            if not need:
-                return self.by_link()
-            assert len(sw.peers) < max_clients, \
-                "after %d clients some links still have too few: %r" % (len(sw.peers), have)
-            fresh = []
-            for s in need:
-                fresh += sw.connect(self.gws[s].port, 4)
-            sw.wait(lambda: all(p.msgs or p.closed for p in fresh), 10, "welcome messages")
-            for p in fresh:
-                assert not p.closed, "gateway closed a new client"
-                w = p.msgs.pop(0)
-                assert w.startswith(b"welcome "), w
-                p.sid = w[len(b"welcome "):]
-                p.link = sid_link(p.sid)
-                assert p.link in LINKS, (p.sid, p.link)
-                port_server = [s for s, g in self.gws.items() if g.port == p.port][0]
-                assert p.link[0] == port_server, "SID %s from gateway %d" % (p.sid, port_server)
+        return swarm.open_welcomed(self.swarm, self.gws, LINKS, per_link, max_clients)
 
     def by_link(self):
-        out = {l: [] for l in LINKS}
-        for p in self.swarm.open():
-            if p.link in out:
-                out[p.link].append(p)
-        return out
+        return swarm.links_of(self.swarm, LINKS)
 
     def ready(self, per_link=3):
         links = self.open_clients(per_link)
@@ -363,30 +272,6 @@ func main() {
 """
 
 
-def _norm_info(i):
-    return {"clients": i["clients"], "channels": i["channels"],
-            "gateways": [(g["server"], g["worker"], g["clients"], g["channels"])
-                         for g in i["gateways"]]}
-
-
-def _ops_json(ops):
-    out = []
-    for o in ops:
-        j = {"op": o[0]}
-        if o[0] in ("kick", "send_msg", "ch_add", "ch_del"):
-            j["sids"] = [s.decode() for s in o[1]]
-        if o[0] in ("send_msg",):
-            j["msg"] = base64.b64encode(o[2]).decode()
-        if o[0] in ("ch_add", "ch_del"):
-            j["ch"] = o[2]
-        if o[0] == "send_all":
-            j["msg"] = base64.b64encode(o[1]).decode()
-        if o[0] == "ch_pub":
-            j["ch"], j["msg"] = o[1], base64.b64encode(o[2]).decode()
-        out.append(j)
-    return json.dumps(out)
-
-
 class Commands:
     """Sends a list of operations through one backend connection of the chosen
     client: ("kick", sids), ("send_msg", sids, msg), ("send_all", msg),
@@ -421,30 +306,15 @@ class Commands:
             cmd = ["php", str(script), str(PHP_CLIENT), str(c.router.port), secret]
         else:
             cmd = [self.go_driver, str(c.router.port), secret]
-        p = subprocess.run(cmd, input=_ops_json(ops), capture_output=True, text=True,
+        p = subprocess.run(cmd, input=ops_json(ops), capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 0, p.stdout + p.stderr
-        return [_norm_info(i) for i in json.loads(p.stdout)]
+        return [norm_info(i) for i in json.loads(p.stdout)]
 
 
 @pytest.fixture(scope="module")
 def go_driver(tmp_path_factory):
-    go = shutil.which("go") or "/usr/lib/go/bin/go"
-    if not os.path.exists(go):
-        pytest.skip("go not installed")
-    d = tmp_path_factory.mktemp("cluster-godriver")
-    src = d / "main.go"
-    src.write_text(GO_DRIVER)
-    # /usr/share/gocode: Debian's Go packages (the library's Redis half uses redigo).
-    env = dict(os.environ, GO111MODULE="off", GOPATH="%s:/usr/share/gocode" % GO_PATH,
-               GOFLAGS="")
-    home = env.get("HOME")
-    if not env.get("GOCACHE") and (not home or not os.access(home, os.W_OK)):
-        env["GOCACHE"] = str(d / "cache")
-    p = subprocess.run([go, "build", "-o", str(d / "drive"), str(src)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    return str(d / "drive")
+    return peers.go_build(tmp_path_factory.mktemp("cluster-godriver"), GO_DRIVER)
 
 
 @pytest.fixture
@@ -461,7 +331,7 @@ def cluster_factory(php, tmp_path):
         p, rc = c.stop()
         problems += p
         if rc is not None and rc != 0:
-            bad.append((rc, c.router.log()[-3000:]))
+            bad.append((rc, c.router.read_log()[-3000:]))
     if problems:
         pytest.fail("sanitizer reports from fooking:\n" + "\n".join(problems[:20]))
     assert not bad, "router did not exit cleanly on SIGTERM: %r" % bad
@@ -663,7 +533,7 @@ def test_send_all_to_10000_clients(php, tmp_path):
         problems, rc = c.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert not problems, problems
-    assert rc == 0, c.router.log()[-3000:]
+    assert rc == 0, c.router.read_log()[-3000:]
 
 
 def test_router_restart_resyncs_sessions_and_channels(cluster):
@@ -679,8 +549,9 @@ def test_router_restart_resyncs_sessions_and_channels(cluster):
     cluster.router.kill9()
     cluster.restart_router()
     t0 = time.monotonic()
+    # README: "gateways reconnect and resync within the back-off (at most 5 s)".
     after = cluster.wait_links(ch, total_channels=1, what="resync after the restart",
-                               timeout=2.0)
+                               timeout=peers.RESYNC_DEADLINE)
     print("resynced in %.2fs" % (time.monotonic() - t0))
     assert after["clients"] == before["clients"]
     # Every member again, exactly once; nobody else.
@@ -767,7 +638,7 @@ def test_secret_cluster_and_wrong_secret_refused(cluster_factory, tmp_path):
     nosecret.close()
     # A gateway with the wrong secret is refused: logged, never listed.
     bad = c.start_extra_gateway(3, ROUTER_SECRET="wrong", WORKER_NUM=1)
-    fk.wait_until(lambda: [l for l in c.router.log().splitlines()
+    fk.wait_until(lambda: [l for l in c.router.read_log().splitlines()
                            if "wrong ROUTER_SECRET" in l and "server 3" in l],
                   10, msg="the router to log the wrong secret")
     info = c.info()
@@ -784,7 +655,7 @@ def test_secret_cluster_and_wrong_secret_refused(cluster_factory, tmp_path):
     assert extra.msgs == []
     # A gateway with no secret at all is refused too.
     c.start_extra_gateway(4, ROUTER_SECRET=None, WORKER_NUM=1)
-    fk.wait_until(lambda: [l for l in c.router.log().splitlines()
+    fk.wait_until(lambda: [l for l in c.router.read_log().splitlines()
                            if "wrong ROUTER_SECRET" in l and "server 4" in l],
                   10, msg="the router to log the missing secret")
     assert all(g[0] not in (3, 4) for g in c.info()["gateways"])

@@ -32,7 +32,6 @@ hundred requests a second).
 import json
 import os
 import re
-import resource
 import selectors
 import signal
 import socket
@@ -46,7 +45,8 @@ import pytest
 import fk
 import rproto
 from conftest import base_params
-from routerfix import Router
+from peers import (established, gateways, nfds, raise_nofile, router,  # noqa: F401 (fixtures)
+                   rss_kb, sanitized, workers_by_index)
 
 LOAD_CLIENTS = 50
 LOAD_INTERVAL = 0.02
@@ -56,31 +56,6 @@ WINDOW_AGE = 1.0
 
 
 # ---------------------------------------------------------------- helpers
-
-def raise_nofile(want=65536):
-    """Raises the soft RLIMIT_NOFILE of this process (and so of the gateway and router
-    it starts) to want, or to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-_SANITIZED = []
-
-
-def sanitized():
-    """True when FOOKING is an AddressSanitizer build: its quarantine keeps freed
-    memory, so RSS bounds are not judged then (fd counts still are)."""
-    if not _SANITIZED:
-        try:
-            with open(fk.FOOKING, "rb") as f:
-                _SANITIZED.append(b"__asan_init" in f.read())
-        except OSError:
-            _SANITIZED.append(False)
-    return _SANITIZED[0]
-
 
 def go_keys(srv, event_log=None, **extra):
     p = base_params()
@@ -108,56 +83,6 @@ def php_keys(srv, **extra):
     keys = {"BACKEND_SERVER": srv.addr, "FASTCGI_PREFIX": "", "FASTCGI_PARAMS": base_params()}
     keys.update(extra)
     return keys
-
-
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def nfds(pid):
-    try:
-        return len(os.listdir("/proc/%d/fd" % pid))
-    except OSError:
-        return -1
-
-
-def established(port):
-    """ESTABLISHED TCP sockets whose local port is port (server side of a listener)."""
-    want = ":%04X" % port
-    n = 0
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[1].endswith(want) and parts[3] == "01":
-                        n += 1
-        except OSError:
-            pass
-    return n
-
-
-def worker_index(pid):
-    """N of a process titled "fooking: worker N", else None."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            title = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-    m = re.search(r"worker (\d+)", title)
-    return int(m.group(1)) if m else None
-
-
-def workers_by_index(gw):
-    return {worker_index(p): p for p in gw.worker_pids()}
 
 
 def sid_worker(sid):
@@ -433,23 +358,6 @@ def goecho(goecho_bin, tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture
-def router(tmp_path):
-    started = []
-
-    def factory(**keys):
-        d = tmp_path / ("router%d" % len(started))
-        d.mkdir()
-        keys.setdefault("LOG_LEVEL", 2)
-        r = Router(d, **keys).start()
-        started.append(r)
-        return r
-    yield factory
-    for r in started:
-        if r.alive():
-            r.stop()
-
-
 def assert_sane(st):
     assert st["misordered"] == 0, st
     assert st["unknown"] == 0, st
@@ -458,7 +366,7 @@ def assert_sane(st):
 # ---------------------------------------------------------------- php-fpm restart
 
 @pytest.mark.parametrize("keepalive", [0, 8])
-def test_php_fpm_restart(gateway, load, tmp_path, keepalive):
+def test_php_fpm_restart(gateways, load, tmp_path, keepalive):
     """php-fpm stopped (SIGQUIT to its master, by pid) and started again on the same
     port: the gateway survives, every client is served again, and only requests sent
     between the stop and the restart (or in flight at the stop) are lost."""
@@ -469,7 +377,7 @@ def test_php_fpm_restart(gateway, load, tmp_path, keepalive):
     try:
         # with keepalive, php-fpm (one connection per child) must be able to hold
         # every connection the workers open: 2 workers x 2 <= 4 children
-        gw = gateway(**php_keys(php, WORKER_NUM=2, BACKEND_KEEPALIVE=keepalive,
+        gw = gateways(**php_keys(php, WORKER_NUM=2, BACKEND_KEEPALIVE=keepalive,
                                 BACKEND_MAX_CONNS=2 if keepalive else 64))
         workers = gw.worker_pids()
         ld = load(gw.port)
@@ -500,14 +408,17 @@ def test_php_fpm_restart(gateway, load, tmp_path, keepalive):
 
 # ---------------------------------------------------------------- backend killed
 
-def test_backend_killed_mid_request(gateway, load, goecho_bin, tmp_path):
+SLEEP = 4  # seconds a parked request sleeps in a backend
+
+
+def test_backend_killed_mid_request(gateways, load, goecho_bin, tmp_path):
     """Two Go backends; one is killed -9 while requests sleep in it. Those requests
     get no reply (logged), the clients stay connected, and every request after the
     kill is served by the other backend."""
     a = GoEcho(goecho_bin, tmp_path / "a").start()
     b = GoEcho(goecho_bin, tmp_path / "b").start()
     try:
-        gw = gateway(**go_keys({a.addr: 1, b.addr: 1}, WORKER_NUM=2))
+        gw = gateways(**go_keys({a.addr: 1, b.addr: 1}, WORKER_NUM=2))
         workers = gw.worker_pids()
         ld = load(gw.port)
         ld.wait_progress(10)
@@ -519,7 +430,7 @@ def test_backend_killed_mid_request(gateway, load, goecho_bin, tmp_path):
                       msg="no connection to the backends while the load is paused")
         sleepers = [gw.client(timeout=10) for _ in range(20)]
         for i, c in enumerate(sleepers):
-            c.send(b"sleep 2 #%d" % i)
+            c.send(b"sleep %d #%d" % (SLEEP, i))
         t_sleep = time.monotonic()
         fk.wait_until(lambda: established(a.port) + established(b.port) == len(sleepers), 5,
                       msg="every sleeping request inside a backend")
@@ -538,11 +449,16 @@ def test_backend_killed_mid_request(gateway, load, goecho_bin, tmp_path):
         lost_at = ld.lost_times()
 
         replies = 0
-        deadline = t_sleep + 2 + 5     # the ones at b answer after 2 s
+        # The premise: a is killed while its sleepers still sleep (on a busy machine
+        # resume + wait_progress once took longer than a 2 s sleep, and a sleeper
+        # answered by a before the kill was counted as one it should lose).
+        assert t_kill - t_sleep < SLEEP - 0.5, "the kill came %.1f s after the sleepers " \
+            "were sent: they may have been answered" % (t_kill - t_sleep)
+        deadline = t_sleep + SLEEP + 5     # the ones at b answer after SLEEP s
         for i, c in enumerate(sleepers):
             try:
                 got = c.recv(timeout=max(0.05, deadline - time.monotonic()))
-                assert got == b"sleep 2 #%d" % i
+                assert got == b"sleep %d #%d" % (SLEEP, i)
                 replies += 1
             except TimeoutError:
                 pass
@@ -569,12 +485,12 @@ def test_backend_killed_mid_request(gateway, load, goecho_bin, tmp_path):
 
 # ---------------------------------------------------------------- router killed
 
-def test_router_killed_and_restarted(gateway, load, router, goecho):
+def test_router_killed_and_restarted(gateways, load, router, goecho):
     """The router is killed -9 and restarted: clients keep being served by the
     backend throughout (nothing lost), the workers reconnect and resync, and then a
     SEND_ALL (and a SEND_MSG per worker) via the router reaches every client."""
-    r = router()
-    gw = gateway(**go_keys(goecho, WORKER_NUM=2, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
+    r = router(LOG_LEVEL=2)
+    gw = gateways(**go_keys(goecho, WORKER_NUM=2, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
                            EVENT_CONNECT=1))
     ld = load(gw.port, welcome=True)
     rproto.wait_info(r.port, lambda i: i["clients"] == LOAD_CLIENTS and len(i["gateways"]) == 2)
@@ -629,12 +545,12 @@ def test_router_killed_and_restarted(gateway, load, router, goecho):
 
 # ---------------------------------------------------------------- worker killed
 
-def test_worker_killed(gateway, load, goecho, tmp_path):
+def test_worker_killed(gateways, load, goecho, tmp_path):
     """A worker is killed -9: the other worker's clients lose nothing; the dead
     worker's clients are disconnected; a new worker serves new clients and posts
     EVENT=2 for every session of the dead one."""
     event_log = tmp_path / "events.log"
-    gw = gateway(**go_keys(goecho, event_log=event_log, WORKER_NUM=2, EVENT_CONNECT=1))
+    gw = gateways(**go_keys(goecho, event_log=event_log, WORKER_NUM=2, EVENT_CONNECT=1))
     ld = load(gw.port, welcome=True)
     ld.wait_progress(5)
     by_idx = workers_by_index(gw)
@@ -741,11 +657,11 @@ def cycles(port, total, width=16):
     return done
 
 
-def test_connect_cycles_no_leak(gateway, load, goecho):
+def test_connect_cycles_no_leak(gateways, load, goecho):
     """10,000 connect / message / close cycles under load: each worker's fd count
     returns exactly to its baseline and its RSS to within +2 MiB."""
     raise_nofile()
-    gw = gateway(**go_keys(goecho, WORKER_NUM=2))
+    gw = gateways(**go_keys(goecho, WORKER_NUM=2))
     ld = load(gw.port)
     ld.wait_progress(5)
     cycles(gw.port, 1000, width=64)      # warm-up: allocator arenas, hash tables
@@ -852,7 +768,7 @@ class Receivers:
         self.sel.close()
 
 
-def test_slow_consumer_among_broadcast_receivers(gateway, load, router, goecho):
+def test_slow_consumer_among_broadcast_receivers(gateways, load, router, goecho):
     """1,000 clients receive SEND_ALL broadcasts of 1 KiB at a steady rate; one client
     stopped reading. It is cut off once its output passes MAX_OUTPUT_SIZE (logged as a
     slow consumer); the others receive every broadcast; worker RSS stays bounded."""
@@ -866,11 +782,9 @@ def test_slow_consumer_among_broadcast_receivers(gateway, load, router, goecho):
     # (this Python process reads 1,000 sockets), ~2 KiB each today (see the xfail
     # test below)
     rss_limit_kb = 48 * 1024
-    r = router()
-    gw = gateway(**go_keys(goecho, WORKER_NUM=2, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
+    r = router(LOG_LEVEL=2)
+    gw = gateways(**go_keys(goecho, WORKER_NUM=2, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
                            MAX_OUTPUT_SIZE=limit))
-    # rproto uses select(): its sockets must get descriptors below 1024, so open
-    # them before the receivers
     bk = rproto.Backend(r.port)
     ld = load(gw.port)
     recv = Receivers(gw.port, nrecv)
@@ -945,7 +859,7 @@ def test_slow_consumer_among_broadcast_receivers(gateway, load, router, goecho):
         recv.close()
 
 
-def test_slow_consumer_small_messages_memory(gateway, load, router, goecho):
+def test_slow_consumer_small_messages_memory(gateways, load, router, goecho):
     """A client that stopped reading gets many small (32-byte) channel messages: it is
     cut off past MAX_OUTPUT_SIZE, and the worker's RSS grows by no more than
     RSS_BOUND (32x the limit: allocator slack and kernel-side buffering included)."""
@@ -953,8 +867,8 @@ def test_slow_consumer_small_messages_memory(gateway, load, router, goecho):
         pytest.skip("RSS is not meaningful under AddressSanitizer")
     limit = 256 * 1024
     rss_bound_kb = 8 * 1024
-    r = router()
-    gw = gateway(**go_keys(goecho, WORKER_NUM=1, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
+    r = router(LOG_LEVEL=2)
+    gw = gateways(**go_keys(goecho, WORKER_NUM=1, ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
                            MAX_OUTPUT_SIZE=limit))
     bk = rproto.Backend(r.port)
     ld = load(gw.port)

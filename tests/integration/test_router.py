@@ -14,31 +14,11 @@ import subprocess
 
 import pytest
 
+import peers
 import rproto as rp
-from routerfix import ROOT, Router
+from peers import ROOT, router  # noqa: F401 (router: the fixture)
 
 PHP_CLIENT = os.path.join(ROOT, "example", "clients", "php", "FookingRouter.php")
-# The fooking package also holds the Redis transport (redis.go), which needs redigo
-# from Debian (golang-github-gomodule-redigo-dev) under /usr/share/gocode.
-GO_PATH = os.path.join(ROOT, "example", "clients", "go") + ":/usr/share/gocode"
-
-
-@pytest.fixture
-def router(tmp_path):
-    """Factory: router(**keys) starts a router; all are stopped at teardown and
-    must exit cleanly (status 0) on SIGTERM."""
-    started = []
-
-    def start(**keys):
-        d = tmp_path / ("router%d" % len(started))
-        d.mkdir()
-        r = Router(d, **keys).start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        assert r.stop() == 0, r.read_log()[-4000:]
 
 
 @pytest.fixture
@@ -551,18 +531,7 @@ def test_php_client(router, tmp_path, secret):
 
 @pytest.fixture(scope="module")
 def go_driver(tmp_path_factory):
-    go = shutil.which("go") or "/usr/lib/go/bin/go"
-    if not os.path.exists(go):
-        pytest.skip("go not installed")
-    d = tmp_path_factory.mktemp("godriver")
-    src = d / "main.go"
-    src.write_text(GO_DRIVER)
-    env = dict(os.environ, GO111MODULE="off", GOPATH=GO_PATH, GOCACHE=str(d / "cache"),
-               GOFLAGS="")
-    p = subprocess.run([go, "build", "-o", str(d / "drive"), str(src)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    return str(d / "drive")
+    return peers.go_build(tmp_path_factory.mktemp("godriver"), GO_DRIVER)
 
 
 @pytest.mark.parametrize("secret", ["", "go-secret"])

@@ -17,39 +17,19 @@ Every wait has a deadline; everything started here is stopped by pid.
 
 import os
 import selectors
-import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 
 import pytest
 
 import fk
+import peers
 import rproto as rp
-from conftest import base_params
-from routerfix import Router
+from peers import gateways, redis_server, router, welcomed_clients  # noqa: F401 (fixtures)
 
 SECRET = b"trust-links-secret"
-
-
-@pytest.fixture
-def router(tmp_path):
-    """Factory: router(**keys) starts a router; all are stopped at teardown and
-    must exit cleanly on SIGTERM."""
-    started = []
-
-    def start(**keys):
-        d = tmp_path / ("router%d" % len(started))
-        d.mkdir()
-        r = Router(d, **keys).start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        assert r.stop() == 0, r.read_log()[-4000:]
 
 
 def peer_closed(sock, timeout):
@@ -160,56 +140,12 @@ def test_unauthenticated_peers_closed_after_deadline(router):
     trickle.close()
 
 
-# ---------------------------------------------------------------- gateways
-
-
-def gateway_keys(php, router_port, event_log, **over):
-    p = base_params()
-    p["EVENT_LOG"] = str(event_log)
-    keys = {"SERVER_ID": 1, "WORKER_NUM": 1, "ROUTER_HOST": "127.0.0.1",
-            "ROUTER_PORT": router_port, "BACKEND_SERVER": php.addr, "FASTCGI_PREFIX": "",
-            "FASTCGI_PARAMS": p, "EVENT_CONNECT": 1}
-    keys.update(over)
-    return keys
-
-
-@pytest.fixture
-def gateways(tmp_path):
-    """Factory: gateways(**keys) starts a gateway; all are stopped at teardown and
-    must show no sanitizer report."""
-    started = []
-
-    def start(**keys):
-        gw = fk.Gateway(tmp_path / ("gw%d" % len(started)), name="gw%d" % len(started), **keys)
-        started.append(gw)
-        return gw.start()
-
-    yield start
-    problems = []
-    for gw in started:
-        gw.stop()
-        problems += gw.sanitizer_report()
-    assert not problems, "\n".join(problems[:20])
-
-
-def welcomed_clients(gw, n):
-    """n length-protocol clients of gw, each with .sid from its welcome message."""
-    out = []
-    for _ in range(n):
-        c = gw.client()
-        w = c.recv(10)
-        assert w.startswith(b"welcome "), w
-        c.sid = w[len(b"welcome "):]
-        out.append(c)
-    return out
-
-
 # ---------------------------------------------------------------- C: oversized pushes
 
 
 def test_oversized_push_dropped_clients_stay(router, gateways, php, tmp_path):
     r = router()
-    gw = gateways(**gateway_keys(php, r.port, tmp_path / "events.log", MAX_OUTPUT_SIZE=65536))
+    gw = gateways(**peers.gateway_keys(php, r.port, tmp_path / "events.log", MAX_OUTPUT_SIZE=65536))
     clients = welcomed_clients(gw, 4)
     rp.wait_info(r.port, lambda i: i["clients"] == 4)
     bk = rp.Backend(r.port)
@@ -311,10 +247,8 @@ class StallProxy:
         """Stops forwarding on every connection open now; returns how many."""
         self.stalled = None
         self.stall_req = True
-        deadline = time.monotonic() + 5
-        while self.stalled is None:
-            assert time.monotonic() < deadline, "proxy thread did not stall"
-            time.sleep(0.01)
+        peers.wait_until(lambda: self.stalled is not None, 5, interval=0.01,
+                         msg="the proxy thread to stall")
         return self.stalled
 
     def _do_stall(self):
@@ -360,7 +294,7 @@ def proxies():
 def test_router_link_stalled_is_found_and_resynced(router, gateways, proxies, php, tmp_path):
     r = router(LINK_TIMEOUT=2)
     px = proxies(r.port)
-    gw = gateways(**gateway_keys(php, px.port, tmp_path / "events.log", LINK_TIMEOUT=2))
+    gw = gateways(**peers.gateway_keys(php, px.port, tmp_path / "events.log", LINK_TIMEOUT=2))
     (c,) = welcomed_clients(gw, 1)
     rp.wait_info(r.port, lambda i: i["clients"] == 1)
     gw.wait_log("pings this link", timeout=5)
@@ -423,20 +357,8 @@ def test_router_drops_silent_link_that_answered_ping(router):
 BUS_PREFIX = "fktrust:"
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    from test_bus import REDIS_SERVER, RedisServer
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip("redis-server not installed")
-    srv = RedisServer(tmp_path / "redis").start()
-    yield srv
-    srv.stop()
-
-
 def bus_gateway_keys(php, url, event_log, **over):
-    keys = gateway_keys(php, 0, event_log, BUS=url, BUS_PREFIX=BUS_PREFIX, **over)
-    del keys["ROUTER_HOST"], keys["ROUTER_PORT"]
-    return keys
+    return peers.gateway_keys(php, None, event_log, bus=url, BUS_PREFIX=BUS_PREFIX, **over)
 
 
 def test_bus_stalled_redis_is_found_and_resubscribed(redis_server, gateways, proxies, php,
