@@ -96,6 +96,7 @@ static struct {
     char pubhost[MAX_ADDRS][64];
     int npub;
     const char *path, *pubpath, *label;
+    const char *window_cmd; /* -X: the measured window is this command's run */
     long n;
     int k, size, threads, src_first, src_count, window, procs;
     double duration, warmup, hold, rate, setup_deadline;
@@ -1063,7 +1064,10 @@ static void usage(void)
             "  -S SECS     give up connecting everyone after SECS      [60]\n"
             "  -j P        idle: P processes share the connections (a process may\n"
             "              hold fewer descriptors than the run needs)  [1]\n"
-            "  -T LABEL    label for the RESULT line\n");
+            "  -T LABEL    label for the RESULT line\n"
+            "  -X CMD      rt, fanout: the measured window is the run of the shell command\n"
+            "              CMD instead of -d seconds (a syscall or allocation count over\n"
+            "              exactly the messages counted)\n");
     exit(2);
 }
 
@@ -1071,7 +1075,7 @@ static void parse_options(int argc, char **argv)
 {
     int o;
     opt.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:j:T:h")) != -1) {
+    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:j:T:X:h")) != -1) {
         switch (o) {
         case 's':
             if (!strcmp(optarg, "rt")) opt.sc = SC_RT;
@@ -1125,6 +1129,7 @@ static void parse_options(int argc, char **argv)
         case 'S': opt.setup_deadline = atof(optarg); break;
         case 'j': opt.procs = atoi(optarg); break;
         case 'T': opt.label = optarg; break;
+        case 'X': opt.window_cmd = optarg; break;
         default: usage();
         }
     }
@@ -1274,7 +1279,13 @@ control:;
         long p0 = atomic_load(&published);
         uint64_t m0 = now_ns();
         atomic_store(&sh->phase, PH_MEASURE);
-        sleep_s(opt.duration);
+        if (opt.window_cmd) {
+            int rc = system(opt.window_cmd);
+            if (rc != 0)
+                fprintf(stderr, "loadgen: -X command exited with %d\n", rc);
+        } else {
+            sleep_s(opt.duration);
+        }
         atomic_store(&sh->phase, PH_DONE);
         measured = (double)(now_ns() - m0) / 1e9;
         atomic_store(&published, atomic_load(&published) - p0);
