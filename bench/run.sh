@@ -253,7 +253,8 @@ SYSWIN=2 # seconds: the measured window of a counting run
 USE_PERF=0
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then USE_PERF=1; fi
 # sys_window FILE PIDS: the command loadgen -X runs: counts the system calls of
-# PIDS (comma-separated) for SYSWIN seconds into FILE. perf stat reads the
+# PIDS (comma-separated) into FILE, and marks loadgen's window (SIGUSR1) once
+# counting has started and before it stops, SYSWIN seconds apart. perf stat reads the
 # kernel's syscall tracepoints (a few percent of overhead); strace -c, the
 # fallback, stops the process at every call and so slows it several times,
 # which changes how much each epoll_wait and read batch.
@@ -261,20 +262,17 @@ sys_window() {
     if [ $USE_PERF = 1 ]; then
         local ev="raw_syscalls:sys_enter" s
         for s in $SYSCALLS; do ev="$ev,syscalls:sys_enter_$s"; done
-        echo "perf stat -x, -o $1 -e $ev -p $2 -- sleep $SYSWIN"
+        echo "perf stat -x, -o $1 -e $ev -p $2 -- sh -c 'kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR1 \$LOADGEN_PID'"
     else
-        echo "timeout -s INT $SYSWIN strace -c -f -o $1 -p ${2//,/ -p }"
+        echo "strace -c -f -o $1 -p ${2//,/ -p } & sleep 1; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR1 \$LOADGEN_PID; kill -INT \$!; wait"
     fi
 }
-# sys_fields FILE: that count as RESULT fields (sys_total=N sys_read=N ...), and
-# how long it counted (sys_window_ns; the report takes the messages of that part
-# of the load generator's window, which also holds perf's start and exit)
+# sys_fields FILE: that count as RESULT fields (sys_total=N sys_read=N ...)
 sys_fields() {
     if [ $USE_PERF = 1 ]; then
-        awk -F, '$3 == "raw_syscalls:sys_enter" { printf " sys_total=%s sys_window_ns=%s", $1, $4 }
+        awk -F, '$3 == "raw_syscalls:sys_enter" { printf " sys_total=%s", $1 }
                  $3 ~ /^syscalls:sys_enter_/ { n = $3; sub(/.*sys_enter_/, "", n); printf " sys_%s=%s", n, $1 }' "$1"
     else
-        echo -n " sys_window_ns=${SYSWIN}000000000"
         awk -v want=" $SYSCALLS " '$1 ~ /^[0-9.]+$/ && $NF != "total" {
                  c = (NF == 6) ? $(NF-2) : $(NF-1); t += c  # the errors column is empty or not
                  if (index(want, " " $NF " ")) printf " sys_%s=%s", $NF, c }
@@ -284,12 +282,11 @@ sys_fields() {
 # alloc_window FILE PIDS: a SIGUSR2 to each of PIDS (which run with
 # malloc_count.so and MALLOC_COUNT_FILE=FILE) before and after SYSWIN seconds
 alloc_window() {
-    echo "kill -USR2 ${2//,/ }; sleep $SYSWIN; kill -USR2 ${2//,/ }"
+    echo "kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID"
 }
 # alloc_fields FILE: the difference between each process's two lines, summed
 alloc_fields() {
     sleep 0.2 # the second dump
-    echo -n " alloc_window_ns=${SYSWIN}000000000"
     awk '{ split($1, a, "="); pid = a[2]
            for (i = 2; i <= NF; i++) { split($i, kv, "="); if (pid in seen) d[kv[1]] += kv[2] - last[pid, kv[1]]; last[pid, kv[1]] = kv[2] }
            seen[pid] = 1 }
