@@ -309,12 +309,21 @@ if sys_found:
         if not m:
             continue
         parts, named = [], 0
+        d = 3 if unit == "delivery" else 2
         for _, calls in SYS:
             c = sum(get(r, "sys_" + x) or 0 for x in calls)
             named += c
-            parts.append(f"{c / m:.2f}")
-        w(f"| {title} (per {unit}) | {num(get(r, 'rate'))} | {m:.0f} | **{r['sys_total'] / m:.2f}** | "
-          + " | ".join(parts) + f" | {(r['sys_total'] - named) / m:.2f} |")
+            parts.append(f"{c / m:.{d}f}")
+        w(f"| {title} (per {unit}) | {num(get(r, 'rate'))} | {m:.0f} | **{r['sys_total'] / m:.{d}f}** | "
+          + " | ".join(parts) + f" | {abs(r['sys_total'] - named) / m:.{d}f} |")
+    w("")
+    for l, title, unit, r in sys_found:
+        writes = (get(r, "sys_write") or 0) + (get(r, "sys_writev") or 0)
+        if unit == "delivery" and writes:
+            w(f"- {title}: {r['msgs'] / writes:.0f} deliveries per write to a subscriber, "
+              f"{r['sys_total'] / writes:.2f} system calls per such write "
+              f"({(get(r, 'sys_epoll_ctl') or 0) / writes:.2f} of them `epoll_ctl`), "
+              f"{get(r, 'sys_brk') or 0} `brk` in the window.")
     w("")
 if alloc_found:
     w("Allocations per round trip (calls into malloc, calloc, realloc; and free), counted by "
