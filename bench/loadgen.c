@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ static struct {
     char pubhost[MAX_ADDRS][64];
     int npub;
     const char *path, *pubpath, *label;
+    const char *window_cmd; /* -X: the measured window is this command's run */
     long n;
     int k, size, threads, src_first, src_count, window, procs;
     double duration, warmup, hold, rate, setup_deadline;
@@ -188,6 +190,22 @@ static _Atomic long ready;         /* fan-out subscribers that got a first messa
 static _Atomic long sids_known;    /* CH_PUB: subscribers that learned their SID */
 static _Atomic long published;     /* fan-out publications, whole run */
 static struct timespec t_zero;
+
+/* -X: the window marks (SIGUSR1) a counting command sends; set by the handler. */
+static _Atomic int window_marks;
+static _Atomic uint64_t window_mark_ns[2];
+
+static uint64_t now_ns(void);
+
+static void on_window_mark(int sig)
+{
+    (void)sig;
+    int i = atomic_fetch_add(&window_marks, 1);
+    if (i > 1)
+        return;
+    atomic_store(&window_mark_ns[i], now_ns()); /* clock_gettime: async-signal-safe */
+    atomic_store(&sh->phase, i == 0 ? PH_MEASURE : PH_DONE);
+}
 
 static uint64_t now_ns(void)
 {
@@ -1063,7 +1081,11 @@ static void usage(void)
             "  -S SECS     give up connecting everyone after SECS      [60]\n"
             "  -j P        idle: P processes share the connections (a process may\n"
             "              hold fewer descriptors than the run needs)  [1]\n"
-            "  -T LABEL    label for the RESULT line\n");
+            "  -T LABEL    label for the RESULT line\n"
+            "  -X CMD      rt, fanout: the measured window is the run of the shell command\n"
+            "              CMD instead of -d seconds; if CMD mentions $LOADGEN_PID, the\n"
+            "              window is between the first two SIGUSR1 it sends there (a\n"
+            "              syscall or allocation count over exactly the messages counted)\n");
     exit(2);
 }
 
@@ -1071,7 +1093,7 @@ static void parse_options(int argc, char **argv)
 {
     int o;
     opt.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:j:T:h")) != -1) {
+    while ((o = getopt(argc, argv, "s:p:a:n:k:b:d:w:t:B:u:r:R:P:U:W:m:H:S:j:T:X:h")) != -1) {
         switch (o) {
         case 's':
             if (!strcmp(optarg, "rt")) opt.sc = SC_RT;
@@ -1125,6 +1147,7 @@ static void parse_options(int argc, char **argv)
         case 'S': opt.setup_deadline = atof(optarg); break;
         case 'j': opt.procs = atoi(optarg); break;
         case 'T': opt.label = optarg; break;
+        case 'X': opt.window_cmd = optarg; break;
         default: usage();
         }
     }
@@ -1273,10 +1296,38 @@ control:;
         sleep_s(opt.warmup);
         long p0 = atomic_load(&published);
         uint64_t m0 = now_ns();
-        atomic_store(&sh->phase, PH_MEASURE);
-        sleep_s(opt.duration);
+        int marked = opt.window_cmd && strstr(opt.window_cmd, "LOADGEN_PID") != NULL;
+        if (marked) { /* the command starts and ends the window itself */
+            char pid[24];
+            snprintf(pid, sizeof(pid), "%d", (int)getpid());
+            setenv("LOADGEN_PID", pid, 1);
+            struct sigaction sa;
+            memset(&sa, 0, sizeof(sa));
+            sa.sa_handler = on_window_mark;
+            sa.sa_flags = SA_RESTART;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGUSR1, &sa, NULL);
+        } else {
+            atomic_store(&sh->phase, PH_MEASURE);
+        }
+        if (opt.window_cmd) {
+            int rc = system(opt.window_cmd);
+            if (rc != 0)
+                fprintf(stderr, "loadgen: -X command exited with %d\n", rc);
+        } else {
+            sleep_s(opt.duration);
+        }
         atomic_store(&sh->phase, PH_DONE);
-        measured = (double)(now_ns() - m0) / 1e9;
+        uint64_t m1 = now_ns();
+        if (marked) {
+            int marks = atomic_load(&window_marks);
+            if (marks == 0)
+                fprintf(stderr, "loadgen: -X command marked no window\n");
+            m0 = marks > 0 ? atomic_load(&window_mark_ns[0]) : m1;
+            if (marks > 1)
+                m1 = atomic_load(&window_mark_ns[1]);
+        }
+        measured = (double)(m1 - m0) / 1e9;
         atomic_store(&published, atomic_load(&published) - p0);
     }
     atomic_store(&sh->phase, PH_DONE);

@@ -9,6 +9,12 @@
 # Every server is started here with its own config in a temporary directory
 # and stopped by its pid (trap on exit); every load run is bounded by the load
 # generator's own duration and setup deadlines.
+#
+# Besides rates, it counts system calls per message (perf stat on the syscall
+# tracepoints of the server's processes, or strace -c when perf cannot) and
+# allocations per message (bench/build/malloc_count.so preloaded into a gateway
+# of its own), each over a window that is exactly the load generator's measured
+# window (loadgen -X).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,7 +47,7 @@ FK_VERSION="$(git log -1 --format='%h %cs' -- src)"
 [ -n "$(git status --porcelain src 2>/dev/null)" ] && FK_VERSION="$FK_VERSION + uncommitted src changes"
 make -s -C bench || exit 1
 mkdir -p "$RES"
-rm -f "$RES"/*.png "$RES"/*.dat "$RES"/perf-*.txt
+rm -f "$RES"/*.png "$RES"/*.dat "$RES"/perf-*.txt "$RES"/syscount-commands.txt
 : > "$RAW"
 
 # Many connections: descriptors for us and for every server we start.
@@ -130,18 +136,22 @@ BACKEND_QUEUE_SIZE = 1000000
 BACKEND_MULTIPLEX = ${6:-0}
 EVENT_CONNECT = $3
 EVENT_CLOSE = 1
+-- what a PHP backend gets from nginx; bench/baseline -m fcgi sends the same
+FASTCGI_PARAMS = { SCRIPT_FILENAME = "/var/www/fooking/app/public/index.php",
+                   REQUEST_METHOD = "POST", SERVER_PROTOCOL = "HTTP/1.1" }
 $router
 EOF
-    ./fooking "$TMP/$1.lua" > "$TMP/$1.out" 2>&1 & GW_PID=$!
+    env ${GW_ENV:-} ./fooking "$TMP/$1.lua" > "$TMP/$1.out" 2>&1 & GW_PID=$!
     PIDS+=($GW_PID)
     wait_port $GW_PORT
     sleep 0.3 # the workers, and their router links
 }
-start_baseline() { # MODE [PROCESSES]: sets BL_PORT, BL_PUB, BL_PID
+start_baseline() { # MODE [PROCESSES]: sets BL_PORT, BL_PUB, BL_PID (fcgi: to the echo backend)
     port BL_PORT
     port BL_PUB
     NEXT_PORT=$((NEXT_PORT + 1)) # BL_PUB + 1 is the second process's
-    "$ROOT/bench/build/baseline" -m "$1" -l 127.0.0.1:$BL_PORT -P $BL_PUB -w ${2:-2} & BL_PID=$!
+    env ${GW_ENV:-} "$ROOT/bench/build/baseline" -m "$1" -l 127.0.0.1:$BL_PORT -b 127.0.0.1:$ECHO_PORT \
+        -P $BL_PUB -w ${2:-2} & BL_PID=$!
     PIDS+=($BL_PID)
     wait_port $BL_PORT
     sleep 0.2
@@ -218,6 +228,7 @@ run() {
     out=$("$LG" -T "$label" "$@" 2> "$TMP/lg.err")
     grep -h '^[a-z].*: ' "$TMP/lg.err" | head -3 >&2
     if [ -n "$out" ]; then
+        [ -n "${RUN_EXTRA:-}" ] && out="$out$($RUN_EXTRA)"
         echo "$out load=$(cut -d' ' -f1 /proc/loadavg) workers=${P:-2}" >> "$RAW"
     else
         log "$label: no result ($(tail -1 "$TMP/lg.err"))"
@@ -234,6 +245,66 @@ perf_profile() {
     PERF_JOB=$!
 }
 perf_wait() { [ -n "${PERF_JOB:-}" ] && wait "$PERF_JOB" 2>/dev/null; PERF_JOB=""; }
+
+# ---- system calls and allocations per message ----
+# The calls reported one by one; every other call is in sys_total.
+SYSCALLS="read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait epoll_ctl ioctl brk mmap munmap"
+SYSWIN=2 # seconds: the measured window of a counting run
+USE_PERF=0
+if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then USE_PERF=1; fi
+# sys_window FILE PIDS: the command loadgen -X runs: counts the system calls of
+# PIDS (comma-separated) into FILE, and marks loadgen's window (SIGUSR1) once
+# counting has started and before it stops, SYSWIN seconds apart. perf stat reads the
+# kernel's syscall tracepoints (a few percent of overhead); strace -c, the
+# fallback, stops the process at every call and so slows it several times,
+# which changes how much each epoll_wait and read batch.
+sys_window() {
+    if [ $USE_PERF = 1 ]; then
+        local ev="raw_syscalls:sys_enter" s
+        for s in $SYSCALLS; do ev="$ev,syscalls:sys_enter_$s"; done
+        echo "perf stat -x, -o $1 -e $ev -p $2 -- sh -c 'kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR1 \$LOADGEN_PID'"
+    else
+        echo "strace -c -f -o $1 -p ${2//,/ -p } & sleep 1; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR1 \$LOADGEN_PID; kill -INT \$!; wait"
+    fi
+}
+# sys_fields FILE: that count as RESULT fields (sys_total=N sys_read=N ...)
+sys_fields() {
+    if [ $USE_PERF = 1 ]; then
+        awk -F, '$3 == "raw_syscalls:sys_enter" { printf " sys_total=%s", $1 }
+                 $3 ~ /^syscalls:sys_enter_/ { n = $3; sub(/.*sys_enter_/, "", n); printf " sys_%s=%s", n, $1 }' "$1"
+    else
+        awk -v want=" $SYSCALLS " '$1 ~ /^[0-9.]+$/ && $NF != "total" {
+                 c = (NF == 6) ? $(NF-2) : $(NF-1); t += c  # the errors column is empty or not
+                 if (index(want, " " $NF " ")) printf " sys_%s=%s", $NF, c }
+             END { printf " sys_total=%d", t }' "$1"
+    fi
+}
+# alloc_window FILE PIDS: a SIGUSR2 to each of PIDS (which run with
+# malloc_count.so and MALLOC_COUNT_FILE=FILE) before and after SYSWIN seconds
+alloc_window() {
+    echo "kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID"
+}
+# alloc_fields FILE: the difference between each process's two lines, summed
+alloc_fields() {
+    sleep 0.2 # the second dump
+    awk '{ split($1, a, "="); pid = a[2]
+           for (i = 2; i <= NF; i++) { split($i, kv, "="); if (pid in seen) d[kv[1]] += kv[2] - last[pid, kv[1]]; last[pid, kv[1]] = kv[2] }
+           seen[pid] = 1 }
+         END { for (k in d) printf " alloc_%s=%d", k, d[k] }' "$1"
+}
+# count_syscalls LABEL PIDS loadgen-args...: one load run whose measured window
+# is a system-call count of PIDS; the counts go onto its RESULT line.
+count_syscalls() {
+    local label=$1 pids=$2 f=$TMP/$1.sys; shift 2
+    rm -f "$f"
+    RUN_EXTRA="sys_fields $f" run "$label" "$@" -X "$(sys_window "$f" "$pids")" >/dev/null
+    echo "$label: $(sys_window "$f" "$pids")" >> "$RES/syscount-commands.txt"
+}
+# count_allocs LABEL PIDS ALLOCFILE loadgen-args...: the same for allocations
+count_allocs() {
+    local label=$1 pids=$2 f=$3; shift 3
+    RUN_EXTRA="alloc_fields $f" run "$label" "$@" -X "$(alloc_window "$f" "$pids")" >/dev/null
+}
 
 if [ "$QUICK" = 1 ]; then
     D=1; W=0.5; NS="100 1000"; KS="1 8"; SS="64"; FANS="100 1000"; IDLES="10000 50000"; NCHAN_IDLES="10000"
@@ -252,6 +323,7 @@ start_gateway gw_length length 0 0; GWL_PORT=$GW_PORT; GWL_PID=$GW_PID
 start_gateway gw_length_mpx length 0 0 2 1; GWLM_PORT=$GW_PORT; GWLM_PID=$GW_PID
 start_gateway gw_ws_mpx websocket 0 1 2 1; GWWM_PORT=$GW_PORT; GWWM_PID=$GW_PID
 start_baseline length; BLL_PORT=$BL_PORT
+start_baseline fcgi; BLF_PORT=$BL_PORT; BLF_PID=$BL_PID
 start_baseline ws; BLW_PORT=$BL_PORT; BLW_PUB=$BL_PUB; BLW_PID=$BL_PID
 [ $HAVE_NGINX = 1 ] && start_nginx || HAVE_NGINX=0
 [ $HAVE_NGINX = 1 ] || HAVE_PUSHPIN=0
@@ -267,6 +339,7 @@ for S in $SS; do for K in $KS; do for N in $NS; do
     run fooking-length $A -p length -a 127.0.0.1:$GWL_PORT >/dev/null
     run fooking-length-mpx $A -p length -a 127.0.0.1:$GWLM_PORT >/dev/null
     run baseline-length $A -p length -a 127.0.0.1:$BLL_PORT >/dev/null
+    run baseline-fcgi $A -p length -a 127.0.0.1:$BLF_PORT >/dev/null
     run fooking-ws-mpx $A -p ws -a 127.0.0.1:$GWWM_PORT >/dev/null
     if [ $HAVE_PUSHPIN = 1 ] && [ "$N" -le "$PUSHPIN_MAXN" ]; then
         # A fresh Pushpin for every run: a backlog left by one run would sink the next.
@@ -285,6 +358,23 @@ for PROTO in length ws; do
     run fooking-$PROTO-mpx-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
     run fooking-$PROTO-mpx-quarter -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 4)) -a 127.0.0.1:$port_var >/dev/null
 done
+
+# ---- (e) system calls and allocations per round trip ----
+# 100 clients x 1 in flight, 64 bytes, length protocol, one request per backend
+# connection: fooking's two workers against the fcgi baseline's two processes.
+log "(e) system calls and allocations per message"
+RT1="-s rt -p length -n 100 -k 1 -b 64 -w $W $SRC"
+count_syscalls fooking-length-sys "$(children $GWL_PID)" $RT1 -a 127.0.0.1:$GWL_PORT
+count_syscalls baseline-fcgi-sys "$BLF_PID,$(children $BLF_PID)" $RT1 -a 127.0.0.1:$BLF_PORT
+# Allocations: a gateway (and a baseline) of their own with the counter preloaded.
+MC=$ROOT/bench/build/malloc_count.so
+GW_ENV="LD_PRELOAD=$MC MALLOC_COUNT_FILE=$TMP/alloc-gw.txt" start_gateway gw_alloc length 0 0
+count_allocs fooking-length-alloc "$(children $GW_PID)" "$TMP/alloc-gw.txt" $RT1 -a 127.0.0.1:$GW_PORT
+stop "$GW_PID"
+GW_ENV="LD_PRELOAD=$MC MALLOC_COUNT_FILE=$TMP/alloc-bl.txt" start_baseline fcgi
+count_allocs baseline-fcgi-alloc "$BL_PID,$(children $BL_PID)" "$TMP/alloc-bl.txt" $RT1 -a 127.0.0.1:$BL_PORT
+stop "$BL_PID"
+stop "$BLF_PID"
 
 # ---- (b) fan-out ----
 # Fresh router and gateways: a scenario never runs on a heap and a router that
@@ -307,6 +397,12 @@ for N in $FANS; do
     [ $rep = 1 ] && run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
     done
 done
+# System calls per delivery: SEND_ALL to 1000 subscribers, the gateway's workers
+# (the router's calls are per publication, not per recipient), and the baseline.
+FA="-s fanout -p ws -n 1000 -b 64 -w $W $SRC -P sendall"
+count_syscalls fooking-sendall-sys "$(children $GWW_PID)" $FA -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT
+count_syscalls baseline-fanout-sys "$BLW_PID,$(children $BLW_PID)" $FA -a 127.0.0.1:$BLW_PORT \
+    -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1))
 # The same SEND_ALL through a stateless router on the Redis bus (DESIGN §9)
 if start_bus; then
     start_gateway gw_ws_bus websocket 0 bus; GWB_PORT=$GW_PORT; GWB_PID=$GW_PID
