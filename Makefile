@@ -151,7 +151,7 @@ DEBDIR  ?= $(BUILD)/deb
 deb: fooking
 	@command -v dpkg-shlibdeps >/dev/null || { echo "make deb needs dpkg-dev"; exit 1; }
 	rm -rf $(DEBDIR)/debian
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEBDIR)/debian/fooking PREFIX=/usr
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEBDIR))/debian/fooking PREFIX=/usr
 	install -d $(DEBDIR)/debian/fooking/DEBIAN
 	printf 'Source: fooking\n\nPackage: fooking\nArchitecture: any\n' > $(DEBDIR)/debian/control
 	set -e; cd $(DEBDIR); \
