@@ -110,10 +110,62 @@ demo:
 soak: fooking
 	SOAK_SECONDS=$(or $(SOAK_SECONDS),300) $(PYTHON) tests/soak/soak.py
 
+# Install layout. PREFIX=/usr (a package) puts the configs and the logrotate file
+# under /etc; any other prefix under $(PREFIX)/etc. Configs in SYSCONFDIR/fooking
+# are installed only when absent (never overwritten); the same files are always
+# installed as examples in DOCDIR/examples.
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/fooking
+UNITDIR     ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
+LOGDIR      ?= /var/log/fooking
+UNITS       := fooking.service fooking@.service fooking-router.service
+MANPAGES    := fooking.1 fooking.lua.5
+SUBST        = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+                   -e 's|@LOGDIR@|$(LOGDIR)|g'
+
+.PHONY: deb
 install: fooking
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/fooking
-	install -m 755 fooking $(DESTDIR)$(PREFIX)/bin/fooking
-	install -m 644 config.lua router.lua $(DESTDIR)$(PREFIX)/etc/fooking/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/fooking $(DESTDIR)$(DOCDIR)/examples \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(LOGROTATEDIR)
+	install -m 755 fooking $(DESTDIR)$(BINDIR)/fooking
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 config.lua router.lua $(DESTDIR)$(DOCDIR)/examples/
+	for f in config.lua router.lua; do \
+	    [ -e $(DESTDIR)$(SYSCONFDIR)/fooking/$$f ] || install -m 644 $$f $(DESTDIR)$(SYSCONFDIR)/fooking/$$f; \
+	done
+	for m in $(MANPAGES); do \
+	    s=$${m##*.}; gzip -9n < packaging/man/$$m > $(DESTDIR)$(MANDIR)/man$$s/$$m.gz; \
+	    chmod 644 $(DESTDIR)$(MANDIR)/man$$s/$$m.gz; done
+	for u in $(UNITS); do \
+	    $(SUBST) packaging/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
+	$(SUBST) packaging/logrotate/fooking > $(DESTDIR)$(LOGROTATEDIR)/fooking
+	chmod 644 $(DESTDIR)$(LOGROTATEDIR)/fooking
+
+# A Debian package of this build: build/fooking_<version>_<arch>.deb, with
+# Depends computed by dpkg-shlibdeps from the libraries the binary links.
+DEBDIR  ?= $(BUILD)/deb
+deb: fooking
+	@command -v dpkg-shlibdeps >/dev/null || { echo "make deb needs dpkg-dev"; exit 1; }
+	rm -rf $(DEBDIR)/debian
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEBDIR))/debian/fooking PREFIX=/usr
+	install -d $(DEBDIR)/debian/fooking/DEBIAN
+	printf 'Source: fooking\n\nPackage: fooking\nArchitecture: any\n' > $(DEBDIR)/debian/control
+	set -e; cd $(DEBDIR); \
+	    version=$$(debian/fooking/usr/bin/fooking -v | awk '{print $$2}'); \
+	    arch=$$(dpkg --print-architecture); \
+	    depends=$$(dpkg-shlibdeps -O -e debian/fooking/usr/bin/fooking | sed -n 's/^shlibs:Depends=//p'); \
+	    size=$$(du -sk --exclude=DEBIAN debian/fooking | cut -f1); \
+	    sed -e "s|@VERSION@|$$version|" -e "s|@ARCH@|$$arch|" -e "s|@DEPENDS@|$$depends|" \
+	        -e "s|@SIZE@|$$size|" $(CURDIR)/packaging/debian/control > debian/fooking/DEBIAN/control; \
+	    (cd debian/fooking && find etc -type f | sed 's|^|/|' | sort) > debian/fooking/DEBIAN/conffiles; \
+	    install -m 755 $(CURDIR)/packaging/debian/postinst $(CURDIR)/packaging/debian/postrm debian/fooking/DEBIAN/; \
+	    rm -f fooking_*.deb; \
+	    dpkg-deb --root-owner-group -Zxz --build debian/fooking fooking_$${version}_$${arch}.deb
+	@ls $(DEBDIR)/fooking_*.deb
 
 clean:
 	rm -rf $(BUILD) build-asan fooking
