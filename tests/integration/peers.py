@@ -91,6 +91,34 @@ def tcp_sockets(port, state):
     return out
 
 
+def fds_without_peer(pid, port):
+    """Open descriptors of pid, not counting its TCP sockets to remote port
+    `port` (connections to a backend come and go with the load, a leak of
+    client descriptors is what a test looks for); -1 if pid is gone."""
+    want = ":%04X" % port
+    to_peer = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[2].endswith(want):
+                        to_peer.add("socket:[%s]" % parts[9])
+        except OSError:
+            pass
+    try:
+        links = []
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                links.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+            except OSError:
+                pass
+    except OSError:
+        return -1
+    return sum(1 for l in links if l not in to_peer)
+
+
 def established(port):
     """How many ESTABLISHED sockets have local port `port` (the server side of a
     listener's connections); read from /proc, so it opens no connection."""

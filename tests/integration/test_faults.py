@@ -45,6 +45,7 @@ import pytest
 import fk
 import rproto
 from conftest import base_params
+import peers  # noqa: E402
 from peers import (established, gateways, nfds, raise_nofile, router,  # noqa: F401 (fixtures)
                    rss_kb, sanitized, workers_by_index)
 
@@ -623,8 +624,11 @@ def test_worker_killed(gateways, load, goecho, tmp_path):
 
 # ---------------------------------------------------------------- connect cycles
 
-def gateway_usage(gw):
-    return {pid: (nfds(pid), rss_kb(pid)) for pid in gw.worker_pids()}
+def gateway_usage(gw, backend_port):
+    """Per worker: descriptors other than its backend connections (those open
+    and close with the load, which a quiesced load does not stop at once), RSS."""
+    return {pid: (peers.fds_without_peer(pid, backend_port), rss_kb(pid))
+            for pid in gw.worker_pids()}
 
 
 def cycles(port, total, width=16):
@@ -668,7 +672,7 @@ def test_connect_cycles_no_leak(gateways, load, goecho):
 
     def settled():
         ld.quiesce()
-        return gateway_usage(gw)
+        return gateway_usage(gw, goecho.port)
     base = settled()
     ld.resume()
     t0 = time.monotonic()
@@ -676,15 +680,15 @@ def test_connect_cycles_no_leak(gateways, load, goecho):
     took = time.monotonic() - t0
     ld.wait_progress(5)
     st = ld.quiesce()
-    fk.wait_until(lambda: {p: u[0] for p, u in gateway_usage(gw).items()}
+    fk.wait_until(lambda: {p: u[0] for p, u in gateway_usage(gw, goecho.port).items()}
                   == {p: u[0] for p, u in base.items()}, 10,
-                  msg="worker fd counts back to %r (now %r)" % (base, gateway_usage(gw)))
+                  msg="worker fd counts back to %r (now %r)" % (base, gateway_usage(gw, goecho.port)))
     tol_kb = 2048
     try:
-        fk.wait_until(lambda: all(gateway_usage(gw)[p][1] <= base[p][1] + tol_kb for p in base), 5)
+        fk.wait_until(lambda: all(gateway_usage(gw, goecho.port)[p][1] <= base[p][1] + tol_kb for p in base), 5)
     except AssertionError:
         pass
-    after = gateway_usage(gw)
+    after = gateway_usage(gw, goecho.port)
     report("connect cycles", st, " cycles=%d in %.1fs; per worker pid: fds %s, RSS KiB %s"
            % (n, took, {p: "%d->%d" % (base[p][0], after[p][0]) for p in base},
               {p: "%d->%d" % (base[p][1], after[p][1]) for p in base}))
@@ -795,7 +799,7 @@ def test_slow_consumer_among_broadcast_receivers(gateways, load, router, goecho)
         total = nrecv + LOAD_CLIENTS + 1
         fk.wait_until(lambda: (lambda i: i["clients"] == total and len(i["gateways"]) == 2)(
             bk.info()), 10, msg="the router to know all %d clients" % total)
-        base = gateway_usage(gw)
+        base = gateway_usage(gw, goecho.port)
         peak = dict((p, u[1]) for p, u in base.items())
 
         pad = b"x" * size
@@ -813,7 +817,7 @@ def test_slow_consumer_among_broadcast_receivers(gateways, load, router, goecho)
                 # on loopback (tcp_wmem) before the gateway holds any output: fill
                 # it faster than 1 KiB broadcasts would
                 bk.send_msg([stalled_sid], big)
-            for p, u in gateway_usage(gw).items():
+            for p, u in gateway_usage(gw, goecho.port).items():
                 peak[p] = max(peak.get(p, 0), u[1])
             if t_cut is None and gw.log_lines("slow consumer"):
                 t_cut = now

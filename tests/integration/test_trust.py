@@ -30,18 +30,13 @@ import pytest
 
 import fk
 import rproto
+from peers import rss_kb
 import wsraw
 from conftest import Backend, base_params
 
 FORGED_SID = "0123456789abcdef"
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
 
 
 def sid_of_port(gw, port):

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import fk  # noqa: E402
 import rproto  # noqa: E402
-from routerfix import Router  # noqa: E402
+from peers import Router  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "300"))
 OUT = REPO / "build" / "soak"
