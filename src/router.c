@@ -4,12 +4,9 @@
  * (one per gateway worker); any other is a backend client, usually a PHP request
  * that connects, writes a few commands and closes without reading.
  *
- * State, and who frees it:
- *   r->sids      SID -> link that holds the session        (entries: link_forget)
- *   r->channels  channel -> set of links (link ptr -> link)  (sets: router_channel_leave)
- *   r->gateways  server id + worker id -> link               (entries: link_forget)
- *   link->sids, link->channels: the same facts seen from the link, so forgetting a
- *   dropped link costs its own sessions, not every session of the cluster.
+ * State: the tables (sessions, channels, gateways, each link's own) live in
+ * r->tab (rtable.c), which does no I/O; c->link is the connection's handle
+ * there, freed by rtable_link_forget in router_link_forget only.
  * A link is forgotten the moment it dies (so INFO and fan-out never see it), but
  * the rconn and its bufferevent are freed later by router_reap: a link can die in
  * the middle of a fan-out, or inside its own read callback.
@@ -49,6 +46,7 @@
 #include "master.h"
 #include "sid.h"
 #include "rmsg.h"
+#include "rtable.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
  * or forwarding it would drop every link it goes to; so it is also capped at
@@ -75,7 +73,6 @@ struct rconn {
     struct bufferevent *bev;
     char peer[64];               /* "addr:port", for log lines */
     unsigned authed : 1;         /* presented ROUTER_SECRET, or none is set */
-    unsigned link : 1;           /* a gateway link: sent AUTH */
     unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
     unsigned dead : 1;           /* forgotten; router_reap frees it */
     unsigned touched : 1;        /* on the current fan-out's target list */
@@ -83,13 +80,9 @@ struct rconn {
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
-    unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
-    struct hmap *sids;       /* link: SIDs it holds (values unused) */
-    struct hmap *channels;   /* link: channels it subscribed (values unused) */
-    struct evbuffer *batch;  /* link: its share of the SIDs of the command being split */
+    struct rtable_link *link; /* a gateway link (sent AUTH): its entry in r->tab */
     struct rconn *touch_next;
-    TAILQ_ENTRY(rconn) entry;      /* r->conns, or r->dead once killed */
-    TAILQ_ENTRY(rconn) link_entry; /* r->links, in AUTH order (INFO lists them so) */
+    TAILQ_ENTRY(rconn) entry; /* r->conns, or r->dead once killed */
 };
 TAILQ_HEAD(rconn_list, rconn);
 
@@ -99,8 +92,9 @@ struct router {
     struct evconnlistener *listener;
     struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
     struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
-    struct rconn_list conns, links, dead;
-    struct hmap *sids, *channels, *gateways;
+    struct rconn_list conns, dead;
+    struct rtable *tab;
+    struct rtable_split split; /* scratch of router_cmd_split */
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
@@ -162,46 +156,12 @@ static int router_check_output(struct rconn *c)
     return -1;
 }
 
-/* ---- state: sessions, channels, links ---- */
-
-static void router_channel_leave(struct router *r, const void *name, size_t len, struct rconn *l)
-{
-    struct hmap *set = hmap_get(r->channels, name, len);
-
-    if (set == NULL)
-        return;
-    hmap_del(set, &l, sizeof(l), NULL);
-    if (hmap_count(set) == 0) {
-        hmap_del(r->channels, name, len, NULL);
-        hmap_free(set, NULL);
-    }
-}
-
-/* Forgets everything the link told us: its sessions, its channels, its place in
- * r->gateways and r->links. The only cleanup path for a link's state. */
+/* Forgets everything the link told us: its sessions, its channels, its place
+ * among the gateways. The only cleanup path for a link's state. */
 static void router_link_forget(struct rconn *l)
 {
-    struct router *r = l->r;
-    struct hmap_iter it;
-    const void *key;
-    size_t klen;
-
-    hmap_iter_init(&it);
-    while (hmap_next(l->sids, &it, &key, &klen, NULL)) {
-        /* A session that moved to another link since is that link's now. */
-        if (hmap_get(r->sids, key, klen) == l)
-            hmap_del(r->sids, key, klen, NULL);
-    }
-    hmap_iter_init(&it);
-    while (hmap_next(l->channels, &it, &key, &klen, NULL))
-        router_channel_leave(r, key, klen, l);
-    hmap_free(l->sids, NULL);
-    hmap_free(l->channels, NULL);
-    l->sids = l->channels = NULL;
-    if (hmap_get(r->gateways, l->gw_key, sizeof(l->gw_key)) == l)
-        hmap_del(r->gateways, l->gw_key, sizeof(l->gw_key), NULL);
-    TAILQ_REMOVE(&r->links, l, link_entry);
-    l->link = 0;
+    rtable_link_forget(l->r->tab, l->link, NULL);
+    l->link = NULL;
 }
 
 /* Ends a connection: its state is forgotten now, its memory freed by router_reap
@@ -229,8 +189,6 @@ static void router_conn_free(struct rconn *c)
     if (c->link)
         router_link_forget(c);
     bufferevent_free(c->bev);
-    if (c->batch != NULL)
-        evbuffer_free(c->batch);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
     free(c);
@@ -256,15 +214,14 @@ static void router_reap(evutil_socket_t fd, short what, void *arg)
 
 /* Queues header + S (+ D) on link l. D is a shared payload added by reference,
  * or NULL for bytes d (a channel name) that are small enough to copy. */
-static void router_link_send(struct rconn *l, uint16_t type, struct evbuffer *s, const void *sp,
-                             size_t slen, struct evbuffer *payload, const void *d, size_t dlen)
+static void router_link_send(struct rconn *l, uint16_t type, const void *sp, size_t slen,
+                             struct evbuffer *payload, const void *d, size_t dlen)
 {
     struct evbuffer *out = bufferevent_get_output(l->bev);
     unsigned char hdr[RMSG_HEADER_LEN];
 
     rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
-    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0
-        || (s != NULL ? evbuffer_add_buffer(out, s) : evbuffer_add(out, sp, slen)) < 0
+    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, sp, slen) < 0
         || (payload != NULL ? evbuffer_add_buffer_reference(out, payload)
                             : evbuffer_add(out, d, dlen))
                < 0) {
@@ -284,32 +241,22 @@ static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbu
 static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
-    struct rconn *head = NULL, *l, *next;
-    int nlinks = 0;
+    struct rtable_split *sp = &r->split;
 
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        l = hmap_get(r->sids, m->s + off, RMSG_SID_LEN);
-        if (l == NULL)
-            continue;
-        if (!l->touched) {
-            l->touched = 1;
-            l->touch_next = head;
-            head = l;
-            nlinks++;
-        }
-        evbuffer_add(l->batch, m->s + off, RMSG_SID_LEN);
+    if (rtable_split(r->tab, m->s, m->slen / RMSG_SID_LEN, sp) < 0) {
+        log_err("router: %s: out of memory splitting %s, not sent", c->peer,
+                rmsg_type_name(m->type));
+        return;
     }
-    /* Sending may drop a link (output limit), which only forgets state: the list
-     * itself and the rconns stay valid until router_reap. */
-    for (l = head; l != NULL; l = next) {
-        next = l->touch_next;
-        l->touched = 0;
-        if (l->dead) {
-            evbuffer_drain(l->batch, evbuffer_get_length(l->batch));
+    /* Sending may drop a link (output limit), which only forgets state: the
+     * split is a copy, and the rconns stay valid until router_reap. Nothing
+     * below splits again, so sp stays as it is. */
+    for (size_t i = 0; i < sp->ngroups; i++) {
+        struct rconn *l = sp->groups[i].owner;
+        if (l->dead)
             continue;
-        }
-        router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload, m->d,
-                         m->len);
+        router_link_send(l, m->type, sp->groups[i].sids, sp->groups[i].n * RMSG_SID_LEN, payload,
+                         m->d, m->len);
         if (m->type == RMSG_CH_ADD && !l->dead) {
             /* Subscribe the link now, not when its CH_SUB comes back: a CH_PUB
              * right behind this CH_ADD must reach the new member. (A gateway
@@ -318,8 +265,8 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
             router_cmd_ch_sub(l, &sub, NULL);
         }
     }
-    log_debug("router: %s: %s %u SIDs, %u bytes -> %d links", c->peer, rmsg_type_name(m->type),
-              m->slen / RMSG_SID_LEN, m->len, nlinks);
+    log_debug("router: %s: %s %u SIDs, %u bytes -> %zu links", c->peer, rmsg_type_name(m->type),
+              m->slen / RMSG_SID_LEN, m->len, sp->ngroups);
 }
 
 /* Sends the message to every link on the list, encoded once: each link's output
@@ -356,8 +303,11 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
     return n;
 }
 
-static void router_touch(struct rconn **head, struct rconn *l)
+/* Puts link l (a struct rconn *) on the target list *head (struct rconn **). */
+static void router_touch(void *link, void *head_arg)
 {
+    struct rconn *l = link, **head = head_arg;
+
     if (l->touched || l->dead)
         return;
     l->touched = 1;
@@ -368,15 +318,10 @@ static void router_touch(struct rconn **head, struct rconn *l)
 /* SEND_ALL: every link that holds at least one session. */
 static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct rconn *head = NULL, *l;
+    struct rconn *head = NULL;
     int n;
 
-    TAILQ_FOREACH(l, &r->links, link_entry)
-    {
-        if (hmap_count(l->sids) > 0)
-            router_touch(&head, l);
-    }
+    rtable_with_sessions_each(c->r->tab, router_touch, &head);
     n = router_broadcast(head, m, payload);
     log_debug("router: %s: SEND_ALL %u bytes -> %d links", c->peer, m->len, n);
 }
@@ -384,16 +329,10 @@ static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct ev
 /* CH_PUB: every link subscribed to the channel (S). */
 static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct hmap *set = hmap_get(c->r->channels, m->s, m->slen);
-    struct rconn *head = NULL, *l;
-    struct hmap_iter it;
+    struct rconn *head = NULL;
     int n;
 
-    if (set != NULL) {
-        hmap_iter_init(&it);
-        while (hmap_next(set, &it, NULL, NULL, (void **)&l))
-            router_touch(&head, l);
-    }
+    rtable_channel_each(c->r->tab, m->s, m->slen, router_touch, &head);
     n = router_broadcast(head, m, payload);
     if (log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
@@ -422,8 +361,7 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
     /* A second AUTH on one connection starts over, like a reconnect. */
     if (c->link)
         router_link_forget(c);
-    memcpy(c->gw_key, m->d, sizeof(c->gw_key));
-    old = hmap_get(r->gateways, c->gw_key, sizeof(c->gw_key));
+    old = rtable_gateway(r->tab, server, worker);
     if (old != NULL) {
         /* The worker reconnected before we saw its old link die: the new link is
          * the truth, and it is about to resend its sessions. */
@@ -433,23 +371,12 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
     }
     c->server_id = server;
     c->worker_id = worker;
-    if (c->batch == NULL)
-        c->batch = evbuffer_new();
-    c->sids = hmap_new(0);
-    c->channels = hmap_new(0);
-    if (c->batch == NULL || c->sids == NULL || c->channels == NULL
-        || hmap_put(r->gateways, c->gw_key, sizeof(c->gw_key), c, NULL) < 0)
-        goto fail;
-    c->link = 1;
-    TAILQ_INSERT_TAIL(&r->links, c, link_entry);
+    if ((c->link = rtable_link_add(r->tab, c, server, worker)) == NULL) {
+        log_err("router: %s: gateway %u/%u: out of memory, closing", c->peer, server, worker);
+        router_conn_kill(c);
+        return;
+    }
     log_info("router: %s: gateway link, server %u worker %u", c->peer, server, worker);
-    return;
-fail:
-    log_err("router: %s: gateway %u/%u: out of memory, closing", c->peer, server, worker);
-    hmap_free(c->sids, NULL);
-    hmap_free(c->channels, NULL);
-    c->sids = c->channels = NULL;
-    router_conn_kill(c);
 }
 
 static int router_need_link(struct rconn *c, const struct rmsg *m)
@@ -463,97 +390,53 @@ static int router_need_link(struct rconn *c, const struct rmsg *m)
 
 static void router_cmd_conn(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct rconn *old;
-
     if (!router_need_link(c, m))
         return;
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        const unsigned char *sid = m->s + off;
-        if (hmap_put(r->sids, sid, RMSG_SID_LEN, c, (void **)&old) < 0)
-            goto fail;
-        if (old == c)
-            continue;
-        /* The session moved here before its old link said CLOSE. */
-        if (old != NULL)
-            hmap_del(old->sids, sid, RMSG_SID_LEN, NULL);
-        if (hmap_put(c->sids, sid, RMSG_SID_LEN, NULL, NULL) < 0) {
-            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
-            goto fail;
-        }
+    if (rtable_sessions_add(c->r->tab, c->link, m->s, m->slen / RMSG_SID_LEN) < 0) {
+        /* A link whose sessions we cannot record would silently miss commands;
+         * dropping it makes the gateway reconnect and resend them. */
+        log_err("router: %s: gateway %u/%u: out of memory recording sessions, dropping the link",
+                c->peer, c->server_id, c->worker_id);
+        router_conn_kill(c);
+        return;
     }
     log_debug("router: %s: CONN %u SIDs, gateway %u/%u now holds %zu", c->peer,
-              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
-    return;
-fail:
-    /* A link whose sessions we cannot record would silently miss commands;
-     * dropping it makes the gateway reconnect and resend them. */
-    log_err("router: %s: gateway %u/%u: out of memory recording sessions, dropping the link",
-            c->peer, c->server_id, c->worker_id);
-    router_conn_kill(c);
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, rtable_link_sessions(c->link));
 }
 
 static void router_cmd_close(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-
     if (!router_need_link(c, m))
         return;
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        const unsigned char *sid = m->s + off;
-        if (hmap_get(r->sids, sid, RMSG_SID_LEN) == c) {
-            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
-            hmap_del(c->sids, sid, RMSG_SID_LEN, NULL);
-        }
-    }
+    rtable_sessions_remove(c->r->tab, c->link, m->s, m->slen / RMSG_SID_LEN);
     log_debug("router: %s: CLOSE %u SIDs, gateway %u/%u now holds %zu", c->peer,
-              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, rtable_link_sessions(c->link));
 }
 
 static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct hmap *set;
-    int created = 0;
+    size_t nlinks;
+    int rc;
 
-    if (!router_need_link(c, m) || hmap_has(c->channels, m->s, m->slen))
+    if (!router_need_link(c, m))
         return;
-    set = hmap_get(r->channels, m->s, m->slen);
-    if (set == NULL) {
-        if ((set = hmap_new(0)) == NULL || hmap_put(r->channels, m->s, m->slen, set, NULL) < 0) {
-            hmap_free(set, NULL);
-            goto fail;
-        }
-        created = 1;
+    if ((rc = rtable_subscribe(c->r->tab, c->link, m->s, m->slen, &nlinks)) < 0) {
+        log_err("router: %s: gateway %u/%u: out of memory recording a channel, dropping the link",
+                c->peer, c->server_id, c->worker_id);
+        router_conn_kill(c);
+        return;
     }
-    if (hmap_put(set, &c, sizeof(c), c, NULL) < 0)
-        goto fail_set;
-    if (hmap_put(c->channels, m->s, m->slen, NULL, NULL) < 0) {
-        hmap_del(set, &c, sizeof(c), NULL);
-        goto fail_set;
-    }
-    if (log_get_level() >= LOG_DEBUG) {
+    if (rc > 0 && log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
         log_debug("router: %s: CH_SUB \"%s\", %zu links subscribed", c->peer,
-                  rmsg_escape(m->s, m->slen, name, sizeof(name)), hmap_count(set));
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), nlinks);
     }
-    return;
-fail_set:
-    if (created) {
-        hmap_del(r->channels, m->s, m->slen, NULL);
-        hmap_free(set, NULL);
-    }
-fail:
-    log_err("router: %s: gateway %u/%u: out of memory recording a channel, dropping the link",
-            c->peer, c->server_id, c->worker_id);
-    router_conn_kill(c);
 }
 
 static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    if (!router_need_link(c, m) || !hmap_del(c->channels, m->s, m->slen, NULL))
+    if (!router_need_link(c, m) || !rtable_unsubscribe(c->r->tab, c->link, m->s, m->slen, NULL))
         return;
-    router_channel_leave(c->r, m->s, m->slen, c);
     if (log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
         log_debug("router: %s: CH_UNSUB \"%s\"", c->peer,
@@ -583,19 +466,20 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
     struct router *r = c->r;
     struct evbuffer *text = evbuffer_new(), *out = bufferevent_get_output(c->bev);
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct rconn *l;
+    struct rtable_totals tot;
+    struct rtable_link *l;
     int ok;
 
+    rtable_totals(r->tab, &tot);
     ok = text != NULL
-         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", hmap_count(r->sids),
-                                hmap_count(r->channels))
+         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", tot.sessions,
+                                tot.channels)
                 >= 0;
-    TAILQ_FOREACH(l, &r->links, link_entry)
-    {
-        ok = ok
-             && evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", l->server_id,
-                                    l->worker_id, hmap_count(l->sids), hmap_count(l->channels))
-                    >= 0;
+    for (l = rtable_links_first(r->tab); ok && l != NULL; l = rtable_links_next(l)) {
+        ok = evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", rtable_link_server_id(l),
+                                 rtable_link_worker_id(l), rtable_link_sessions(l),
+                                 rtable_link_channels(l))
+             >= 0;
     }
     if (ok) {
         rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)evbuffer_get_length(text));
@@ -646,12 +530,13 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
 {
     struct router *r = arg;
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct rconn *l, *next;
+    struct rtable_link *tl, *next;
 
     rmsg_encode_header(hdr, RMSG_PING, 0, 0);
-    /* Sending can drop a link (output limit), which unlinks it from r->links. */
-    for (l = TAILQ_FIRST(&r->links); l != NULL; l = next) {
-        next = TAILQ_NEXT(l, link_entry);
+    /* Sending can drop a link (output limit), which forgets it: take next first. */
+    for (tl = rtable_links_first(r->tab); tl != NULL; tl = next) {
+        struct rconn *l = rtable_link_owner(tl);
+        next = rtable_links_next(tl);
         if (evbuffer_add(bufferevent_get_output(l->bev), hdr, sizeof(hdr)) < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing PING, dropping the link",
                     l->peer, l->server_id, l->worker_id);
@@ -971,7 +856,7 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
                      left);
         if (c->link)
             log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions", c->peer,
-                     c->server_id, c->worker_id, hmap_count(c->sids));
+                     c->server_id, c->worker_id, rtable_link_sessions(c->link));
         else
             log_debug("router: %s: closed", c->peer);
         if (!c->link && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
@@ -983,14 +868,16 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
     } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->link) {
         log_err("router: %s: gateway %u/%u: nothing received for %d s (LINK_TIMEOUT) though it "
                 "answered PING before: the link is dead, forgetting its %zu sessions",
-                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout, hmap_count(c->sids));
+                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout,
+                rtable_link_sessions(c->link));
     } else if (what & BEV_EVENT_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & BEV_EVENT_ERROR) {
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id,
-                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), hmap_count(c->sids));
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+                     rtable_link_sessions(c->link));
         else
             log_info("router: %s: %s", c->peer,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -1175,10 +1062,9 @@ static void router_free(struct router *r)
         event_free(r->trim);
     if (r->ping != NULL)
         event_free(r->ping);
-    /* Every link was forgotten above, so the maps are empty. */
-    hmap_free(r->sids, NULL);
-    hmap_free(r->channels, NULL);
-    hmap_free(r->gateways, NULL);
+    /* Every link was forgotten above, so the tables are empty. */
+    rtable_free(r->tab);
+    rtable_split_free(&r->split);
     if (r->base != NULL)
         event_base_free(r->base);
     free(r);
@@ -1196,7 +1082,6 @@ int router_run(const struct config *cfg)
     }
     r->cfg = cfg;
     TAILQ_INIT(&r->conns);
-    TAILQ_INIT(&r->links);
     TAILQ_INIT(&r->dead);
     r->output_limit = cfg->router_output_limit;
     r->max_len = ROUTER_MAX_LEN;
@@ -1231,11 +1116,9 @@ int router_run(const struct config *cfg)
     if (master_drop_privileges(cfg) < 0)
         goto fail;
 
-    r->sids = hmap_new(1024);
-    r->channels = hmap_new(0);
-    r->gateways = hmap_new(0);
+    r->tab = rtable_new();
     r->base = loop_new();
-    if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
+    if (r->tab == NULL || r->base == NULL)
         goto fail_oom;
     {
         struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
