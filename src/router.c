@@ -39,13 +39,12 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "hmap.h"
 #include "log.h"
 #include "loop.h"
 #include "bus.h"
 #include "master.h"
-#include "sid.h"
 #include "rmsg.h"
+#include "router_cmd.h"
 #include "rtable.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
@@ -101,15 +100,10 @@ struct router {
     uint32_t max_len;
     size_t output_limit;           /* 0: none */
     struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
+    const struct router_cmd *cmds; /* router_cmds, or router_bus_cmds with a bus */
     const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
     unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
-
-/* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
- * channel name), or moved out of the input whole to be forwarded by reference. */
-enum router_d { ROUTER_D_SKIP, ROUTER_D_BYTES, ROUTER_D_PAYLOAD };
-
-static void router_conn_kill(struct rconn *c);
 
 static uint32_t router_be32(const unsigned char *p)
 {
@@ -166,7 +160,7 @@ static void router_link_forget(struct rconn *l)
 
 /* Ends a connection: its state is forgotten now, its memory freed by router_reap
  * once the current callback has returned. */
-static void router_conn_kill(struct rconn *c)
+void router_conn_kill(struct rconn *c)
 {
     struct router *r = c->r;
 
@@ -208,6 +202,47 @@ static void router_reap(evutil_socket_t fd, short what, void *arg)
         TAILQ_REMOVE(&r->dead, c, entry);
         router_conn_free(c);
     }
+}
+
+/* ---- what a command handler may do with its connection (router_cmd.h) ---- */
+
+const char *router_conn_peer(const struct rconn *c)
+{
+    return c->peer;
+}
+
+struct bus *router_conn_bus(const struct rconn *c)
+{
+    return c->r->bus;
+}
+
+int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    rmsg_encode_header(hdr, type, 0, (uint32_t)len);
+    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, d, len) < 0) {
+        log_err("router: %s: out of memory queuing %s, closing", c->peer, rmsg_type_name(type));
+        router_conn_kill(c);
+        return -1;
+    }
+    return router_check_output(c);
+}
+
+void router_conn_hold(struct rconn *c)
+{
+    c->waiting++;
+}
+
+int router_conn_release(struct rconn *c)
+{
+    c->waiting--;
+    if (!c->dead)
+        return 1;
+    if (c->waiting == 0)
+        event_active(c->r->reap, 0, 0);
+    return 0;
 }
 
 /* ---- fan-out ---- */
@@ -446,7 +481,7 @@ static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct ev
 
 /* ---- commands from backends ---- */
 
-static void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
 
@@ -497,7 +532,7 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
 }
 
 /* PING from anyone: answered, so a backend can check the router too. */
-static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
 
@@ -514,7 +549,7 @@ static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuff
  * silence for that long means it is gone (a half-open connection, a stuck
  * proxy), and the link is dropped. An old gateway never answers and is never
  * held to it. */
-static void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct timeval tv = {c->r->cfg->link_timeout, 0};
 
@@ -547,10 +582,7 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static const struct {
-    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
-    enum router_d d;
-} router_cmds[RMSG_TYPE_MAX + 1] = {
+static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_AUTH] = {router_cmd_auth, ROUTER_D_BYTES},
     [RMSG_CONN] = {router_cmd_conn, ROUTER_D_SKIP},
     [RMSG_CLOSE] = {router_cmd_close, ROUTER_D_SKIP},
@@ -568,205 +600,15 @@ static const struct {
     [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP},
 };
 
-/* ---- bus mode: a stateless router that publishes to Redis ---- */
-
-/* Publishes header + S + D on <prefix><channel>. */
-static void router_bus_publish(struct router *r, const char *ch, size_t chlen, uint16_t type,
-                               const void *sp, size_t slen, struct evbuffer *payload, const void *d,
-                               size_t dlen)
-{
-    unsigned char hdr[RMSG_HEADER_LEN];
-    struct evbuffer *msg = evbuffer_new();
-    if (msg == NULL)
-        return;
-    if (payload != NULL)
-        dlen = evbuffer_get_length(payload);
-    rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
-    evbuffer_add(msg, hdr, sizeof(hdr));
-    evbuffer_add(msg, sp, slen);
-    if (payload != NULL)
-        evbuffer_add_buffer_reference(msg, payload);
-    else
-        evbuffer_add(msg, d, dlen);
-    size_t n = evbuffer_get_length(msg);
-    bus_publish(r->bus, ch, chlen, evbuffer_pullup(msg, -1), n, NULL, 0);
-    evbuffer_free(msg);
-}
-
-static void router_bus_group_free(void *g)
-{
-    evbuffer_free(g);
-}
-
-/* KICK, SEND_MSG, CH_ADD, CH_DEL: one publish per gateway worker, found from
- * the server and worker ids inside each SID (no lookup, no state). */
-static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    struct router *r = c->r;
-    struct hmap *groups = hmap_new(8);
-    if (groups == NULL)
-        return;
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
-        unsigned server, worker;
-        char sid[SID_LEN];
-        memcpy(sid, m->s + off, SID_LEN);
-        if (sid_decode(sid, NULL, &server, &worker, NULL) < 0)
-            continue; /* not one of ours: no gateway can hold it */
-        unsigned char key[4] = {(unsigned char)(server >> 8), (unsigned char)server,
-                                (unsigned char)worker, 0};
-        struct evbuffer *g = hmap_get(groups, key, sizeof(key));
-        if (g == NULL) {
-            if ((g = evbuffer_new()) == NULL || hmap_put(groups, key, sizeof(key), g, NULL) < 0) {
-                if (g)
-                    evbuffer_free(g);
-                continue;
-            }
-        }
-        evbuffer_add(g, sid, SID_LEN);
-    }
-    struct hmap_iter it;
-    const void *k;
-    void *v;
-    hmap_iter_init(&it);
-    while (hmap_next(groups, &it, &k, NULL, &v)) {
-        const unsigned char *key = k;
-        struct evbuffer *g = v;
-        char ch[32];
-        int chlen = snprintf(ch, sizeof(ch), "gw:%u:%u", (unsigned)key[0] << 8 | key[1], key[2]);
-        size_t slen = evbuffer_get_length(g);
-        router_bus_publish(r, ch, (size_t)chlen, m->type, evbuffer_pullup(g, -1), slen, payload,
-                           m->d, m->len);
-    }
-    hmap_free(groups, router_bus_group_free);
-    log_debug("router: %s: %s published", c->peer, rmsg_type_name(m->type));
-}
-
-static void router_bus_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    router_bus_publish(c->r, "all", 3, RMSG_SEND_ALL, NULL, 0, payload, NULL, 0);
-}
-
-static void router_bus_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    char ch[RMSG_MAX_CHANNEL + 4];
-    memcpy(ch, "ch:", 3);
-    memcpy(ch + 3, m->s, m->slen);
-    router_bus_publish(c->r, ch, m->slen + 3u, RMSG_CH_PUB, m->s, m->slen, payload, NULL, 0);
-}
-
-static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    log_err("router: %s: %s from a gateway, but this router runs on the bus (BUS): gateways "
-            "must set BUS too; closing",
-            c->peer, rmsg_type_name(m->type));
-    router_conn_kill(c);
-}
-
-/* INFO from the presence the gateway workers keep in Redis, in one round
- * trip: the heartbeat of every live worker, and the union of their channels.
- * Workers are found in the registry set <prefix>workers, never with KEYS: the
- * bus may share a Redis with millions of other keys, and KEYS would block it
- * for all of them. A member whose heartbeat expired (a worker that died
- * without a clean stop) is skipped and removed here. */
-static const char router_bus_info_lua[] =
-    "local p = ARGV[1]\n"
-    "local rows, seen, nch, total = {}, {}, 0, 0\n"
-    "for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
-    "  local v = redis.call('GET', p .. 'hb:' .. id)\n"
-    "  if not v then\n"
-    "    redis.call('SREM', p .. 'workers', id)\n"
-    "  else\n"
-    "    local s, w = string.match(id, '^(%d+):(%d+)$')\n"
-    "    local cl, ch = string.match(v, '^(%d+) (%d+)')\n"
-    "    if s and cl then\n"
-    "      rows[#rows + 1] = {tonumber(s), tonumber(w), cl, ch}\n"
-    "      total = total + tonumber(cl)\n"
-    "      for _, c in ipairs(redis.call('SMEMBERS', p .. 'chans:' .. id)) do\n"
-    "        if not seen[c] then seen[c] = true; nch = nch + 1 end\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "table.sort(rows, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)\n"
-    "local out = {'clients: ' .. total .. '\\r\\nchannels: ' .. nch .. '\\r\\n'}\n"
-    "for _, r in ipairs(rows) do\n"
-    "  out[#out + 1] = 'gateway: ' .. r[1] .. '\\t' .. r[2] .. '\\t' .. r[3] .. '\\t' .. r[4] .. "
-    "'\\r\\n'\n"
-    "end\n"
-    "return table.concat(out)\n";
-
-static void router_bus_info_reply(redisAsyncContext *ac, void *rep, void *privdata)
-{
-    struct rconn *c = privdata;
-    redisReply *reply = rep;
-    (void)ac;
-    c->waiting--;
-    if (!c->dead) {
-        unsigned char hdr[RMSG_HEADER_LEN];
-        struct evbuffer *out = bufferevent_get_output(c->bev);
-        const char *text = "";
-        size_t n = 0;
-        if (reply && reply->type == REDIS_REPLY_STRING) {
-            text = reply->str;
-            n = reply->len;
-        } else {
-            log_err("router: %s: INFO from the bus failed: %s", c->peer,
-                    reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
-        }
-        rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)n);
-        evbuffer_add(out, hdr, sizeof(hdr));
-        evbuffer_add(out, text, n);
-        router_check_output(c);
-    } else if (c->waiting == 0) {
-        event_active(c->r->reap, 0, 0);
-    }
-}
-
-static void router_bus_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    struct router *r = c->r;
-    const char *prefix = bus_prefix(r->bus);
-    const char *argv[4] = {"EVAL", router_bus_info_lua, "0", prefix};
-    size_t argvlen[4] = {4, sizeof(router_bus_info_lua) - 1, 1, strlen(prefix)};
-    if (bus_command_argv(r->bus, router_bus_info_reply, c, 4, argv, argvlen) < 0) {
-        /* No answer beats a made-up one: the backend sees the failure. */
-        log_err("router: %s: INFO: the bus is not connected, closing", c->peer);
-        router_conn_kill(c);
-        return;
-    }
-    c->waiting++;
-}
-
-static const struct {
-    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
-    enum router_d d;
-} router_bus_cmds[RMSG_TYPE_MAX + 1] = {
-    [RMSG_AUTH] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CONN] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CLOSE] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_KICK] = {router_bus_split, ROUTER_D_SKIP},
-    [RMSG_SEND_MSG] = {router_bus_split, ROUTER_D_PAYLOAD},
-    [RMSG_SEND_ALL] = {router_bus_send_all, ROUTER_D_PAYLOAD},
-    [RMSG_CH_ADD] = {router_bus_split, ROUTER_D_BYTES},
-    [RMSG_CH_DEL] = {router_bus_split, ROUTER_D_BYTES},
-    [RMSG_CH_PUB] = {router_bus_ch_pub, ROUTER_D_PAYLOAD},
-    [RMSG_CH_SUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CH_UNSUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_INFO] = {router_bus_info, ROUTER_D_SKIP},
-    [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
-    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
-    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP}, /* no links here: ignored */
-};
-
 /* ---- connections ---- */
 
 /* Handles one whole message whose header (already checked) and S are consumed;
  * D is at the front of `in` and is consumed here. */
 static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in)
 {
+    const struct router_cmd *cmd = &c->r->cmds[m->type];
+    enum router_d d = cmd->d;
     struct evbuffer *payload = NULL;
-    int bus = c->r->bus != NULL;
-    enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
     if (d == ROUTER_D_PAYLOAD) {
         /* Moves whole chains where it can: the body is not copied. */
@@ -780,10 +622,7 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
         evbuffer_drain(in, m->len);
         m->len = 0;
     }
-    if (bus)
-        router_bus_cmds[m->type].fn(c, m, payload);
-    else
-        router_cmds[m->type].fn(c, m, payload);
+    cmd->fn(c, m, payload);
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
@@ -1144,8 +983,10 @@ int router_run(const struct config *cfg)
         || evsignal_add(r->sig_hup, NULL) < 0)
         goto fail_oom;
 
+    r->cmds = router_cmds;
     if (cfg->bus != NULL) {
         struct bus_handlers h = {0};
+        r->cmds = router_bus_cmds;
         if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
             goto fail;
     } else if (cfg->link_timeout > 0) {
