@@ -42,7 +42,7 @@
 #include "log.h"
 #include "loop.h"
 #include "bus.h"
-#include "master.h"
+#include "proc.h"
 #include "rmsg.h"
 #include "router_cmd.h"
 #include "rtable.h"
@@ -848,25 +848,6 @@ static void router_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(r->base);
 }
 
-/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
-static int router_is_loopback(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 0;
-}
-
 static void router_free(struct router *r)
 {
     struct rconn *c;
@@ -936,9 +917,9 @@ int router_run(const struct config *cfg)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    if ((fd = master_listen(cfg->host, cfg->port)) < 0)
+    if ((fd = proc_listen(cfg->host, cfg->port)) < 0)
         goto fail;
-    if (!r->has_secret && !router_is_loopback(fd))
+    if (!r->has_secret && !proc_is_loopback(fd))
         log_err("router: WARNING: listening on %s:%d, not a loopback address, without "
                 "ROUTER_SECRET: anyone who can reach this port can message and kick every "
                 "client. Set ROUTER_SECRET or bind HOST to 127.0.0.1.",
@@ -948,11 +929,11 @@ int router_run(const struct config *cfg)
         goto fail;
     }
     if (cfg->pid_file != NULL) {
-        if (pidfile_write(cfg->pid_file) < 0)
+        if (proc_pidfile_write(cfg->pid_file) < 0)
             goto fail;
         pidfile = 1;
     }
-    if (master_drop_privileges(cfg) < 0)
+    if (proc_drop_privileges(cfg) < 0)
         goto fail;
 
     r->tab = rtable_new();
