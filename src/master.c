@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "log.h"
 #include "proc.h"
 #include "proctitle.h"
@@ -31,12 +32,15 @@
 
 /* A stopping worker paces its close events for up to 10 s (worker.c). */
 #define MASTER_STOP_GRACE_SECONDS 12
+/* The respawn delay of a worker that keeps dying within a second of starting. */
+#define MASTER_RESPAWN_MIN 0.1
+#define MASTER_RESPAWN_MAX 10.0
 
 struct slot {
     pid_t pid;
-    double started;    /* monotonic seconds */
-    double respawn_at; /* when pid == 0 and not stopping */
-    int fails;         /* consecutive deaths within a second of starting */
+    double started;         /* monotonic seconds */
+    double respawn_at;      /* when pid == 0 and not stopping */
+    struct backoff respawn; /* grows while it keeps dying within a second of starting */
 };
 
 static double master_now(void)
@@ -103,16 +107,12 @@ static void master_reap(struct slot *slots, int n, struct shm_block *shm, int st
                 log_err("worker %d (pid %d) exited with status %d, %d clients lost", i, (int)pid,
                         WEXITSTATUS(status), left);
             double now = master_now();
-            if (now - slots[i].started < 1.0)
-                slots[i].fails++;
-            else
-                slots[i].fails = 0;
             double delay = 0;
-            if (slots[i].fails > 0) {
-                delay = 0.1 * (double)(1 << (slots[i].fails > 7 ? 7 : slots[i].fails - 1));
-                if (delay > 10)
-                    delay = 10;
+            if (now - slots[i].started < 1.0) {
+                delay = backoff_next(&slots[i].respawn);
                 log_err("worker %d is crash-looping; restarting in %.1f s", i, delay);
+            } else {
+                backoff_reset(&slots[i].respawn);
             }
             slots[i].respawn_at = now + delay;
             break;
@@ -183,6 +183,8 @@ int master_run(struct config *cfg)
     int n = cfg->worker_num;
     struct slot slots[SHM_MAX_WORKERS];
     memset(slots, 0, sizeof(slots));
+    for (int i = 0; i < n; i++)
+        backoff_init(&slots[i].respawn, MASTER_RESPAWN_MIN, MASTER_RESPAWN_MAX);
     log_info("master started (pid %d), listening on %s:%d, %d workers", (int)getpid(), cfg->host,
              cfg->port, n);
     int stopping = 0;

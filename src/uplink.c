@@ -23,6 +23,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "backoff.h"
 #include "channel.h"
 #include "client.h"
 #include "hmap.h"
@@ -43,7 +44,7 @@ struct uplink {
     struct bufferevent *bev;
     struct event *retry;
     struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
-    double backoff;
+    struct backoff backoff;
     int connected;
     int pinged;       /* this connection has had a PING */
     int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
@@ -327,11 +328,8 @@ static void uplink_down(struct uplink *u, const char *why)
         bufferevent_free(u->bev);
         u->bev = NULL;
     }
-    struct timeval tv = {(time_t)u->backoff, (suseconds_t)((u->backoff - (int)u->backoff) * 1e6)};
+    struct timeval tv = backoff_timeval(backoff_next(&u->backoff));
     evtimer_add(u->retry, &tv);
-    u->backoff *= 2;
-    if (u->backoff > UPLINK_BACKOFF_MAX)
-        u->backoff = UPLINK_BACKOFF_MAX;
 }
 
 /* PING from the router: answer it with the same token, and from the first one
@@ -399,7 +397,7 @@ static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
         struct timeval tv = {t, 0};
         u->connected = 1;
         u->pinged = 0;
-        u->backoff = UPLINK_BACKOFF_MIN;
+        backoff_reset(&u->backoff);
         /* The router that pinged the last link is expected to ping this one:
          * a connection that a stuck proxy accepted must not hang forever. */
         bufferevent_set_timeouts(u->bev, t > 0 && u->router_pings ? &tv : NULL, NULL);
@@ -478,7 +476,7 @@ struct uplink *uplink_new(struct worker *w)
     if (!u)
         return NULL;
     u->w = w;
-    u->backoff = UPLINK_BACKOFF_MIN;
+    backoff_init(&u->backoff, UPLINK_BACKOFF_MIN, UPLINK_BACKOFF_MAX);
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
     snprintf(u->source, sizeof(u->source), "router %s", u->name);
     u->salen = sizeof(u->sa);
