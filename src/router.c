@@ -18,7 +18,6 @@
  * is cheaper than letting one stuck gateway grow the router without bound. */
 #include "router.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,6 +40,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "netaddr.h"
 #include "bus.h"
 #include "proc.h"
 #include "rmsg.h"
@@ -733,26 +733,6 @@ static void router_auth_timeout(evutil_socket_t fd, short what, void *arg)
     router_conn_kill(c);
 }
 
-static void router_peer_name(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(buf, len, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(buf, len, "[%s]:%d", host, port);
-    } else {
-        snprintf(buf, len, "?");
-    }
-}
-
 static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
@@ -764,7 +744,7 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
         goto fail;
     c->r = r;
     c->authed = !r->has_secret;
-    router_peer_name(sa, c->peer, sizeof(c->peer));
+    netaddr_format(sa, c->peer, sizeof(c->peer));
     /* Small commands should leave at once; keepalive finds gateways that vanished. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));

@@ -12,7 +12,6 @@
  * socket's keepalive and TCP_USER_TIMEOUT are what find a dead peer. */
 #include "uplink.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +27,7 @@
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
+#include "netaddr.h"
 #include "rmsg.h"
 #include "worker.h"
 
@@ -50,7 +50,7 @@ struct uplink {
     int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
     struct evbuffer *conn_sids, *close_sids;
     struct sockaddr_storage sa;
-    int salen;
+    socklen_t salen;
     char name[128];   /* "host:port" */
     char source[136]; /* "router host:port", for worker_command's log lines */
 };
@@ -462,7 +462,7 @@ static void uplink_connect(struct uplink *u)
         struct timeval tv = {t, 0};
         bufferevent_set_timeouts(u->bev, NULL, &tv); /* bounds the connect */
     }
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, u->salen) < 0) {
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, (int)u->salen) < 0) {
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return;
     }
@@ -479,21 +479,12 @@ struct uplink *uplink_new(struct worker *w)
     backoff_init(&u->backoff, UPLINK_BACKOFF_MIN, UPLINK_BACKOFF_MAX);
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
     snprintf(u->source, sizeof(u->source), "router %s", u->name);
-    u->salen = sizeof(u->sa);
-    char addr[300];
-    snprintf(addr, sizeof(addr), "%s:%d", cfg->router_host, cfg->router_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&u->sa, &u->salen) < 0) {
-        struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-        char port[16];
-        snprintf(port, sizeof(port), "%d", cfg->router_port);
-        if (evutil_getaddrinfo(cfg->router_host, port, &hints, &res) != 0) {
-            log_err("ROUTER_HOST %s: cannot resolve", cfg->router_host);
-            free(u);
-            return NULL;
-        }
-        memcpy(&u->sa, res->ai_addr, res->ai_addrlen);
-        u->salen = (int)res->ai_addrlen;
-        evutil_freeaddrinfo(res);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->router_port);
+    if (netaddr_resolve(cfg->router_host, port, &u->sa, &u->salen) != 0) {
+        log_err("ROUTER_HOST %s: cannot resolve", cfg->router_host);
+        free(u);
+        return NULL;
     }
     u->conn_sids = evbuffer_new();
     u->close_sids = evbuffer_new();
