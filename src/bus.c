@@ -17,6 +17,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/hiredis.h>
 
+#include "backoff.h"
 #include "log.h"
 
 #define BUS_BACKOFF_MIN 0.1
@@ -30,7 +31,7 @@ struct bus_conn {
     redisAsyncContext *ac;
     int ready;
     int is_sub;
-    double backoff;
+    struct backoff backoff;
     struct event *retry;
     long pending;
     struct event *ping;     /* every LINK_TIMEOUT / 3 while ready */
@@ -132,12 +133,8 @@ static void bus_schedule(struct bus_conn *bc)
     event_del(bc->deadline);
     if (b->closing)
         return;
-    struct timeval tv = {(time_t)bc->backoff,
-                         (suseconds_t)((bc->backoff - (double)(time_t)bc->backoff) * 1e6)};
+    struct timeval tv = backoff_timeval(backoff_next(&bc->backoff));
     evtimer_add(bc->retry, &tv);
-    bc->backoff *= 2;
-    if (bc->backoff > BUS_BACKOFF_MAX)
-        bc->backoff = BUS_BACKOFF_MAX;
 }
 
 static void bus_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
@@ -172,7 +169,7 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
     if (!bc->is_sub && b->db)
         redisAsyncCommand(mac, bus_auth_cb, bc, "SELECT %d", b->db);
     bc->ready = 1;
-    bc->backoff = BUS_BACKOFF_MIN;
+    backoff_reset(&bc->backoff);
     log_info("bus %s:%d: %s connection up", b->host, b->port, bus_name(bc));
     if (bc->is_sub && b->h.sub_ready)
         b->h.sub_ready(b->h.arg);
@@ -297,7 +294,7 @@ struct bus *bus_new(struct event_base *base, const char *url, const char *prefix
     for (int i = 0; i < 2; i++) {
         conns[i]->bus = b;
         conns[i]->is_sub = i == 0;
-        conns[i]->backoff = BUS_BACKOFF_MIN;
+        backoff_init(&conns[i]->backoff, BUS_BACKOFF_MIN, BUS_BACKOFF_MAX);
         conns[i]->retry = evtimer_new(base, bus_retry_cb, conns[i]);
         conns[i]->ping = event_new(base, -1, EV_PERSIST, bus_ping_cb, conns[i]);
         conns[i]->deadline = evtimer_new(base, bus_deadline_cb, conns[i]);

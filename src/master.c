@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -24,7 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "log.h"
+#include "proc.h"
 #include "proctitle.h"
 #include "shm.h"
 #include "sid.h"
@@ -33,12 +34,15 @@
 
 /* A stopping worker paces its close events for up to 10 s (worker.c). */
 #define MASTER_STOP_GRACE_SECONDS 12
+/* The respawn delay of a worker that keeps dying within a second of starting. */
+#define MASTER_RESPAWN_MIN 0.1
+#define MASTER_RESPAWN_MAX 10.0
 
 struct slot {
     pid_t pid;
-    double started;    /* monotonic seconds */
-    double respawn_at; /* when pid == 0 and not stopping */
-    int fails;         /* consecutive deaths within a second of starting */
+    double started;         /* monotonic seconds */
+    double respawn_at;      /* when pid == 0 and not stopping */
+    struct backoff respawn; /* grows while it keeps dying within a second of starting */
 };
 
 static double master_now(void)
@@ -46,89 +50,6 @@ static double master_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-int master_listen(const char *host, int port)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res, *ai;
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    int err = getaddrinfo(host, ps, &hints, &res);
-    if (err != 0) {
-        log_err("listen %s:%d: %s", host, port, gai_strerror(err));
-        return -1;
-    }
-    int fd = -1;
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
-            break;
-        err = errno;
-        close(fd);
-        fd = -1;
-        errno = err;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        log_err("listen %s:%d: %s", host, port, strerror(errno));
-    return fd;
-}
-
-int pidfile_write(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f) {
-        int old = 0;
-        if (fscanf(f, "%d", &old) == 1 && old > 0 && old != getpid() && kill(old, 0) == 0) {
-            fclose(f);
-            log_err("pid file %s: process %d is running", path, old);
-            return -1;
-        }
-        fclose(f);
-    }
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    f = fopen(tmp, "w");
-    if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        log_err("pid file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* The uid and gid USER/GROUP name (-1 for what is not set). */
-static int master_user_ids(const struct config *cfg, uid_t *uid, gid_t *gid, struct passwd **pwp)
-{
-    struct passwd *pw = NULL;
-    *uid = (uid_t)-1;
-    *gid = (gid_t)-1;
-    if (cfg->user) {
-        pw = getpwnam(cfg->user);
-        if (!pw) {
-            log_err("USER %s: no such user", cfg->user);
-            return -1;
-        }
-        *uid = pw->pw_uid;
-        *gid = pw->pw_gid;
-    }
-    if (cfg->group) {
-        struct group *gr = getgrnam(cfg->group);
-        if (!gr) {
-            log_err("GROUP %s: no such group", cfg->group);
-            return -1;
-        }
-        *gid = gr->gr_gid;
-    }
-    if (pwp)
-        *pwp = pw;
-    return 0;
 }
 
 /* The root master opens (and on reopen creates) LOG_FILE; workers running as
@@ -140,31 +61,8 @@ static void master_log_owner(const struct config *cfg)
     gid_t gid;
     if ((cfg->user == NULL && cfg->group == NULL) || geteuid() != 0 || cfg->log_file[0] != '/')
         return;
-    if (master_user_ids(cfg, &uid, &gid, NULL) == 0 && chown(cfg->log_file, uid, gid) != 0)
+    if (proc_user_ids(cfg, &uid, &gid, NULL) == 0 && chown(cfg->log_file, uid, gid) != 0)
         log_err("LOG_FILE %s: cannot give it to USER/GROUP: %s", cfg->log_file, strerror(errno));
-}
-
-int master_drop_privileges(const struct config *cfg)
-{
-    if (cfg->user == NULL && cfg->group == NULL)
-        return 0;
-    if (geteuid() != 0) {
-        log_info("USER/GROUP ignored: not started as root");
-        return 0;
-    }
-    gid_t gid;
-    uid_t uid;
-    struct passwd *pw = NULL;
-    if (master_user_ids(cfg, &uid, &gid, &pw) < 0)
-        return -1;
-    if (gid == (gid_t)-1)
-        gid = getgid();
-    if (setgid(gid) != 0 || (pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) != 0
-        || (pw && setuid(uid) != 0)) {
-        log_err("cannot switch to USER/GROUP: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
 }
 
 static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm, void *ssl_ctx,
@@ -182,7 +80,7 @@ static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *
     (void)oldmask;
     signal(SIGCHLD, SIG_DFL);
     proctitle_set("fooking: worker %d", id);
-    if (master_drop_privileges(cfg) < 0)
+    if (proc_drop_privileges(cfg) < 0)
         _exit(2);
     _exit(worker_run(cfg, id, fd, shm, ssl_ctx));
 }
@@ -226,16 +124,12 @@ static void master_reap(struct slot *slots, int n, struct shm_block *shm, int st
                 log_err("worker %d (pid %d) exited with status %d, %d clients lost", i, (int)pid,
                         WEXITSTATUS(status), left);
             double now = master_now();
-            if (now - slots[i].started < 1.0)
-                slots[i].fails++;
-            else
-                slots[i].fails = 0;
             double delay = 0;
-            if (slots[i].fails > 0) {
-                delay = 0.1 * (double)(1 << (slots[i].fails > 7 ? 7 : slots[i].fails - 1));
-                if (delay > 10)
-                    delay = 10;
+            if (now - slots[i].started < 1.0) {
+                delay = backoff_next(&slots[i].respawn);
                 log_err("worker %d is crash-looping; restarting in %.1f s", i, delay);
+            } else {
+                backoff_reset(&slots[i].respawn);
             }
             slots[i].respawn_at = now + delay;
             break;
@@ -437,7 +331,7 @@ int master_run(struct config *cfg)
             return 1;
         }
     }
-    int fd = inherited >= 0 ? inherited : master_listen(cfg->host, cfg->port);
+    int fd = inherited >= 0 ? inherited : proc_listen(cfg->host, cfg->port);
     if (fd < 0) {
         tls_ctx_free(ssl_ctx);
         return 1;
@@ -449,7 +343,7 @@ int master_run(struct config *cfg)
             return 1;
         }
     }
-    if (cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
+    if (cfg->pid_file && proc_pidfile_write(cfg->pid_file) < 0)
         return 1;
     struct shm_block *shm = shm_create(cfg->worker_num);
     if (!shm) {
@@ -478,6 +372,8 @@ int master_run(struct config *cfg)
     int n = cfg->worker_num;
     struct slot slots[SHM_MAX_WORKERS];
     memset(slots, 0, sizeof(slots));
+    for (int i = 0; i < n; i++)
+        backoff_init(&slots[i].respawn, MASTER_RESPAWN_MIN, MASTER_RESPAWN_MAX);
     log_info("master started (pid %d), listening on %s:%d, %d workers", (int)getpid(), cfg->host,
              cfg->port, n);
     int stopping = 0;

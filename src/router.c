@@ -4,12 +4,9 @@
  * (one per gateway worker); any other is a backend client, usually a PHP request
  * that connects, writes a few commands and closes without reading.
  *
- * State, and who frees it:
- *   r->sids      SID -> link that holds the session        (entries: link_forget)
- *   r->channels  channel -> set of links (link ptr -> link)  (sets: router_channel_leave)
- *   r->gateways  server id + worker id -> link               (entries: link_forget)
- *   link->sids, link->channels: the same facts seen from the link, so forgetting a
- *   dropped link costs its own sessions, not every session of the cluster.
+ * State: the tables (sessions, channels, gateways, each link's own) live in
+ * r->tab (rtable.c), which does no I/O; c->link is the connection's handle
+ * there, freed by rtable_link_forget in router_link_forget only.
  * A link is forgotten the moment it dies (so INFO and fan-out never see it), but
  * the rconn and its bufferevent are freed later by router_reap: a link can die in
  * the middle of a fan-out, or inside its own read callback.
@@ -21,7 +18,6 @@
  * is cheaper than letting one stuck gateway grow the router without bound. */
 #include "router.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,13 +38,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "hmap.h"
 #include "log.h"
 #include "loop.h"
+#include "netaddr.h"
 #include "bus.h"
-#include "master.h"
-#include "sid.h"
+#include "proc.h"
 #include "rmsg.h"
+#include "router_cmd.h"
+#include "rtable.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
  * or forwarding it would drop every link it goes to; so it is also capped at
@@ -75,7 +72,6 @@ struct rconn {
     struct bufferevent *bev;
     char peer[64];               /* "addr:port", for log lines */
     unsigned authed : 1;         /* presented ROUTER_SECRET, or none is set */
-    unsigned link : 1;           /* a gateway link: sent AUTH */
     unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
     unsigned dead : 1;           /* forgotten; router_reap frees it */
     unsigned touched : 1;        /* on the current fan-out's target list */
@@ -83,13 +79,9 @@ struct rconn {
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
-    unsigned char gw_key[8]; /* server id, worker id (BE): key in r->gateways */
-    struct hmap *sids;       /* link: SIDs it holds (values unused) */
-    struct hmap *channels;   /* link: channels it subscribed (values unused) */
-    struct evbuffer *batch;  /* link: its share of the SIDs of the command being split */
+    struct rtable_link *link; /* a gateway link (sent AUTH): its entry in r->tab */
     struct rconn *touch_next;
-    TAILQ_ENTRY(rconn) entry;      /* r->conns, or r->dead once killed */
-    TAILQ_ENTRY(rconn) link_entry; /* r->links, in AUTH order (INFO lists them so) */
+    TAILQ_ENTRY(rconn) entry; /* r->conns, or r->dead once killed */
 };
 TAILQ_HEAD(rconn_list, rconn);
 
@@ -99,23 +91,19 @@ struct router {
     struct evconnlistener *listener;
     struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
     struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
-    struct rconn_list conns, links, dead;
-    struct hmap *sids, *channels, *gateways;
+    struct rconn_list conns, dead;
+    struct rtable *tab;
+    struct rtable_split split; /* scratch of router_cmd_split */
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
     uint32_t max_len;
     size_t output_limit;           /* 0: none */
     struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
+    const struct router_cmd *cmds; /* router_cmds, or router_bus_cmds with a bus */
     const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
     unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
-
-/* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
- * channel name), or moved out of the input whole to be forwarded by reference. */
-enum router_d { ROUTER_D_SKIP, ROUTER_D_BYTES, ROUTER_D_PAYLOAD };
-
-static void router_conn_kill(struct rconn *c);
 
 static uint32_t router_be32(const unsigned char *p)
 {
@@ -162,51 +150,17 @@ static int router_check_output(struct rconn *c)
     return -1;
 }
 
-/* ---- state: sessions, channels, links ---- */
-
-static void router_channel_leave(struct router *r, const void *name, size_t len, struct rconn *l)
-{
-    struct hmap *set = hmap_get(r->channels, name, len);
-
-    if (set == NULL)
-        return;
-    hmap_del(set, &l, sizeof(l), NULL);
-    if (hmap_count(set) == 0) {
-        hmap_del(r->channels, name, len, NULL);
-        hmap_free(set, NULL);
-    }
-}
-
-/* Forgets everything the link told us: its sessions, its channels, its place in
- * r->gateways and r->links. The only cleanup path for a link's state. */
+/* Forgets everything the link told us: its sessions, its channels, its place
+ * among the gateways. The only cleanup path for a link's state. */
 static void router_link_forget(struct rconn *l)
 {
-    struct router *r = l->r;
-    struct hmap_iter it;
-    const void *key;
-    size_t klen;
-
-    hmap_iter_init(&it);
-    while (hmap_next(l->sids, &it, &key, &klen, NULL)) {
-        /* A session that moved to another link since is that link's now. */
-        if (hmap_get(r->sids, key, klen) == l)
-            hmap_del(r->sids, key, klen, NULL);
-    }
-    hmap_iter_init(&it);
-    while (hmap_next(l->channels, &it, &key, &klen, NULL))
-        router_channel_leave(r, key, klen, l);
-    hmap_free(l->sids, NULL);
-    hmap_free(l->channels, NULL);
-    l->sids = l->channels = NULL;
-    if (hmap_get(r->gateways, l->gw_key, sizeof(l->gw_key)) == l)
-        hmap_del(r->gateways, l->gw_key, sizeof(l->gw_key), NULL);
-    TAILQ_REMOVE(&r->links, l, link_entry);
-    l->link = 0;
+    rtable_link_forget(l->r->tab, l->link, NULL);
+    l->link = NULL;
 }
 
 /* Ends a connection: its state is forgotten now, its memory freed by router_reap
  * once the current callback has returned. */
-static void router_conn_kill(struct rconn *c)
+void router_conn_kill(struct rconn *c)
 {
     struct router *r = c->r;
 
@@ -229,8 +183,6 @@ static void router_conn_free(struct rconn *c)
     if (c->link)
         router_link_forget(c);
     bufferevent_free(c->bev);
-    if (c->batch != NULL)
-        evbuffer_free(c->batch);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
     free(c);
@@ -252,19 +204,59 @@ static void router_reap(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- what a command handler may do with its connection (router_cmd.h) ---- */
+
+const char *router_conn_peer(const struct rconn *c)
+{
+    return c->peer;
+}
+
+struct bus *router_conn_bus(const struct rconn *c)
+{
+    return c->r->bus;
+}
+
+int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    rmsg_encode_header(hdr, type, 0, (uint32_t)len);
+    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, d, len) < 0) {
+        log_err("router: %s: out of memory queuing %s, closing", c->peer, rmsg_type_name(type));
+        router_conn_kill(c);
+        return -1;
+    }
+    return router_check_output(c);
+}
+
+void router_conn_hold(struct rconn *c)
+{
+    c->waiting++;
+}
+
+int router_conn_release(struct rconn *c)
+{
+    c->waiting--;
+    if (!c->dead)
+        return 1;
+    if (c->waiting == 0)
+        event_active(c->r->reap, 0, 0);
+    return 0;
+}
+
 /* ---- fan-out ---- */
 
 /* Queues header + S (+ D) on link l. D is a shared payload added by reference,
  * or NULL for bytes d (a channel name) that are small enough to copy. */
-static void router_link_send(struct rconn *l, uint16_t type, struct evbuffer *s, const void *sp,
-                             size_t slen, struct evbuffer *payload, const void *d, size_t dlen)
+static void router_link_send(struct rconn *l, uint16_t type, const void *sp, size_t slen,
+                             struct evbuffer *payload, const void *d, size_t dlen)
 {
     struct evbuffer *out = bufferevent_get_output(l->bev);
     unsigned char hdr[RMSG_HEADER_LEN];
 
     rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
-    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0
-        || (s != NULL ? evbuffer_add_buffer(out, s) : evbuffer_add(out, sp, slen)) < 0
+    if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, sp, slen) < 0
         || (payload != NULL ? evbuffer_add_buffer_reference(out, payload)
                             : evbuffer_add(out, d, dlen))
                < 0) {
@@ -284,32 +276,22 @@ static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbu
 static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
-    struct rconn *head = NULL, *l, *next;
-    int nlinks = 0;
+    struct rtable_split *sp = &r->split;
 
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        l = hmap_get(r->sids, m->s + off, RMSG_SID_LEN);
-        if (l == NULL)
-            continue;
-        if (!l->touched) {
-            l->touched = 1;
-            l->touch_next = head;
-            head = l;
-            nlinks++;
-        }
-        evbuffer_add(l->batch, m->s + off, RMSG_SID_LEN);
+    if (rtable_split(r->tab, m->s, m->slen / RMSG_SID_LEN, sp) < 0) {
+        log_err("router: %s: out of memory splitting %s, not sent", c->peer,
+                rmsg_type_name(m->type));
+        return;
     }
-    /* Sending may drop a link (output limit), which only forgets state: the list
-     * itself and the rconns stay valid until router_reap. */
-    for (l = head; l != NULL; l = next) {
-        next = l->touch_next;
-        l->touched = 0;
-        if (l->dead) {
-            evbuffer_drain(l->batch, evbuffer_get_length(l->batch));
+    /* Sending may drop a link (output limit), which only forgets state: the
+     * split is a copy, and the rconns stay valid until router_reap. Nothing
+     * below splits again, so sp stays as it is. */
+    for (size_t i = 0; i < sp->ngroups; i++) {
+        struct rconn *l = sp->groups[i].owner;
+        if (l->dead)
             continue;
-        }
-        router_link_send(l, m->type, l->batch, NULL, evbuffer_get_length(l->batch), payload, m->d,
-                         m->len);
+        router_link_send(l, m->type, sp->groups[i].sids, sp->groups[i].n * RMSG_SID_LEN, payload,
+                         m->d, m->len);
         if (m->type == RMSG_CH_ADD && !l->dead) {
             /* Subscribe the link now, not when its CH_SUB comes back: a CH_PUB
              * right behind this CH_ADD must reach the new member. (A gateway
@@ -318,8 +300,8 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
             router_cmd_ch_sub(l, &sub, NULL);
         }
     }
-    log_debug("router: %s: %s %u SIDs, %u bytes -> %d links", c->peer, rmsg_type_name(m->type),
-              m->slen / RMSG_SID_LEN, m->len, nlinks);
+    log_debug("router: %s: %s %u SIDs, %u bytes -> %zu links", c->peer, rmsg_type_name(m->type),
+              m->slen / RMSG_SID_LEN, m->len, sp->ngroups);
 }
 
 /* Sends the message to every link on the list, encoded once: each link's output
@@ -356,8 +338,11 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
     return n;
 }
 
-static void router_touch(struct rconn **head, struct rconn *l)
+/* Puts link l (a struct rconn *) on the target list *head (struct rconn **). */
+static void router_touch(void *link, void *head_arg)
 {
+    struct rconn *l = link, **head = head_arg;
+
     if (l->touched || l->dead)
         return;
     l->touched = 1;
@@ -368,15 +353,10 @@ static void router_touch(struct rconn **head, struct rconn *l)
 /* SEND_ALL: every link that holds at least one session. */
 static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct rconn *head = NULL, *l;
+    struct rconn *head = NULL;
     int n;
 
-    TAILQ_FOREACH(l, &r->links, link_entry)
-    {
-        if (hmap_count(l->sids) > 0)
-            router_touch(&head, l);
-    }
+    rtable_with_sessions_each(c->r->tab, router_touch, &head);
     n = router_broadcast(head, m, payload);
     log_debug("router: %s: SEND_ALL %u bytes -> %d links", c->peer, m->len, n);
 }
@@ -384,16 +364,10 @@ static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct ev
 /* CH_PUB: every link subscribed to the channel (S). */
 static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct hmap *set = hmap_get(c->r->channels, m->s, m->slen);
-    struct rconn *head = NULL, *l;
-    struct hmap_iter it;
+    struct rconn *head = NULL;
     int n;
 
-    if (set != NULL) {
-        hmap_iter_init(&it);
-        while (hmap_next(set, &it, NULL, NULL, (void **)&l))
-            router_touch(&head, l);
-    }
+    rtable_channel_each(c->r->tab, m->s, m->slen, router_touch, &head);
     n = router_broadcast(head, m, payload);
     if (log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
@@ -422,8 +396,7 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
     /* A second AUTH on one connection starts over, like a reconnect. */
     if (c->link)
         router_link_forget(c);
-    memcpy(c->gw_key, m->d, sizeof(c->gw_key));
-    old = hmap_get(r->gateways, c->gw_key, sizeof(c->gw_key));
+    old = rtable_gateway(r->tab, server, worker);
     if (old != NULL) {
         /* The worker reconnected before we saw its old link die: the new link is
          * the truth, and it is about to resend its sessions. */
@@ -433,23 +406,12 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
     }
     c->server_id = server;
     c->worker_id = worker;
-    if (c->batch == NULL)
-        c->batch = evbuffer_new();
-    c->sids = hmap_new(0);
-    c->channels = hmap_new(0);
-    if (c->batch == NULL || c->sids == NULL || c->channels == NULL
-        || hmap_put(r->gateways, c->gw_key, sizeof(c->gw_key), c, NULL) < 0)
-        goto fail;
-    c->link = 1;
-    TAILQ_INSERT_TAIL(&r->links, c, link_entry);
+    if ((c->link = rtable_link_add(r->tab, c, server, worker)) == NULL) {
+        log_err("router: %s: gateway %u/%u: out of memory, closing", c->peer, server, worker);
+        router_conn_kill(c);
+        return;
+    }
     log_info("router: %s: gateway link, server %u worker %u", c->peer, server, worker);
-    return;
-fail:
-    log_err("router: %s: gateway %u/%u: out of memory, closing", c->peer, server, worker);
-    hmap_free(c->sids, NULL);
-    hmap_free(c->channels, NULL);
-    c->sids = c->channels = NULL;
-    router_conn_kill(c);
 }
 
 static int router_need_link(struct rconn *c, const struct rmsg *m)
@@ -463,97 +425,53 @@ static int router_need_link(struct rconn *c, const struct rmsg *m)
 
 static void router_cmd_conn(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct rconn *old;
-
     if (!router_need_link(c, m))
         return;
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        const unsigned char *sid = m->s + off;
-        if (hmap_put(r->sids, sid, RMSG_SID_LEN, c, (void **)&old) < 0)
-            goto fail;
-        if (old == c)
-            continue;
-        /* The session moved here before its old link said CLOSE. */
-        if (old != NULL)
-            hmap_del(old->sids, sid, RMSG_SID_LEN, NULL);
-        if (hmap_put(c->sids, sid, RMSG_SID_LEN, NULL, NULL) < 0) {
-            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
-            goto fail;
-        }
+    if (rtable_sessions_add(c->r->tab, c->link, m->s, m->slen / RMSG_SID_LEN) < 0) {
+        /* A link whose sessions we cannot record would silently miss commands;
+         * dropping it makes the gateway reconnect and resend them. */
+        log_err("router: %s: gateway %u/%u: out of memory recording sessions, dropping the link",
+                c->peer, c->server_id, c->worker_id);
+        router_conn_kill(c);
+        return;
     }
     log_debug("router: %s: CONN %u SIDs, gateway %u/%u now holds %zu", c->peer,
-              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
-    return;
-fail:
-    /* A link whose sessions we cannot record would silently miss commands;
-     * dropping it makes the gateway reconnect and resend them. */
-    log_err("router: %s: gateway %u/%u: out of memory recording sessions, dropping the link",
-            c->peer, c->server_id, c->worker_id);
-    router_conn_kill(c);
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, rtable_link_sessions(c->link));
 }
 
 static void router_cmd_close(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-
     if (!router_need_link(c, m))
         return;
-    for (size_t off = 0; off < m->slen; off += RMSG_SID_LEN) {
-        const unsigned char *sid = m->s + off;
-        if (hmap_get(r->sids, sid, RMSG_SID_LEN) == c) {
-            hmap_del(r->sids, sid, RMSG_SID_LEN, NULL);
-            hmap_del(c->sids, sid, RMSG_SID_LEN, NULL);
-        }
-    }
+    rtable_sessions_remove(c->r->tab, c->link, m->s, m->slen / RMSG_SID_LEN);
     log_debug("router: %s: CLOSE %u SIDs, gateway %u/%u now holds %zu", c->peer,
-              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, hmap_count(c->sids));
+              m->slen / RMSG_SID_LEN, c->server_id, c->worker_id, rtable_link_sessions(c->link));
 }
 
 static void router_cmd_ch_sub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router *r = c->r;
-    struct hmap *set;
-    int created = 0;
+    size_t nlinks;
+    int rc;
 
-    if (!router_need_link(c, m) || hmap_has(c->channels, m->s, m->slen))
+    if (!router_need_link(c, m))
         return;
-    set = hmap_get(r->channels, m->s, m->slen);
-    if (set == NULL) {
-        if ((set = hmap_new(0)) == NULL || hmap_put(r->channels, m->s, m->slen, set, NULL) < 0) {
-            hmap_free(set, NULL);
-            goto fail;
-        }
-        created = 1;
+    if ((rc = rtable_subscribe(c->r->tab, c->link, m->s, m->slen, &nlinks)) < 0) {
+        log_err("router: %s: gateway %u/%u: out of memory recording a channel, dropping the link",
+                c->peer, c->server_id, c->worker_id);
+        router_conn_kill(c);
+        return;
     }
-    if (hmap_put(set, &c, sizeof(c), c, NULL) < 0)
-        goto fail_set;
-    if (hmap_put(c->channels, m->s, m->slen, NULL, NULL) < 0) {
-        hmap_del(set, &c, sizeof(c), NULL);
-        goto fail_set;
-    }
-    if (log_get_level() >= LOG_DEBUG) {
+    if (rc > 0 && log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
         log_debug("router: %s: CH_SUB \"%s\", %zu links subscribed", c->peer,
-                  rmsg_escape(m->s, m->slen, name, sizeof(name)), hmap_count(set));
+                  rmsg_escape(m->s, m->slen, name, sizeof(name)), nlinks);
     }
-    return;
-fail_set:
-    if (created) {
-        hmap_del(r->channels, m->s, m->slen, NULL);
-        hmap_free(set, NULL);
-    }
-fail:
-    log_err("router: %s: gateway %u/%u: out of memory recording a channel, dropping the link",
-            c->peer, c->server_id, c->worker_id);
-    router_conn_kill(c);
 }
 
 static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    if (!router_need_link(c, m) || !hmap_del(c->channels, m->s, m->slen, NULL))
+    if (!router_need_link(c, m) || !rtable_unsubscribe(c->r->tab, c->link, m->s, m->slen, NULL))
         return;
-    router_channel_leave(c->r, m->s, m->slen, c);
     if (log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
         log_debug("router: %s: CH_UNSUB \"%s\"", c->peer,
@@ -563,7 +481,7 @@ static void router_cmd_ch_unsub(struct rconn *c, const struct rmsg *m, struct ev
 
 /* ---- commands from backends ---- */
 
-static void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
 
@@ -583,19 +501,20 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
     struct router *r = c->r;
     struct evbuffer *text = evbuffer_new(), *out = bufferevent_get_output(c->bev);
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct rconn *l;
+    struct rtable_totals tot;
+    struct rtable_link *l;
     int ok;
 
+    rtable_totals(r->tab, &tot);
     ok = text != NULL
-         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", hmap_count(r->sids),
-                                hmap_count(r->channels))
+         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", tot.sessions,
+                                tot.channels)
                 >= 0;
-    TAILQ_FOREACH(l, &r->links, link_entry)
-    {
-        ok = ok
-             && evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", l->server_id,
-                                    l->worker_id, hmap_count(l->sids), hmap_count(l->channels))
-                    >= 0;
+    for (l = rtable_links_first(r->tab); ok && l != NULL; l = rtable_links_next(l)) {
+        ok = evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", rtable_link_server_id(l),
+                                 rtable_link_worker_id(l), rtable_link_sessions(l),
+                                 rtable_link_channels(l))
+             >= 0;
     }
     if (ok) {
         rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)evbuffer_get_length(text));
@@ -613,7 +532,7 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
 }
 
 /* PING from anyone: answered, so a backend can check the router too. */
-static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
 
@@ -630,7 +549,7 @@ static void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuff
  * silence for that long means it is gone (a half-open connection, a stuck
  * proxy), and the link is dropped. An old gateway never answers and is never
  * held to it. */
-static void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct timeval tv = {c->r->cfg->link_timeout, 0};
 
@@ -646,12 +565,13 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
 {
     struct router *r = arg;
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct rconn *l, *next;
+    struct rtable_link *tl, *next;
 
     rmsg_encode_header(hdr, RMSG_PING, 0, 0);
-    /* Sending can drop a link (output limit), which unlinks it from r->links. */
-    for (l = TAILQ_FIRST(&r->links); l != NULL; l = next) {
-        next = TAILQ_NEXT(l, link_entry);
+    /* Sending can drop a link (output limit), which forgets it: take next first. */
+    for (tl = rtable_links_first(r->tab); tl != NULL; tl = next) {
+        struct rconn *l = rtable_link_owner(tl);
+        next = rtable_links_next(tl);
         if (evbuffer_add(bufferevent_get_output(l->bev), hdr, sizeof(hdr)) < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing PING, dropping the link",
                     l->peer, l->server_id, l->worker_id);
@@ -662,10 +582,7 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static const struct {
-    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
-    enum router_d d;
-} router_cmds[RMSG_TYPE_MAX + 1] = {
+static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_AUTH] = {router_cmd_auth, ROUTER_D_BYTES},
     [RMSG_CONN] = {router_cmd_conn, ROUTER_D_SKIP},
     [RMSG_CLOSE] = {router_cmd_close, ROUTER_D_SKIP},
@@ -683,205 +600,15 @@ static const struct {
     [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP},
 };
 
-/* ---- bus mode: a stateless router that publishes to Redis ---- */
-
-/* Publishes header + S + D on <prefix><channel>. */
-static void router_bus_publish(struct router *r, const char *ch, size_t chlen, uint16_t type,
-                               const void *sp, size_t slen, struct evbuffer *payload, const void *d,
-                               size_t dlen)
-{
-    unsigned char hdr[RMSG_HEADER_LEN];
-    struct evbuffer *msg = evbuffer_new();
-    if (msg == NULL)
-        return;
-    if (payload != NULL)
-        dlen = evbuffer_get_length(payload);
-    rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
-    evbuffer_add(msg, hdr, sizeof(hdr));
-    evbuffer_add(msg, sp, slen);
-    if (payload != NULL)
-        evbuffer_add_buffer_reference(msg, payload);
-    else
-        evbuffer_add(msg, d, dlen);
-    size_t n = evbuffer_get_length(msg);
-    bus_publish(r->bus, ch, chlen, evbuffer_pullup(msg, -1), n, NULL, 0);
-    evbuffer_free(msg);
-}
-
-static void router_bus_group_free(void *g)
-{
-    evbuffer_free(g);
-}
-
-/* KICK, SEND_MSG, CH_ADD, CH_DEL: one publish per gateway worker, found from
- * the server and worker ids inside each SID (no lookup, no state). */
-static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    struct router *r = c->r;
-    struct hmap *groups = hmap_new(8);
-    if (groups == NULL)
-        return;
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
-        unsigned server, worker;
-        char sid[SID_LEN];
-        memcpy(sid, m->s + off, SID_LEN);
-        if (sid_decode(sid, NULL, &server, &worker, NULL) < 0)
-            continue; /* not one of ours: no gateway can hold it */
-        unsigned char key[4] = {(unsigned char)(server >> 8), (unsigned char)server,
-                                (unsigned char)worker, 0};
-        struct evbuffer *g = hmap_get(groups, key, sizeof(key));
-        if (g == NULL) {
-            if ((g = evbuffer_new()) == NULL || hmap_put(groups, key, sizeof(key), g, NULL) < 0) {
-                if (g)
-                    evbuffer_free(g);
-                continue;
-            }
-        }
-        evbuffer_add(g, sid, SID_LEN);
-    }
-    struct hmap_iter it;
-    const void *k;
-    void *v;
-    hmap_iter_init(&it);
-    while (hmap_next(groups, &it, &k, NULL, &v)) {
-        const unsigned char *key = k;
-        struct evbuffer *g = v;
-        char ch[32];
-        int chlen = snprintf(ch, sizeof(ch), "gw:%u:%u", (unsigned)key[0] << 8 | key[1], key[2]);
-        size_t slen = evbuffer_get_length(g);
-        router_bus_publish(r, ch, (size_t)chlen, m->type, evbuffer_pullup(g, -1), slen, payload,
-                           m->d, m->len);
-    }
-    hmap_free(groups, router_bus_group_free);
-    log_debug("router: %s: %s published", c->peer, rmsg_type_name(m->type));
-}
-
-static void router_bus_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    router_bus_publish(c->r, "all", 3, RMSG_SEND_ALL, NULL, 0, payload, NULL, 0);
-}
-
-static void router_bus_ch_pub(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    char ch[RMSG_MAX_CHANNEL + 4];
-    memcpy(ch, "ch:", 3);
-    memcpy(ch + 3, m->s, m->slen);
-    router_bus_publish(c->r, ch, m->slen + 3u, RMSG_CH_PUB, m->s, m->slen, payload, NULL, 0);
-}
-
-static void router_bus_gateway_msg(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    log_err("router: %s: %s from a gateway, but this router runs on the bus (BUS): gateways "
-            "must set BUS too; closing",
-            c->peer, rmsg_type_name(m->type));
-    router_conn_kill(c);
-}
-
-/* INFO from the presence the gateway workers keep in Redis, in one round
- * trip: the heartbeat of every live worker, and the union of their channels.
- * Workers are found in the registry set <prefix>workers, never with KEYS: the
- * bus may share a Redis with millions of other keys, and KEYS would block it
- * for all of them. A member whose heartbeat expired (a worker that died
- * without a clean stop) is skipped and removed here. */
-static const char router_bus_info_lua[] =
-    "local p = ARGV[1]\n"
-    "local rows, seen, nch, total = {}, {}, 0, 0\n"
-    "for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
-    "  local v = redis.call('GET', p .. 'hb:' .. id)\n"
-    "  if not v then\n"
-    "    redis.call('SREM', p .. 'workers', id)\n"
-    "  else\n"
-    "    local s, w = string.match(id, '^(%d+):(%d+)$')\n"
-    "    local cl, ch = string.match(v, '^(%d+) (%d+)')\n"
-    "    if s and cl then\n"
-    "      rows[#rows + 1] = {tonumber(s), tonumber(w), cl, ch}\n"
-    "      total = total + tonumber(cl)\n"
-    "      for _, c in ipairs(redis.call('SMEMBERS', p .. 'chans:' .. id)) do\n"
-    "        if not seen[c] then seen[c] = true; nch = nch + 1 end\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "table.sort(rows, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)\n"
-    "local out = {'clients: ' .. total .. '\\r\\nchannels: ' .. nch .. '\\r\\n'}\n"
-    "for _, r in ipairs(rows) do\n"
-    "  out[#out + 1] = 'gateway: ' .. r[1] .. '\\t' .. r[2] .. '\\t' .. r[3] .. '\\t' .. r[4] .. "
-    "'\\r\\n'\n"
-    "end\n"
-    "return table.concat(out)\n";
-
-static void router_bus_info_reply(redisAsyncContext *ac, void *rep, void *privdata)
-{
-    struct rconn *c = privdata;
-    redisReply *reply = rep;
-    (void)ac;
-    c->waiting--;
-    if (!c->dead) {
-        unsigned char hdr[RMSG_HEADER_LEN];
-        struct evbuffer *out = bufferevent_get_output(c->bev);
-        const char *text = "";
-        size_t n = 0;
-        if (reply && reply->type == REDIS_REPLY_STRING) {
-            text = reply->str;
-            n = reply->len;
-        } else {
-            log_err("router: %s: INFO from the bus failed: %s", c->peer,
-                    reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
-        }
-        rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)n);
-        evbuffer_add(out, hdr, sizeof(hdr));
-        evbuffer_add(out, text, n);
-        router_check_output(c);
-    } else if (c->waiting == 0) {
-        event_active(c->r->reap, 0, 0);
-    }
-}
-
-static void router_bus_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
-{
-    struct router *r = c->r;
-    const char *prefix = bus_prefix(r->bus);
-    const char *argv[4] = {"EVAL", router_bus_info_lua, "0", prefix};
-    size_t argvlen[4] = {4, sizeof(router_bus_info_lua) - 1, 1, strlen(prefix)};
-    if (bus_command_argv(r->bus, router_bus_info_reply, c, 4, argv, argvlen) < 0) {
-        /* No answer beats a made-up one: the backend sees the failure. */
-        log_err("router: %s: INFO: the bus is not connected, closing", c->peer);
-        router_conn_kill(c);
-        return;
-    }
-    c->waiting++;
-}
-
-static const struct {
-    void (*fn)(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
-    enum router_d d;
-} router_bus_cmds[RMSG_TYPE_MAX + 1] = {
-    [RMSG_AUTH] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CONN] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CLOSE] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_KICK] = {router_bus_split, ROUTER_D_SKIP},
-    [RMSG_SEND_MSG] = {router_bus_split, ROUTER_D_PAYLOAD},
-    [RMSG_SEND_ALL] = {router_bus_send_all, ROUTER_D_PAYLOAD},
-    [RMSG_CH_ADD] = {router_bus_split, ROUTER_D_BYTES},
-    [RMSG_CH_DEL] = {router_bus_split, ROUTER_D_BYTES},
-    [RMSG_CH_PUB] = {router_bus_ch_pub, ROUTER_D_PAYLOAD},
-    [RMSG_CH_SUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_CH_UNSUB] = {router_bus_gateway_msg, ROUTER_D_SKIP},
-    [RMSG_INFO] = {router_bus_info, ROUTER_D_SKIP},
-    [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
-    [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
-    [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP}, /* no links here: ignored */
-};
-
 /* ---- connections ---- */
 
 /* Handles one whole message whose header (already checked) and S are consumed;
  * D is at the front of `in` and is consumed here. */
 static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in)
 {
+    const struct router_cmd *cmd = &c->r->cmds[m->type];
+    enum router_d d = cmd->d;
     struct evbuffer *payload = NULL;
-    int bus = c->r->bus != NULL;
-    enum router_d d = bus ? router_bus_cmds[m->type].d : router_cmds[m->type].d;
 
     if (d == ROUTER_D_PAYLOAD) {
         /* Moves whole chains where it can: the body is not copied. */
@@ -895,10 +622,7 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
         evbuffer_drain(in, m->len);
         m->len = 0;
     }
-    if (bus)
-        router_bus_cmds[m->type].fn(c, m, payload);
-    else
-        router_cmds[m->type].fn(c, m, payload);
+    cmd->fn(c, m, payload);
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
@@ -971,7 +695,7 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
                      left);
         if (c->link)
             log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions", c->peer,
-                     c->server_id, c->worker_id, hmap_count(c->sids));
+                     c->server_id, c->worker_id, rtable_link_sessions(c->link));
         else
             log_debug("router: %s: closed", c->peer);
         if (!c->link && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
@@ -983,14 +707,16 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
     } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->link) {
         log_err("router: %s: gateway %u/%u: nothing received for %d s (LINK_TIMEOUT) though it "
                 "answered PING before: the link is dead, forgetting its %zu sessions",
-                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout, hmap_count(c->sids));
+                c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout,
+                rtable_link_sessions(c->link));
     } else if (what & BEV_EVENT_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & BEV_EVENT_ERROR) {
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id,
-                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), hmap_count(c->sids));
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+                     rtable_link_sessions(c->link));
         else
             log_info("router: %s: %s", c->peer,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -1007,26 +733,6 @@ static void router_auth_timeout(evutil_socket_t fd, short what, void *arg)
     router_conn_kill(c);
 }
 
-static void router_peer_name(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(buf, len, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(buf, len, "[%s]:%d", host, port);
-    } else {
-        snprintf(buf, len, "?");
-    }
-}
-
 static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
@@ -1038,7 +744,7 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
         goto fail;
     c->r = r;
     c->authed = !r->has_secret;
-    router_peer_name(sa, c->peer, sizeof(c->peer));
+    netaddr_format(sa, c->peer, sizeof(c->peer));
     /* Small commands should leave at once; keepalive finds gateways that vanished. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
@@ -1122,25 +828,6 @@ static void router_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(r->base);
 }
 
-/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
-static int router_is_loopback(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 0;
-}
-
 static void router_free(struct router *r)
 {
     struct rconn *c;
@@ -1175,10 +862,9 @@ static void router_free(struct router *r)
         event_free(r->trim);
     if (r->ping != NULL)
         event_free(r->ping);
-    /* Every link was forgotten above, so the maps are empty. */
-    hmap_free(r->sids, NULL);
-    hmap_free(r->channels, NULL);
-    hmap_free(r->gateways, NULL);
+    /* Every link was forgotten above, so the tables are empty. */
+    rtable_free(r->tab);
+    rtable_split_free(&r->split);
     if (r->base != NULL)
         event_base_free(r->base);
     free(r);
@@ -1196,7 +882,6 @@ int router_run(const struct config *cfg)
     }
     r->cfg = cfg;
     TAILQ_INIT(&r->conns);
-    TAILQ_INIT(&r->links);
     TAILQ_INIT(&r->dead);
     r->output_limit = cfg->router_output_limit;
     r->max_len = ROUTER_MAX_LEN;
@@ -1212,9 +897,9 @@ int router_run(const struct config *cfg)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    if ((fd = master_listen(cfg->host, cfg->port)) < 0)
+    if ((fd = proc_listen(cfg->host, cfg->port)) < 0)
         goto fail;
-    if (!r->has_secret && !router_is_loopback(fd))
+    if (!r->has_secret && !proc_is_loopback(fd))
         log_err("router: WARNING: listening on %s:%d, not a loopback address, without "
                 "ROUTER_SECRET: anyone who can reach this port can message and kick every "
                 "client. Set ROUTER_SECRET or bind HOST to 127.0.0.1.",
@@ -1224,18 +909,16 @@ int router_run(const struct config *cfg)
         goto fail;
     }
     if (cfg->pid_file != NULL) {
-        if (pidfile_write(cfg->pid_file) < 0)
+        if (proc_pidfile_write(cfg->pid_file) < 0)
             goto fail;
         pidfile = 1;
     }
-    if (master_drop_privileges(cfg) < 0)
+    if (proc_drop_privileges(cfg) < 0)
         goto fail;
 
-    r->sids = hmap_new(1024);
-    r->channels = hmap_new(0);
-    r->gateways = hmap_new(0);
+    r->tab = rtable_new();
     r->base = loop_new();
-    if (r->sids == NULL || r->channels == NULL || r->gateways == NULL || r->base == NULL)
+    if (r->tab == NULL || r->base == NULL)
         goto fail_oom;
     {
         struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
@@ -1261,8 +944,10 @@ int router_run(const struct config *cfg)
         || evsignal_add(r->sig_hup, NULL) < 0)
         goto fail_oom;
 
+    r->cmds = router_cmds;
     if (cfg->bus != NULL) {
         struct bus_handlers h = {0};
+        r->cmds = router_bus_cmds;
         if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
             goto fail;
     } else if (cfg->link_timeout > 0) {

@@ -12,7 +12,6 @@
  * socket's keepalive and TCP_USER_TIMEOUT are what find a dead peer. */
 #include "uplink.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,10 +22,12 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "backoff.h"
 #include "channel.h"
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
+#include "netaddr.h"
 #include "rmsg.h"
 #include "worker.h"
 
@@ -43,13 +44,13 @@ struct uplink {
     struct bufferevent *bev;
     struct event *retry;
     struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
-    double backoff;
+    struct backoff backoff;
     int connected;
     int pinged;       /* this connection has had a PING */
     int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
     struct evbuffer *conn_sids, *close_sids;
     struct sockaddr_storage sa;
-    int salen;
+    socklen_t salen;
     char name[128];   /* "host:port" */
     char source[136]; /* "router host:port", for worker_command's log lines */
 };
@@ -327,11 +328,8 @@ static void uplink_down(struct uplink *u, const char *why)
         bufferevent_free(u->bev);
         u->bev = NULL;
     }
-    struct timeval tv = {(time_t)u->backoff, (suseconds_t)((u->backoff - (int)u->backoff) * 1e6)};
+    struct timeval tv = backoff_timeval(backoff_next(&u->backoff));
     evtimer_add(u->retry, &tv);
-    u->backoff *= 2;
-    if (u->backoff > UPLINK_BACKOFF_MAX)
-        u->backoff = UPLINK_BACKOFF_MAX;
 }
 
 /* PING from the router: answer it with the same token, and from the first one
@@ -399,7 +397,7 @@ static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
         struct timeval tv = {t, 0};
         u->connected = 1;
         u->pinged = 0;
-        u->backoff = UPLINK_BACKOFF_MIN;
+        backoff_reset(&u->backoff);
         /* The router that pinged the last link is expected to ping this one:
          * a connection that a stuck proxy accepted must not hang forever. */
         bufferevent_set_timeouts(u->bev, t > 0 && u->router_pings ? &tv : NULL, NULL);
@@ -464,7 +462,7 @@ static void uplink_connect(struct uplink *u)
         struct timeval tv = {t, 0};
         bufferevent_set_timeouts(u->bev, NULL, &tv); /* bounds the connect */
     }
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, u->salen) < 0) {
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, (int)u->salen) < 0) {
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return;
     }
@@ -478,24 +476,15 @@ struct uplink *uplink_new(struct worker *w)
     if (!u)
         return NULL;
     u->w = w;
-    u->backoff = UPLINK_BACKOFF_MIN;
+    backoff_init(&u->backoff, UPLINK_BACKOFF_MIN, UPLINK_BACKOFF_MAX);
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
     snprintf(u->source, sizeof(u->source), "router %s", u->name);
-    u->salen = sizeof(u->sa);
-    char addr[300];
-    snprintf(addr, sizeof(addr), "%s:%d", cfg->router_host, cfg->router_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&u->sa, &u->salen) < 0) {
-        struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-        char port[16];
-        snprintf(port, sizeof(port), "%d", cfg->router_port);
-        if (evutil_getaddrinfo(cfg->router_host, port, &hints, &res) != 0) {
-            log_err("ROUTER_HOST %s: cannot resolve", cfg->router_host);
-            free(u);
-            return NULL;
-        }
-        memcpy(&u->sa, res->ai_addr, res->ai_addrlen);
-        u->salen = (int)res->ai_addrlen;
-        evutil_freeaddrinfo(res);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->router_port);
+    if (netaddr_resolve(cfg->router_host, port, &u->sa, &u->salen) != 0) {
+        log_err("ROUTER_HOST %s: cannot resolve", cfg->router_host);
+        free(u);
+        return NULL;
     }
     u->conn_sids = evbuffer_new();
     u->close_sids = evbuffer_new();

@@ -1,0 +1,55 @@
+/* router_cmd.h - inside the router: what a command handler is, and what it may
+ * do with the connection its command came on. router.c owns the connections
+ * (struct rconn stays private to it) and has one command table per mode: its
+ * own, where the router keeps the tables (rtable.c), and router_bus.c's, where
+ * it is stateless and publishes each command on the bus (BUS set). */
+#ifndef FOOKING_ROUTER_CMD_H
+#define FOOKING_ROUTER_CMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+
+#include "rmsg.h"
+
+struct bus;
+struct rconn;
+
+/* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
+ * channel name; m->d points at it), or moved out of the input whole to be
+ * forwarded by reference (payload; m->d unset). */
+enum router_d { ROUTER_D_SKIP, ROUTER_D_BYTES, ROUTER_D_PAYLOAD };
+
+typedef void router_cmd_fn(struct rconn *c, const struct rmsg *m, struct evbuffer *payload);
+
+struct router_cmd {
+    router_cmd_fn *fn;
+    enum router_d d;
+};
+
+/* The bus mode's table (router_bus.c). */
+extern const struct router_cmd router_bus_cmds[RMSG_TYPE_MAX + 1];
+
+/* ---- what router.c offers the tables ---- */
+
+/* "addr:port", for log lines. */
+const char *router_conn_peer(const struct rconn *c);
+/* The router's bus: NULL unless BUS is set. */
+struct bus *router_conn_bus(const struct rconn *c);
+/* Ends the connection (its memory is freed after the current callback). */
+void router_conn_kill(struct rconn *c);
+/* Queues a message with empty S and D = d[0..len) on c, dropping c when that
+ * passes ROUTER_OUTPUT_LIMIT. 0, or -1 when c was dropped. */
+int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len);
+/* Keeps c's memory alive for a callback that will come later (a bus reply),
+ * even if c is killed meanwhile. Each hold is released exactly once, by
+ * router_conn_release, which returns 1 if c is still alive (0: it was killed;
+ * do not touch it, it is freed once no hold is left). */
+void router_conn_hold(struct rconn *c);
+int router_conn_release(struct rconn *c);
+
+/* Commands both modes answer the same way. */
+router_cmd_fn router_cmd_secret, router_cmd_ping, router_cmd_pong;
+
+#endif
