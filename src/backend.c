@@ -28,6 +28,7 @@
 #include <event2/dns.h>
 
 #include "log.h"
+#include "netaddr.h"
 
 #define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
 
@@ -164,27 +165,7 @@ void request_free(struct request *r)
 static int backend_parse_addr(struct backend_server *s, char *host, size_t hostlen,
                               const char **port)
 {
-    const char *addr = s->name;
-    memset(&s->sa, 0, sizeof(s->sa));
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&s->sa;
-        un->sun_family = AF_UNIX;
-        snprintf(un->sun_path, sizeof(un->sun_path), "%s", addr + 5);
-        s->salen = sizeof(*un);
-        return 0;
-    }
-    int len = sizeof(s->sa);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&s->sa, &len) == 0) {
-        s->salen = (socklen_t)len;
-        return 0;
-    }
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= hostlen || colon[1] == '\0')
-        return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    *port = colon + 1;
-    return 1;
+    return netaddr_parse(s->name, &s->sa, &s->salen, host, hostlen, port);
 }
 
 static void backend_use_addrinfo(struct backend_server *s, const struct evutil_addrinfo *ai)
@@ -269,12 +250,10 @@ struct backend_pool *backend_pool_new(struct event_base *base, const struct conf
         struct backend_server *s = &p->servers[i];
         char host[256];
         const char *port;
-        struct evutil_addrinfo *res;
         int rc = backend_parse_addr(s, host, sizeof(host), &port), err = 0;
-        if (rc == 1 && (err = evutil_getaddrinfo(host, port, &backend_hints, &res)) == 0) {
-            backend_use_addrinfo(s, res);
-            evutil_freeaddrinfo(res);
-        } else if (rc != 0) {
+        if (rc == 1)
+            err = netaddr_resolve(host, port, &s->sa, &s->salen);
+        if (rc < 0 || err != 0) {
             log_err("backend %s: cannot resolve address%s%s", s->name, err ? ": " : "",
                     err ? evutil_gai_strerror(err) : "");
             backend_pool_free(p);

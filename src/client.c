@@ -35,6 +35,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "netaddr.h"
 #include "shm.h"
 #include "script.h"
 #include "tls.h"
@@ -567,25 +568,7 @@ static void client_eventcb(struct bufferevent *bev, short what, void *arg)
 /* Fills the printable address and the 16-byte key; 0 if the peer has no IP. */
 static int client_peer(struct client *c, struct sockaddr *sa)
 {
-    memset(c->ip, 0, sizeof(c->ip));
-    if (sa->sa_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)sa;
-        evutil_inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
-        c->port = ntohs(in->sin_port);
-        c->ip[10] = c->ip[11] = 0xff;
-        memcpy(c->ip + 12, &in->sin_addr, 4);
-        return 1;
-    }
-    if (sa->sa_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
-        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
-        c->port = ntohs(in6->sin6_port);
-        memcpy(c->ip, &in6->sin6_addr, 16);
-        return 1;
-    }
-    snprintf(c->addr, sizeof(c->addr), "unix");
-    c->port = 0;
-    return 0;
+    return netaddr_peer(sa, c->addr, sizeof(c->addr), &c->port, c->ip);
 }
 
 /* SERVER_ADDR and SERVER_PORT: the address the client reached. Known once
@@ -604,14 +587,11 @@ static void client_server_params(struct client *c, evutil_socket_t fd)
     if (w->server_addr_wild) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
+        int port;
         buf[0] = '\0';
-        if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-            if (ss.ss_family == AF_INET)
-                evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, sizeof(buf));
-            else if (ss.ss_family == AF_INET6)
-                evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf,
-                                 sizeof(buf));
-        }
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0
+            || !netaddr_peer((struct sockaddr *)&ss, buf, sizeof(buf), &port, NULL))
+            buf[0] = '\0';
         addr = buf;
     }
     if (want_addr && addr[0])

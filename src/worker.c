@@ -32,6 +32,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "loop.h"
+#include "netaddr.h"
 #include "script.h"
 #include "uplink.h"
 #include "wsconn.h"
@@ -540,19 +541,15 @@ static void worker_server_addr(struct worker *w, int fd)
     socklen_t len = sizeof(ss);
     snprintf(w->server_port, sizeof(w->server_port), "%d", w->cfg->port);
     w->server_addr_wild = 1;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+    int port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0
+        || !netaddr_peer((struct sockaddr *)&ss, w->server_addr, sizeof(w->server_addr), &port,
+                         NULL))
         return;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        w->server_addr_wild = in->sin_addr.s_addr == htonl(INADDR_ANY);
-        evutil_inet_ntop(AF_INET, &in->sin_addr, w->server_addr, sizeof(w->server_addr));
-        snprintf(w->server_port, sizeof(w->server_port), "%d", ntohs(in->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        w->server_addr_wild = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
-        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, w->server_addr, sizeof(w->server_addr));
-        snprintf(w->server_port, sizeof(w->server_port), "%d", ntohs(in6->sin6_port));
-    }
+    snprintf(w->server_port, sizeof(w->server_port), "%d", port);
+    w->server_addr_wild = ss.ss_family == AF_INET
+                              ? ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY)
+                              : IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr);
 }
 
 int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm, void *ssl_ctx)
