@@ -152,104 +152,26 @@ static int master_check_user(const struct config *cfg)
     return 0;
 }
 
-/* How long a new binary may take to serve before the upgrade is called off. */
-#define MASTER_UPGRADE_SECONDS 10
-
-/* The environment a binary upgrade hands the new master (documented in README). */
-#define ENV_LISTEN_FD "FOOKING_LISTEN_FD" /* the listening socket, inherited */
-#define ENV_READY_FD  "FOOKING_READY_FD"  /* write one byte here once serving */
-#define ENV_SID_AFTER "FOOKING_SID_AFTER" /* ms: start every SID clock past this */
-
-static int master_env_fd(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return -1;
-    char *end;
-    long fd = strtol(v, &end, 10);
-    unsetenv(name);
-    if (*end != '\0' || fd < 3 || fd > 65535) {
-        log_err("%s=%s: not a file descriptor; ignored", name, v);
-        return -1;
-    }
-    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-    return (int)fd;
-}
-
-/* The listening socket a previous master handed over, if it is one. */
-static int master_inherited_listener(void)
-{
-    int fd = master_env_fd(ENV_LISTEN_FD), yes = 0;
-    socklen_t len = sizeof(yes);
-    if (fd < 0)
-        return -1;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &yes, &len) != 0 || !yes) {
-        log_err("%s=%d is not a listening socket; ignored", ENV_LISTEN_FD, fd);
-        return -1;
-    }
-    int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    return fd;
-}
-
-/* SIGUSR2: start the binary at `exe` (perhaps a new one) on the same config,
+/* SIGUSR2: start the binary again (perhaps a new one) on the same config,
  * handing it the listening socket; this master goes on serving until the new
  * one says it serves. New SIDs start past what this generation can still
  * hand out (its workers accept until the new master is ready, at most
- * MASTER_UPGRADE_SECONDS), so the two never share one. */
+ * PROC_UPGRADE_SECONDS), so the two never share one. */
 static void master_upgrade_start(struct upgrade *up, const struct config *cfg, const char *exe,
                                  const char *conf, int fd, const sigset_t *oldmask)
 {
-    int p[2];
     if (up->pid > 0) {
         log_err("master: upgrade: one is already under way (new master %d)", (int)up->pid);
         return;
     }
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        log_err("master: upgrade: pipe: %s", strerror(errno));
+    unsigned long long after = sid_now_ms() + (PROC_UPGRADE_SECONDS + 1) * 1000ULL;
+    pid_t pid = proc_upgrade_spawn("master", exe, conf, fd, cfg->pid_file, after, oldmask,
+                                   &up->ready_fd);
+    if (pid < 0)
         return;
-    }
-    char oldbin[4200];
-    if (cfg->pid_file) {
-        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
-        if (rename(cfg->pid_file, oldbin) != 0)
-            log_err("master: upgrade: %s -> %s: %s", cfg->pid_file, oldbin, strerror(errno));
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    unsigned long long after =
-        (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000
-        + (MASTER_UPGRADE_SECONDS + 1) * 1000ULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        char v[32];
-        fcntl(fd, F_SETFD, 0);
-        fcntl(p[1], F_SETFD, 0);
-        snprintf(v, sizeof(v), "%d", fd);
-        setenv(ENV_LISTEN_FD, v, 1);
-        snprintf(v, sizeof(v), "%d", p[1]);
-        setenv(ENV_READY_FD, v, 1);
-        snprintf(v, sizeof(v), "%llu", after);
-        setenv(ENV_SID_AFTER, v, 1);
-        signal(SIGCHLD, SIG_DFL);
-        sigprocmask(SIG_SETMASK, oldmask, NULL);
-        execl(exe, exe, conf, (char *)NULL);
-        log_err("master: upgrade: exec %s: %s", exe, strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    if (pid < 0) {
-        log_err("master: upgrade: fork: %s", strerror(errno));
-        close(p[0]);
-        if (cfg->pid_file)
-            rename(oldbin, cfg->pid_file);
-        return;
-    }
     up->pid = pid;
-    up->ready_fd = p[0];
-    up->deadline = master_now() + MASTER_UPGRADE_SECONDS;
+    up->deadline = master_now() + PROC_UPGRADE_SECONDS;
     up->exited = 0;
-    log_info("master: upgrade: started %s (pid %d); serving until it is ready", exe, (int)pid);
 }
 
 /* The upgrade did not happen: this master stays the running generation. */
@@ -262,12 +184,7 @@ static void master_upgrade_fail(struct upgrade *up, const struct config *cfg, co
         waitpid(up->pid, NULL, 0);
     }
     close(up->ready_fd);
-    if (cfg->pid_file) {
-        char oldbin[4200];
-        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
-        if (rename(oldbin, cfg->pid_file) != 0)
-            log_err("master: %s -> %s: %s", oldbin, cfg->pid_file, strerror(errno));
-    }
+    proc_upgrade_restore_pidfile(cfg->pid_file);
     up->pid = 0;
 }
 
@@ -299,7 +216,7 @@ static int master_upgrade_poll(struct upgrade *up, const struct config *cfg)
     }
     if (master_now() >= up->deadline) {
         snprintf(why, sizeof(why), "the new master was not serving within %d s",
-                 MASTER_UPGRADE_SECONDS);
+                 PROC_UPGRADE_SECONDS);
         master_upgrade_fail(up, cfg, why);
         return -1;
     }
@@ -312,15 +229,10 @@ int master_run(struct config *cfg)
     /* For an upgrade: the binary and config by absolute path (DAEMONIZE
      * changes the directory; the binary file may be replaced meanwhile). */
     char exe[4096], conf[4096];
-    ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    exe[exe_len > 0 ? exe_len : 0] = '\0';
-    if (!realpath(cfg->file, conf))
-        snprintf(conf, sizeof(conf), "%s", cfg->file);
-    int inherited = master_inherited_listener();
-    int ready_fd = master_env_fd(ENV_READY_FD);
-    const char *after = getenv(ENV_SID_AFTER);
-    unsigned long long sid_after = after ? strtoull(after, NULL, 10) : 0;
-    unsetenv(ENV_SID_AFTER);
+    proc_upgrade_paths(cfg->file, exe, sizeof(exe), conf, sizeof(conf));
+    int inherited = proc_inherited_listener();
+    int ready_fd = proc_env_fd(PROC_ENV_READY_FD);
+    unsigned long long sid_after = proc_sid_after();
     if (master_check_user(cfg) < 0)
         return 1;
     if (cfg->ssl) {
@@ -398,10 +310,7 @@ int master_run(struct config *cfg)
             for (int i = 0; i < n; i++)
                 ready &= slots[i].pid > 0 && atomic_load(&shm->workers[i].ready);
             if (ready) { /* the previous master may go now */
-                if (write(ready_fd, "R", 1) != 1)
-                    log_err("master: cannot tell the previous master we serve: %s",
-                            strerror(errno));
-                close(ready_fd);
+                proc_upgrade_ready(ready_fd);
                 ready_fd = -1;
             } else if (now + 0.01 < next) {
                 next = now + 0.01;
@@ -517,10 +426,8 @@ int master_run(struct config *cfg)
         }
     }
     log_info("master: stopped");
-    if (cfg->pid_file && handed_over) {
-        char oldbin[4200];
-        snprintf(oldbin, sizeof(oldbin), "%s.oldbin", cfg->pid_file);
-        unlink(oldbin);
+    if (handed_over) {
+        proc_upgrade_remove_oldbin(cfg->pid_file);
     } else if (cfg->pid_file) {
         unlink(cfg->pid_file);
     }

@@ -6,12 +6,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -139,4 +141,134 @@ int proc_is_loopback(int fd)
         return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return 0;
+}
+
+/* ---- binary upgrade ---- */
+
+int proc_env_fd(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v)
+        return -1;
+    char *end;
+    long fd = strtol(v, &end, 10);
+    if (*end != '\0' || fd < 3 || fd > 65535) {
+        log_err("%s=%s: not a file descriptor; ignored", name, v);
+        unsetenv(name);
+        return -1;
+    }
+    unsetenv(name);
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
+int proc_inherited_listener(void)
+{
+    int fd = proc_env_fd(PROC_ENV_LISTEN_FD), yes = 0;
+    socklen_t len = sizeof(yes);
+    if (fd < 0)
+        return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &yes, &len) != 0 || !yes) {
+        log_err("%s=%d is not a listening socket; ignored", PROC_ENV_LISTEN_FD, fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+unsigned long long proc_sid_after(void)
+{
+    const char *v = getenv(PROC_ENV_SID_AFTER);
+    unsigned long long ms = v ? strtoull(v, NULL, 10) : 0;
+    unsetenv(PROC_ENV_SID_AFTER);
+    return ms;
+}
+
+void proc_upgrade_paths(const char *config, char *exe, size_t exelen, char *conf, size_t conflen)
+{
+    ssize_t n = readlink("/proc/self/exe", exe, exelen - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    if (!realpath(config, conf) || strlen(conf) >= conflen)
+        snprintf(conf, conflen, "%s", config);
+}
+
+static void proc_oldbin(const char *pid_file, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.oldbin", pid_file);
+}
+
+void proc_upgrade_restore_pidfile(const char *pid_file)
+{
+    char oldbin[4200];
+    if (!pid_file)
+        return;
+    proc_oldbin(pid_file, oldbin, sizeof(oldbin));
+    if (rename(oldbin, pid_file) != 0)
+        log_err("%s -> %s: %s", oldbin, pid_file, strerror(errno));
+}
+
+void proc_upgrade_remove_oldbin(const char *pid_file)
+{
+    char oldbin[4200];
+    if (!pid_file)
+        return;
+    proc_oldbin(pid_file, oldbin, sizeof(oldbin));
+    unlink(oldbin);
+}
+
+pid_t proc_upgrade_spawn(const char *who, const char *exe, const char *conf, int listen_fd,
+                         const char *pid_file, unsigned long long sid_after,
+                         const sigset_t *mask, int *ready_fd)
+{
+    int p[2];
+    if (exe[0] == '\0') {
+        log_err("%s: upgrade refused: cannot tell which binary runs", who);
+        return -1;
+    }
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        log_err("%s: upgrade: pipe: %s", who, strerror(errno));
+        return -1;
+    }
+    if (pid_file) {
+        char oldbin[4200];
+        proc_oldbin(pid_file, oldbin, sizeof(oldbin));
+        if (rename(pid_file, oldbin) != 0)
+            log_err("%s: upgrade: %s -> %s: %s", who, pid_file, oldbin, strerror(errno));
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        char v[32];
+        fcntl(listen_fd, F_SETFD, 0);
+        fcntl(p[1], F_SETFD, 0);
+        snprintf(v, sizeof(v), "%d", listen_fd);
+        setenv(PROC_ENV_LISTEN_FD, v, 1);
+        snprintf(v, sizeof(v), "%d", p[1]);
+        setenv(PROC_ENV_READY_FD, v, 1);
+        if (sid_after) {
+            snprintf(v, sizeof(v), "%llu", sid_after);
+            setenv(PROC_ENV_SID_AFTER, v, 1);
+        }
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, mask, NULL);
+        execl(exe, exe, conf, (char *)NULL);
+        log_err("%s: upgrade: exec %s: %s", who, exe, strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    if (pid < 0) {
+        log_err("%s: upgrade: fork: %s", who, strerror(errno));
+        close(p[0]);
+        proc_upgrade_restore_pidfile(pid_file);
+        return -1;
+    }
+    *ready_fd = p[0];
+    log_info("%s: upgrade: started %s (pid %d); serving until it is ready", who, exe, (int)pid);
+    return pid;
+}
+
+void proc_upgrade_ready(int ready_fd)
+{
+    if (write(ready_fd, "R", 1) != 1)
+        log_err("cannot tell the previous process we serve: %s", strerror(errno));
+    close(ready_fd);
 }
