@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -90,6 +91,15 @@ struct router {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sig_int, *sig_term, *sig_usr1, *sig_hup, *reap, *accept_resume, *trim;
+    struct event *sig_quit, *sig_usr2, *sig_chld;
+    /* SIGUSR2: a binary upgrade under way (proc.h), its successor's pid, the
+     * read end of its ready pipe, and the deadline for it. */
+    pid_t up_pid;
+    struct event *up_ready, *up_timer;
+    int up_fd;
+    int handed_over; /* the successor serves: this router goes */
+    sigset_t sigs;   /* the signals handled, blocked until their handlers exist */
+    char exe[4096], conf[4096];
     struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
     struct rconn_list conns, dead;
     struct rtable *tab;
@@ -798,10 +808,113 @@ static void router_accept_resume(evutil_socket_t fd, short what, void *arg)
     evconnlistener_enable(r->listener);
 }
 
+/* The upgrade is over, one way or the other: its events and pipe go. */
+static void router_upgrade_end(struct router *r)
+{
+    if (r->up_ready) {
+        event_free(r->up_ready);
+        r->up_ready = NULL;
+    }
+    if (r->up_timer) {
+        event_free(r->up_timer);
+        r->up_timer = NULL;
+    }
+    if (r->up_fd >= 0)
+        close(r->up_fd);
+    r->up_fd = -1;
+    r->up_pid = 0;
+}
+
+static void router_upgrade_fail(struct router *r, const char *why, int reaped)
+{
+    log_err("router: upgrade failed: %s; this router (pid %d) keeps serving", why, (int)getpid());
+    if (!reaped) {
+        kill(r->up_pid, SIGKILL);
+        waitpid(r->up_pid, NULL, 0);
+    }
+    proc_upgrade_restore_pidfile(r->cfg->pid_file);
+    router_upgrade_end(r);
+}
+
+/* The successor serves: stop accepting and close every connection; the
+ * gateways reconnect (to the successor, which holds the same socket) and
+ * resync their sessions and channels, as after a router restart. */
+static void router_upgrade_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *r = arg;
+    char b;
+    (void)what;
+    if (read(fd, &b, 1) != 1)
+        return; /* EOF: the successor died; SIGCHLD says how */
+    log_info("router: upgrade: new router %d serves; closing %s connections and stopping",
+             (int)r->up_pid, "all");
+    router_upgrade_end(r);
+    r->handed_over = 1;
+    evconnlistener_disable(r->listener);
+    struct rconn *c, *next;
+    for (c = TAILQ_FIRST(&r->conns); c; c = next) {
+        next = TAILQ_NEXT(c, entry);
+        router_conn_kill(c);
+    }
+    event_base_loopexit(r->base, NULL);
+}
+
+static void router_upgrade_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    char why[64];
+    (void)fd;
+    (void)what;
+    snprintf(why, sizeof(why), "the new router was not serving within %d s",
+             PROC_UPGRADE_SECONDS);
+    router_upgrade_fail(arg, why, 0);
+}
+
+static void router_upgrade_start(struct router *r)
+{
+    if (r->up_pid > 0) {
+        log_err("router: upgrade: one is already under way (new router %d)", (int)r->up_pid);
+        return;
+    }
+    int fd = evconnlistener_get_fd(r->listener);
+    pid_t pid = proc_upgrade_spawn("router", r->exe, r->conf, fd, r->cfg->pid_file, 0, &r->sigs,
+                                   &r->up_fd);
+    if (pid < 0)
+        return;
+    r->up_pid = pid;
+    struct timeval tv = {PROC_UPGRADE_SECONDS, 0};
+    r->up_ready = event_new(r->base, r->up_fd, EV_READ | EV_PERSIST, router_upgrade_ready, r);
+    r->up_timer = evtimer_new(r->base, router_upgrade_timeout, r);
+    if (!r->up_ready || !r->up_timer || event_add(r->up_ready, NULL) < 0
+        || evtimer_add(r->up_timer, &tv) < 0)
+        router_upgrade_fail(r, "out of memory", 0);
+}
+
+static void router_child(struct router *r)
+{
+    int status;
+    char why[96];
+    if (r->up_pid <= 0 || waitpid(r->up_pid, &status, WNOHANG) != r->up_pid)
+        return;
+    if (WIFEXITED(status))
+        snprintf(why, sizeof(why), "the new router exited with status %d (see its log)",
+                 WEXITSTATUS(status));
+    else
+        snprintf(why, sizeof(why), "the new router was killed by signal %d", WTERMSIG(status));
+    router_upgrade_fail(r, why, 1);
+}
+
 static void router_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct router *r = arg;
 
+    if (sig == SIGUSR2) {
+        router_upgrade_start(r);
+        return;
+    }
+    if (sig == SIGCHLD) {
+        router_child(r);
+        return;
+    }
     if (sig == SIGUSR1) {
         if (log_reopen() < 0)
             log_err("router: reopening the log file: %s", strerror(errno));
@@ -854,6 +967,14 @@ static void router_free(struct router *r)
         event_free(r->sig_usr1);
     if (r->sig_hup != NULL)
         event_free(r->sig_hup);
+    if (r->sig_quit != NULL)
+        event_free(r->sig_quit);
+    if (r->sig_usr2 != NULL)
+        event_free(r->sig_usr2);
+    if (r->sig_chld != NULL)
+        event_free(r->sig_chld);
+    if (r->up_pid > 0)
+        router_upgrade_fail(r, "the router stops", 0);
     if (r->reap != NULL)
         event_free(r->reap);
     if (r->accept_resume != NULL)
@@ -881,6 +1002,21 @@ int router_run(const struct config *cfg)
         return 1;
     }
     r->cfg = cfg;
+    r->up_fd = -1;
+    /* Blocked until their handlers exist: one arriving in between (a SIGHUP
+     * right after start) would otherwise take its default action. */
+    sigemptyset(&r->sigs);
+    sigaddset(&r->sigs, SIGINT);
+    sigaddset(&r->sigs, SIGTERM);
+    sigaddset(&r->sigs, SIGQUIT);
+    sigaddset(&r->sigs, SIGHUP);
+    sigaddset(&r->sigs, SIGUSR1);
+    sigaddset(&r->sigs, SIGUSR2);
+    sigaddset(&r->sigs, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &r->sigs, NULL);
+    proc_upgrade_paths(cfg->file, r->exe, sizeof(r->exe), r->conf, sizeof(r->conf));
+    int inherited = proc_inherited_listener();
+    int ready_fd = proc_env_fd(PROC_ENV_READY_FD);
     TAILQ_INIT(&r->conns);
     TAILQ_INIT(&r->dead);
     r->output_limit = cfg->router_output_limit;
@@ -897,14 +1033,15 @@ int router_run(const struct config *cfg)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    if ((fd = proc_listen(cfg->host, cfg->port)) < 0)
+    if ((fd = inherited >= 0 ? inherited : proc_listen(cfg->host, cfg->port)) < 0)
         goto fail;
     if (!r->has_secret && !proc_is_loopback(fd))
         log_err("router: WARNING: listening on %s:%d, not a loopback address, without "
                 "ROUTER_SECRET: anyone who can reach this port can message and kick every "
                 "client. Set ROUTER_SECRET or bind HOST to 127.0.0.1.",
                 cfg->host, cfg->port);
-    if (cfg->daemonize && daemon(0, 0) != 0) {
+    /* A router started by an upgrade is its predecessor's child: already detached. */
+    if (cfg->daemonize && inherited < 0 && daemon(0, 0) != 0) {
         log_err("router: daemonize: %s", strerror(errno));
         goto fail;
     }
@@ -935,14 +1072,20 @@ int router_run(const struct config *cfg)
     r->sig_term = evsignal_new(r->base, SIGTERM, router_signal, r);
     r->sig_usr1 = evsignal_new(r->base, SIGUSR1, router_signal, r);
     r->sig_hup = evsignal_new(r->base, SIGHUP, router_signal, r);
+    r->sig_quit = evsignal_new(r->base, SIGQUIT, router_signal, r);
+    r->sig_usr2 = evsignal_new(r->base, SIGUSR2, router_signal, r);
+    r->sig_chld = evsignal_new(r->base, SIGCHLD, router_signal, r);
     r->reap = event_new(r->base, -1, 0, router_reap, r);
     r->accept_resume = evtimer_new(r->base, router_accept_resume, r);
     r->trim = loop_trim_new(r->base);
     if (r->sig_int == NULL || r->sig_term == NULL || r->sig_usr1 == NULL || r->sig_hup == NULL
         || r->reap == NULL || r->accept_resume == NULL || evsignal_add(r->sig_int, NULL) < 0
         || evsignal_add(r->sig_term, NULL) < 0 || evsignal_add(r->sig_usr1, NULL) < 0
-        || evsignal_add(r->sig_hup, NULL) < 0)
+        || evsignal_add(r->sig_hup, NULL) < 0 || r->sig_quit == NULL || r->sig_usr2 == NULL
+        || r->sig_chld == NULL || evsignal_add(r->sig_quit, NULL) < 0
+        || evsignal_add(r->sig_usr2, NULL) < 0 || evsignal_add(r->sig_chld, NULL) < 0)
         goto fail_oom;
+    sigprocmask(SIG_UNBLOCK, &r->sigs, NULL);
 
     r->cmds = router_cmds;
     if (cfg->bus != NULL) {
@@ -962,6 +1105,10 @@ int router_run(const struct config *cfg)
              cfg->host, cfg->port, r->max_len, r->output_limit,
              r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET",
              r->bus ? ", stateless on the bus" : "");
+    if (ready_fd >= 0) { /* a predecessor waits for this to hand over */
+        proc_upgrade_ready(ready_fd);
+        ready_fd = -1;
+    }
     if (event_base_dispatch(r->base) < 0) {
         log_err("router: event loop failed");
         goto fail;
@@ -976,7 +1123,11 @@ fail:
 done:
     if (fd >= 0)
         close(fd);
-    if (pidfile)
+    if (ready_fd >= 0)
+        close(ready_fd);
+    if (pidfile && r->handed_over)
+        proc_upgrade_remove_oldbin(cfg->pid_file);
+    else if (pidfile)
         unlink(cfg->pid_file);
     router_free(r);
     return rc;

@@ -263,3 +263,49 @@ def test_failed_upgrade_keeps_the_old_master(gateway, fake, tmp_path):
     assert not os.path.exists(str(pid_file) + ".oldbin")
     with gw.client() as c:
         assert c.request(b"still the old one") == b"still the old one"
+
+
+def test_router_binary_upgrade_gateways_resync(gateway, fake, tmp_path):
+    import peers
+    import rproto
+    pid_file = tmp_path / "router.pid"
+    router = peers.Router(tmp_path / "router", PID_FILE=str(pid_file)).start()
+    old = router.pid
+    f = fake()
+    gw = gateway(BACKEND_SERVER=f.addr, FASTCGI_PARAMS=base_params(), ROUTER_HOST="127.0.0.1",
+                 ROUTER_PORT=router.port, WORKER_NUM=2)
+    clients = [gw.client() for _ in range(4)]
+    for i, c in enumerate(clients):
+        assert c.request(b"u%d" % i) == b"u%d" % i
+    sids = [f.sid_of(b"u%d" % i) for i in range(4)]
+    fk.wait_until(lambda: rproto.Backend(router.port).info()["clients"] == 4, 5,
+                  msg="the router to know the 4 sessions")
+    new = None
+    try:
+        os.kill(old, signal.SIGUSR2)
+        fk.wait_until(lambda: _pid_file_pid(pid_file) not in (None, old), 10,
+                      msg="PID_FILE naming the new router")
+        new = _pid_file_pid(pid_file)
+        router.proc.wait(timeout=10)
+        assert not os.path.exists(str(pid_file) + ".oldbin")
+        # The gateways reconnect to the new router and resync: INFO is whole again,
+        # and a push reaches exactly its client.
+        fk.wait_until(lambda: rproto.Backend(router.port).info()["clients"] == 4,
+                      peers.RESYNC_DEADLINE, msg="sessions resynced to the new router")
+        rproto.Backend(router.port).send_msg([sids[2].encode()], b"via the new router")
+        assert clients[2].recv(timeout=5) == b"via the new router"
+        for i, c in enumerate(clients):
+            assert c.request(b"again %d" % i) == b"again %d" % i  # never disconnected
+        assert router.log_lines("upgrade: new router %d serves" % new)
+    finally:
+        for c in clients:
+            c.close()
+        if new:
+            fk.stop_pid(new, timeout=10)
+
+
+def test_router_sigquit_stops_cleanly(tmp_path):
+    import peers
+    router = peers.Router(tmp_path / "router").start()
+    os.kill(router.pid, signal.SIGQUIT)
+    assert router.proc.wait(timeout=10) == 0
