@@ -56,6 +56,14 @@ struct bus {
 
 static void bus_connect(struct bus_conn *bc);
 
+static int bus_hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 int bus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *password,
                   size_t pwlen, int *db, char *err, size_t errlen)
 {
@@ -72,12 +80,26 @@ int bus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
-        size_t n = (size_t)(at - pw);
-        if (n >= pwlen) {
-            snprintf(err, errlen, "password too long");
-            return -1;
+        size_t n = 0;
+        /* Percent-decoded, as URLs carry a password with ':', '@' or '/' in
+         * it (and as the PHP and Go clients read the same URL). */
+        for (const char *q = pw; q < at; q++) {
+            int c = (unsigned char)*q;
+            if (c == '%') {
+                int hi, lo;
+                if (at - q < 3 || (hi = bus_hexval(q[1])) < 0 || (lo = bus_hexval(q[2])) < 0) {
+                    snprintf(err, errlen, "bad %%-escape in the password");
+                    return -1;
+                }
+                c = hi * 16 + lo;
+                q += 2;
+            }
+            if (n + 1 >= pwlen) {
+                snprintf(err, errlen, "password too long");
+                return -1;
+            }
+            password[n++] = (char)c;
         }
-        memcpy(password, pw, n);
         password[n] = '\0';
         p = at + 1;
     }

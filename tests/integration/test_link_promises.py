@@ -343,10 +343,11 @@ def test_bus_password_and_db_on_the_gateway(tmp_path, router, gateways, php):
     pytest.importorskip("redis")
     if not os.path.exists(peers.REDIS_SERVER):
         pytest.skip("redis-server not installed")
-    pw = "pw-s3cret"
+    pw = "pw:s3c@ret"  # percent-encoded in the URL, as the PHP and Go clients take it
     srv = peers.RedisServer(tmp_path / "redis", requirepass=pw).start()
     try:
-        url = "redis://:%s@127.0.0.1:%d/5" % (pw, srv.port)
+        from urllib.parse import quote
+        url = "redis://:%s@127.0.0.1:%d/5" % (quote(pw, safe=""), srv.port)
         gw = gateways(**bus_keys(php, url))
         db5 = srv.client(password=pw, db=5)
         db0 = srv.client(password=pw, db=0)

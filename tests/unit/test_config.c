@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "bus.h"
 #include "config.h"
 
 static char path[64];
@@ -107,6 +108,21 @@ static void test_bus_url(void **state)
     assert_string_equal(cfg.bus, "redis://:pw@127.0.0.1:6380/2");
     assert_string_equal(cfg.bus_prefix, "fooking:");
     config_free(&cfg);
+    /* the password is percent-decoded, as the PHP and Go clients do */
+    char host[64], pw[64], e[128];
+    int port, db;
+    assert_int_equal(bus_parse_url("redis://:s3cr%3At%40x@h:1/3", host, sizeof(host), &port, pw,
+                                   sizeof(pw), &db, e, sizeof(e)),
+                     0);
+    assert_string_equal(pw, "s3cr:t@x");
+    assert_string_equal(host, "h");
+    assert_int_equal(port, 1);
+    assert_int_equal(db, 3);
+    assert_int_equal(bus_parse_url("redis://:bad%4@h:1", host, sizeof(host), &port, pw,
+                                   sizeof(pw), &db, e, sizeof(e)),
+                     -1);
+    assert_string_equal(e, "bad %-escape in the password");
+    expect_error("ROUTER=1 PORT=1 BUS='redis://:%zz@h:1'", "BUS must be");
 }
 
 static void test_router_mode(void **state)
