@@ -465,16 +465,29 @@ def test_php_client_is_a_composer_package(tmp_path):
     for php in php_dir.glob("*.php"):
         text = php.read_text()
         assert not re.search(r"^namespace\s", text, re.M), \
-            "%s has a namespace: use PSR-4 autoload instead of classmap" % php.name
+            "%s has a namespace: it belongs under the PSR-4 directory" % php.name
         for cls in re.findall(r"^(?:final\s+|abstract\s+)?class\s+(\w+)", text, re.M):
             defined[cls] = php.name
     assert set(defined) == {"FookingRouter", "FookingRedis"}
     for entry in classmap:
         assert (php_dir / entry).exists(), entry
     assert set(defined.values()) <= set(classmap)
-    for ns, d in (auto.get("psr-4") or {}).items():
-        assert (php_dir / d).is_dir()
+    # PSR-4: Fooking\Router and Fooking\Redis, each in <dir>/<Name>.php
+    psr4 = auto["psr-4"]
+    assert list(psr4) == ["Fooking\\"], psr4
+    src = php_dir / psr4["Fooking\\"]
+    for name in ("Router", "Redis"):
+        text = (src / (name + ".php")).read_text()
+        assert re.search(r"^namespace Fooking;", text, re.M), name
     need("php")
+    # A PSR-4 autoloader (what Composer's does for this mapping) finds both.
+    autoload = ("spl_autoload_register(function ($c) { if (strncmp($c, 'Fooking\\\\', 8) == 0)"
+                " require %s . '/' . substr($c, 8) . '.php'; });" % json.dumps(str(src)))
+    r = subprocess.run(["php", "-r", autoload + 'echo class_exists("Fooking\\Router") ? 1 : 0, '
+                        'class_exists("Fooking\\Redis") ? 1 : 0, '
+                        '(new ReflectionClass("Fooking\\Router"))->getName();'],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == "11FookingRouter", r.stdout + r.stderr
     loader = "".join("require_once %s;" % json.dumps(str(php_dir / e)) for e in classmap)
     r = subprocess.run(["php", "-r", loader + 'echo implode(",", array_map("class_exists", '
                         '["FookingRouter", "FookingRedis"]));'],
