@@ -24,6 +24,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: fooking [options] CONFIG.lua\n"
                "  CONFIG.lua      gateway (ROUTER = 0) or router (ROUTER = 1) configuration\n"
                "  -t              check the configuration and exit (status 0 if valid)\n"
+               "  -f              stay in the foreground whatever DAEMONIZE says (systemd)\n"
                "  -s SIGNAL       signal the running instance (needs PID_FILE in the config):\n"
                "                  stop (SIGTERM), quit (SIGQUIT, graceful), reload (SIGHUP),\n"
                "                  reopen (SIGUSR1, the log file), upgrade (SIGUSR2: start the\n"
@@ -102,8 +103,12 @@ int main(int argc, char **argv)
 {
     int test = 0, opt;
     const char *sig = NULL;
-    while ((opt = getopt(argc, argv, "ts:vh")) != -1) {
+    int foreground = 0;
+    while ((opt = getopt(argc, argv, "tfs:vh")) != -1) {
         switch (opt) {
+        case 'f':
+            foreground = 1;
+            break;
         case 't':
             test = 1;
             break;
@@ -146,6 +151,8 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
+    if (foreground)
+        cfg.daemonize = 0;
     proctitle_init(argc, argv);
     if (log_open(cfg.log_file, cfg.log_level) < 0) {
         fprintf(stderr, "%s: LOG_FILE %s: %s\n", file, cfg.log_file, strerror(errno));

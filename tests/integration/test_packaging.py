@@ -94,7 +94,7 @@ def test_make_install_layout(installed):
         assert not re.findall(r"@[A-Z]+@", text), f
         assert str(installed["bin"]) in text, f
     gw = unit_settings(installed["units"] / "fooking.service")
-    assert gw["ExecStart"] == ["%s %s/fooking/config.lua" % (installed["bin"], installed["etc"])]
+    assert gw["ExecStart"] == ["%s -f %s/fooking/config.lua" % (installed["bin"], installed["etc"])]
 
 
 def test_make_install_keeps_edited_configs(installed, tmp_path):
@@ -206,7 +206,8 @@ def test_gateway_unit_runs_confined_and_logrotate_reopens(installed, fake, tmp_p
     log = installed["log"] / ("%s.log" % name)
     conf = installed["etc"] / "fooking" / ("%s.lua" % name)
     port = _low_port() if root else fk.free_port()
-    keys = {"HOST": "127.0.0.1", "PORT": port, "DAEMONIZE": 0, "WORKER_NUM": 2,
+    # DAEMONIZE = 1: the unit's -f must keep the master in the foreground anyway.
+    keys = {"HOST": "127.0.0.1", "PORT": port, "DAEMONIZE": 1, "WORKER_NUM": 2,
             "LOG_FILE": str(log), "LOG_LEVEL": 3, "PID_FILE": str(installed["dir"] / ("%s.pid" % name)),
             "BACKEND_SERVER": f.addr,
             "FASTCGI_PARAMS": {"SCRIPT_FILENAME": "/x.php", "REQUEST_METHOD": "POST"}}
@@ -214,8 +215,8 @@ def test_gateway_unit_runs_confined_and_logrotate_reopens(installed, fake, tmp_p
         keys.update(USER="nobody", GROUP="nogroup")
     fk.write_config(conf, keys)
     unit = unit_settings(installed["units"] / "fooking.service")
-    argv = [str(installed["bin"]), str(conf)]
-    assert unit["ExecStart"][0].split()[0] == argv[0]
+    argv = [str(installed["bin"]), "-f", str(conf)]
+    assert unit["ExecStart"][0].split()[:2] == argv[:2]
     pre = (_setpriv_argv(installed["units"] / "fooking.service") if root else [])
     state = tmp_path / "logrotate.state"
     out = open(str(tmp_path / "gw.out"), "ab")
@@ -398,7 +399,7 @@ def test_make_deb(tmp_path):
         r = subprocess.run(["sh", "-n", str(ctl / script)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     unit = (root / "lib" / "systemd" / "system" / "fooking.service").read_text()
-    assert "ExecStart=/usr/bin/fooking /etc/fooking/config.lua" in unit
+    assert "ExecStart=/usr/bin/fooking -f /etc/fooking/config.lua" in unit
     assert not re.findall(r"@[A-Z]+@", (root / "etc" / "logrotate.d" / "fooking").read_text())
     # The packaged binary runs and checks the packaged configs.
     for conf in ("config.lua", "router.lua"):
