@@ -52,18 +52,6 @@ static double master_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* The root master opens (and on reopen creates) LOG_FILE; workers running as
- * USER/GROUP must be able to open it again after a rotation, as nginx does
- * for its worker user. */
-static void master_log_owner(const struct config *cfg)
-{
-    uid_t uid;
-    gid_t gid;
-    if ((cfg->user == NULL && cfg->group == NULL) || geteuid() != 0 || cfg->log_file[0] != '/')
-        return;
-    if (proc_user_ids(cfg, &uid, &gid, NULL) == 0 && chown(cfg->log_file, uid, gid) != 0)
-        log_err("LOG_FILE %s: cannot give it to USER/GROUP: %s", cfg->log_file, strerror(errno));
-}
 
 static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm, void *ssl_ctx,
                           const sigset_t *oldmask)
@@ -263,7 +251,7 @@ int master_run(struct config *cfg)
         return 1;
     }
     proctitle_set("fooking: master %s", cfg->file);
-    master_log_owner(cfg);
+    proc_log_owner(cfg);
     shm->master_pid = (int)getpid(); /* after daemon(): the pid the workers will see */
     if (sid_after > 0) /* past every SID the previous generation can hand out */
         for (int i = 0; i < cfg->worker_num; i++)
@@ -408,7 +396,7 @@ int master_run(struct config *cfg)
             free(cfg->pid_file);
             cfg->pid_file = pid_file;
             cfg->worker_num = n;
-            master_log_owner(cfg);
+            proc_log_owner(cfg);
             log_info("master: reload: configuration is valid; workers reload it");
             for (int i = 0; i < n; i++)
                 if (slots[i].pid > 0)
@@ -418,7 +406,7 @@ int master_run(struct config *cfg)
         case SIGUSR1:
             if (log_reopen() < 0)
                 log_err("LOG_FILE %s: cannot reopen: %s", cfg->log_file, strerror(errno));
-            master_log_owner(cfg);
+            proc_log_owner(cfg);
             for (int i = 0; i < n; i++)
                 if (slots[i].pid > 0)
                     kill(slots[i].pid, SIGUSR1);

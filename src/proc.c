@@ -102,6 +102,16 @@ int proc_user_ids(const struct config *cfg, uid_t *uid, gid_t *gid, struct passw
     return 0;
 }
 
+void proc_log_owner(const struct config *cfg)
+{
+    uid_t uid;
+    gid_t gid;
+    if ((cfg->user == NULL && cfg->group == NULL) || geteuid() != 0 || cfg->log_file[0] != '/')
+        return;
+    if (proc_user_ids(cfg, &uid, &gid, NULL) == 0 && chown(cfg->log_file, uid, gid) != 0)
+        log_err("LOG_FILE %s: cannot give it to USER/GROUP: %s", cfg->log_file, strerror(errno));
+}
+
 int proc_drop_privileges(const struct config *cfg)
 {
     if (cfg->user == NULL && cfg->group == NULL)

@@ -18,6 +18,10 @@ int proc_pidfile_write(const char *path);
 /* The uid and gid USER/GROUP name ((uid_t)-1 / (gid_t)-1 for what is not set),
  * and the passwd entry of USER if pwp is not NULL. 0, or -1 (logged). */
 int proc_user_ids(const struct config *cfg, uid_t *uid, gid_t *gid, struct passwd **pwp);
+/* Gives LOG_FILE to USER/GROUP (when set, a path, and running as root): the
+ * root process opens, and on reopen creates, the file; what runs as USER must
+ * be able to open it again after a rotation, as nginx does for its workers. */
+void proc_log_owner(const struct config *cfg);
 /* Switches to USER/GROUP when set and running as root. 0 or -1 (logged). */
 int proc_drop_privileges(const struct config *cfg);
 

@@ -1050,6 +1050,7 @@ int router_run(const struct config *cfg)
             goto fail;
         pidfile = 1;
     }
+    proc_log_owner(cfg); /* -s reopen, after a rotation, runs as USER */
     if (proc_drop_privileges(cfg) < 0)
         goto fail;
 
