@@ -73,22 +73,24 @@ def listen_socket(backlog=64, rcvbuf=None):
     return s, s.getsockname()[1]
 
 
-def tcp_sockets(port, state):
-    """Inodes of the TCP sockets whose local port is port, in state (a hex code of
-    /proc/net/tcp: "0A" listening, "01" established)."""
-    want = ":%04X" % port
-    out = []
+def _tcp_rows():
+    """The rows of /proc/net/tcp and tcp6, split: [1] local, [2] remote address
+    (hex "ADDR:PORT"), [3] state, [9] inode."""
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(name) as f:
                 next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[1].endswith(want) and parts[3] == state:
-                        out.append(parts[9])
+                rows = [line.split() for line in f]
         except OSError:
-            pass
-    return out
+            continue
+        yield from rows
+
+
+def tcp_sockets(port, state):
+    """Inodes of the TCP sockets whose local port is port, in state (a hex code of
+    /proc/net/tcp: "0A" listening, "01" established)."""
+    want = ":%04X" % port
+    return [r[9] for r in _tcp_rows() if r[1].endswith(want) and r[3] == state]
 
 
 def fds_without_peer(pid, port):
@@ -96,17 +98,7 @@ def fds_without_peer(pid, port):
     `port` (connections to a backend come and go with the load, a leak of
     client descriptors is what a test looks for); -1 if pid is gone."""
     want = ":%04X" % port
-    to_peer = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[2].endswith(want):
-                        to_peer.add("socket:[%s]" % parts[9])
-        except OSError:
-            pass
+    to_peer = {"socket:[%s]" % r[9] for r in _tcp_rows() if r[2].endswith(want)}
     try:
         links = []
         for fd in os.listdir("/proc/%d/fd" % pid):
