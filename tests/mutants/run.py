@@ -51,7 +51,7 @@ MUTANTS = [
     # (b) servers marked down are never skipped
     M("b-down-servers-not-skipped", "src/backend.c",
       "        int up = s->down_until <= now;",
-      "        int up = 1;",
+      "        int up = 1 || s->down_until <= now;",
       [IT + "test_trust_backend.py::test_timeout_marks_server_down_for_fail_timeout",
        IT + "test_promises.py::test_refused_server_is_skipped"]),
     # (c) weighted random instead of smooth weighted round robin
@@ -204,6 +204,71 @@ MUTANTS = [
         cp->total++;""",
       """        cp->total++;""",
       ["unit:test_fcgi", IT + "test_promises.py::test_cgi_header_limit"]),
+    # the same, end to end only (the unit test above fails first)
+    M("s2-cgi-header-limit-off-e2e", "src/fcgi.c",
+      """        if (cp->total >= CGI_MAX_HEADER)
+            return FCGI_ERROR;
+        cp->total++;""",
+      """        cp->total++;""",
+      [IT + "test_promises.py::test_cgi_header_limit"]),
+    # (t) MAX_CONN_PER_IP table: deleting an address leaves a hole in its probe run
+    M("t-shm-no-backward-shift", "src/shm.c",
+      """        unsigned cnt = atomic_load(&n->count);
+        if (cnt == 0)
+            break;""",
+      """        unsigned cnt = atomic_load(&n->count);
+        if (cnt == 0 || 1)
+            break;""",
+      ["unit:test_shm"]),
+    M("t2-shm-shift-wrap-wrong", "src/shm.c",
+      "|| (j < hole && home <= hole && home > j)",
+      "|| (j < hole && home > j)",
+      ["unit:test_shm"]),
+    # (u) frame limit off by one: a message of exactly MAX_BUFF_SIZE refused
+    M("u-frame-limit-off-by-one", "src/frame.c",
+      "    return n > max ? FRAME_TOO_BIG : FRAME_OK;",
+      "    return n >= max ? FRAME_TOO_BIG : FRAME_OK;",
+      ["unit:test_frame"]),
+    # (v) reply over MAX_OUTPUT_SIZE accepted
+    M("v-reply-size-unchecked", "src/backend.c",
+      "            if (have + keep > p->max_output) {",
+      "            if (0) {",
+      [IT + "test_promises.py::test_reply_over_max_output_size_fails_that_request_only"]),
+    # (w) a live pid in PID_FILE not refused
+    M("w-pid-file-live-pid-ignored", "src/master.c",
+      "old > 0 && old != getpid() && kill(old, 0) == 0) {",
+      "old > 0 && old != getpid() && kill(old, 0) == 0 && 0) {",
+      [IT + "test_promises.py::test_pid_file_refuses_live_pid_and_is_removed"]),
+    # (x) the master never kills a worker that does not stop
+    M("x-no-kill-grace", "src/master.c",
+      "                        kill(slots[i].pid, SIGKILL);",
+      "                        (void)0;",
+      [IT + "test_promises.py::test_master_kills_a_stuck_worker_after_grace"], limit=60),
+    # (y) SIGHUP leaves the log level as it was
+    M("y-reload-keeps-log-level", "src/worker.c",
+      """        log_open(fresh->log_file, fresh->log_level);
+    log_set_level(fresh->log_level);""",
+      """        log_open(fresh->log_file, fresh->log_level);""",
+      [IT + "test_promises.py::test_sighup_applies_log_level"]),
+    # (z) a reload sends new requests to the old pool
+    M("z-reload-keeps-old-pool", "src/worker.c",
+      """    backend_pool_retire(w->pool, pool);
+    w->pool = pool;""",
+      """    backend_pool_free(pool);""",
+      [IT + "test_promises.py::test_sighup_in_flight_finish_on_old_backend"]),
+    # (ab) a killed worker's clients keep counting towards MAX_CLIENT_NUM
+    M("ab-dead-worker-clients-still-counted", "src/master.c",
+      """            int left = atomic_exchange(&shm->workers[i].clients, 0);
+            atomic_fetch_sub(&shm->clients, left);""",
+      """            int left = atomic_exchange(&shm->workers[i].clients, 0);""",
+      [IT + "test_promises.py::test_max_client_num_slot_freed_after_worker_killed"]),
+    # (ac) -s reopen: the workers are not told
+    M("ac-reopen-not-forwarded", "src/master.c",
+      """                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGUSR1);""",
+      """                if (0)
+                    kill(slots[i].pid, SIGUSR1);""",
+      [IT + "test_promises.py::test_dash_s_reopen"]),
 ]
 
 
@@ -293,7 +358,8 @@ def run_one(m, root, log, mutate=True):
                 # not exist), nothing collected: not a verdict on the mutant
                 return "TEST-ERROR", time.monotonic() - t0, "pytest exit %d (see log)" % rc
             if rc != 0:
-                return "caught", time.monotonic() - t0, " ".join(cmd[-1:])
+                return "caught", time.monotonic() - t0, "%s failed" % (
+                    "a test" if cmd[0] == PYTHON else cmd[0])
         return "missed", time.monotonic() - t0, ""
     finally:
         f.write_text(original)
