@@ -269,6 +269,26 @@ MUTANTS = [
       """                if (0)
                     kill(slots[i].pid, SIGUSR1);""",
       [IT + "test_promises.py::test_dash_s_reopen"]),
+    # (ae) script API: a buffer of another call accepted
+    M("ae-script-any-buffer", "src/script.c",
+      "            if (s->bufs[i] == p)",
+      "            if (s->bufs[i] == p || 1)",
+      ["unit:test_script", IT + "test_script.py::test_buffer_kept_from_another_call"]),
+    # (af) script API: a connection of another call accepted
+    M("af-script-any-conn", "src/script.c",
+      "p == NULL || p != s->conn)",
+      "p == NULL)",
+      ["unit:test_script"]),
+    # (ag) no run-time limit on a handler
+    M("ag-script-no-hook", "src/script.c",
+      "    lua_sethook(L, script_hook, LUA_MASKCOUNT, SCRIPT_HOOK_COUNT);",
+      "",
+      ["unit:test_script"], limit=40),
+    # (ah) fc.close closes at once (the client is gone while the handler runs)
+    M("ah-script-close-immediate", "src/script.c",
+      "    c->script_close = 1;\n    return 0;",
+      "    c->dead = 1;\n    return 0;",
+      ["unit:test_script"]),
 ]
 
 
