@@ -145,6 +145,34 @@ static void test_ip_collisions_and_wrap(void **state)
     shm_destroy(b);
 }
 
+/* A wrapped entry must not move back before its home: A homed at the
+ * second-last slot, B and C at the last (C wraps to slot 0). Deleting A opens
+ * a hole at the second-last slot; C (at 0, home last) must stay where it is,
+ * or a lookup from its home would stop at the empty slot 0. */
+static void test_ip_shift_never_moves_before_home(void **state)
+{
+    (void)state;
+    struct shm_block *b = shm_create(1);
+    assert_non_null(b);
+    uint8_t a[1][16], bc[2][16];
+    assert_int_equal(find_homed(a, 1, SHM_IP_SLOTS - 2, 1), 1);
+    assert_int_equal(find_homed(bc, 2, SHM_IP_SLOTS - 1, 1), 2);
+    assert_int_equal(shm_ip_add(b, 0, a[0], +1), 0);
+    assert_int_equal(shm_ip_add(b, 0, bc[0], +1), 0);
+    assert_int_equal(shm_ip_add(b, 0, bc[1], +1), 0);
+    assert_int_equal(atomic_load(&b->ips[0].slot[0].count), 1); /* C wrapped to slot 0 */
+    assert_int_equal(shm_ip_add(b, 0, a[0], -1), 0);
+    assert_int_equal(shm_ip_total(b, a[0]), 0);
+    assert_int_equal(shm_ip_total(b, bc[0]), 1);
+    assert_int_equal(shm_ip_total(b, bc[1]), 1);
+    /* and C can still be taken away and re-added (no duplicate entry) */
+    assert_int_equal(shm_ip_add(b, 0, bc[1], -1), 0);
+    assert_int_equal(shm_ip_total(b, bc[1]), 0);
+    assert_int_equal(shm_ip_add(b, 0, bc[1], +1), 0);
+    assert_int_equal(shm_ip_total(b, bc[1]), 1);
+    shm_destroy(b);
+}
+
 /* Deterministic xorshift, so a failure repeats. */
 static uint32_t rnd_state = 2463534242u;
 static uint32_t rnd(void)
@@ -263,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_create_layout),
         cmocka_unit_test(test_ip_counts_per_worker_and_total),
         cmocka_unit_test(test_ip_collisions_and_wrap),
+        cmocka_unit_test(test_ip_shift_never_moves_before_home),
         cmocka_unit_test(test_ip_random_against_model),
         cmocka_unit_test(test_ip_table_full),
     };
