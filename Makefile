@@ -171,3 +171,9 @@ clean:
 	rm -rf $(BUILD) build-asan fooking
 
 bench:: ; QUICK=$(QUICK) bench/run.sh
+
+# Planted bugs (tests/mutants/run.py): each mutant must make its named tests
+# fail. Slow (minutes), so not part of `make test`. MUTANTS_ARGS="-k wrr".
+.PHONY: mutants
+mutants:
+	$(PYTHON) tests/mutants/run.py $(MUTANTS_ARGS)

@@ -23,6 +23,10 @@
     b"fault:nocl ..."       the echo without a Content-Length header
     b"fault:tiny ..."       the echo (headers and body) in 1-byte STDOUT records
     b"fault:status:NNN ..." the echo with "Status: NNN"
+    b"fault:empty ..."      "Content-Length: 0" and no body (an explicit empty reply)
+    b"fault:empty_nocl ..." no Content-Length and no body (nothing to send)
+    b"fault:hdr:N ..."      the echo after N bytes of header lines ("X-Pad-i: xxx...",
+                            at most 1000 bytes a line, CRLF included)
     anything else           echo, with an exact Content-Length
 
   A server-wide `mode` ("hang", "slow", "slow_first", "badversion", "overlong",
@@ -484,6 +488,23 @@ class FakeFcgi:
             return self._done(c, req)
         if fault == "status":
             self._reply(c, req, self._cgi(body, b"Status: %s Whatever\r\n" % arg.encode()))
+            return self._done(c, req)
+        if fault == "empty":
+            self._reply(c, req, b"Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n")
+            return self._done(c, req)
+        if fault == "empty_nocl":
+            self._reply(c, req, b"Content-Type: text/plain\r\n\r\n")
+            return self._done(c, req)
+        if fault == "hdr":
+            want, pad, i = int(arg), [], 0
+            while want > 0:
+                name = b"X-Pad-%d: " % i
+                n = min(1000, want)
+                assert n >= len(name) + 3, "hdr:N: N too small for a header line"
+                pad.append(name + b"x" * (n - len(name) - 2) + b"\r\n")
+                want -= n
+                i += 1
+            self._reply(c, req, self._cgi(body, b"".join(pad)))
             return self._done(c, req)
         if fault == "tiny":
             payload = self._cgi(body)

@@ -192,6 +192,9 @@ def test_event_close_reaches_backend(gateway, backend, tmp_path):
     c.close()
     fk.wait_until(lambda: log.exists() and (sid + " closed") in log.read_text(),
                   msg="EVENT=2 for %s in %s" % (sid, log))
+    # exactly one: the stop (which posts what is still owed) must not post it again
+    assert gw.stop()
+    assert [l.split()[0] for l in log.read_text().splitlines()].count(sid) == 1, log.read_text()
 
 
 def test_event_close_params(fake, gateway):

@@ -50,8 +50,9 @@ def test_worker_respawned_after_reload_runs_the_new_config(fake, gateway):
     reload(gw, BACKEND_SERVER=b.addr)
     old = gw.worker_pids()[0]
     os.kill(old, signal.SIGKILL)
-    fk.wait_until(lambda: gw.worker_pids() and gw.worker_pids()[0] != old, 5,
-                  msg="a new worker")
+    # one look per poll: two calls could see [old] and then [] (old reaped,
+    # the new one not yet forked) and fail with an IndexError, not a verdict
+    fk.wait_until(lambda: [p for p in gw.worker_pids() if p != old], 5, msg="a new worker")
     fk.wait_listening(gw.port)
     on_a = len(a.messages())
     with gw.client() as c:
