@@ -96,7 +96,7 @@ MUTANTS = [
       """            config_free(&fresh);""",
       [IT + "test_reload.py::test_worker_respawned_after_reload_runs_the_new_config"]),
     # (f) LOG_FILE not given to USER/GROUP
-    M("f-log-owner-skipped", "src/master.c",
+    M("f-log-owner-skipped", "src/proc.c",
       """    uid_t uid;
     gid_t gid;
     if ((cfg->user == NULL && cfg->group == NULL)""",
@@ -135,7 +135,7 @@ MUTANTS = [
        IT + "test_trust.py::test_ping_flood_never_read_is_cut_at_max_output_size"]),
     # (j) close events on stop posted at once (a small queue drops them)
     M("j-stop-close-events-unpaced", "src/worker.c",
-      """    if (!w->stopping) {
+      """    if (!w->stopping && !w->draining) {
         backend_post(w->pool, r);
         return;
     }""",
@@ -235,7 +235,7 @@ MUTANTS = [
       "            if (0) {",
       [IT + "test_promises.py::test_reply_over_max_output_size_fails_that_request_only"]),
     # (w) a live pid in PID_FILE not refused
-    M("w-pid-file-live-pid-ignored", "src/master.c",
+    M("w-pid-file-live-pid-ignored", "src/proc.c",
       "old > 0 && old != getpid() && kill(old, 0) == 0) {",
       "old > 0 && old != getpid() && kill(old, 0) == 0 && 0) {",
       [IT + "test_promises.py::test_pid_file_refuses_live_pid_and_is_removed"]),
