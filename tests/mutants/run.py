@@ -289,6 +289,27 @@ MUTANTS = [
       "    c->script_close = 1;\n    return 0;",
       "    c->dead = 1;\n    return 0;",
       ["unit:test_script"]),
+    # operations: graceful stop closes everyone at once
+    M("ai-graceful-not-spread", "src/worker.c",
+      "    int due = span <= 0 || elapsed >= span ? w->drain_total",
+      "    int due = 1 ? w->drain_total",
+      [IT + "test_operations.py::test_graceful_stop_spreads_closes"]),
+    # operations: workers not told when their master dies
+    M("aj-no-pdeathsig", "src/worker.c",
+      "    prctl(PR_SET_PDEATHSIG, SIGUSR2);",
+      "    (void)0;",
+      [IT + "test_operations.py::test_workers_stop_when_the_master_is_killed"]),
+    # operations: no default CGI params
+    M("ak-no-cgi-defaults", "src/worker.c",
+      "        if (config_has_param(cfg, name))\n            continue;",
+      "        if (1)\n            continue;",
+      [IT + "test_operations.py::test_default_cgi_params_as_sent",
+       IT + "test_operations.py::test_go_backend_with_no_fastcgi_params"]),
+    # operations: a successor that never says it serves (the upgrade times out)
+    M("al-upgrade-never-ready", "src/master.c",
+      "                proc_upgrade_ready(ready_fd);",
+      "                close(ready_fd);",
+      [IT + "test_operations.py::test_binary_upgrade_without_refusing_a_connection"], limit=60),
 ]
 
 
