@@ -6,11 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buslink.h"
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
-#include "uplink.h"
 #include "worker.h"
 
 void channel_join(struct worker *w, struct client *c, const char *name, size_t len)
@@ -37,8 +35,7 @@ void channel_join(struct worker *w, struct client *c, const char *name, size_t l
             free(ch);
             return;
         }
-        uplink_ch_sub(w->uplink, name, len);
-        buslink_ch_sub(w->buslink, name, len);
+        worker_channel_used(w, name, len, 1);
     }
     struct chan_member *m = calloc(1, sizeof(*m));
     if (!m)
@@ -58,8 +55,7 @@ static void channel_remove_member(struct worker *w, struct chan_member *m)
     free(m);
     if (--ch->count == 0) {
         hmap_del(w->channels, ch->name, ch->len, NULL);
-        uplink_ch_unsub(w->uplink, ch->name, ch->len);
-        buslink_ch_unsub(w->buslink, ch->name, ch->len);
+        worker_channel_used(w, ch->name, ch->len, 0);
         free(ch->name);
         free(ch);
     }

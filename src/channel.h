@@ -1,6 +1,7 @@
-/* channel.h - a worker's named channels and their local members. The router
- * learns which workers have members (CH_SUB when the first joins, CH_UNSUB
- * when the last leaves), so a CH_PUB reaches only workers that need it. */
+/* channel.h - a worker's named channels and their local members: membership
+ * only. A channel's first member and its last are reported to the worker
+ * (worker_channel_used), which tells the router or the bus, so a CH_PUB
+ * reaches only workers that need it. */
 #ifndef FOOKING_CHANNEL_H
 #define FOOKING_CHANNEL_H
 

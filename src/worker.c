@@ -131,6 +131,17 @@ static void worker_session_untrack(struct worker *w, struct client *c)
     c->shm_slot = -1;
 }
 
+void worker_channel_used(struct worker *w, const char *name, size_t len, int used)
+{
+    if (used) {
+        uplink_ch_sub(w->uplink, name, len);
+        buslink_ch_sub(w->buslink, name, len);
+    } else {
+        uplink_ch_unsub(w->uplink, name, len);
+        buslink_ch_unsub(w->buslink, name, len);
+    }
+}
+
 void worker_session_started(struct worker *w, struct client *c)
 {
     hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);

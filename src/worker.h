@@ -77,6 +77,9 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
 /* Called by client.c when clients come and go. */
 void worker_client_added(struct worker *w, struct client *c);
 void worker_client_removed(struct worker *w, struct client *c);
+/* channel.c: channel `name` got its first member (used = 1) or lost its last
+ * (used = 0); the worker's links subscribe or unsubscribe it. */
+void worker_channel_used(struct worker *w, const char *name, size_t len, int used);
 /* A close event (EVENT=2) to post: now, or paced while the worker stops. */
 void worker_close_event(struct worker *w, struct request *r);
 /* The session is established: routable by SID, announced to the router. */
