@@ -386,22 +386,30 @@ static void fcgi_pump(int cfd)
     send_bytes(bfd, wbuf, n);
 }
 
-static void fcgi_client_readable(int fd)
+/* One read into the slot's input: 1 with new bytes, 0 with none yet, -1 when
+ * the connection was dropped (EOF, error, no room). */
+static int fcgi_read(int fd)
 {
     struct slot *s = &slots[fd];
     if (fcgi_room(s, FCGI_READ_ROOM) < 0) {
         drop(fd);
-        return;
+        return -1;
     }
     ssize_t r = read(fd, s->in + s->inlen, s->incap - s->inlen);
     if (r == 0 || (r < 0 && errno != EAGAIN)) {
         drop(fd);
-        return;
+        return -1;
     }
-    if (r > 0) {
-        s->inlen += (uint32_t)r;
+    if (r < 0)
+        return 0;
+    s->inlen += (uint32_t)r;
+    return 1;
+}
+
+static void fcgi_client_readable(int fd)
+{
+    if (fcgi_read(fd) > 0)
         fcgi_pump(fd);
-    }
 }
 
 /* If the backend's buffer holds a whole reply (its records up to END_REQUEST),
@@ -473,21 +481,9 @@ static int fcgi_reply(int bfd)
 
 static void fcgi_backend_readable(int fd)
 {
-    struct slot *s = &slots[fd];
-    if (fcgi_room(s, FCGI_READ_ROOM) < 0) {
-        drop(fd);
-        return;
-    }
-    ssize_t r = read(fd, s->in + s->inlen, s->incap - s->inlen);
-    if (r == 0 || (r < 0 && errno != EAGAIN)) {
-        drop(fd);
-        return;
-    }
-    if (r > 0) {
-        s->inlen += (uint32_t)r;
+    if (fcgi_read(fd) > 0)
         while (fcgi_reply(fd))
             ;
-    }
 }
 
 static void on_readable(int fd)

@@ -571,33 +571,19 @@ static int client_peer(struct client *c, struct sockaddr *sa)
     return netaddr_peer(sa, c->addr, sizeof(c->addr), &c->port, c->ip);
 }
 
-/* SERVER_ADDR and SERVER_PORT: the address the client reached. Known once
- * when the gateway listens on one address; on a wildcard (HOST = 0.0.0.0)
- * it takes a getsockname per connection. */
-static void client_server_params(struct client *c, evutil_socket_t fd)
+/* SERVER_ADDR, the address the client reached, when the gateway listens on a
+ * wildcard (HOST = 0.0.0.0): a getsockname per connection. Otherwise it is
+ * among the worker's static params, with SERVER_PORT. */
+static void client_server_addr(struct client *c, evutil_socket_t fd)
 {
-    struct worker *w = c->w;
-    const struct config *cfg = w->cfg;
-    int want_addr = !config_has_param(cfg, "SERVER_ADDR"),
-        want_port = !config_has_param(cfg, "SERVER_PORT");
-    if (!want_addr && !want_port)
-        return;
-    const char *addr = w->server_addr;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
     char buf[48];
-    if (w->server_addr_wild) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        int port;
-        buf[0] = '\0';
-        if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0
-            || !netaddr_peer((struct sockaddr *)&ss, buf, sizeof(buf), &port, NULL))
-            buf[0] = '\0';
-        addr = buf;
-    }
-    if (want_addr && addr[0])
-        fcgi_params_add(&c->params, "SERVER_ADDR", addr, strlen(addr));
-    if (want_port)
-        fcgi_params_add(&c->params, "SERVER_PORT", w->server_port, strlen(w->server_port));
+    int port;
+    if (!c->w->server_addr_per_conn || getsockname(fd, (struct sockaddr *)&ss, &len) != 0
+        || !netaddr_peer((struct sockaddr *)&ss, buf, sizeof(buf), &port, NULL))
+        return;
+    fcgi_params_add(&c->params, "SERVER_ADDR", buf, strlen(buf));
 }
 
 /* MAX_CONN_PER_IP over the whole gateway. Counted first, then checked, so two
@@ -695,7 +681,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     fcgi_params_add(&c->params, "REMOTE_ADDR", c->addr, strlen(c->addr));
     snprintf(port, sizeof(port), "%d", c->port);
     fcgi_params_add(&c->params, "REMOTE_PORT", port, strlen(port));
-    client_server_params(c, fd);
+    client_server_addr(c, fd);
 
     bufferevent_setcb(c->bev, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)

@@ -258,14 +258,7 @@ int master_run(struct config *cfg)
             atomic_store(&shm->workers[i].sid_ms, sid_after - SID_EPOCH_MS);
 
     sigset_t set, oldmask;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2); /* its default action would kill the master, orphaning workers */
+    proc_signal_set(&set); /* SIGUSR2's default action would kill us, orphaning workers */
     sigprocmask(SIG_BLOCK, &set, &oldmask);
     signal(SIGPIPE, SIG_IGN);
 

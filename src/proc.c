@@ -20,6 +20,14 @@
 
 #include "log.h"
 
+void proc_signal_set(sigset_t *set)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD};
+    sigemptyset(set);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(set, sigs[i]);
+}
+
 int proc_listen(const char *host, int port)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,

@@ -9,6 +9,10 @@
 
 #include "config.h"
 
+/* The signals a fooking process handles (TERM, INT, QUIT, HUP, USR1, USR2,
+ * CHLD): kept blocked until their handlers exist, since the default action
+ * of any of them would end the process. */
+void proc_signal_set(sigset_t *set);
 /* Opens a listening TCP socket on host:port (nonblocking); -1 with a logged error. */
 int proc_listen(const char *host, int port);
 /* True if the socket is bound to 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. */

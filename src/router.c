@@ -1005,14 +1005,7 @@ int router_run(const struct config *cfg)
     r->up_fd = -1;
     /* Blocked until their handlers exist: one arriving in between (a SIGHUP
      * right after start) would otherwise take its default action. */
-    sigemptyset(&r->sigs);
-    sigaddset(&r->sigs, SIGINT);
-    sigaddset(&r->sigs, SIGTERM);
-    sigaddset(&r->sigs, SIGQUIT);
-    sigaddset(&r->sigs, SIGHUP);
-    sigaddset(&r->sigs, SIGUSR1);
-    sigaddset(&r->sigs, SIGUSR2);
-    sigaddset(&r->sigs, SIGCHLD);
+    proc_signal_set(&r->sigs);
     sigprocmask(SIG_BLOCK, &r->sigs, NULL);
     proc_upgrade_paths(cfg->file, r->exe, sizeof(r->exe), r->conf, sizeof(r->conf));
     int inherited = proc_inherited_listener();

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "loop.h"
 #include "netaddr.h"
+#include "proc.h"
 #include "script.h"
 #include "uplink.h"
 #include "wsconn.h"
@@ -216,7 +217,7 @@ void worker_close_event(struct worker *w, struct request *r)
     worker_pace_start(w);
 }
 
-static struct fcgi_params *worker_static_params(const struct config *cfg);
+static struct fcgi_params *worker_static_params(struct worker *w, const struct config *cfg);
 
 /* PING_INTERVAL: one sweep over the worker's clients instead of a timer each. */
 static void worker_ping_cb(evutil_socket_t fd, short what, void *arg)
@@ -343,7 +344,7 @@ static void worker_reload(struct worker *w)
     /* Backend names are resolved with evdns: the loop keeps serving clients
      * meanwhile; the reload goes on in worker_reload_ready. */
     w->reload_cfg = fresh;
-    w->reloading = backend_pool_new_async(w->base, fresh, worker_static_params(fresh),
+    w->reloading = backend_pool_new_async(w->base, fresh, worker_static_params(w, fresh),
                                           worker_reload_ready, w);
     if (!w->reloading) {
         log_err("worker %d: reload failed: cannot set up the new backends", w->id);
@@ -524,9 +525,11 @@ static void worker_signal(evutil_socket_t sig, short what, void *arg)
 
 /* FASTCGI_PARAMS, and the CGI/1.1 params a FastCGI responder expects where
  * FASTCGI_PARAMS does not set them: Go's net/http/fcgi refuses a request
- * without REQUEST_METHOD and a valid SERVER_PROTOCOL. (SERVER_ADDR and
- * SERVER_PORT are per connection: client.c.) */
-static struct fcgi_params *worker_static_params(const struct config *cfg)
+ * without REQUEST_METHOD and a valid SERVER_PROTOCOL. SERVER_PORT, and
+ * SERVER_ADDR unless the gateway listens on a wildcard address (then it is
+ * per connection, client.c), are the listening socket's. Also decides
+ * w->server_addr_per_conn for the clients of this configuration. */
+static struct fcgi_params *worker_static_params(struct worker *w, const struct config *cfg)
 {
     static const char *const defaults[][2] = {
         {"REQUEST_METHOD", "POST"},
@@ -548,6 +551,12 @@ static struct fcgi_params *worker_static_params(const struct config *cfg)
             continue;
         fcgi_params_add(&p, name, defaults[i][1], strlen(defaults[i][1]));
     }
+    if (!config_has_param(cfg, "SERVER_PORT"))
+        fcgi_params_add(&p, "SERVER_PORT", w->server_port, strlen(w->server_port));
+    int want_addr = !config_has_param(cfg, "SERVER_ADDR") && w->server_addr[0];
+    if (want_addr && !w->server_addr_wild)
+        fcgi_params_add(&p, "SERVER_ADDR", w->server_addr, strlen(w->server_addr));
+    w->server_addr_per_conn = want_addr && w->server_addr_wild;
     return p;
 }
 
@@ -622,7 +631,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         if (!w.buslink)
             goto done;
     }
-    w.pool = backend_pool_new(w.base, cfg, worker_static_params(cfg));
+    worker_server_addr(&w, listen_fd);
+    w.pool = backend_pool_new(w.base, cfg, worker_static_params(&w, cfg));
     if (cfg->static_dir) {
         w.static_fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (w.static_fd < 0) {
@@ -651,7 +661,6 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
             event_add(w.ping, &tv);
     }
     worker_adopt_sessions(&w);
-    worker_server_addr(&w, listen_fd);
     w.listener =
         evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
     if (!w.listener) {
@@ -682,14 +691,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
      * handlers exist may they arrive (a SIGHUP earlier would have killed us). */
     {
         sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGHUP);
-        sigaddset(&set, SIGUSR1);
-        sigaddset(&set, SIGQUIT);
-        sigaddset(&set, SIGUSR2);
-        sigaddset(&set, SIGCHLD);
+        proc_signal_set(&set);
         sigprocmask(SIG_UNBLOCK, &set, NULL);
     }
 

@@ -64,7 +64,8 @@ struct worker {
     time_t ip_refused_logged;           /* last MAX_CONN_PER_IP refusal logged */
     char server_addr[48];               /* SERVER_ADDR of the listening socket */
     char server_port[8];                /* SERVER_PORT */
-    int server_addr_wild;               /* listening on a wildcard: per connection */
+    int server_addr_wild;               /* listening on a wildcard address */
+    int server_addr_per_conn;           /* ... so SERVER_ADDR is each connection's */
     int draining;                       /* SIGQUIT: closing clients over GRACEFUL_STOP_TIME */
     int drain_total, drain_done;        /* clients when it began, closed since */
     double drain_started;               /* monotonic seconds */

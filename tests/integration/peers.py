@@ -598,3 +598,15 @@ def norm_info(i):
     return {"clients": i["clients"], "channels": i["channels"],
             "gateways": sorted((g["server"], g["worker"], g["clients"], g["channels"])
                                for g in i["gateways"])}
+
+
+def make_cert(directory, name=""):
+    """A self-signed certificate for CN=localhost (openssl CLI), for TLS tests:
+    returns (cert path, key path) as c<name>.pem and k<name>.pem in directory."""
+    d = Path(directory)
+    cert, key = d / ("c%s.pem" % name), d / ("k%s.pem" % name)
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return cert, key

@@ -42,9 +42,11 @@ def test_go_backend_with_no_fastcgi_params(gateway, goecho):
     assert not gw.log_lines("cgi: no REQUEST_METHOD")
 
 
-def test_default_cgi_params_as_sent(gateway, fake):
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_default_cgi_params_as_sent(gateway, fake, host):
+    """SERVER_ADDR is the address the client reached, also on a wildcard HOST."""
     f = fake()
-    gw = gateway(BACKEND_SERVER=f.addr)
+    gw = gateway(BACKEND_SERVER=f.addr, HOST=host)
     with gw.client() as c:
         assert c.request(b"x") == b"x"
     p = f.messages()[0]["params"]

@@ -30,6 +30,7 @@ import time
 import pytest
 
 import fk
+import peers
 from conftest import base_params
 
 SID_TOKEN = re.compile(r"(?<![0-9a-zA-Z])[0-9a-f]{16}(?![0-9a-zA-Z])")
@@ -310,16 +311,9 @@ def test_dash_s_reopen(fake, gateway, tmp_path):
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.skip("openssl CLI not installed")
     d = tmp_path_factory.mktemp("certs")
     for n in ("1", "2"):
-        r = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                            "-keyout", "k%s.pem" % n, "-out", "c%s.pem" % n, "-days", "1",
-                            "-subj", "/CN=localhost"], cwd=str(d), capture_output=True,
-                           text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
+        peers.make_cert(d, n)
     (d / "bad.pem").write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
                                "-----END CERTIFICATE-----\n")
     (d / "badkey.pem").write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n"

@@ -30,7 +30,7 @@ import pytest
 
 import fk
 import rproto
-from peers import rss_kb
+from peers import make_cert, rss_kb
 import wsraw
 from conftest import Backend, base_params
 
@@ -278,12 +278,7 @@ def test_half_sent_first_message_times_out_whatever_idle_time(gateway, fake):
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cert")
-    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        "k.pem", "-out", "c.pem", "-days", "1", "-subj", "/CN=localhost"],
-                       cwd=str(d), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return d / "c.pem", d / "k.pem"
+    return make_cert(tmp_path_factory.mktemp("cert"))
 
 
 @pytest.mark.parametrize("protocol", ["length", "websocket"])

@@ -22,6 +22,7 @@ import websockets
 import websockets.exceptions
 
 import fk
+import peers
 import wsraw
 from conftest import Backend, base_params
 from wsraw import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWs
@@ -581,16 +582,7 @@ def test_ping_interval_silent_client_closed(gateway, php):
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.skip("openssl CLI not installed")
-    d = tmp_path_factory.mktemp("cert")
-    r = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                        "-keyout", "k.pem", "-out", "c.pem", "-days", "1",
-                        "-subj", "/CN=localhost"],
-                       cwd=str(d), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return d / "c.pem", d / "k.pem"
+    return peers.make_cert(tmp_path_factory.mktemp("cert"))
 
 
 def client_tls(cert_path):

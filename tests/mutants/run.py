@@ -303,7 +303,7 @@ MUTANTS = [
     M("ak-no-cgi-defaults", "src/worker.c",
       "        if (config_has_param(cfg, name))\n            continue;",
       "        if (1)\n            continue;",
-      [IT + "test_operations.py::test_default_cgi_params_as_sent",
+      [IT + "test_operations.py::test_default_cgi_params_as_sent[127.0.0.1]",
        IT + "test_operations.py::test_go_backend_with_no_fastcgi_params"]),
     # operations: a successor that never says it serves (the upgrade times out)
     M("al-upgrade-never-ready", "src/master.c",
