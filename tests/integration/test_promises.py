@@ -21,7 +21,6 @@ sleep only where time itself is what is tested.
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess

@@ -22,7 +22,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import shutil
 import threading
 import time
 

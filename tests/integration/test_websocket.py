@@ -10,7 +10,6 @@ well-behaved client would never send goes through wsraw.RawWs.
 
 import asyncio
 import json
-import shutil
 import socket
 import ssl
 import struct
