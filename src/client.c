@@ -66,7 +66,8 @@ size_t client_input_limit(const struct config *cfg)
 
 int client_can_take(const struct client *c)
 {
-    return !c->dead && !c->closing && !c->over_limit && c->pending < CLIENT_MAX_PENDING
+    return !c->dead && !c->closing && !c->over_limit && !c->going_away
+           && c->pending < CLIENT_MAX_PENDING
            && c->queued < (unsigned)backend_client_share(c->w->pool);
 }
 
@@ -102,10 +103,8 @@ static void client_readcb(struct bufferevent *bev, void *arg);
  * timeout or its script's close is not ours to buffer. */
 static void client_resume(struct client *c)
 {
-    if (!c->paused || c->dead || c->closing || c->over_limit || c->going_away)
-        return;
-    if (c->pending >= CLIENT_MAX_PENDING / 2
-        || c->queued >= (unsigned)backend_client_share(c->w->pool))
+    /* Half of the requests in flight answered, not one: no flapping. */
+    if (!c->paused || !client_can_take(c) || c->pending >= CLIENT_MAX_PENDING / 2)
         return;
     c->paused = 0;
     bufferevent_enable(c->bev, EV_READ);
