@@ -3,9 +3,9 @@
  * (bench/run.sh starts a gateway with it in a measurement run of its own).
  *
  * The counters are atomic (a process may have threads) and cumulative. On
- * SIGUSR2, and at exit, the process appends one line
+ * SIGURG, and at exit, the process appends one line
  *     pid=PID malloc=N calloc=N realloc=N free=N
- * to the file named by MALLOC_COUNT_FILE; two SIGUSR2 around a load window give
+ * to the file named by MALLOC_COUNT_FILE; two SIGURG around a load window give
  * that window's counts. The handler formats by hand and uses only write(2):
  * it runs inside whatever the process was doing, malloc included.
  *
@@ -109,7 +109,7 @@ __attribute__((constructor)) static void malloc_count_init(void)
     sa.sa_handler = on_usr2;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGURG, &sa, NULL);
 }
 
 __attribute__((destructor)) static void malloc_count_exit(void)

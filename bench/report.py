@@ -353,10 +353,10 @@ if sys_found or alloc_found:
     w("loadgen -s fanout -p ws -n 1000 -b 64 -P sendall -a 127.0.0.1:GATEWAY -R 127.0.0.1:ROUTER \\\n"
       "    -X 'perf stat -x, -o FILE -e raw_syscalls:sys_enter,syscalls:sys_enter_writev,... -p WORKER1,WORKER2 -- sleep 2'")
     w("# (no perf: -X 'timeout -s INT 2 strace -c -f -o FILE -p WORKER1 -p WORKER2')")
-    w("# allocations: a gateway with the counter preloaded, dumped on SIGUSR2 before and after")
+    w("# allocations: a gateway with the counter preloaded, dumped on SIGURG before and after")
     w("LD_PRELOAD=bench/build/malloc_count.so MALLOC_COUNT_FILE=/tmp/alloc.txt ./fooking gateway.lua")
     w("loadgen -s rt -p length -n 100 -k 1 -b 64 -w 0.5 -B 2:8 -a 127.0.0.1:GATEWAY \\\n"
-      "    -X 'kill -USR2 WORKER1 WORKER2; sleep 2; kill -USR2 WORKER1 WORKER2'")
+      "    -X 'kill -URG WORKER1 WORKER2; sleep 2; kill -URG WORKER1 WORKER2'")
     w("```\n")
 
 # ---- targets ----

@@ -279,10 +279,10 @@ sys_fields() {
              END { printf " sys_total=%d", t }' "$1"
     fi
 }
-# alloc_window FILE PIDS: a SIGUSR2 to each of PIDS (which run with
+# alloc_window FILE PIDS: a SIGURG to each of PIDS (which run with
 # malloc_count.so and MALLOC_COUNT_FILE=FILE) before and after SYSWIN seconds
 alloc_window() {
-    echo "kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -USR2 ${2//,/ }; kill -USR1 \$LOADGEN_PID"
+    echo "kill -URG ${2//,/ }; kill -USR1 \$LOADGEN_PID; sleep $SYSWIN; kill -URG ${2//,/ }; kill -USR1 \$LOADGEN_PID"
 }
 # alloc_fields FILE: the difference between each process's two lines, summed
 alloc_fields() {
