@@ -24,9 +24,9 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 
+#include "conn.h"
 #include "log.h"
 #include "netaddr.h"
 
@@ -51,7 +51,7 @@ struct backend_conn {
     TAILQ_ENTRY(backend_conn) entry;     /* in its server's idle or spare list */
     TAILQ_ENTRY(backend_conn) all_entry; /* in the pool's list of all connections */
     struct backend_server *srv;
-    struct bufferevent *bev;
+    struct conn *conn;
     enum backend_list list;
     int connected;
     int mpx;   /* the backend allows several requests on this connection */
@@ -586,7 +586,7 @@ static struct backend_server *backend_pick(struct backend_pool *p, struct reques
 static void backend_write_request(struct backend_conn *bc, struct request *r, uint16_t id)
 {
     struct backend_pool *p = bc->srv->pool;
-    struct evbuffer *out = bufferevent_get_output(bc->bev);
+    struct evbuffer *out = conn_output(bc->conn);
     uint8_t rec[16];
     char num[32];
 
@@ -638,7 +638,7 @@ static void backend_write_request(struct backend_conn *bc, struct request *r, ui
     }
     fcgi_header_encode(rec, FCGI_STDIN, id, 0, 0);
     evbuffer_add(out, rec, FCGI_HEADER_LEN);
-    bufferevent_set_timeouts(bc->bev, &p->read_tv, &p->read_tv);
+    conn_set_timeouts(bc->conn, &p->read_tv, &p->read_tv);
 }
 
 /* Puts bc on the list that matches its load: idle (no request), spare
@@ -676,7 +676,7 @@ static void backend_conn_free(struct backend_conn *bc)
     backend_conn_place(bc); /* off every list */
     s->nconns--;
     TAILQ_REMOVE(&s->pool->all, bc, all_entry);
-    bufferevent_free(bc->bev);
+    conn_free(bc->conn);
     free(bc);
 }
 
@@ -761,7 +761,7 @@ static int backend_conn_settle(struct backend_conn *bc)
             return 0;
         }
         /* An idle connection may be closed by the server at any time; no timeout. */
-        bufferevent_set_timeouts(bc->bev, NULL, NULL);
+        conn_set_timeouts(bc->conn, NULL, NULL);
     }
     backend_conn_place(bc);
     backend_drain_queue(p);
@@ -812,10 +812,10 @@ static void backend_stderr(struct backend_conn *bc, struct request *r, const uin
 }
 
 /* Consumes whole records from the connection's input. */
-static void backend_readcb(struct bufferevent *bev, void *arg)
+static void backend_readcb(struct conn *conn, void *arg)
 {
     struct backend_conn *bc = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = conn_input(conn);
     struct backend_pool *p = bc->srv->pool;
     for (;;) {
         uint8_t hb[FCGI_HEADER_LEN];
@@ -925,16 +925,16 @@ static void backend_ask_values(struct backend_conn *bc)
     uint8_t rec[FCGI_HEADER_LEN + 32];
     size_t n = fcgi_nv_encode(rec + FCGI_HEADER_LEN, "FCGI_MPXS_CONNS", 15, "", 0);
     fcgi_header_encode(rec, FCGI_GET_VALUES, 0, (uint16_t)n, 0);
-    evbuffer_add(bufferevent_get_output(bc->bev), rec, FCGI_HEADER_LEN + n);
+    evbuffer_add(conn_output(bc->conn), rec, FCGI_HEADER_LEN + n);
     bc->asked = 1;
 }
 
-static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
+static void backend_eventcb(struct conn *conn, short what, void *arg)
 {
     struct backend_conn *bc = arg;
     struct backend_pool *p = bc->srv->pool;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
+    (void)conn;
+    if (what & CONN_CONNECTED) {
         /* Accepting a connection is not a success: a server that accepts and
          * never answers must still reach BACKEND_MAX_FAILS. */
         bc->connected = 1;
@@ -943,7 +943,7 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         for (int id = 1; id <= BACKEND_MPX_MAX; id++)
             if (bc->reqs[id])
                 backend_write_request(bc, bc->reqs[id], (uint16_t)id);
-        bufferevent_enable(bc->bev, EV_READ);
+        conn_read(bc->conn, 1);
         backend_conn_place(bc);
         return;
     }
@@ -952,7 +952,7 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         struct request *r = bc->reqs[1];
         int err = EVUTIL_SOCKET_ERROR();
         log_err("backend %s: connect %s (sid %s)", bc->srv->name,
-                (what & BEV_EVENT_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
+                (what & CONN_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
                 r->sid);
         backend_server_failed(bc->srv);
         bc->reqs[1] = NULL;
@@ -964,9 +964,9 @@ static void backend_eventcb(struct bufferevent *bev, short what, void *arg)
         backend_pool_maybe_free(p);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT)
-        backend_fail(bc, (what & BEV_EVENT_READING) ? "read timeout" : "write timeout", 1);
-    else if (what & BEV_EVENT_EOF)
+    if (what & CONN_TIMEOUT)
+        backend_fail(bc, (what & CONN_READING) ? "read timeout" : "write timeout", 1);
+    else if (what & CONN_EOF)
         backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed",
                      bc->nreqs > 0);
     else
@@ -980,15 +980,15 @@ static struct backend_conn *backend_connect(struct backend_server *s)
     if (!bc)
         return NULL;
     bc->srv = s;
-    bc->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bc->bev) {
+    bc->conn = conn_new(p->base, -1, NULL);
+    if (!bc->conn) {
         free(bc);
         return NULL;
     }
     s->nconns++;
     TAILQ_INSERT_TAIL(&p->all, bc, all_entry);
-    bufferevent_setcb(bc->bev, backend_readcb, NULL, backend_eventcb, bc);
-    bufferevent_set_timeouts(bc->bev, &p->connect_tv, &p->connect_tv);
+    conn_setcb(bc->conn, backend_readcb, NULL, backend_eventcb, bc);
+    conn_set_timeouts(bc->conn, &p->connect_tv, &p->connect_tv);
     return bc;
 }
 
@@ -1041,7 +1041,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
         return;
     }
     backend_attach(bc, r);
-    if (bufferevent_socket_connect(bc->bev, (struct sockaddr *)&s->sa, (int)s->salen) < 0) {
+    if (conn_connect(bc->conn, (struct sockaddr *)&s->sa, s->salen) < 0) {
         /* Immediate failure (e.g. unix socket missing): same as a refusal. */
         log_err("backend %s: connect failed: %s (sid %s)", s->name,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), r->sid);

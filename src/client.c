@@ -31,8 +31,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
+#include "conn.h"
 #include "frame.h"
 #include "log.h"
 #include "netaddr.h"
@@ -46,8 +46,8 @@
 #define CLIENT_MAX_PENDING   256
 #define CLIENT_FLUSH_SECONDS 5
 
-static void client_readcb(struct bufferevent *bev, void *arg);
-static void client_eventcb(struct bufferevent *bev, short what, void *arg);
+static void client_readcb(struct conn *conn, void *arg);
+static void client_eventcb(struct conn *conn, short what, void *arg);
 
 static void client_free_later(evutil_socket_t fd, short what, void *arg)
 {
@@ -93,11 +93,10 @@ static void client_pause_if_full(struct client *c)
 {
     if (!c->dead && !c->closing && !c->paused && !client_can_take(c)) {
         c->paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read(c->conn, 0);
     }
 }
 
-static void client_readcb(struct bufferevent *bev, void *arg);
 
 /* A closing client is never read again: what it sends after a kick, a ping
  * timeout or its script's close is not ours to buffer. */
@@ -107,9 +106,9 @@ static void client_resume(struct client *c)
     if (!c->paused || !client_can_take(c) || c->pending >= CLIENT_MAX_PENDING / 2)
         return;
     c->paused = 0;
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read(c->conn, 1);
     /* Bytes already buffered produce no new read event: parse them now. */
-    client_readcb(c->bev, c);
+    client_readcb(c->conn, c);
 }
 
 void client_run_deferred(struct worker *w)
@@ -139,7 +138,7 @@ static void client_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info
     log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
             c->sid, c->addr, c->port, pending);
     c->over_limit = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read(c->conn, 0);
     client_close_soon(c, "slow consumer");
 }
 
@@ -166,7 +165,7 @@ static void client_hs_timeout(evutil_socket_t fd, short what, void *arg)
         log_info("client %s %s:%d: TLS handshake not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "TLS handshake timeout");
-    } else if (c->nrequest == 0 && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    } else if (c->nrequest == 0 && evbuffer_get_length(conn_input(c->conn)) > 0) {
         log_info("client %s %s:%d: first message not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "handshake timeout");
@@ -241,8 +240,8 @@ void client_close(struct client *c, const char *reason)
     fcgi_params_unref(c->params);
     c->params = NULL;
     wsconn_free(c);
-    bufferevent_free(c->bev);
-    c->bev = NULL;
+    conn_free(c->conn);
+    c->conn = NULL;
     event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
 }
 
@@ -258,17 +257,17 @@ int client_going_away(struct client *c)
     c->going_away = 1;
     if (!c->paused) { /* no new requests: only those in flight are finished */
         c->paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read(c->conn, 0);
     }
     if (c->pending == 0)
         client_close_flush(c, WS_CLOSE_GOING_AWAY, "gateway stopping");
     return 1;
 }
 
-static void client_flushed_cb(struct bufferevent *bev, void *arg)
+static void client_flushed_cb(struct conn *conn, void *arg)
 {
     struct client *c = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (evbuffer_get_length(conn_output(conn)) == 0)
         client_close(c, c->close_reason);
 }
 
@@ -278,16 +277,16 @@ static void client_close_flush(struct client *c, int code, const char *reason)
     if (c->dead || c->closing)
         return;
     wsconn_close_frame(c, code, reason); /* no-op unless an open WebSocket */
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (evbuffer_get_length(conn_output(c->conn)) == 0) {
         client_close(c, reason);
         return;
     }
     c->closing = 1;
     c->close_reason = reason;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read(c->conn, 0);
     struct timeval tv = {CLIENT_FLUSH_SECONDS, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
-    bufferevent_setcb(c->bev, NULL, client_flushed_cb, client_eventcb, c);
+    conn_set_timeouts(c->conn, NULL, &tv);
+    conn_setcb(c->conn, NULL, client_flushed_cb, client_eventcb, c);
 }
 
 void client_output_add(struct evbuffer *out, const void *hdr, size_t hlen, struct evbuffer *msg)
@@ -316,7 +315,7 @@ static int client_send_script(struct client *c, struct evbuffer *msg)
         return 1;
     }
     if (rc > 0)
-        evbuffer_add_buffer(bufferevent_get_output(c->bev), framed);
+        evbuffer_add_buffer(conn_output(c->conn), framed);
     evbuffer_free(framed);
     if (rc != 0) /* 0: the caller frames msg with the length protocol */
         evbuffer_drain(msg, evbuffer_get_length(msg));
@@ -335,7 +334,7 @@ void client_send(struct client *c, struct evbuffer *msg)
     }
     if (script_has_write(c->script) && client_send_script(c, msg))
         return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     uint8_t hdr[FRAME_HEADER_LEN];
     size_t n = evbuffer_get_length(msg);
     frame_encode(hdr, (uint32_t)n);
@@ -388,7 +387,7 @@ void client_send_shared(struct client *c, struct shared_msg *m)
         frame_encode(m->hdr[proto], (uint32_t)m->len);
         m->hdrlen[proto] = FRAME_HEADER_LEN;
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     size_t hl = m->hdrlen[proto];
     if (m->framed < 0) {
         memcpy(m->data - hl, m->hdr[proto], hl);
@@ -526,13 +525,13 @@ static void client_read_script(struct client *c, struct evbuffer *in)
     }
 }
 
-static void client_readcb(struct bufferevent *bev, void *arg)
+static void client_readcb(struct conn *conn, void *arg)
 {
     struct client *c = arg;
-    (void)bev;
+    (void)conn;
     if (c->dead || c->closing || c->over_limit)
         return;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     if (c->ws)
         wsconn_read(c);
     else if (script_has_read(c->script))
@@ -543,22 +542,22 @@ static void client_readcb(struct bufferevent *bev, void *arg)
     client_pause_if_full(c);
 }
 
-static void client_eventcb(struct bufferevent *bev, short what, void *arg)
+static void client_eventcb(struct conn *conn, short what, void *arg)
 {
     struct client *c = arg;
-    (void)bev;
+    (void)conn;
     char tls_err[128];
-    if (what & BEV_EVENT_CONNECTED) { /* the TLS handshake completed */
+    if (what & CONN_CONNECTED) { /* the TLS handshake completed */
         c->tls_ok = 1;
         if (c->hs_timer && c->ws == NULL && c->nrequest > 0)
             client_hs_timer_free(c);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & CONN_TIMEOUT)
         client_close(c, c->closing ? "output not drained" : "idle timeout");
-    else if (what & BEV_EVENT_EOF)
+    else if (what & CONN_EOF)
         client_close(c, "closed by peer");
-    else if (c->w->ssl_ctx && tls_error_string(c->bev, tls_err, sizeof(tls_err)))
+    else if (c->w->ssl_ctx && conn_tls_error(c->conn, tls_err, sizeof(tls_err)))
         client_close(c, tls_err); /* logged at once: a stack buffer is enough */
     else
         client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -658,9 +657,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         client_keepalive(fd);
     }
-    c->bev = w->ssl_ctx ? tls_bufferevent_new(w->base, w->ssl_ctx, fd)
-                        : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
+    c->conn = conn_new(w->base, fd, w->ssl_ctx);
+    if (c->conn == NULL) {
         if (c->ip_counted)
             shm_ip_add(w->shm, w->id, c->ip, -1);
         atomic_fetch_sub(&w->shm->clients, 1);
@@ -682,11 +680,11 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     fcgi_params_add(&c->params, "REMOTE_PORT", port, strlen(port));
     client_server_addr(c, fd);
 
-    bufferevent_setcb(c->bev, client_readcb, NULL, client_eventcb, c);
+    conn_setcb(c->conn, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)
-        bufferevent_set_timeouts(c->bev, w->idle_tv, NULL);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, client_input_limit(cfg));
-    evbuffer_add_cb(bufferevent_get_output(c->bev), client_output_cb, c);
+        conn_set_timeouts(c->conn, w->idle_tv, NULL);
+    conn_set_read_limit(c->conn, client_input_limit(cfg));
+    evbuffer_add_cb(conn_output(c->conn), client_output_cb, c);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
@@ -702,5 +700,5 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         client_session_start(c);
     }
     if (!c->dead && !c->closing)
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        conn_read(c->conn, 1);
 }

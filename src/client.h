@@ -3,7 +3,7 @@
 #ifndef FOOKING_CLIENT_H
 #define FOOKING_CLIENT_H
 
-#include <event2/bufferevent.h>
+#include <event2/buffer.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -14,11 +14,12 @@
 struct worker;
 struct request;
 struct ws_state;
+struct conn;
 
 struct client {
     TAILQ_ENTRY(client) entry;
     struct worker *w;
-    struct bufferevent *bev;
+    struct conn *conn;
     char sid[SID_LEN + 1];
     char addr[48]; /* INET6_ADDRSTRLEN */
     int port;

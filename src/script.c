@@ -14,12 +14,12 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/bufferevent.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 
 #include "client.h"
+#include "conn.h"
 #include "log.h"
 
 #define SCRIPT_MAX_SECONDS 1.0
@@ -97,7 +97,7 @@ static int fb_seek(lua_State *L)
 static int fc_buffer(lua_State *L)
 {
     struct client *c = script_conn_arg(L, 1);
-    lua_pushlightuserdata(L, bufferevent_get_input(c->bev));
+    lua_pushlightuserdata(L, conn_input(c->conn));
     return 1;
 }
 
@@ -107,7 +107,7 @@ static int fc_send(lua_State *L)
     size_t n;
     const char *str = luaL_checklstring(L, 2, &n);
     if (!c->dead && !c->closing)
-        evbuffer_add(bufferevent_get_output(c->bev), str, n);
+        evbuffer_add(conn_output(c->conn), str, n);
     return 0;
 }
 
@@ -243,7 +243,7 @@ static int script_call(struct script *s, const char *name, struct client *c, int
     s->conn = c;
     s->bufs[0] = in;
     s->bufs[1] = out;
-    s->bufs[2] = c->bev ? bufferevent_get_input(c->bev) : NULL;
+    s->bufs[2] = c->conn ? conn_input(c->conn) : NULL;
     clock_gettime(CLOCK_MONOTONIC, &s->started);
     lua_getglobal(L, name);
     lua_pushlightuserdata(L, c);

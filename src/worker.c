@@ -23,12 +23,12 @@
 #include <netinet/in.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "backend.h"
 #include "buslink.h"
 #include "channel.h"
 #include "client.h"
+#include "conn.h"
 #include "hmap.h"
 #include "log.h"
 #include "loop.h"
@@ -400,7 +400,7 @@ static void worker_reload_ready(struct backend_pool *pool, const char *perr, voi
      * client unable to read a message the new limit allows). */
     struct client *c;
     TAILQ_FOREACH(c, &w->clients, entry)
-        bufferevent_setwatermark(c->bev, EV_READ, 0, client_input_limit(fresh));
+        conn_set_read_limit(c->conn, client_input_limit(fresh));
     if (strcmp(fresh->log_file, w->cfg->log_file) != 0)
         log_open(fresh->log_file, fresh->log_level);
     log_set_level(fresh->log_level);

@@ -23,10 +23,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "client.h"
+#include "conn.h"
 #include "log.h"
 #include "static.h"
 #include "worker.h"
@@ -79,7 +79,7 @@ void wsconn_ping(struct client *c)
     ws->heard = 0;
     uint8_t hdr[WS_MAX_FRAME_HEADER];
     size_t n = ws_frame_header(hdr, WS_OP_PING, 1, 0);
-    evbuffer_add(bufferevent_get_output(c->bev), hdr, n);
+    evbuffer_add(conn_output(c->conn), hdr, n);
 }
 
 int wsconn_start(struct client *c)
@@ -121,7 +121,7 @@ static void wsconn_http_error(struct client *c, int status, const char *why)
     long n = ws_build_error(buf, sizeof(buf), status);
     log_info("client %s %s:%d: HTTP %d: %s", c->sid, c->addr, c->port, status, why);
     if (n > 0)
-        evbuffer_add(bufferevent_get_output(c->bev), buf, (size_t)n);
+        evbuffer_add(conn_output(c->conn), buf, (size_t)n);
     c->ws->state = WSC_CLOSING;
     client_close_after_flush(c, why);
 }
@@ -140,7 +140,7 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
     struct stat sb;
     if (st == STATIC_OK)
         st = static_open(w->static_fd, rel, &fd, &sb);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     if (st == STATIC_MOVED) {
         /* one leading '/': "//host/" would be a protocol-relative URL */
         const char *lp = req->path.p;
@@ -284,7 +284,7 @@ static void wsconn_params(struct client *c, const struct ws_request *req)
 static void wsconn_handshake(struct client *c)
 {
     struct ws_conn *ws = c->ws;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     size_t len = evbuffer_get_length(in);
     size_t want = len < WS_MAX_HEAD ? len : WS_MAX_HEAD;
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
@@ -327,7 +327,7 @@ static void wsconn_handshake(struct client *c)
     }
     wsconn_params(c, &req);
     evbuffer_drain(in, (size_t)n);
-    evbuffer_add(bufferevent_get_output(c->bev), answer, (size_t)alen);
+    evbuffer_add(conn_output(c->conn), answer, (size_t)alen);
     ws->state = WSC_OPEN;
     ws->heard = 1;
     event_free(ws->timer);
@@ -353,7 +353,7 @@ void wsconn_close_frame(struct client *c, int code, const char *reason)
     uint8_t hdr[WS_MAX_FRAME_HEADER], payload[WS_MAX_CONTROL_PAYLOAD];
     size_t plen = ws_close_payload(payload, code, reason, reason ? strlen(reason) : 0);
     size_t hlen = ws_frame_header(hdr, WS_OP_CLOSE, 1, plen);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     evbuffer_add(out, hdr, hlen);
     evbuffer_add(out, payload, plen);
 }
@@ -361,7 +361,7 @@ void wsconn_close_frame(struct client *c, int code, const char *reason)
 static void wsconn_control(struct client *c, const struct ws_frame *f, uint8_t *p, size_t n)
 {
     uint8_t hdr[WS_MAX_FRAME_HEADER];
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     switch (f->opcode) {
     case WS_OP_PING: {
         size_t hl = ws_frame_header(hdr, WS_OP_PONG, 1, n);
@@ -425,7 +425,7 @@ static int wsconn_payload(struct ws_conn *ws, const struct ws_frame *f, size_t f
 static void wsconn_frames(struct client *c)
 {
     struct ws_conn *ws = c->ws;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     size_t max = c->w->cfg->max_buff_size;
     while (client_can_take(c) && ws->state == WSC_OPEN) {
         size_t len = evbuffer_get_length(in);
@@ -523,7 +523,7 @@ void wsconn_send(struct client *c, struct evbuffer *msg)
     uint8_t hdr[WS_MAX_FRAME_HEADER];
     size_t n = evbuffer_get_length(msg);
     size_t hl = ws_frame_header(hdr, wsconn_opcode(c, NULL, 0, msg), 1, n);
-    client_output_add(bufferevent_get_output(c->bev), hdr, hl, msg);
+    client_output_add(conn_output(c->conn), hdr, hl, msg);
 }
 
 void wsconn_shared_header(const struct client *c, struct shared_msg *m)

@@ -1,0 +1,556 @@
+/* conn.c - stream sockets for clients and backends (see conn.h).
+ *
+ * Plain sockets: two raw events on the fd (read, persistent; write, armed only
+ * while output waits for room) and two evbuffers. An evbuffer callback on the
+ * output notices every addition and puts the connection on its loop's pending
+ * list; the list's event is made active at the first addition of a turn, so
+ * libevent runs it after the callbacks already due in that turn: every
+ * connection that got output is written once, with everything it got.
+ *
+ * TLS sockets keep bufferevent_openssl (the record layer is its job); this
+ * file only maps its callbacks and settings. */
+#include "conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event_struct.h>
+
+#include "tls.h"
+
+/* First read of a burst; doubled while reads fill what was offered, up to
+ * CONN_READ_MAX, back to this after a short read. Sized so a chain (with
+ * libevent's header) stays one malloc size class. */
+#define CONN_READ_MIN (4096 - 128)
+#define CONN_READ_MAX (65536 - 128)
+/* writev takes this many chains at most (libevent's NUM_WRITE_IOVEC). */
+#define CONN_WRITE_IOV 128
+
+struct conn_loop {
+    struct event_base *base;
+    struct event flush_ev;
+    TAILQ_HEAD(, conn) pending;
+    int refs; /* connections on this base, plus a running flush */
+    struct conn_loop *next;
+};
+
+struct conn {
+    struct conn_loop *loop;
+    evutil_socket_t fd;
+    struct bufferevent *bev; /* TLS */
+    struct evbuffer *in, *out;
+    struct event rev, wev;
+    conn_data_cb read_cb, drained_cb;
+    conn_event_cb event_cb;
+    void *arg;
+    struct timeval rd_tv, wr_tv;
+    size_t limit, read_size;
+    TAILQ_ENTRY(conn) pending_entry;
+    unsigned on_pending : 1, reading : 1, suspended : 1, writing : 1, connecting : 1,
+        has_rd : 1, has_wr : 1, freed : 1;
+    int in_cb; /* callbacks running: conn_free waits for them */
+};
+
+static struct conn_loop *loops;
+
+static int conn_retriable(int e)
+{
+    return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct conn_loop *conn_loop_ref(struct event_base *base)
+{
+    struct conn_loop *l;
+    for (l = loops; l; l = l->next)
+        if (l->base == base) {
+            l->refs++;
+            return l;
+        }
+    l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->base = base;
+    l->refs = 1;
+    TAILQ_INIT(&l->pending);
+    event_assign(&l->flush_ev, base, -1, 0, conn_flush_cb, l);
+    l->next = loops;
+    loops = l;
+    return l;
+}
+
+/* A loop's state goes with its last connection, so a base freed and another
+ * made at the same address never finds stale state. */
+static void conn_loop_unref(struct conn_loop *l)
+{
+    if (--l->refs > 0)
+        return;
+    event_del(&l->flush_ev);
+    struct conn_loop **pp = &loops;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    free(l);
+}
+
+static void conn_destroy(struct conn *c)
+{
+    struct conn_loop *l = c->loop;
+    free(c);
+    conn_loop_unref(l);
+}
+
+/* After a callback into the owner: the owner may have freed c meanwhile. */
+static int conn_leave(struct conn *c)
+{
+    if (--c->in_cb == 0 && c->freed) {
+        conn_destroy(c);
+        return 0;
+    }
+    return !c->freed;
+}
+
+static void conn_event(struct conn *c, short what)
+{
+    if (c->event_cb)
+        c->event_cb(c, what, c->arg);
+}
+
+/* ---- plain sockets ---- */
+
+static void conn_unpend(struct conn *c)
+{
+    if (c->on_pending) {
+        TAILQ_REMOVE(&c->loop->pending, c, pending_entry);
+        c->on_pending = 0;
+    }
+}
+
+static void conn_arm_write(struct conn *c)
+{
+    if (!c->writing) {
+        c->writing = 1;
+        event_add(&c->wev, c->has_wr ? &c->wr_tv : NULL);
+    }
+}
+
+static void conn_disarm_write(struct conn *c)
+{
+    if (c->writing) {
+        c->writing = 0;
+        event_del(&c->wev);
+    }
+}
+
+/* Writes what the socket takes; the rest waits for EV_WRITE. Called with
+ * in_cb held. */
+static void conn_write(struct conn *c)
+{
+    for (;;) {
+        size_t len = evbuffer_get_length(c->out);
+        if (len == 0)
+            break;
+        /* One writev covers CONN_WRITE_IOV chains: if the socket took all of
+         * them, more may fit. */
+        struct evbuffer_iovec v[CONN_WRITE_IOV];
+        int nv = evbuffer_peek(c->out, -1, NULL, v, CONN_WRITE_IOV);
+        size_t offer = len;
+        if (nv > CONN_WRITE_IOV) {
+            offer = 0;
+            for (int i = 0; i < CONN_WRITE_IOV; i++)
+                offer += v[i].iov_len;
+        }
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            int e = EVUTIL_SOCKET_ERROR();
+            if (conn_retriable(e)) {
+                conn_arm_write(c);
+                return;
+            }
+            conn_disarm_write(c);
+            errno = e;
+            conn_event(c, CONN_WRITING | CONN_ERROR);
+            return;
+        }
+        if ((size_t)n < offer) {
+            conn_arm_write(c);
+            return;
+        }
+    }
+    conn_disarm_write(c);
+    if (c->drained_cb)
+        c->drained_cb(c, c->arg);
+}
+
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_loop *l = arg;
+    struct conn *c;
+    (void)fd;
+    (void)what;
+    l->refs++; /* the owners' callbacks may free every connection */
+    while ((c = TAILQ_FIRST(&l->pending)) != NULL) {
+        conn_unpend(c);
+        c->in_cb++;
+        conn_write(c);
+        conn_leave(c);
+    }
+    conn_loop_unref(l);
+}
+
+void conn_flush_all(struct event_base *base)
+{
+    for (struct conn_loop *l = loops; l; l = l->next)
+        if (l->base == base && !TAILQ_EMPTY(&l->pending)) {
+            event_del(&l->flush_ev);
+            conn_flush_cb(-1, 0, l);
+            return;
+        }
+}
+
+/* Output to write at the end of this turn (unless c already waits for
+ * EV_WRITE, which writes it). Called on every addition to the output. */
+static void conn_pend(struct conn *c)
+{
+    if (c->on_pending || c->writing || c->connecting || c->freed)
+        return;
+    struct conn_loop *l = c->loop;
+    if (TAILQ_EMPTY(&l->pending))
+        event_active(&l->flush_ev, EV_TIMEOUT, 0);
+    TAILQ_INSERT_TAIL(&l->pending, c, pending_entry);
+    c->on_pending = 1;
+}
+
+static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    if (info->n_added > 0)
+        conn_pend(arg);
+}
+
+static void conn_rev_update(struct conn *c)
+{
+    if (c->fd < 0) /* not connected yet: its events are not set up */
+        return;
+    if (c->reading && !c->suspended && !c->connecting)
+        event_add(&c->rev, c->has_rd ? &c->rd_tv : NULL);
+    else
+        event_del(&c->rev);
+}
+
+/* Input consumed below the limit: reading goes on. */
+static void conn_in_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)info;
+    if (c->suspended && evbuffer_get_length(b) < c->limit) {
+        c->suspended = 0;
+        conn_rev_update(c);
+    }
+}
+
+static void conn_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    c->in_cb++;
+    if (what & EV_TIMEOUT) {
+        conn_event(c, CONN_READING | CONN_TIMEOUT);
+        conn_leave(c);
+        return;
+    }
+    size_t want = c->read_size, have = evbuffer_get_length(c->in);
+    if (c->limit) {
+        if (have >= c->limit) {
+            c->suspended = 1;
+            conn_rev_update(c);
+            conn_leave(c);
+            return;
+        }
+        if (c->limit - have < want)
+            want = c->limit - have;
+    }
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 2);
+    ssize_t n;
+    if (nv <= 0) {
+        errno = ENOMEM;
+        n = -1;
+    } else if (nv == 1 || v[0].iov_len >= want) {
+        n = recv(fd, v[0].iov_base, want < v[0].iov_len ? want : v[0].iov_len, 0);
+        nv = 1;
+    } else {
+        v[1].iov_len = want - v[0].iov_len < v[1].iov_len ? want - v[0].iov_len : v[1].iov_len;
+        n = readv(fd, (struct iovec *)v, 2);
+    }
+    if (n <= 0) {
+        int e = errno;
+        if (nv > 0)
+            evbuffer_commit_space(c->in, v, 0);
+        if (n < 0 && conn_retriable(e)) {
+            conn_leave(c);
+            return;
+        }
+        event_del(&c->rev);
+        c->reading = 0;
+        errno = e;
+        conn_event(c, CONN_READING | (n == 0 ? CONN_EOF : CONN_ERROR));
+        conn_leave(c);
+        return;
+    }
+    size_t got = (size_t)n, left = got;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(c->in, v, nv);
+    if (got == want && c->read_size < CONN_READ_MAX)
+        c->read_size = c->read_size * 2 + 128;
+    else if (got < want / 2)
+        c->read_size = CONN_READ_MIN;
+    if (c->read_cb)
+        c->read_cb(c, c->arg);
+    conn_leave(c);
+}
+
+static void conn_writable(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    c->in_cb++;
+    c->writing = 0; /* a non-persistent event: no longer pending */
+    if (what & EV_TIMEOUT) {
+        conn_event(c, CONN_WRITING | CONN_TIMEOUT);
+    } else if (c->connecting) {
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+            err = errno;
+        if (err == EINPROGRESS || err == EINTR) {
+            conn_arm_write(c);
+        } else if (err) {
+            errno = err;
+            conn_event(c, CONN_WRITING | CONN_ERROR);
+        } else {
+            c->connecting = 0;
+            conn_rev_update(c);
+            conn_event(c, CONN_CONNECTED);
+            if (!c->freed && evbuffer_get_length(c->out) > 0)
+                conn_pend(c); /* what was queued while connecting */
+        }
+    } else {
+        conn_write(c);
+    }
+    conn_leave(c);
+}
+
+/* ---- TLS ---- */
+
+static void conn_bev_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+    c->in_cb++;
+    if (c->read_cb)
+        c->read_cb(c, c->arg);
+    conn_leave(c);
+}
+
+static void conn_bev_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+    c->in_cb++;
+    if (c->drained_cb && evbuffer_get_length(c->out) == 0)
+        c->drained_cb(c, c->arg);
+    conn_leave(c);
+}
+
+static void conn_bev_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+    c->in_cb++;
+    conn_event(c, what);
+    conn_leave(c);
+}
+
+int conn_tls_error(struct conn *c, char *out, size_t len)
+{
+    return c->bev ? tls_error_string(c->bev, out, len) : 0;
+}
+
+/* ---- both ---- */
+
+struct conn *conn_new(struct event_base *base, evutil_socket_t fd, void *tls_ctx)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->read_size = CONN_READ_MIN;
+    if ((c->loop = conn_loop_ref(base)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    if (tls_ctx) {
+        if ((c->bev = tls_bufferevent_new(base, tls_ctx, fd)) == NULL) {
+            conn_destroy(c);
+            return NULL;
+        }
+        bufferevent_setcb(c->bev, conn_bev_read, conn_bev_write, conn_bev_event, c);
+        bufferevent_enable(c->bev, EV_WRITE);
+        c->in = bufferevent_get_input(c->bev);
+        c->out = bufferevent_get_output(c->bev);
+        return c;
+    }
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    if (!c->in || !c->out || !evbuffer_add_cb(c->out, conn_out_cb, c)) {
+        if (c->in)
+            evbuffer_free(c->in);
+        if (c->out)
+            evbuffer_free(c->out);
+        conn_destroy(c);
+        return NULL;
+    }
+    if (fd >= 0) {
+        event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, conn_readable, c);
+        event_assign(&c->wev, base, fd, EV_WRITE, conn_writable, c);
+    }
+    return c;
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    struct event_base *base = c->loop->base;
+    c->fd = fd;
+    c->connecting = 1;
+    event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, conn_readable, c);
+    event_assign(&c->wev, base, fd, EV_WRITE, conn_writable, c);
+    conn_arm_write(c); /* connected (or refused) when writable */
+    return 0;
+}
+
+void conn_setcb(struct conn *c, conn_data_cb read, conn_data_cb drained, conn_event_cb event,
+                void *arg)
+{
+    c->read_cb = read;
+    c->drained_cb = drained;
+    c->event_cb = event;
+    c->arg = arg;
+}
+
+struct evbuffer *conn_input(struct conn *c)
+{
+    return c->in;
+}
+
+struct evbuffer *conn_output(struct conn *c)
+{
+    return c->out;
+}
+
+evutil_socket_t conn_fd(const struct conn *c)
+{
+    return c->bev ? bufferevent_getfd(c->bev) : c->fd;
+}
+
+void conn_read(struct conn *c, int on)
+{
+    if (c->bev) {
+        if (on)
+            bufferevent_enable(c->bev, EV_READ);
+        else
+            bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if ((int)c->reading == !!on)
+        return;
+    c->reading = !!on;
+    if (on && c->limit && evbuffer_get_length(c->in) >= c->limit)
+        c->suspended = 1;
+    conn_rev_update(c);
+}
+
+void conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval *wr)
+{
+    if (c->bev) {
+        bufferevent_set_timeouts(c->bev, rd, wr);
+        return;
+    }
+    c->has_rd = rd != NULL;
+    c->has_wr = wr != NULL;
+    if (rd)
+        c->rd_tv = *rd;
+    if (wr)
+        c->wr_tv = *wr;
+    if (c->fd < 0)
+        return;
+    if (event_pending(&c->rev, EV_READ, NULL))
+        conn_rev_update(c);
+    if (c->writing) {
+        if (wr)
+            event_add(&c->wev, &c->wr_tv);
+        else
+            event_remove_timer(&c->wev);
+    }
+    if (!rd && event_pending(&c->rev, EV_READ, NULL))
+        event_remove_timer(&c->rev);
+}
+
+void conn_set_read_limit(struct conn *c, size_t max)
+{
+    if (c->bev) {
+        bufferevent_setwatermark(c->bev, EV_READ, 0, max);
+        return;
+    }
+    if (max && !c->limit)
+        evbuffer_add_cb(c->in, conn_in_cb, c);
+    c->limit = max ? max : c->limit; /* the callback stays; a limit is never removed */
+    if (c->suspended && evbuffer_get_length(c->in) < c->limit) {
+        c->suspended = 0;
+        conn_rev_update(c);
+    }
+}
+
+void conn_free(struct conn *c)
+{
+    if (c == NULL || c->freed)
+        return;
+    c->freed = 1;
+    if (c->bev) {
+        bufferevent_free(c->bev);
+    } else {
+        conn_unpend(c);
+        if (c->fd >= 0) {
+            event_del(&c->rev);
+            event_del(&c->wev);
+            evutil_closesocket(c->fd);
+            c->fd = -1;
+        }
+        evbuffer_free(c->in);
+        evbuffer_free(c->out);
+    }
+    c->in = c->out = NULL;
+    c->bev = NULL;
+    if (c->in_cb == 0)
+        conn_destroy(c);
+}
