@@ -239,7 +239,8 @@ void client_close(struct client *c, const char *reason)
     worker_client_removed(c->w, c);
     fcgi_params_unref(c->params);
     c->params = NULL;
-    wsconn_free(c);
+    if (c->proto->free)
+        c->proto->free(c);
     conn_free(c->conn);
     c->conn = NULL;
     event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
@@ -276,7 +277,8 @@ static void client_close_flush(struct client *c, int code, const char *reason)
 {
     if (c->dead || c->closing)
         return;
-    wsconn_close_frame(c, code, reason); /* no-op unless an open WebSocket */
+    if (c->proto->close_frame)
+        c->proto->close_frame(c, code, reason);
     if (evbuffer_get_length(conn_output(c->conn)) == 0) {
         client_close(c, reason);
         return;
@@ -328,12 +330,11 @@ void client_send(struct client *c, struct evbuffer *msg)
 {
     if (c->dead || c->closing || c->over_limit)
         return;
-    if (c->ws) {
-        wsconn_send(c, msg);
-        return;
-    }
-    if (script_has_write(c->script) && client_send_script(c, msg))
-        return;
+    c->proto->send(c, msg);
+}
+
+static void client_send_length(struct client *c, struct evbuffer *msg)
+{
     struct evbuffer *out = conn_output(c->conn);
     uint8_t hdr[FRAME_HEADER_LEN];
     size_t n = evbuffer_get_length(msg);
@@ -371,22 +372,17 @@ void client_send_shared(struct client *c, struct shared_msg *m)
 {
     if (c->dead || c->closing || c->over_limit || !c->session_started)
         return;
-    if (script_has_write(c->script)) { /* the script frames each copy itself */
+    int ok = c->proto->shared_header(c, m);
+    if (ok < 0) { /* a script frames each copy itself */
         struct evbuffer *b = evbuffer_new();
         evbuffer_add(b, m->data, m->len);
         client_send(c, b);
         evbuffer_free(b);
         return;
     }
-    int proto = c->ws ? PROTO_WEBSOCKET : PROTO_LENGTH;
-    if (c->ws) {
-        if (!wsconn_open(c))
-            return;
-        wsconn_shared_header(c, m);
-    } else if (m->hdrlen[proto] == 0) {
-        frame_encode(m->hdr[proto], (uint32_t)m->len);
-        m->hdrlen[proto] = FRAME_HEADER_LEN;
-    }
+    if (ok == 0)
+        return;
+    int proto = c->proto->frame;
     struct evbuffer *out = conn_output(c->conn);
     size_t hl = m->hdrlen[proto];
     if (m->framed < 0) {
@@ -531,14 +527,7 @@ static void client_readcb(struct conn *conn, void *arg)
     (void)conn;
     if (c->dead || c->closing || c->over_limit)
         return;
-    struct evbuffer *in = conn_input(c->conn);
-    if (c->ws)
-        wsconn_read(c);
-    else if (script_has_read(c->script))
-        client_read_script(c, in);
-    else
-        while (client_can_take(c) && client_read_frame(c, in) > 0)
-            ;
+    c->proto->read(c, conn_input(c->conn));
     client_pause_if_full(c);
 }
 
@@ -667,6 +656,10 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         return;
     }
     c->script = script_ref(w->script);
+    /* A script replaces PROTOCOL. */
+    c->proto = c->script                            ? &client_proto_script
+               : cfg->protocol == PROTO_WEBSOCKET ? &wsconn_proto
+                                                  : &client_proto_length;
     sid_next(&w->sids, sid_now_ms(), c->sid);
     c->sid[SID_LEN] = '\0';
     atomic_store(&w->shm->workers[w->id].sid_ms, w->sids.last_ms);
@@ -688,7 +681,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
-    if (cfg->protocol == PROTO_WEBSOCKET && !c->script) {
+    if (c->proto == &wsconn_proto) {
         if (wsconn_start(c) < 0) {
             client_close(c, "out of memory");
             return;
@@ -702,3 +695,55 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     if (!c->dead && !c->closing)
         conn_read(c->conn, 1);
 }
+
+/* ---- the length protocol, and a Lua protocol script ---- */
+
+static void client_read_length(struct client *c, struct evbuffer *in)
+{
+    while (client_can_take(c) && client_read_frame(c, in) > 0)
+        ;
+}
+
+static int client_shared_length(struct client *c, struct shared_msg *m)
+{
+    (void)c;
+    if (m->hdrlen[PROTO_LENGTH] == 0) {
+        frame_encode(m->hdr[PROTO_LENGTH], (uint32_t)m->len);
+        m->hdrlen[PROTO_LENGTH] = FRAME_HEADER_LEN;
+    }
+    return 1;
+}
+
+/* A script without onRead (or onWrite) leaves that direction to length frames. */
+static void client_read_scripted(struct client *c, struct evbuffer *in)
+{
+    if (script_has_read(c->script))
+        client_read_script(c, in);
+    else
+        client_read_length(c, in);
+}
+
+static void client_send_scripted(struct client *c, struct evbuffer *msg)
+{
+    if (!script_has_write(c->script) || !client_send_script(c, msg))
+        client_send_length(c, msg);
+}
+
+static int client_shared_scripted(struct client *c, struct shared_msg *m)
+{
+    return script_has_write(c->script) ? -1 : client_shared_length(c, m);
+}
+
+const struct client_proto client_proto_length = {
+    .frame = PROTO_LENGTH,
+    .read = client_read_length,
+    .send = client_send_length,
+    .shared_header = client_shared_length,
+};
+
+const struct client_proto client_proto_script = {
+    .frame = PROTO_LENGTH,
+    .read = client_read_scripted,
+    .send = client_send_scripted,
+    .shared_header = client_shared_scripted,
+};

@@ -16,8 +16,34 @@ struct request;
 struct ws_state;
 struct conn;
 
+struct shared_msg;
+struct evbuffer;
+
+/* What differs between the client protocols (length frames, WebSocket, a Lua
+ * protocol script), chosen once at accept. */
+struct client_proto {
+    int frame; /* enum proto: whose frame header a shared message gets */
+    /* New input in `in`: take the messages that are whole. */
+    void (*read)(struct client *c, struct evbuffer *in);
+    /* One message to the client, framed; the bytes of msg are moved. */
+    void (*send)(struct client *c, struct evbuffer *msg);
+    /* Fills m->hdr[frame] for a push; 0 when c cannot take pushes yet. NULL:
+     * every copy goes through send (a script frames each one itself). */
+    int (*shared_header)(struct client *c, struct shared_msg *m);
+    /* Goodbye on the wire before a flush-and-close (NULL: nothing to say). */
+    void (*close_frame)(struct client *c, int code, const char *reason);
+    /* The worker's ping sweep (NULL: the protocol has no pings). */
+    void (*ping)(struct client *c);
+    /* Frees the protocol's state (NULL: none). */
+    void (*free)(struct client *c);
+};
+
+extern const struct client_proto client_proto_length, client_proto_script;
+extern const struct client_proto wsconn_proto; /* wsconn.c */
+
 struct client {
     TAILQ_ENTRY(client) entry;
+    const struct client_proto *proto;
     struct worker *w;
     struct conn *conn;
     char sid[SID_LEN + 1];

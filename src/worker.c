@@ -228,8 +228,8 @@ static void worker_ping_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     for (c = TAILQ_FIRST(&w->clients); c; c = next) {
         next = TAILQ_NEXT(c, entry);
-        if (c->ws)
-            wsconn_ping(c);
+        if (c->proto->ping)
+            c->proto->ping(c);
     }
 }
 

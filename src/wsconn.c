@@ -526,9 +526,28 @@ void wsconn_send(struct client *c, struct evbuffer *msg)
     client_output_add(conn_output(c->conn), hdr, hl, msg);
 }
 
-void wsconn_shared_header(const struct client *c, struct shared_msg *m)
+static int wsconn_shared_header(struct client *c, struct shared_msg *m)
 {
+    if (!wsconn_open(c))
+        return 0; /* pushes start with the session, after the handshake */
     if (m->hdrlen[PROTO_WEBSOCKET] == 0)
         m->hdrlen[PROTO_WEBSOCKET] = (uint8_t)ws_frame_header(
             m->hdr[PROTO_WEBSOCKET], wsconn_opcode(c, m->data, m->len, NULL), 1, m->len);
+    return 1;
 }
+
+static void wsconn_read_input(struct client *c, struct evbuffer *in)
+{
+    (void)in; /* the handshake and the frame parser take it from the connection */
+    wsconn_read(c);
+}
+
+const struct client_proto wsconn_proto = {
+    .frame = PROTO_WEBSOCKET,
+    .read = wsconn_read_input,
+    .send = wsconn_send,
+    .shared_header = wsconn_shared_header,
+    .close_frame = wsconn_close_frame,
+    .ping = wsconn_ping,
+    .free = wsconn_free,
+};

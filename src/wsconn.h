@@ -19,8 +19,6 @@ void wsconn_free(struct client *c);
 void wsconn_read(struct client *c);
 /* One message to the client, as one text (or binary) frame. msg is moved. */
 void wsconn_send(struct client *c, struct evbuffer *msg);
-/* Frame header of a shared message, computed once per message. */
-void wsconn_shared_header(const struct client *c, struct shared_msg *m);
 /* Starts the close handshake with code and reason (kick, shutdown); the caller
  * then flushes and closes. */
 void wsconn_close_frame(struct client *c, int code, const char *reason);
