@@ -11,12 +11,11 @@
 #include <string.h>
 
 #include "bus.h"
-#include "channel.h"
 #include "client.h"
+#include "command.h"
 #include "hmap.h"
 #include "log.h"
 #include "rmsg.h"
-#include "uplink.h"
 #include "worker.h"
 
 #define BUSLINK_HB_SECONDS 3

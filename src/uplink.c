@@ -23,8 +23,8 @@
 #include <event2/bufferevent.h>
 
 #include "backoff.h"
-#include "channel.h"
 #include "client.h"
+#include "command.h"
 #include "hmap.h"
 #include "log.h"
 #include "netaddr.h"
@@ -35,9 +35,6 @@
 #define UPLINK_BACKOFF_MAX  5.0
 #define UPLINK_MAX_LEN      (64u << 20) /* largest D accepted from the router */
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
-/* Longest frame header a client protocol puts before a message: WebSocket's
- * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
-#define UPLINK_MAX_FRAME_HEADER 14
 
 struct uplink {
     struct worker *w;
@@ -52,7 +49,7 @@ struct uplink {
     struct sockaddr_storage sa;
     socklen_t salen;
     char name[128];   /* "host:port" */
-    char source[136]; /* "router host:port", for worker_command's log lines */
+    char source[136]; /* "router host:port", for the executor's log lines */
 };
 
 static void uplink_connect(struct uplink *u);
@@ -198,123 +195,6 @@ static void uplink_resync(struct uplink *u)
         nch++;
     }
     log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
-}
-
-/* A push no client's output can ever hold would close every recipient as a
- * slow consumer: one message from the router would disconnect everyone. It is
- * dropped instead, logged once for the message, not once per client. */
-static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *source)
-{
-    size_t limit = w->cfg->max_output_size;
-
-    if ((size_t)m->len + UPLINK_MAX_FRAME_HEADER <= limit)
-        return 1;
-    log_err("%s: %s of %u bytes is over the largest push a client can take (%zu: "
-            "MAX_OUTPUT_SIZE %zu minus a %d-byte frame header), dropped; no client was closed",
-            source, rmsg_type_name(m->type), m->len, limit - UPLINK_MAX_FRAME_HEADER, limit,
-            UPLINK_MAX_FRAME_HEADER);
-    return 0;
-}
-
-static struct shared_msg *worker_shared(const struct rmsg *m, const char *source)
-{
-    struct shared_msg *sm = shared_msg_new(m->d, m->len);
-
-    if (sm == NULL)
-        log_err("%s: out of memory for a %s of %u bytes, dropped", source, rmsg_type_name(m->type),
-                m->len);
-    return sm;
-}
-
-static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *source)
-{
-    struct shared_msg *sm = NULL;
-    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
-        if ((sm = worker_shared(m, source)) == NULL)
-            return;
-    }
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
-        struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
-        if (!c || c->dead)
-            continue;
-        switch (m->type) {
-        case RMSG_KICK:
-            client_close_after_flush(c, "kicked");
-            break;
-        case RMSG_SEND_MSG:
-            if (sm) {
-                client_send_shared(c, sm);
-            } else {
-                struct evbuffer *b = evbuffer_new();
-                if (b == NULL || evbuffer_add(b, m->d, m->len) < 0) {
-                    log_err("%s: out of memory for a SEND_MSG of %u bytes to %s, dropped", source,
-                            m->len, c->sid);
-                } else {
-                    client_send(c, b);
-                }
-                if (b != NULL)
-                    evbuffer_free(b);
-            }
-            break;
-        case RMSG_CH_ADD:
-            channel_join(w, c, (const char *)m->d, m->len);
-            break;
-        case RMSG_CH_DEL:
-            channel_leave(w, c, (const char *)m->d, m->len);
-            break;
-        }
-    }
-    shared_msg_unref(sm);
-    /* The router subscribed this link when it forwarded the CH_ADD; if no
-     * session here joined after all, take that back. */
-    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL
-        && !hmap_get(w->channels, m->d, m->len))
-        uplink_ch_unsub(w->uplink, (const char *)m->d, m->len);
-}
-
-void worker_command(struct worker *w, const struct rmsg *m, const char *source)
-{
-    log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
-              m->slen, m->len);
-    switch (m->type) {
-    case RMSG_KICK:
-    case RMSG_SEND_MSG:
-    case RMSG_CH_ADD:
-    case RMSG_CH_DEL:
-        if ((m->type == RMSG_CH_ADD || m->type == RMSG_CH_DEL)
-            && (m->len == 0 || m->len > RMSG_MAX_CHANNEL)) {
-            log_err("%s: %s with a bad channel name length %u, ignored", source,
-                    rmsg_type_name(m->type), m->len);
-            return;
-        }
-        if (m->type == RMSG_SEND_MSG && !worker_push_fits(w, m, source))
-            return;
-        worker_each_sid(w, m, source);
-        break;
-    case RMSG_SEND_ALL: {
-        struct shared_msg *sm;
-        struct client *c, *next;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
-            return;
-        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
-            next = TAILQ_NEXT(c, entry);
-            client_send_shared(c, sm);
-        }
-        shared_msg_unref(sm);
-        break;
-    }
-    case RMSG_CH_PUB: {
-        struct shared_msg *sm;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
-            return;
-        channel_publish(w, (const char *)m->s, m->slen, sm);
-        shared_msg_unref(sm);
-        break;
-    }
-    default:
-        log_info("%s: unexpected %s message, ignored", source, rmsg_type_name(m->type));
-        break;
-    }
 }
 
 static void uplink_down(struct uplink *u, const char *why)
