@@ -8,9 +8,9 @@
 #include "channel.h"
 #include "client.h"
 #include "hmap.h"
+#include "link.h"
 #include "log.h"
 #include "rmsg.h"
-#include "uplink.h"
 #include "worker.h"
 
 /* Longest frame header a client protocol puts before a message: WebSocket's
@@ -20,7 +20,7 @@
 /* A push no client's output can ever hold would close every recipient as a
  * slow consumer: one message from the router would disconnect everyone. It is
  * dropped instead, logged once for the message, not once per client. */
-static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *source)
+static int command_push_fits(struct worker *w, const struct rmsg *m, const char *source)
 {
     size_t limit = w->cfg->max_output_size;
 
@@ -33,7 +33,7 @@ static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *
     return 0;
 }
 
-static struct shared_msg *worker_shared(const struct rmsg *m, const char *source)
+static struct shared_msg *command_shared(const struct rmsg *m, const char *source)
 {
     struct shared_msg *sm = shared_msg_new(m->d, m->len);
 
@@ -43,11 +43,12 @@ static struct shared_msg *worker_shared(const struct rmsg *m, const char *source
     return sm;
 }
 
-static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *source)
+static void command_each_sid(struct worker *w, struct link *from, const struct rmsg *m,
+                             const char *source)
 {
     struct shared_msg *sm = NULL;
     if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
-        if ((sm = worker_shared(m, source)) == NULL)
+        if ((sm = command_shared(m, source)) == NULL)
             return;
     }
     for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
@@ -82,15 +83,17 @@ static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *
         }
     }
     shared_msg_unref(sm);
-    /* The router subscribed this link when it forwarded the CH_ADD; if no
-     * session here joined after all, take that back. */
-    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL
+    /* The router subscribed the delivering link when it forwarded the CH_ADD;
+     * if no session here joined after all, take that back. */
+    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL && from->ops->ch_unwanted
         && !hmap_get(w->channels, m->d, m->len))
-        uplink_ch_unsub(w->uplink, (const char *)m->d, m->len);
+        from->ops->ch_unwanted(from, (const char *)m->d, m->len);
 }
 
-void worker_command(struct worker *w, const struct rmsg *m, const char *source)
+void command_run(struct worker *w, struct link *from, const struct rmsg *m)
 {
+    const char *source = from->name;
+
     log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
               m->slen, m->len);
     switch (m->type) {
@@ -104,14 +107,14 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
                     rmsg_type_name(m->type), m->len);
             return;
         }
-        if (m->type == RMSG_SEND_MSG && !worker_push_fits(w, m, source))
+        if (m->type == RMSG_SEND_MSG && !command_push_fits(w, m, source))
             return;
-        worker_each_sid(w, m, source);
+        command_each_sid(w, from, m, source);
         break;
     case RMSG_SEND_ALL: {
         struct shared_msg *sm;
         struct client *c, *next;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+        if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
             return;
         for (c = TAILQ_FIRST(&w->clients); c; c = next) {
             next = TAILQ_NEXT(c, entry);
@@ -122,7 +125,7 @@ void worker_command(struct worker *w, const struct rmsg *m, const char *source)
     }
     case RMSG_CH_PUB: {
         struct shared_msg *sm;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
+        if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
             return;
         channel_publish(w, (const char *)m->s, m->slen, sm);
         shared_msg_unref(sm);

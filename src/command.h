@@ -5,9 +5,12 @@
 #define FOOKING_COMMAND_H
 
 struct worker;
+struct link;
 struct rmsg;
 
-/* Carries out m on w's clients; source names the sender in logs. */
-void worker_command(struct worker *w, const struct rmsg *m, const char *source);
+/* Carries out m on w's clients. from is the link that delivered it: its name
+ * is the sender in logs, and a CH_ADD that no session here takes is given back
+ * to it (link_ops.ch_unwanted). */
+void command_run(struct worker *w, struct link *from, const struct rmsg *m);
 
 #endif

@@ -26,6 +26,7 @@
 #include "client.h"
 #include "command.h"
 #include "hmap.h"
+#include "link.h"
 #include "log.h"
 #include "netaddr.h"
 #include "rmsg.h"
@@ -37,6 +38,7 @@
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
 
 struct uplink {
+    struct link link; /* first: see link.h */
     struct worker *w;
     struct bufferevent *bev;
     struct event *retry;
@@ -49,7 +51,7 @@ struct uplink {
     struct sockaddr_storage sa;
     socklen_t salen;
     char name[128];   /* "host:port" */
-    char source[136]; /* "router host:port", for the executor's log lines */
+    char source[136]; /* "router host:port": link.name, for the executor's log lines */
 };
 
 static void uplink_connect(struct uplink *u);
@@ -119,36 +121,36 @@ static void uplink_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 static void uplink_gather(struct uplink *u, struct evbuffer *list, struct client *c)
 {
-    if (!u || !u->connected)
+    if (!u->connected)
         return;
     evbuffer_add(list, c->sid, SID_LEN);
     event_active(u->flush, EV_TIMEOUT, 0);
 }
 
-void uplink_conn(struct uplink *u, struct client *c)
+static void uplink_conn(struct link *l, struct client *c)
 {
-    if (u)
-        uplink_gather(u, u->conn_sids, c);
+    struct uplink *u = (struct uplink *)l;
+    uplink_gather(u, u->conn_sids, c);
 }
 
-void uplink_close(struct uplink *u, struct client *c)
+static void uplink_close(struct link *l, struct client *c)
 {
+    struct uplink *u = (struct uplink *)l;
     /* CONNs gathered earlier leave first (flush order), so a session opened and
      * closed in one iteration is announced and then withdrawn. */
-    if (u)
-        uplink_gather(u, u->close_sids, c);
+    uplink_gather(u, u->close_sids, c);
 }
 
-void uplink_ch_sub(struct uplink *u, const char *name, size_t len)
+static void uplink_ch_sub(struct link *l, const char *name, size_t len)
 {
-    if (u)
-        uplink_send(u, RMSG_CH_SUB, name, len, NULL, 0);
+    uplink_send((struct uplink *)l, RMSG_CH_SUB, name, len, NULL, 0);
 }
 
-void uplink_ch_unsub(struct uplink *u, const char *name, size_t len)
+/* Also what a CH_ADD no session took gives back: the router subscribed this
+ * link when it forwarded it. */
+static void uplink_ch_unsub(struct link *l, const char *name, size_t len)
 {
-    if (u)
-        uplink_send(u, RMSG_CH_UNSUB, name, len, NULL, 0);
+    uplink_send((struct uplink *)l, RMSG_CH_UNSUB, name, len, NULL, 0);
 }
 
 /* After (re)connecting: who we are, then every session and channel we have. */
@@ -260,7 +262,7 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
         if (m.type == RMSG_PING)
             uplink_pong(u, &m);
         else if (m.type != RMSG_PONG)
-            worker_command(u->w, &m, u->source);
+            command_run(u->w, &u->link, &m);
         if (!u->bev)
             return;
         evbuffer_drain(in, consumed);
@@ -349,12 +351,37 @@ static void uplink_connect(struct uplink *u)
     uplink_socket_options(bufferevent_getfd(u->bev), t);
 }
 
-struct uplink *uplink_new(struct worker *w)
+static void uplink_free(struct link *l)
+{
+    struct uplink *u = (struct uplink *)l;
+    if (u->bev)
+        bufferevent_free(u->bev);
+    event_free(u->retry);
+    event_free(u->flush);
+    evbuffer_free(u->conn_sids);
+    evbuffer_free(u->close_sids);
+    free(u);
+}
+
+/* Nothing of a worker outlives its router connection (the router drops a
+ * link's sessions and channels when it closes), so there is no stop. */
+static const struct link_ops uplink_ops = {
+    .conn = uplink_conn,
+    .close = uplink_close,
+    .ch_sub = uplink_ch_sub,
+    .ch_unsub = uplink_ch_unsub,
+    .ch_unwanted = uplink_ch_unsub,
+    .free = uplink_free,
+};
+
+struct link *uplink_new(struct worker *w)
 {
     const struct config *cfg = w->cfg;
     struct uplink *u = calloc(1, sizeof(*u));
     if (!u)
         return NULL;
+    u->link.ops = &uplink_ops;
+    u->link.name = u->source;
     u->w = w;
     backoff_init(&u->backoff, UPLINK_BACKOFF_MIN, UPLINK_BACKOFF_MAX);
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
@@ -371,18 +398,5 @@ struct uplink *uplink_new(struct worker *w)
     u->retry = evtimer_new(w->base, uplink_retry_cb, u);
     u->flush = event_new(w->base, -1, 0, uplink_flush_cb, u);
     uplink_connect(u);
-    return u;
-}
-
-void uplink_free(struct uplink *u)
-{
-    if (!u)
-        return;
-    if (u->bev)
-        bufferevent_free(u->bev);
-    event_free(u->retry);
-    event_free(u->flush);
-    evbuffer_free(u->conn_sids);
-    evbuffer_free(u->close_sids);
-    free(u);
+    return &u->link;
 }

@@ -5,18 +5,10 @@
 #ifndef FOOKING_UPLINK_H
 #define FOOKING_UPLINK_H
 
-#include <stddef.h>
-
 struct worker;
-struct client;
 
-struct uplink *uplink_new(struct worker *w);
-void uplink_free(struct uplink *u);
-/* Each is a no-op when u is NULL (no router configured) or the link is down:
- * the resync after reconnect covers what was missed. */
-void uplink_conn(struct uplink *u, struct client *c);
-void uplink_close(struct uplink *u, struct client *c);
-void uplink_ch_sub(struct uplink *u, const char *name, size_t len);
-void uplink_ch_unsub(struct uplink *u, const char *name, size_t len);
+/* A link (link.h) to ROUTER_HOST:ROUTER_PORT, connecting now; NULL when the
+ * host does not resolve (logged) or out of memory. */
+struct link *uplink_new(struct worker *w);
 
 #endif
