@@ -11,12 +11,12 @@
 #include <string.h>
 
 #include "bus.h"
-#include "channel.h"
 #include "client.h"
+#include "command.h"
 #include "hmap.h"
+#include "link.h"
 #include "log.h"
 #include "rmsg.h"
-#include "uplink.h"
 #include "worker.h"
 
 #define BUSLINK_HB_SECONDS 3
@@ -24,6 +24,7 @@
 #define BUSLINK_SADD_BATCH 1000
 
 struct buslink {
+    struct link link; /* first: see link.h */
     struct worker *w;
     struct bus *bus;
     struct event *heartbeat;
@@ -47,7 +48,7 @@ static void buslink_message(void *arg, const char *ch, size_t clen, const char *
                 rc == RMSG_OK ? "trailing bytes" : rmsg_strerror(rc));
         return;
     }
-    worker_command(bl->w, &m, "bus");
+    command_run(bl->w, &bl->link, &m);
 }
 
 static void buslink_sub_ready(void *arg)
@@ -156,11 +157,101 @@ static void buslink_cmd_ready(void *arg)
     buslink_heartbeat_now(bl);
 }
 
-struct buslink *buslink_new(struct worker *w)
+static void buslink_stop(struct link *l)
+{
+    struct buslink *bl = (struct buslink *)l;
+    /* A clean stop: say so now rather than let the heartbeat linger 10 s. */
+    event_del(bl->heartbeat);
+    event_del(bl->soon);
+    const char *argv[4] = {"DEL", bl->hb_key, bl->sids_key, bl->chans_key};
+    size_t argvlen[4] = {3, strlen(bl->hb_key), strlen(bl->sids_key), strlen(bl->chans_key)};
+    bus_command_argv(bl->bus, NULL, NULL, 4, argv, argvlen);
+    buslink_cmd2(bl, "SREM", bl->workers_key, bl->id, strlen(bl->id));
+    bl->stopped = 1;
+}
+
+static void buslink_free(struct link *l)
+{
+    struct buslink *bl = (struct buslink *)l;
+    event_free(bl->heartbeat);
+    event_free(bl->soon);
+    bus_free(bl->bus);
+    free(bl);
+}
+
+/* Counts changed: publish them within 0.2 s (one SET however many changes). */
+static void buslink_changed(struct buslink *bl)
+{
+    if (!evtimer_pending(bl->soon, NULL)) {
+        struct timeval tv = {0, 200000};
+        evtimer_add(bl->soon, &tv);
+    }
+}
+
+static void buslink_conn(struct link *l, struct client *c)
+{
+    struct buslink *bl = (struct buslink *)l;
+    if (!bl->stopped && bus_cmd_ready(bl->bus)) {
+        buslink_cmd2(bl, "SADD", bl->sids_key, c->sid, SID_LEN);
+        buslink_changed(bl);
+    }
+}
+
+static void buslink_close(struct link *l, struct client *c)
+{
+    struct buslink *bl = (struct buslink *)l;
+    if (!bl->stopped && bus_cmd_ready(bl->bus)) {
+        buslink_cmd2(bl, "SREM", bl->sids_key, c->sid, SID_LEN);
+        buslink_changed(bl);
+    }
+}
+
+static void buslink_channel(struct link *l, int sub, const char *name, size_t len)
+{
+    struct buslink *bl = (struct buslink *)l;
+    char ch[RMSG_MAX_CHANNEL + 4];
+    if (bl->stopped || len > RMSG_MAX_CHANNEL)
+        return;
+    memcpy(ch, "ch:", 3);
+    memcpy(ch + 3, name, len);
+    if (sub)
+        bus_subscribe(bl->bus, ch, len + 3);
+    else
+        bus_unsubscribe(bl->bus, ch, len + 3);
+    if (bus_cmd_ready(bl->bus)) {
+        buslink_cmd2(bl, sub ? "SADD" : "SREM", bl->chans_key, name, len);
+        buslink_changed(bl);
+    }
+}
+
+static void buslink_ch_sub(struct link *l, const char *name, size_t len)
+{
+    buslink_channel(l, 1, name, len);
+}
+
+static void buslink_ch_unsub(struct link *l, const char *name, size_t len)
+{
+    buslink_channel(l, 0, name, len);
+}
+
+/* The bus router subscribes no worker: a CH_ADD nobody took has nothing to
+ * give back (ch_unwanted is NULL). */
+static const struct link_ops buslink_ops = {
+    .conn = buslink_conn,
+    .close = buslink_close,
+    .ch_sub = buslink_ch_sub,
+    .ch_unsub = buslink_ch_unsub,
+    .stop = buslink_stop,
+    .free = buslink_free,
+};
+
+struct link *buslink_new(struct worker *w)
 {
     struct buslink *bl = calloc(1, sizeof(*bl));
     if (!bl)
         return NULL;
+    bl->link.ops = &buslink_ops;
+    bl->link.name = "bus";
     bl->w = w;
     const char *prefix = w->cfg->bus_prefix;
     snprintf(bl->gw, sizeof(bl->gw), "gw:%d:%d", w->cfg->server_id, w->id);
@@ -183,81 +274,5 @@ struct buslink *buslink_new(struct worker *w)
     bl->soon = evtimer_new(w->base, buslink_heartbeat_cb, bl);
     struct timeval tv = {BUSLINK_HB_SECONDS, 0};
     event_add(bl->heartbeat, &tv);
-    return bl;
-}
-
-void buslink_stop(struct buslink *bl)
-{
-    if (!bl)
-        return;
-    /* A clean stop: say so now rather than let the heartbeat linger 10 s. */
-    event_del(bl->heartbeat);
-    event_del(bl->soon);
-    const char *argv[4] = {"DEL", bl->hb_key, bl->sids_key, bl->chans_key};
-    size_t argvlen[4] = {3, strlen(bl->hb_key), strlen(bl->sids_key), strlen(bl->chans_key)};
-    bus_command_argv(bl->bus, NULL, NULL, 4, argv, argvlen);
-    buslink_cmd2(bl, "SREM", bl->workers_key, bl->id, strlen(bl->id));
-    bl->stopped = 1;
-}
-
-void buslink_free(struct buslink *bl)
-{
-    if (!bl)
-        return;
-    event_free(bl->heartbeat);
-    event_free(bl->soon);
-    bus_free(bl->bus);
-    free(bl);
-}
-
-/* Counts changed: publish them within 0.2 s (one SET however many changes). */
-static void buslink_changed(struct buslink *bl)
-{
-    if (!evtimer_pending(bl->soon, NULL)) {
-        struct timeval tv = {0, 200000};
-        evtimer_add(bl->soon, &tv);
-    }
-}
-
-void buslink_conn(struct buslink *bl, struct client *c)
-{
-    if (bl && !bl->stopped && bus_cmd_ready(bl->bus)) {
-        buslink_cmd2(bl, "SADD", bl->sids_key, c->sid, SID_LEN);
-        buslink_changed(bl);
-    }
-}
-
-void buslink_close(struct buslink *bl, struct client *c)
-{
-    if (bl && !bl->stopped && bus_cmd_ready(bl->bus)) {
-        buslink_cmd2(bl, "SREM", bl->sids_key, c->sid, SID_LEN);
-        buslink_changed(bl);
-    }
-}
-
-static void buslink_channel(struct buslink *bl, int sub, const char *name, size_t len)
-{
-    char ch[RMSG_MAX_CHANNEL + 4];
-    if (!bl || bl->stopped || len > RMSG_MAX_CHANNEL)
-        return;
-    memcpy(ch, "ch:", 3);
-    memcpy(ch + 3, name, len);
-    if (sub)
-        bus_subscribe(bl->bus, ch, len + 3);
-    else
-        bus_unsubscribe(bl->bus, ch, len + 3);
-    if (bus_cmd_ready(bl->bus)) {
-        buslink_cmd2(bl, sub ? "SADD" : "SREM", bl->chans_key, name, len);
-        buslink_changed(bl);
-    }
-}
-
-void buslink_ch_sub(struct buslink *bl, const char *name, size_t len)
-{
-    buslink_channel(bl, 1, name, len);
-}
-
-void buslink_ch_unsub(struct buslink *bl, const char *name, size_t len)
-{
-    buslink_channel(bl, 0, name, len);
+    return &bl->link;
 }

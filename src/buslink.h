@@ -11,19 +11,11 @@
 #ifndef FOOKING_BUSLINK_H
 #define FOOKING_BUSLINK_H
 
-#include <stddef.h>
-
 struct worker;
-struct client;
 
-struct buslink *buslink_new(struct worker *w);
-/* The worker is stopping cleanly: withdraw its presence now. */
-void buslink_stop(struct buslink *bl);
-void buslink_free(struct buslink *bl);
-/* No-ops when bl is NULL or Redis is away (the refresh after reconnect covers it). */
-void buslink_conn(struct buslink *bl, struct client *c);
-void buslink_close(struct buslink *bl, struct client *c);
-void buslink_ch_sub(struct buslink *bl, const char *name, size_t len);
-void buslink_ch_unsub(struct buslink *bl, const char *name, size_t len);
+/* A link (link.h) to the BUS Redis, connecting now; NULL when the URL is bad
+ * (logged) or out of memory. While Redis is away its calls are no-ops: the
+ * refresh after reconnect covers what was missed. */
+struct link *buslink_new(struct worker *w);
 
 #endif

@@ -23,9 +23,10 @@
 #include <event2/bufferevent.h>
 
 #include "backoff.h"
-#include "channel.h"
 #include "client.h"
+#include "command.h"
 #include "hmap.h"
+#include "link.h"
 #include "log.h"
 #include "netaddr.h"
 #include "rmsg.h"
@@ -35,11 +36,9 @@
 #define UPLINK_BACKOFF_MAX  5.0
 #define UPLINK_MAX_LEN      (64u << 20) /* largest D accepted from the router */
 #define UPLINK_OUTPUT_LIMIT (64u << 20) /* a router this far behind is reconnected */
-/* Longest frame header a client protocol puts before a message: WebSocket's
- * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
-#define UPLINK_MAX_FRAME_HEADER 14
 
 struct uplink {
+    struct link link; /* first: see link.h */
     struct worker *w;
     struct bufferevent *bev;
     struct event *retry;
@@ -52,7 +51,7 @@ struct uplink {
     struct sockaddr_storage sa;
     socklen_t salen;
     char name[128];   /* "host:port" */
-    char source[136]; /* "router host:port", for worker_command's log lines */
+    char source[136]; /* "router host:port": link.name, for the executor's log lines */
 };
 
 static void uplink_connect(struct uplink *u);
@@ -122,36 +121,36 @@ static void uplink_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 static void uplink_gather(struct uplink *u, struct evbuffer *list, struct client *c)
 {
-    if (!u || !u->connected)
+    if (!u->connected)
         return;
     evbuffer_add(list, c->sid, SID_LEN);
     event_active(u->flush, EV_TIMEOUT, 0);
 }
 
-void uplink_conn(struct uplink *u, struct client *c)
+static void uplink_conn(struct link *l, struct client *c)
 {
-    if (u)
-        uplink_gather(u, u->conn_sids, c);
+    struct uplink *u = (struct uplink *)l;
+    uplink_gather(u, u->conn_sids, c);
 }
 
-void uplink_close(struct uplink *u, struct client *c)
+static void uplink_close(struct link *l, struct client *c)
 {
+    struct uplink *u = (struct uplink *)l;
     /* CONNs gathered earlier leave first (flush order), so a session opened and
      * closed in one iteration is announced and then withdrawn. */
-    if (u)
-        uplink_gather(u, u->close_sids, c);
+    uplink_gather(u, u->close_sids, c);
 }
 
-void uplink_ch_sub(struct uplink *u, const char *name, size_t len)
+static void uplink_ch_sub(struct link *l, const char *name, size_t len)
 {
-    if (u)
-        uplink_send(u, RMSG_CH_SUB, name, len, NULL, 0);
+    uplink_send((struct uplink *)l, RMSG_CH_SUB, name, len, NULL, 0);
 }
 
-void uplink_ch_unsub(struct uplink *u, const char *name, size_t len)
+/* Also what a CH_ADD no session took gives back: the router subscribed this
+ * link when it forwarded it. */
+static void uplink_ch_unsub(struct link *l, const char *name, size_t len)
 {
-    if (u)
-        uplink_send(u, RMSG_CH_UNSUB, name, len, NULL, 0);
+    uplink_send((struct uplink *)l, RMSG_CH_UNSUB, name, len, NULL, 0);
 }
 
 /* After (re)connecting: who we are, then every session and channel we have. */
@@ -198,123 +197,6 @@ static void uplink_resync(struct uplink *u)
         nch++;
     }
     log_info("router %s: connected, announced %d sessions and %d channels", u->name, n, nch);
-}
-
-/* A push no client's output can ever hold would close every recipient as a
- * slow consumer: one message from the router would disconnect everyone. It is
- * dropped instead, logged once for the message, not once per client. */
-static int worker_push_fits(struct worker *w, const struct rmsg *m, const char *source)
-{
-    size_t limit = w->cfg->max_output_size;
-
-    if ((size_t)m->len + UPLINK_MAX_FRAME_HEADER <= limit)
-        return 1;
-    log_err("%s: %s of %u bytes is over the largest push a client can take (%zu: "
-            "MAX_OUTPUT_SIZE %zu minus a %d-byte frame header), dropped; no client was closed",
-            source, rmsg_type_name(m->type), m->len, limit - UPLINK_MAX_FRAME_HEADER, limit,
-            UPLINK_MAX_FRAME_HEADER);
-    return 0;
-}
-
-static struct shared_msg *worker_shared(const struct rmsg *m, const char *source)
-{
-    struct shared_msg *sm = shared_msg_new(m->d, m->len);
-
-    if (sm == NULL)
-        log_err("%s: out of memory for a %s of %u bytes, dropped", source, rmsg_type_name(m->type),
-                m->len);
-    return sm;
-}
-
-static void worker_each_sid(struct worker *w, const struct rmsg *m, const char *source)
-{
-    struct shared_msg *sm = NULL;
-    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
-        if ((sm = worker_shared(m, source)) == NULL)
-            return;
-    }
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
-        struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
-        if (!c || c->dead)
-            continue;
-        switch (m->type) {
-        case RMSG_KICK:
-            client_close_after_flush(c, "kicked");
-            break;
-        case RMSG_SEND_MSG:
-            if (sm) {
-                client_send_shared(c, sm);
-            } else {
-                struct evbuffer *b = evbuffer_new();
-                if (b == NULL || evbuffer_add(b, m->d, m->len) < 0) {
-                    log_err("%s: out of memory for a SEND_MSG of %u bytes to %s, dropped", source,
-                            m->len, c->sid);
-                } else {
-                    client_send(c, b);
-                }
-                if (b != NULL)
-                    evbuffer_free(b);
-            }
-            break;
-        case RMSG_CH_ADD:
-            channel_join(w, c, (const char *)m->d, m->len);
-            break;
-        case RMSG_CH_DEL:
-            channel_leave(w, c, (const char *)m->d, m->len);
-            break;
-        }
-    }
-    shared_msg_unref(sm);
-    /* The router subscribed this link when it forwarded the CH_ADD; if no
-     * session here joined after all, take that back. */
-    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL
-        && !hmap_get(w->channels, m->d, m->len))
-        uplink_ch_unsub(w->uplink, (const char *)m->d, m->len);
-}
-
-void worker_command(struct worker *w, const struct rmsg *m, const char *source)
-{
-    log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
-              m->slen, m->len);
-    switch (m->type) {
-    case RMSG_KICK:
-    case RMSG_SEND_MSG:
-    case RMSG_CH_ADD:
-    case RMSG_CH_DEL:
-        if ((m->type == RMSG_CH_ADD || m->type == RMSG_CH_DEL)
-            && (m->len == 0 || m->len > RMSG_MAX_CHANNEL)) {
-            log_err("%s: %s with a bad channel name length %u, ignored", source,
-                    rmsg_type_name(m->type), m->len);
-            return;
-        }
-        if (m->type == RMSG_SEND_MSG && !worker_push_fits(w, m, source))
-            return;
-        worker_each_sid(w, m, source);
-        break;
-    case RMSG_SEND_ALL: {
-        struct shared_msg *sm;
-        struct client *c, *next;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
-            return;
-        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
-            next = TAILQ_NEXT(c, entry);
-            client_send_shared(c, sm);
-        }
-        shared_msg_unref(sm);
-        break;
-    }
-    case RMSG_CH_PUB: {
-        struct shared_msg *sm;
-        if (!worker_push_fits(w, m, source) || (sm = worker_shared(m, source)) == NULL)
-            return;
-        channel_publish(w, (const char *)m->s, m->slen, sm);
-        shared_msg_unref(sm);
-        break;
-    }
-    default:
-        log_info("%s: unexpected %s message, ignored", source, rmsg_type_name(m->type));
-        break;
-    }
 }
 
 static void uplink_down(struct uplink *u, const char *why)
@@ -380,7 +262,7 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
         if (m.type == RMSG_PING)
             uplink_pong(u, &m);
         else if (m.type != RMSG_PONG)
-            worker_command(u->w, &m, u->source);
+            command_run(u->w, &u->link, &m);
         if (!u->bev)
             return;
         evbuffer_drain(in, consumed);
@@ -469,12 +351,37 @@ static void uplink_connect(struct uplink *u)
     uplink_socket_options(bufferevent_getfd(u->bev), t);
 }
 
-struct uplink *uplink_new(struct worker *w)
+static void uplink_free(struct link *l)
+{
+    struct uplink *u = (struct uplink *)l;
+    if (u->bev)
+        bufferevent_free(u->bev);
+    event_free(u->retry);
+    event_free(u->flush);
+    evbuffer_free(u->conn_sids);
+    evbuffer_free(u->close_sids);
+    free(u);
+}
+
+/* Nothing of a worker outlives its router connection (the router drops a
+ * link's sessions and channels when it closes), so there is no stop. */
+static const struct link_ops uplink_ops = {
+    .conn = uplink_conn,
+    .close = uplink_close,
+    .ch_sub = uplink_ch_sub,
+    .ch_unsub = uplink_ch_unsub,
+    .ch_unwanted = uplink_ch_unsub,
+    .free = uplink_free,
+};
+
+struct link *uplink_new(struct worker *w)
 {
     const struct config *cfg = w->cfg;
     struct uplink *u = calloc(1, sizeof(*u));
     if (!u)
         return NULL;
+    u->link.ops = &uplink_ops;
+    u->link.name = u->source;
     u->w = w;
     backoff_init(&u->backoff, UPLINK_BACKOFF_MIN, UPLINK_BACKOFF_MAX);
     snprintf(u->name, sizeof(u->name), "%s:%d", cfg->router_host, cfg->router_port);
@@ -491,18 +398,5 @@ struct uplink *uplink_new(struct worker *w)
     u->retry = evtimer_new(w->base, uplink_retry_cb, u);
     u->flush = event_new(w->base, -1, 0, uplink_flush_cb, u);
     uplink_connect(u);
-    return u;
-}
-
-void uplink_free(struct uplink *u)
-{
-    if (!u)
-        return;
-    if (u->bev)
-        bufferevent_free(u->bev);
-    event_free(u->retry);
-    event_free(u->flush);
-    evbuffer_free(u->conn_sids);
-    evbuffer_free(u->close_sids);
-    free(u);
+    return &u->link;
 }

@@ -1,28 +1,14 @@
 /* uplink.h - a gateway worker's link to the router: announces the worker's
- * sessions and channels, carries out the router's commands on local clients,
+ * sessions and channels, hands the router's commands to the worker's executor,
  * and reconnects with back-off (0.1 s doubling to 5 s), resyncing everything
  * after each reconnect so the router converges to the truth. */
 #ifndef FOOKING_UPLINK_H
 #define FOOKING_UPLINK_H
 
-#include <stddef.h>
-
 struct worker;
-struct client;
 
-struct uplink *uplink_new(struct worker *w);
-void uplink_free(struct uplink *u);
-/* Each is a no-op when u is NULL (no router configured) or the link is down:
- * the resync after reconnect covers what was missed. */
-void uplink_conn(struct uplink *u, struct client *c);
-void uplink_close(struct uplink *u, struct client *c);
-void uplink_ch_sub(struct uplink *u, const char *name, size_t len);
-void uplink_ch_unsub(struct uplink *u, const char *name, size_t len);
-
-struct rmsg;
-/* Carries out a router-protocol command (KICK, SEND_MSG, SEND_ALL, CH_ADD,
- * CH_DEL, CH_PUB) on the worker's clients; source names the sender in logs.
- * Used for the router link and for the Redis bus alike. */
-void worker_command(struct worker *w, const struct rmsg *m, const char *source);
+/* A link (link.h) to ROUTER_HOST:ROUTER_PORT, connecting now; NULL when the
+ * host does not resolve (logged) or out of memory. */
+struct link *uplink_new(struct worker *w);
 
 #endif

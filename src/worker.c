@@ -30,6 +30,7 @@
 #include "client.h"
 #include "conn.h"
 #include "hmap.h"
+#include "link.h"
 #include "log.h"
 #include "loop.h"
 #include "netaddr.h"
@@ -132,14 +133,56 @@ static void worker_session_untrack(struct worker *w, struct client *c)
     c->shm_slot = -1;
 }
 
+/* Adds l at the end of the worker's links: every link hears of every change,
+ * in the order the links were added. -1 when l is NULL (its constructor
+ * failed). */
+static int worker_link_add(struct worker *w, struct link *l)
+{
+    struct link **p = &w->links;
+    if (!l)
+        return -1;
+    while (*p)
+        p = &(*p)->next;
+    *p = l;
+    return 0;
+}
+
+static void worker_links_conn(struct worker *w, struct client *c)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        l->ops->conn(l, c);
+}
+
+static void worker_links_close(struct worker *w, struct client *c)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        l->ops->close(l, c);
+}
+
+static void worker_links_stop(struct worker *w)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->stop)
+            l->ops->stop(l);
+}
+
+static void worker_links_free(struct worker *w)
+{
+    struct link *l, *next;
+    for (l = w->links; l; l = next) {
+        next = l->next;
+        l->ops->free(l);
+    }
+    w->links = NULL;
+}
+
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used)
 {
-    if (used) {
-        uplink_ch_sub(w->uplink, name, len);
-        buslink_ch_sub(w->buslink, name, len);
-    } else {
-        uplink_ch_unsub(w->uplink, name, len);
-        buslink_ch_unsub(w->buslink, name, len);
+    for (struct link *l = w->links; l; l = l->next) {
+        if (used)
+            l->ops->ch_sub(l, name, len);
+        else
+            l->ops->ch_unsub(l, name, len);
     }
 }
 
@@ -147,8 +190,7 @@ void worker_session_started(struct worker *w, struct client *c)
 {
     hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);
     worker_session_track(w, c);
-    uplink_conn(w->uplink, c);
-    buslink_conn(w->buslink, c);
+    worker_links_conn(w, c);
 }
 
 void worker_client_removed(struct worker *w, struct client *c)
@@ -157,8 +199,7 @@ void worker_client_removed(struct worker *w, struct client *c)
         channel_leave_all(w, c);
         hmap_del(w->by_sid, c->sid, SID_LEN, NULL);
         worker_session_untrack(w, c);
-        uplink_close(w->uplink, c);
-        buslink_close(w->buslink, c);
+        worker_links_close(w, c);
     }
     TAILQ_REMOVE(&w->clients, c, entry);
     w->nclients--;
@@ -425,7 +466,7 @@ static void worker_stop(struct worker *w)
     log_info("worker %d: stopping, %d clients", w->id, w->nclients);
     w->stopping = 1;
     evconnlistener_disable(w->listener);
-    buslink_stop(w->buslink);
+    worker_links_stop(w);
     struct client *c;
     while ((c = TAILQ_FIRST(&w->clients)) != NULL)
         client_close(c, "gateway stopping"); /* close events: worker_close_event */
@@ -621,16 +662,10 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.channels = hmap_new(64);
     if (!w.by_sid || !w.channels)
         goto done;
-    if (cfg->router_host) {
-        w.uplink = uplink_new(&w);
-        if (!w.uplink)
-            goto done;
-    }
-    if (cfg->bus) {
-        w.buslink = buslink_new(&w);
-        if (!w.buslink)
-            goto done;
-    }
+    if (cfg->router_host && worker_link_add(&w, uplink_new(&w)) < 0)
+        goto done;
+    if (cfg->bus && worker_link_add(&w, buslink_new(&w)) < 0)
+        goto done;
     worker_server_addr(&w, listen_fd);
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(&w, cfg));
     if (cfg->static_dir) {
@@ -706,8 +741,7 @@ done : {
 }
     if (w.listener)
         evconnlistener_free(w.listener);
-    uplink_free(w.uplink);
-    buslink_free(w.buslink);
+    worker_links_free(&w);
     if (w.channels)
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);

@@ -1,5 +1,5 @@
 /* worker.h - one worker process: its event loop, clients, backend pool and
- * link to the router. Workers share nothing but the listening sockets and the
+ * links to the router or the bus. Workers share nothing but the listening sockets and the
  * shm block. */
 #ifndef FOOKING_WORKER_H
 #define FOOKING_WORKER_H
@@ -34,8 +34,7 @@ struct worker {
     const struct timeval *idle_tv; /* common timeout for IDLE_TIME */
     struct hmap *by_sid;           /* SID -> client */
     struct hmap *channels;         /* name -> struct channel */
-    struct uplink *uplink;         /* router link, NULL without ROUTER_HOST */
-    struct buslink *buslink;       /* Redis bus, NULL without BUS */
+    struct link *links;            /* router (ROUTER_HOST), then bus (BUS); see link.h */
     struct event *sig_term, *sig_int, *sig_hup, *sig_usr1, *sig_usr2, *sig_quit;
     struct event *accept_resume; /* re-enables accept after EMFILE */
     struct event *stop_timer;
@@ -83,7 +82,7 @@ void worker_client_removed(struct worker *w, struct client *c);
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used);
 /* A close event (EVENT=2) to post: now, or paced while the worker stops. */
 void worker_close_event(struct worker *w, struct request *r);
-/* The session is established: routable by SID, announced to the router. */
+/* The session is established: routable by SID, announced to the links. */
 void worker_session_started(struct worker *w, struct client *c);
 
 #endif

@@ -1,0 +1,138 @@
+/* command.c - the router-protocol commands a worker's links deliver, carried
+ * out on its clients (see command.h). A message for many recipients is shared
+ * (one copy, reference counted) rather than copied per client. */
+#include "command.h"
+
+#include <event2/buffer.h>
+
+#include "channel.h"
+#include "client.h"
+#include "hmap.h"
+#include "link.h"
+#include "log.h"
+#include "rmsg.h"
+#include "worker.h"
+
+/* Longest frame header a client protocol puts before a message: WebSocket's
+ * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
+#define COMMAND_MAX_FRAME_HEADER 14
+
+/* A push no client's output can ever hold would close every recipient as a
+ * slow consumer: one message from the router would disconnect everyone. It is
+ * dropped instead, logged once for the message, not once per client. */
+static int command_push_fits(struct worker *w, const struct rmsg *m, const char *source)
+{
+    size_t limit = w->cfg->max_output_size;
+
+    if ((size_t)m->len + COMMAND_MAX_FRAME_HEADER <= limit)
+        return 1;
+    log_err("%s: %s of %u bytes is over the largest push a client can take (%zu: "
+            "MAX_OUTPUT_SIZE %zu minus a %d-byte frame header), dropped; no client was closed",
+            source, rmsg_type_name(m->type), m->len, limit - COMMAND_MAX_FRAME_HEADER, limit,
+            COMMAND_MAX_FRAME_HEADER);
+    return 0;
+}
+
+static struct shared_msg *command_shared(const struct rmsg *m, const char *source)
+{
+    struct shared_msg *sm = shared_msg_new(m->d, m->len);
+
+    if (sm == NULL)
+        log_err("%s: out of memory for a %s of %u bytes, dropped", source, rmsg_type_name(m->type),
+                m->len);
+    return sm;
+}
+
+static void command_each_sid(struct worker *w, struct link *from, const struct rmsg *m,
+                             const char *source)
+{
+    struct shared_msg *sm = NULL;
+    if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
+        if ((sm = command_shared(m, source)) == NULL)
+            return;
+    }
+    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
+        struct client *c = hmap_get(w->by_sid, m->s + off, RMSG_SID_LEN);
+        if (!c || c->dead)
+            continue;
+        switch (m->type) {
+        case RMSG_KICK:
+            client_close_after_flush(c, "kicked");
+            break;
+        case RMSG_SEND_MSG:
+            if (sm) {
+                client_send_shared(c, sm);
+            } else {
+                struct evbuffer *b = evbuffer_new();
+                if (b == NULL || evbuffer_add(b, m->d, m->len) < 0) {
+                    log_err("%s: out of memory for a SEND_MSG of %u bytes to %s, dropped", source,
+                            m->len, c->sid);
+                } else {
+                    client_send(c, b);
+                }
+                if (b != NULL)
+                    evbuffer_free(b);
+            }
+            break;
+        case RMSG_CH_ADD:
+            channel_join(w, c, (const char *)m->d, m->len);
+            break;
+        case RMSG_CH_DEL:
+            channel_leave(w, c, (const char *)m->d, m->len);
+            break;
+        }
+    }
+    shared_msg_unref(sm);
+    /* The router subscribed the delivering link when it forwarded the CH_ADD;
+     * if no session here joined after all, take that back. */
+    if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL && from->ops->ch_unwanted
+        && !hmap_get(w->channels, m->d, m->len))
+        from->ops->ch_unwanted(from, (const char *)m->d, m->len);
+}
+
+void command_run(struct worker *w, struct link *from, const struct rmsg *m)
+{
+    const char *source = from->name;
+
+    log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
+              m->slen, m->len);
+    switch (m->type) {
+    case RMSG_KICK:
+    case RMSG_SEND_MSG:
+    case RMSG_CH_ADD:
+    case RMSG_CH_DEL:
+        if ((m->type == RMSG_CH_ADD || m->type == RMSG_CH_DEL)
+            && (m->len == 0 || m->len > RMSG_MAX_CHANNEL)) {
+            log_err("%s: %s with a bad channel name length %u, ignored", source,
+                    rmsg_type_name(m->type), m->len);
+            return;
+        }
+        if (m->type == RMSG_SEND_MSG && !command_push_fits(w, m, source))
+            return;
+        command_each_sid(w, from, m, source);
+        break;
+    case RMSG_SEND_ALL: {
+        struct shared_msg *sm;
+        struct client *c, *next;
+        if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
+            return;
+        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+            next = TAILQ_NEXT(c, entry);
+            client_send_shared(c, sm);
+        }
+        shared_msg_unref(sm);
+        break;
+    }
+    case RMSG_CH_PUB: {
+        struct shared_msg *sm;
+        if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
+            return;
+        channel_publish(w, (const char *)m->s, m->slen, sm);
+        shared_msg_unref(sm);
+        break;
+    }
+    default:
+        log_info("%s: unexpected %s message, ignored", source, rmsg_type_name(m->type));
+        break;
+    }
+}
