@@ -127,12 +127,12 @@ void client_run_deferred(struct worker *w)
 }
 
 /* Every byte queued for the client passes here, whichever path added it. */
-static void client_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+static void client_output_added(struct conn *conn, void *arg)
 {
     struct client *c = arg;
-    if (info->n_added == 0 || c->dead || c->over_limit)
+    if (c->dead || c->over_limit)
         return;
-    size_t pending = evbuffer_get_length(buf);
+    size_t pending = conn_output_length(conn);
     if (pending <= c->w->cfg->max_output_size)
         return;
     log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
@@ -165,7 +165,7 @@ static void client_hs_timeout(evutil_socket_t fd, short what, void *arg)
         log_info("client %s %s:%d: TLS handshake not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "TLS handshake timeout");
-    } else if (c->nrequest == 0 && evbuffer_get_length(conn_input(c->conn)) > 0) {
+    } else if (c->nrequest == 0 && conn_input_length(c->conn) > 0) {
         log_info("client %s %s:%d: first message not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "handshake timeout");
@@ -268,7 +268,7 @@ int client_going_away(struct client *c)
 static void client_flushed_cb(struct conn *conn, void *arg)
 {
     struct client *c = arg;
-    if (evbuffer_get_length(conn_output(conn)) == 0)
+    if (conn_output_length(conn) == 0)
         client_close(c, c->close_reason);
 }
 
@@ -279,7 +279,7 @@ static void client_close_flush(struct client *c, int code, const char *reason)
         return;
     if (c->proto->close_frame)
         c->proto->close_frame(c, code, reason);
-    if (evbuffer_get_length(conn_output(c->conn)) == 0) {
+    if (conn_output_length(c->conn) == 0) {
         client_close(c, reason);
         return;
     }
@@ -677,7 +677,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     if (w->idle_tv)
         conn_set_timeouts(c->conn, w->idle_tv, NULL);
     conn_set_read_limit(c->conn, client_input_limit(cfg));
-    evbuffer_add_cb(conn_output(c->conn), client_output_cb, c);
+    conn_set_output_cb(c->conn, client_output_added);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */

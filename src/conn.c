@@ -46,8 +46,10 @@ struct conn {
     evutil_socket_t fd;
     struct bufferevent *bev; /* TLS */
     struct evbuffer *in, *out;
-    struct event rev, wev;
-    conn_data_cb read_cb, drained_cb;
+    struct event rev;
+    struct event *wev; /* made at the first short write (most sockets never have one) */
+    struct evbuffer_cb_entry *in_cbe; /* while reading is suspended at the limit */
+    conn_data_cb read_cb, drained_cb, added_cb;
     conn_event_cb event_cb;
     void *arg;
     struct timeval rd_tv, wr_tv;
@@ -134,20 +136,46 @@ static void conn_unpend(struct conn *c)
     }
 }
 
-static void conn_arm_write(struct conn *c)
+static void conn_writable(evutil_socket_t fd, short what, void *arg);
+
+static int conn_arm_write(struct conn *c)
 {
-    if (!c->writing) {
-        c->writing = 1;
-        event_add(&c->wev, c->has_wr ? &c->wr_tv : NULL);
+    if (c->writing)
+        return 0;
+    if (!c->wev && !(c->wev = event_new(c->loop->base, c->fd, EV_WRITE, conn_writable, c))) {
+        errno = ENOMEM;
+        return -1;
     }
+    c->writing = 1;
+    event_add(c->wev, c->has_wr ? &c->wr_tv : NULL);
+    return 0;
 }
 
 static void conn_disarm_write(struct conn *c)
 {
     if (c->writing) {
         c->writing = 0;
-        event_del(&c->wev);
+        event_del(c->wev);
     }
+}
+
+/* The buffers exist while data waits (conn_shrink frees them when empty). */
+static struct evbuffer *conn_in_buf(struct conn *c)
+{
+    if (!c->in && !(c->in = evbuffer_new()))
+        abort(); /* out of memory with bytes already on the socket */
+    return c->in;
+}
+
+static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg);
+
+static struct evbuffer *conn_out_buf(struct conn *c)
+{
+    if (!c->out) {
+        if (!(c->out = evbuffer_new()) || !evbuffer_add_cb(c->out, conn_out_cb, c))
+            abort();
+    }
+    return c->out;
 }
 
 /* Writes what the socket takes; the rest waits for EV_WRITE. Called with
@@ -155,7 +183,7 @@ static void conn_disarm_write(struct conn *c)
 static void conn_write(struct conn *c)
 {
     for (;;) {
-        size_t len = evbuffer_get_length(c->out);
+        size_t len = c->out ? evbuffer_get_length(c->out) : 0;
         if (len == 0)
             break;
         /* One writev covers CONN_WRITE_IOV chains: if the socket took all of
@@ -171,17 +199,18 @@ static void conn_write(struct conn *c)
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
             int e = EVUTIL_SOCKET_ERROR();
-            if (conn_retriable(e)) {
-                conn_arm_write(c);
+            if (conn_retriable(e) && conn_arm_write(c) == 0)
                 return;
-            }
+            e = conn_retriable(e) ? ENOMEM : e;
             conn_disarm_write(c);
             errno = e;
             conn_event(c, CONN_WRITING | CONN_ERROR);
             return;
         }
         if ((size_t)n < offer) {
-            conn_arm_write(c);
+            if (conn_arm_write(c) == 0)
+                return;
+            conn_event(c, CONN_WRITING | CONN_ERROR);
             return;
         }
     }
@@ -231,9 +260,14 @@ static void conn_pend(struct conn *c)
 
 static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
+    struct conn *c = arg;
     (void)b;
-    if (info->n_added > 0)
-        conn_pend(arg);
+    if (info->n_added == 0)
+        return;
+    if (!c->bev)
+        conn_pend(c);
+    if (c->added_cb && !c->freed)
+        c->added_cb(c, c->arg);
 }
 
 static void conn_rev_update(struct conn *c)
@@ -246,15 +280,38 @@ static void conn_rev_update(struct conn *c)
         event_del(&c->rev);
 }
 
+static void conn_unsuspend(struct conn *c)
+{
+    c->suspended = 0;
+    evbuffer_remove_cb_entry(c->in, c->in_cbe);
+    c->in_cbe = NULL;
+    conn_rev_update(c);
+}
+
+static void conn_resume_below_limit(struct conn *c)
+{
+    if (c->suspended && evbuffer_get_length(c->in) < c->limit)
+        conn_unsuspend(c);
+}
+
 /* Input consumed below the limit: reading goes on. */
 static void conn_in_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
-    struct conn *c = arg;
+    (void)b;
     (void)info;
-    if (c->suspended && evbuffer_get_length(b) < c->limit) {
-        c->suspended = 0;
-        conn_rev_update(c);
-    }
+    conn_resume_below_limit(arg);
+}
+
+/* The input holds the limit: not read until the owner consumes some. */
+static void conn_suspend(struct conn *c)
+{
+    if (c->suspended)
+        return;
+    c->in_cbe = evbuffer_add_cb(c->in, conn_in_cb, c);
+    if (!c->in_cbe)
+        abort();
+    c->suspended = 1;
+    conn_rev_update(c);
 }
 
 static void conn_readable(evutil_socket_t fd, short what, void *arg)
@@ -266,11 +323,10 @@ static void conn_readable(evutil_socket_t fd, short what, void *arg)
         conn_leave(c);
         return;
     }
-    size_t want = c->read_size, have = evbuffer_get_length(c->in);
+    size_t want = c->read_size, have = evbuffer_get_length(conn_in_buf(c));
     if (c->limit) {
         if (have >= c->limit) {
-            c->suspended = 1;
-            conn_rev_update(c);
+            conn_suspend(c);
             conn_leave(c);
             return;
         }
@@ -343,7 +399,7 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
             c->connecting = 0;
             conn_rev_update(c);
             conn_event(c, CONN_CONNECTED);
-            if (!c->freed && evbuffer_get_length(c->out) > 0)
+            if (!c->freed && c->out && evbuffer_get_length(c->out) > 0)
                 conn_pend(c); /* what was queued while connecting */
         }
     } else {
@@ -410,22 +466,15 @@ struct conn *conn_new(struct event_base *base, evutil_socket_t fd, void *tls_ctx
         bufferevent_enable(c->bev, EV_WRITE);
         c->in = bufferevent_get_input(c->bev);
         c->out = bufferevent_get_output(c->bev);
+        if (!evbuffer_add_cb(c->out, conn_out_cb, c)) {
+            bufferevent_free(c->bev);
+            conn_destroy(c);
+            return NULL;
+        }
         return c;
     }
-    c->in = evbuffer_new();
-    c->out = evbuffer_new();
-    if (!c->in || !c->out || !evbuffer_add_cb(c->out, conn_out_cb, c)) {
-        if (c->in)
-            evbuffer_free(c->in);
-        if (c->out)
-            evbuffer_free(c->out);
-        conn_destroy(c);
-        return NULL;
-    }
-    if (fd >= 0) {
+    if (fd >= 0)
         event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, conn_readable, c);
-        event_assign(&c->wev, base, fd, EV_WRITE, conn_writable, c);
-    }
     return c;
 }
 
@@ -444,8 +493,12 @@ int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
     c->fd = fd;
     c->connecting = 1;
     event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, conn_readable, c);
-    event_assign(&c->wev, base, fd, EV_WRITE, conn_writable, c);
-    conn_arm_write(c); /* connected (or refused) when writable */
+    if (conn_arm_write(c) < 0) { /* connected (or refused) when writable */
+        c->fd = -1;
+        close(fd);
+        errno = ENOMEM;
+        return -1;
+    }
     return 0;
 }
 
@@ -460,12 +513,41 @@ void conn_setcb(struct conn *c, conn_data_cb read, conn_data_cb drained, conn_ev
 
 struct evbuffer *conn_input(struct conn *c)
 {
-    return c->in;
+    return conn_in_buf(c);
 }
 
 struct evbuffer *conn_output(struct conn *c)
 {
-    return c->out;
+    return conn_out_buf(c);
+}
+
+size_t conn_input_length(const struct conn *c)
+{
+    return c->in ? evbuffer_get_length(c->in) : 0;
+}
+
+size_t conn_output_length(const struct conn *c)
+{
+    return c->out ? evbuffer_get_length(c->out) : 0;
+}
+
+void conn_set_output_cb(struct conn *c, conn_data_cb added)
+{
+    c->added_cb = added;
+}
+
+void conn_shrink(struct conn *c)
+{
+    if (c->bev || c->freed)
+        return;
+    if (c->in && !c->suspended && evbuffer_get_length(c->in) == 0) {
+        evbuffer_free(c->in);
+        c->in = NULL;
+    }
+    if (c->out && !c->on_pending && !c->writing && evbuffer_get_length(c->out) == 0) {
+        evbuffer_free(c->out);
+        c->out = NULL;
+    }
 }
 
 evutil_socket_t conn_fd(const struct conn *c)
@@ -485,8 +567,8 @@ void conn_read(struct conn *c, int on)
     if ((int)c->reading == !!on)
         return;
     c->reading = !!on;
-    if (on && c->limit && evbuffer_get_length(c->in) >= c->limit)
-        c->suspended = 1;
+    if (on && c->limit && conn_input_length(c) >= c->limit)
+        conn_suspend(c);
     conn_rev_update(c);
 }
 
@@ -508,9 +590,9 @@ void conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct ti
         conn_rev_update(c);
     if (c->writing) {
         if (wr)
-            event_add(&c->wev, &c->wr_tv);
+            event_add(c->wev, &c->wr_tv);
         else
-            event_remove_timer(&c->wev);
+            event_remove_timer(c->wev);
     }
     if (!rd && event_pending(&c->rev, EV_READ, NULL))
         event_remove_timer(&c->rev);
@@ -522,13 +604,9 @@ void conn_set_read_limit(struct conn *c, size_t max)
         bufferevent_setwatermark(c->bev, EV_READ, 0, max);
         return;
     }
-    if (max && !c->limit)
-        evbuffer_add_cb(c->in, conn_in_cb, c);
-    c->limit = max ? max : c->limit; /* the callback stays; a limit is never removed */
-    if (c->suspended && evbuffer_get_length(c->in) < c->limit) {
-        c->suspended = 0;
-        conn_rev_update(c);
-    }
+    c->limit = max;
+    if (c->suspended && (max == 0 || evbuffer_get_length(c->in) < max))
+        conn_unsuspend(c);
 }
 
 void conn_free(struct conn *c)
@@ -542,12 +620,15 @@ void conn_free(struct conn *c)
         conn_unpend(c);
         if (c->fd >= 0) {
             event_del(&c->rev);
-            event_del(&c->wev);
             evutil_closesocket(c->fd);
             c->fd = -1;
         }
-        evbuffer_free(c->in);
-        evbuffer_free(c->out);
+        if (c->wev)
+            event_free(c->wev);
+        if (c->in)
+            evbuffer_free(c->in);
+        if (c->out)
+            evbuffer_free(c->out);
     }
     c->in = c->out = NULL;
     c->bev = NULL;

@@ -44,6 +44,8 @@ int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len);
  * from inside conn_output's additions); event: CONN_* flags. Any may be NULL. */
 void conn_setcb(struct conn *c, conn_data_cb read, conn_data_cb drained, conn_event_cb event,
                 void *arg);
+/* The buffers (made when missing). A pointer to them is good until the
+ * owner's callback or call returns: conn_shrink may free them after. */
 struct evbuffer *conn_input(struct conn *c);
 struct evbuffer *conn_output(struct conn *c);
 evutil_socket_t conn_fd(const struct conn *c);
@@ -54,6 +56,14 @@ void conn_read(struct conn *c, int on);
 void conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval *wr);
 /* Input is not read past this many bytes until some is consumed (0: no limit). */
 void conn_set_read_limit(struct conn *c, size_t max);
+/* Called after every addition to the output (limits: MAX_OUTPUT_SIZE). */
+void conn_set_output_cb(struct conn *c, conn_data_cb added);
+/* Bytes waiting in the input / output (without making the buffers). */
+size_t conn_input_length(const struct conn *c);
+size_t conn_output_length(const struct conn *c);
+/* Frees the buffers while they are empty: an idle connection holds none. The
+ * next read or addition makes them again. Not for TLS connections. */
+void conn_shrink(struct conn *c);
 /* Closes the socket; output not yet written is dropped. */
 void conn_free(struct conn *c);
 /* The OpenSSL error behind a CONN_ERROR of a TLS conn: 1 and text in out. */

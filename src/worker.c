@@ -260,6 +260,20 @@ void worker_close_event(struct worker *w, struct request *r)
 
 static struct fcgi_params *worker_static_params(struct worker *w, const struct config *cfg);
 
+/* Every second: clients whose buffers are empty give them back, so an idle
+ * connection holds no buffer (a busy one makes them again at its next
+ * message: one allocation a second, not one a message). */
+static void worker_shrink_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct client *c;
+    (void)fd;
+    (void)what;
+    TAILQ_FOREACH(c, &w->clients, entry)
+        if (!c->dead)
+            conn_shrink(c->conn);
+}
+
 /* PING_INTERVAL: one sweep over the worker's clients instead of a timer each. */
 static void worker_ping_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -689,6 +703,11 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sessions = shm_sessions(shm, id);
     w.orphan_timer = evtimer_new(w.base, worker_orphans_cb, &w);
     w.trim = loop_trim_new(w.base);
+    w.shrink = event_new(w.base, -1, EV_PERSIST, worker_shrink_cb, &w);
+    if (w.shrink) {
+        struct timeval one = {1, 0};
+        event_add(w.shrink, &one);
+    }
     if (cfg->protocol == PROTO_WEBSOCKET && cfg->ping_interval > 0) {
         struct timeval tv = {cfg->ping_interval, 0};
         w.ping = event_new(w.base, -1, EV_PERSIST, worker_ping_cb, &w);
@@ -760,6 +779,8 @@ done : {
         event_free(w.trim);
     if (w.ping)
         event_free(w.ping);
+    if (w.shrink)
+        event_free(w.shrink);
     if (w.drain_timer)
         event_free(w.drain_timer);
     free(w.orphans);

@@ -40,6 +40,7 @@ struct worker {
     struct event *stop_timer;
     struct event *trim;    /* malloc_trim every LOOP_TRIM_SECONDS */
     struct event *ping;    /* WebSocket ping sweep, every PING_INTERVAL */
+    struct event *shrink;  /* idle clients' empty buffers freed, every second */
     void *ssl_ctx;         /* SSL_CTX when SSL = 1 */
     struct script *script; /* SCRIPT_FILE state */
     int stopping;
