@@ -49,13 +49,6 @@
 static void client_readcb(struct conn *conn, void *arg);
 static void client_eventcb(struct conn *conn, short what, void *arg);
 
-static void client_free_later(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    free(arg);
-}
-
 size_t client_input_limit(const struct config *cfg)
 {
     /* +64: a frame header, and the one byte past the undecoded-input limit of
@@ -114,6 +107,10 @@ static void client_resume(struct client *c)
 void client_run_deferred(struct worker *w)
 {
     struct client *c;
+    while ((c = TAILQ_FIRST(&w->closed)) != NULL) {
+        TAILQ_REMOVE(&w->closed, c, asap_entry);
+        free(c);
+    }
     while ((c = TAILQ_FIRST(&w->asap)) != NULL) {
         TAILQ_REMOVE(&w->asap, c, asap_entry);
         c->on_asap = 0;
@@ -243,7 +240,9 @@ void client_close(struct client *c, const char *reason)
         c->proto->free(c);
     conn_free(c->conn);
     c->conn = NULL;
-    event_base_once(c->w->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
+    /* Freed by client_run_deferred, after the callback that closed it. */
+    TAILQ_INSERT_TAIL(&c->w->closed, c, asap_entry);
+    event_active(c->w->asap_ev, EV_TIMEOUT, 0);
 }
 
 void client_close_after_flush(struct client *c, const char *reason)

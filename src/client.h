@@ -103,7 +103,8 @@ void shared_msg_unref(struct shared_msg *m);
 void client_send_shared(struct client *c, struct shared_msg *m);
 
 void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen);
-/* Runs the deferred closes and resumes of the worker's clients (see asap_entry). */
+/* Frees the clients closed since the last call, then runs the deferred closes
+ * and resumes (see asap_entry). Only from the top of the loop. */
 void client_run_deferred(struct worker *w);
 /* Whether c may take one more message now: not closing, under its limits of
  * requests in flight and of queued requests, output under MAX_OUTPUT_SIZE. */

@@ -645,6 +645,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.static_fd = -1;
     TAILQ_INIT(&w.clients);
     TAILQ_INIT(&w.asap);
+    TAILQ_INIT(&w.closed);
     signal(SIGPIPE, SIG_IGN);
 
     sid_gen_init(&w.sids, (unsigned)cfg->server_id, (unsigned)id);
@@ -798,6 +799,7 @@ done : {
     }
     /* Run the deferred frees of closed clients once more. */
     event_base_loop(w.base, EVLOOP_NONBLOCK);
+    client_run_deferred(&w);
     if (w.asap_ev)
         event_free(w.asap_ev);
     event_base_free(w.base);

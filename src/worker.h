@@ -59,6 +59,7 @@ struct worker {
     struct request **owed;
     size_t nowed, owed_done, owed_cap;
     TAILQ_HEAD(, client) asap; /* clients with deferred work (client_run_deferred) */
+    TAILQ_HEAD(, client) closed; /* closed clients, freed by client_run_deferred */
     struct event *asap_ev;
     const struct timeval *handshake_tv; /* common timeout for HANDSHAKE_TIMEOUT */
     time_t ip_refused_logged;           /* last MAX_CONN_PER_IP refusal logged */
