@@ -130,32 +130,68 @@ void fcgi_params_unref(struct fcgi_params *p)
 
 /* ---- requests ---- */
 
+/* Freed requests kept for reuse (see REQUEST_FREE_MAX), linked by owner_entry:
+ * a free request has no owner. */
+static TAILQ_HEAD(, request) request_free_list = TAILQ_HEAD_INITIALIZER(request_free_list);
+static int request_nfree, request_free_max = REQUEST_FREE_MAX;
+
 struct request *request_new(struct backend_pool *pool, void *owner, const struct request_ops *ops,
-                            const char *sid, struct fcgi_params *params, enum request_event ev,
-                            struct evbuffer *body)
+                            const char *sid, struct fcgi_params *params, enum request_event ev)
 {
-    struct request *r = calloc(1, sizeof(*r));
-    if (!r)
-        abort();
+    struct request *r = TAILQ_FIRST(&request_free_list);
+    if (r) {
+        TAILQ_REMOVE(&request_free_list, r, owner_entry);
+        request_nfree--;
+        struct evbuffer *body = r->body, *reply = r->reply;
+        memset(r, 0, sizeof(*r));
+        r->body = body;
+        r->reply = reply;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r || !(r->body = evbuffer_new()) || !(r->reply = evbuffer_new()))
+            abort();
+    }
     r->pool = pool;
     r->owner = owner;
     r->ops = ops;
     r->params = fcgi_params_ref(params);
     r->event = ev;
-    r->body = body ? body : evbuffer_new();
-    r->reply = evbuffer_new();
     memcpy(r->sid, sid, SID_LEN + 1);
     cgi_parser_init(&r->cgi);
     return r;
 }
 
+static void request_destroy(struct request *r)
+{
+    evbuffer_free(r->body);
+    evbuffer_free(r->reply);
+    free(r);
+}
+
 void request_free(struct request *r)
 {
     fcgi_params_unref(r->params);
-    if (r->body)
-        evbuffer_free(r->body);
-    evbuffer_free(r->reply);
-    free(r);
+    r->params = NULL;
+    if (request_nfree >= request_free_max) {
+        request_destroy(r);
+        return;
+    }
+    /* Drained, not freed: the buffers go with the request to its next use. */
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    TAILQ_INSERT_HEAD(&request_free_list, r, owner_entry);
+    request_nfree++;
+}
+
+void request_free_list_drop(void)
+{
+    struct request *r;
+    while ((r = TAILQ_FIRST(&request_free_list)) != NULL) {
+        TAILQ_REMOVE(&request_free_list, r, owner_entry);
+        request_destroy(r);
+    }
+    request_nfree = 0;
+    request_free_max = 0;
 }
 
 /* ---- pool ---- */
