@@ -78,10 +78,9 @@ struct backend_pool {
     TAILQ_HEAD(, request) queue;
     TAILQ_HEAD(, backend_conn) all;
     int nqueued;
-    struct timeval connect_tv, read_tv;
-    double queue_timeout;            /* BACKEND_QUEUE_TIMEOUT, for the log line */
-    struct timeval queue_tv;         /* the same as a timeval */
-    const struct timeval *queue_ctv; /* ... as a common timeout of base, or &queue_tv */
+    /* Common timeouts of base where possible (backend_tv). */
+    struct timeval connect_tv, read_tv, queue_tv;
+    double queue_timeout; /* BACKEND_QUEUE_TIMEOUT, for the log line */
 };
 
 static void backend_conn_close(struct backend_conn *bc);
@@ -130,32 +129,68 @@ void fcgi_params_unref(struct fcgi_params *p)
 
 /* ---- requests ---- */
 
+/* Freed requests kept for reuse (see REQUEST_FREE_MAX), linked by owner_entry:
+ * a free request has no owner. */
+static TAILQ_HEAD(, request) request_free_list = TAILQ_HEAD_INITIALIZER(request_free_list);
+static int request_nfree, request_free_max = REQUEST_FREE_MAX;
+
 struct request *request_new(struct backend_pool *pool, void *owner, const struct request_ops *ops,
-                            const char *sid, struct fcgi_params *params, enum request_event ev,
-                            struct evbuffer *body)
+                            const char *sid, struct fcgi_params *params, enum request_event ev)
 {
-    struct request *r = calloc(1, sizeof(*r));
-    if (!r)
-        abort();
+    struct request *r = TAILQ_FIRST(&request_free_list);
+    if (r) {
+        TAILQ_REMOVE(&request_free_list, r, owner_entry);
+        request_nfree--;
+        struct evbuffer *body = r->body, *reply = r->reply;
+        memset(r, 0, sizeof(*r));
+        r->body = body;
+        r->reply = reply;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r || !(r->body = evbuffer_new()) || !(r->reply = evbuffer_new()))
+            abort();
+    }
     r->pool = pool;
     r->owner = owner;
     r->ops = ops;
     r->params = fcgi_params_ref(params);
     r->event = ev;
-    r->body = body ? body : evbuffer_new();
-    r->reply = evbuffer_new();
     memcpy(r->sid, sid, SID_LEN + 1);
     cgi_parser_init(&r->cgi);
     return r;
 }
 
+static void request_destroy(struct request *r)
+{
+    evbuffer_free(r->body);
+    evbuffer_free(r->reply);
+    free(r);
+}
+
 void request_free(struct request *r)
 {
     fcgi_params_unref(r->params);
-    if (r->body)
-        evbuffer_free(r->body);
-    evbuffer_free(r->reply);
-    free(r);
+    r->params = NULL;
+    if (request_nfree >= request_free_max) {
+        request_destroy(r);
+        return;
+    }
+    /* Drained, not freed: the buffers go with the request to its next use. */
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    TAILQ_INSERT_HEAD(&request_free_list, r, owner_entry);
+    request_nfree++;
+}
+
+void request_free_list_drop(void)
+{
+    struct request *r;
+    while ((r = TAILQ_FIRST(&request_free_list)) != NULL) {
+        TAILQ_REMOVE(&request_free_list, r, owner_entry);
+        request_destroy(r);
+    }
+    request_nfree = 0;
+    request_free_max = 0;
 }
 
 /* ---- pool ---- */
@@ -177,10 +212,18 @@ static void backend_use_addrinfo(struct backend_server *s, const struct evutil_a
 static const struct evutil_addrinfo backend_hints = {.ai_family = AF_UNSPEC,
                                                      .ai_socktype = SOCK_STREAM};
 
-static void backend_tv(struct timeval *tv, double seconds)
+/* A timeout as a common timeout of base where libevent has one to give (it
+ * returns the same one for the same duration, so reloads do not use them up):
+ * every request and connection of a pool waits the same time, so their
+ * timers sit in one list instead of the timer heap. The value is what counts
+ * (libevent recognises it by its tv_usec), so it can be copied. */
+static void backend_tv(struct event_base *base, struct timeval *tv, double seconds)
 {
     tv->tv_sec = (time_t)seconds;
     tv->tv_usec = (suseconds_t)((seconds - (double)tv->tv_sec) * 1e6);
+    const struct timeval *common = event_base_init_common_timeout(base, tv);
+    if (common) /* NULL: libevent's 256 common timeouts used up */
+        *tv = *common;
 }
 
 /* A pool with its settings and servers, addresses not yet resolved. */
@@ -204,15 +247,10 @@ static struct backend_pool *backend_pool_alloc(struct event_base *base, const st
     p->static_params = static_params;
     TAILQ_INIT(&p->queue);
     TAILQ_INIT(&p->all);
-    backend_tv(&p->connect_tv, cfg->backend_connect_timeout);
-    backend_tv(&p->read_tv, cfg->backend_read_timeout);
-    /* Every queued request waits the same time: one common timeout keeps
-     * thousands of them in a list instead of the timer heap. */
+    backend_tv(base, &p->connect_tv, cfg->backend_connect_timeout);
+    backend_tv(base, &p->read_tv, cfg->backend_read_timeout);
     p->queue_timeout = cfg->backend_queue_timeout;
-    backend_tv(&p->queue_tv, cfg->backend_queue_timeout);
-    p->queue_ctv = event_base_init_common_timeout(base, &p->queue_tv);
-    if (p->queue_ctv == NULL) /* libevent's 256 common timeouts used up by reloads */
-        p->queue_ctv = &p->queue_tv;
+    backend_tv(base, &p->queue_tv, cfg->backend_queue_timeout);
     /* config_load refuses more (a request keeps a bit per server tried):
      * more here is a bug, refused rather than silently cut to 64. */
     if (cfg->nbackends > CONFIG_MAX_BACKENDS || cfg->nbackends < 0) {
@@ -416,7 +454,7 @@ static void backend_enqueue(struct backend_pool *p, struct request *r)
     p->nqueued++;
     if (r->event != EVENT_CLOSE) {
         event_assign(&r->queue_ev, p->base, -1, 0, backend_queue_expired, r);
-        event_add(&r->queue_ev, p->queue_ctv);
+        event_add(&r->queue_ev, &p->queue_tv);
     }
     if (r->owner && r->ops->queued)
         r->ops->queued(r, 1);

@@ -48,14 +48,14 @@ struct request_ops {
 };
 
 struct request {
-    TAILQ_ENTRY(request) owner_entry; /* in its owner's reply order */
+    TAILQ_ENTRY(request) owner_entry; /* in its owner's reply order, or in the free list */
     TAILQ_ENTRY(request) queue_entry; /* in the pool's wait queue */
     void *owner;                      /* NULL: nobody waits (freed when done) */
     const struct request_ops *ops;
     struct backend_pool *pool;
     struct backend_conn *conn;  /* while on a connection */
     struct fcgi_params *params; /* the client's constant params (a reference) */
-    struct evbuffer *body;      /* the message, until written */
+    struct evbuffer *body;      /* the message, until written (the poster fills it) */
     struct evbuffer *reply;     /* STDOUT body received so far */
     struct cgi_parser cgi;
     char sid[SID_LEN + 1];
@@ -65,11 +65,19 @@ struct request {
     int queued, done, failed, explicit_empty;
 };
 
-/* owner and ops may be NULL (a close event nobody waits for). */
+/* owner and ops may be NULL (a close event nobody waits for). r->body is
+ * empty: the poster moves the message into it before backend_post.
+ *
+ * Requests are recycled: request_free keeps up to REQUEST_FREE_MAX of them,
+ * their body and reply buffers drained but kept, on a free list of the
+ * process (not of a pool: a request outlives a pool retired by a reload), so
+ * that a message in steady state allocates no request. */
+#define REQUEST_FREE_MAX 256
 struct request *request_new(struct backend_pool *pool, void *owner, const struct request_ops *ops,
-                            const char *sid, struct fcgi_params *params, enum request_event ev,
-                            struct evbuffer *body);
+                            const char *sid, struct fcgi_params *params, enum request_event ev);
 void request_free(struct request *r);
+/* Frees the free list, and every request freed from now on (a worker going away). */
+void request_free_list_drop(void);
 
 /* The pool takes ownership of static_params (FASTCGI_PARAMS, encoded). */
 struct backend_pool *backend_pool_new(struct event_base *base, const struct config *cfg,

@@ -174,27 +174,35 @@ static void client_request_done(struct request *r);
 static void client_request_queued(struct request *r, int delta);
 static const struct request_ops client_request_ops = {client_request_done, client_request_queued};
 
-void client_message(struct client *c, struct evbuffer *body)
+/* A request of c, not posted yet: a message goes into its body. */
+static struct request *client_request(struct client *c, enum request_event ev)
 {
-    client_hs_timer_free(c); /* a first message whole: the connection is not half-open */
-    struct request *r =
-        request_new(c->w->pool, c, &client_request_ops, c->sid, c->params, EVENT_MESSAGE, body);
+    return request_new(c->w->pool, c, &client_request_ops, c->sid, c->params, ev);
+}
+
+/* Posts r; its reply is sent in the order of c's requests. */
+static void client_post(struct client *c, struct request *r)
+{
+    if (r->event == EVENT_MESSAGE)
+        client_hs_timer_free(c); /* a first message whole: the connection is not half-open */
     TAILQ_INSERT_TAIL(&c->requests, r, owner_entry);
     c->pending++;
     backend_post(c->w->pool, r);
+}
+
+void client_message(struct client *c, struct evbuffer *msg, size_t n)
+{
+    struct request *r = client_request(c, EVENT_MESSAGE);
+    evbuffer_remove_buffer(msg, r->body, n);
+    client_post(c, r);
 }
 
 void client_session_start(struct client *c)
 {
     c->session_started = 1;
     worker_session_started(c->w, c);
-    if (c->w->cfg->event_connect) {
-        struct request *r = request_new(c->w->pool, c, &client_request_ops, c->sid, c->params,
-                                        EVENT_CONNECT, NULL);
-        TAILQ_INSERT_TAIL(&c->requests, r, owner_entry);
-        c->pending++;
-        backend_post(c->w->pool, r);
-    }
+    if (c->w->cfg->event_connect)
+        client_post(c, client_request(c, EVENT_CONNECT));
     if (c->script && !c->dead) {
         if (script_on_connect(c->script, c) == SCRIPT_FAILED)
             client_close(c, "script error in onConnect");
@@ -232,7 +240,7 @@ void client_close(struct client *c, const char *reason)
     c->script = NULL;
     if (c->w->cfg->event_close && c->session_started)
         worker_close_event(c->w,
-                           request_new(c->w->pool, NULL, NULL, c->sid, c->params, EVENT_CLOSE, NULL));
+                           request_new(c->w->pool, NULL, NULL, c->sid, c->params, EVENT_CLOSE));
     worker_client_removed(c->w, c);
     fcgi_params_unref(c->params);
     c->params = NULL;
@@ -458,10 +466,8 @@ static int client_read_frame(struct client *c, struct evbuffer *in)
     if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)n)
         return 0;
     evbuffer_drain(in, FRAME_HEADER_LEN);
-    struct evbuffer *body = evbuffer_new();
-    evbuffer_remove_buffer(in, body, n);
     c->nrequest++;
-    client_message(c, body);
+    client_message(c, in, n);
     return 1;
 }
 
@@ -473,6 +479,9 @@ static void client_read_script(struct client *c, struct evbuffer *in)
     int waiting = 0; /* the script (or a length frame) asked for more input */
     while (client_can_take(c) && evbuffer_get_length(in) > 0) {
         size_t before = evbuffer_get_length(in);
+        /* A fresh buffer each call, not the body of a recycled request: the
+         * script module refuses a buffer kept from an earlier call by its
+         * address, and a recycled one comes back with the same address. */
         struct evbuffer *msg = evbuffer_new();
         int rc = script_on_read(s, c, c->nrequest, in, msg);
         if (rc == SCRIPT_FAILED || c->script_close || rc < 0) {
@@ -503,9 +512,8 @@ static void client_read_script(struct client *c, struct evbuffer *in)
             return;
         }
         if (n > 0)
-            client_message(c, msg);
-        else
-            evbuffer_free(msg);
+            client_message(c, msg, n);
+        evbuffer_free(msg);
         if (evbuffer_get_length(in) == before && n == 0) {
             waiting = 1; /* handled but consumed nothing: wait for more input */
             break;

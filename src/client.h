@@ -115,8 +115,9 @@ size_t client_input_limit(const struct config *cfg);
 /* The session is established (at accept, or after a WebSocket handshake):
  * posts EVENT=1 when configured. */
 void client_session_start(struct client *c);
-/* One complete message from the client: becomes a FastCGI request. body is taken. */
-void client_message(struct client *c, struct evbuffer *body);
+/* The first n bytes of msg are one complete message from the client: they
+ * move out of msg into a FastCGI request (whole blocks move without a copy). */
+void client_message(struct client *c, struct evbuffer *msg, size_t n);
 /* Closes now; reason is logged. */
 void client_close(struct client *c, const char *reason);
 /* Graceful stop: no longer read; closed (WebSocket: 1001) once the requests

@@ -179,28 +179,14 @@ static int cgi_is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* Splits line[0..n) at its first colon: returns the name's length with
- * trailing blanks dropped and sets *colon, or returns -1 when there is none. */
-static long cgi_line_name(const char *line, size_t n, const char **colon)
-{
-    const char *c = memchr(line, ':', n);
-    if (c == NULL)
-        return -1;
-    size_t k = (size_t)(c - line);
-    while (k > 0 && cgi_is_ows(line[k - 1]))
-        k--;
-    *colon = c;
-    return (long)k;
-}
-
-static int cgi_name_matters(const char *s, size_t n)
-{
-    return cgi_name_is(s, n, "status") || cgi_name_is(s, n, "content-length");
-}
+enum { CGI_IN_NAME, CGI_IN_VALUE, CGI_SKIP_LINE };
+enum { CGI_OTHER, CGI_STATUS, CGI_CONTENT_LENGTH };
 
 /* "Status: NNN reason": exactly three digits, then the end or a blank. */
-static int cgi_parse_status(struct cgi_parser *cp, const char *v, size_t n)
+static int cgi_parse_status(struct cgi_parser *cp, const struct cgi_line *l)
 {
+    const char *v = l->vhead;
+    size_t n = l->vtrim;
     if (n < 3 || !cgi_is_digit(v[0]) || !cgi_is_digit(v[1]) || !cgi_is_digit(v[2]))
         return FCGI_ERROR;
     if (n > 3 && !cgi_is_ows(v[3]))
@@ -212,54 +198,84 @@ static int cgi_parse_status(struct cgi_parser *cp, const char *v, size_t n)
     return FCGI_OK;
 }
 
-/* Digits only: no sign, no blanks inside. Two different values are refused, as
- * in HTTP, since the body length decides where this reply ends for the client. */
-static int cgi_parse_content_length(struct cgi_parser *cp, const char *v, size_t n)
+/* One byte of a Content-Length value (leading blanks already skipped):
+ * digits only, no sign, no blank inside, no overflow. */
+static void cgi_content_length_byte(struct cgi_line *l, char c)
 {
-    long cl = 0;
-    if (n == 0)
-        return FCGI_ERROR;
-    for (size_t i = 0; i < n; i++) {
-        if (!cgi_is_digit(v[i]))
-            return FCGI_ERROR;
-        int d = v[i] - '0';
-        if (cl > (LONG_MAX - d) / 10)
-            return FCGI_ERROR;
-        cl = cl * 10 + d;
+    if (cgi_is_ows(c))
+        return;
+    if (l->vtrim + 1 != l->vlen || !cgi_is_digit(c)) { /* a blank before it, or not a digit */
+        l->bad = 1;
+        return;
     }
-    if (cp->content_length >= 0 && cp->content_length != cl)
+    int d = c - '0';
+    if (l->cl > (LONG_MAX - d) / 10)
+        l->bad = 1;
+    else
+        l->cl = l->cl * 10 + d;
+}
+
+/* Two different values are refused, as in HTTP, since the body length decides
+ * where this reply ends for the client. */
+static int cgi_parse_content_length(struct cgi_parser *cp, const struct cgi_line *l)
+{
+    if (l->bad || l->vtrim == 0)
         return FCGI_ERROR;
-    cp->content_length = cl;
+    if (cp->content_length >= 0 && cp->content_length != l->cl)
+        return FCGI_ERROR;
+    cp->content_length = l->cl;
     return FCGI_OK;
 }
 
-/* One complete header line without its line end. Lines that are not
- * "name: value" and headers we do not use are passed over: the backend may send
- * anything (X-Powered-By, Set-Cookie...) and only the body goes to the client. */
-static int cgi_parse_line(struct cgi_parser *cp, size_t n)
+/* One byte of a line, LF and the CR of a CRLF excluded. The name is kept as
+ * far as a name that matters can go; of the value only what Status and
+ * Content-Length need. Lines that are not "name: value" and headers we do not
+ * use are passed over: the backend may send anything (X-Powered-By,
+ * Set-Cookie...) and only the body goes to the client. */
+static void cgi_line_byte(struct cgi_line *l, char c)
 {
-    const char *line = cp->line;
-    const char *colon;
-    long k = cgi_line_name(line, n, &colon);
-    if (k < 0)
+    if (l->state == CGI_IN_NAME) {
+        if (c == ':') {
+            l->state = CGI_IN_VALUE;
+            if (cgi_name_is(l->name, l->ntrim, "status"))
+                l->which = CGI_STATUS;
+            else if (cgi_name_is(l->name, l->ntrim, "content-length"))
+                l->which = CGI_CONTENT_LENGTH;
+            return;
+        }
+        if (l->nlen < CGI_NAME_MAX)
+            l->name[l->nlen] = c;
+        l->nlen++;
+        if (!cgi_is_ows(c))
+            l->ntrim = l->nlen;
+        return;
+    }
+    if (l->which == CGI_OTHER || (l->vlen == 0 && cgi_is_ows(c)))
+        return;
+    if (l->vlen < sizeof(l->vhead))
+        l->vhead[l->vlen] = c;
+    l->vlen++;
+    if (l->which == CGI_CONTENT_LENGTH)
+        cgi_content_length_byte(l, c);
+    if (!cgi_is_ows(c))
+        l->vtrim = l->vlen;
+}
+
+/* The end of a complete, non-blank line: its header takes effect. */
+static int cgi_line_end(struct cgi_parser *cp, const struct cgi_line *l)
+{
+    if (l->state != CGI_IN_VALUE || l->which == CGI_OTHER)
         return FCGI_OK;
-    const char *v = colon + 1;
-    size_t vn = n - (size_t)(v - line);
-    while (vn > 0 && cgi_is_ows(*v))
-        v++, vn--;
-    while (vn > 0 && cgi_is_ows(v[vn - 1]))
-        vn--;
-    if (cgi_name_is(line, (size_t)k, "status"))
-        return cgi_parse_status(cp, v, vn);
-    if (cgi_name_is(line, (size_t)k, "content-length"))
-        return cgi_parse_content_length(cp, v, vn);
-    return FCGI_OK;
+    if (l->which == CGI_STATUS)
+        return cgi_parse_status(cp, l);
+    return cgi_parse_content_length(cp, l);
 }
 
 long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
 {
     if (cp->done)
         return 0;
+    struct cgi_line *l = &cp->line;
     for (size_t i = 0; i < len; i++) {
         char c = (char)p[i];
         /* Checked before counting so total never passes the limit, even if a
@@ -268,37 +284,36 @@ long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
             return FCGI_ERROR;
         cp->total++;
         if (c != '\n') {
-            if (cp->linelen < sizeof(cp->line)) {
-                cp->line[cp->linelen++] = c;
+            if (l->state == CGI_SKIP_LINE)
+                continue;
+            if (l->len >= CGI_MAX_LINE) {
+                /* Passing over the rest is harmless for a header we ignore,
+                 * but a Status or Content-Length read in part would be a
+                 * wrong value, so those fail instead. */
+                if (l->state == CGI_IN_VALUE && l->which != CGI_OTHER)
+                    return FCGI_ERROR;
+                l->state = CGI_SKIP_LINE;
                 continue;
             }
-            /* The line no longer fits. Skipping the rest is harmless for a
-             * header we ignore, but a truncated Status or Content-Length would
-             * be a wrong value, so those fail instead. */
-            if (!cp->line_overflow) {
-                const char *colon;
-                long k = cgi_line_name(cp->line, cp->linelen, &colon);
-                if (k >= 0 && cgi_name_matters(cp->line, (size_t)k))
-                    return FCGI_ERROR;
-                cp->line_overflow = 1;
-            }
+            l->len++;
+            /* A CR is held back until the next byte: only the CR of a CRLF is
+             * a line end, and that LF may come in the next call. */
+            if (l->cr)
+                cgi_line_byte(l, '\r');
+            l->cr = c == '\r';
+            if (!l->cr)
+                cgi_line_byte(l, c);
             continue;
         }
-        size_t n = cp->linelen;
-        int overflow = cp->line_overflow;
-        cp->linelen = 0;
-        cp->line_overflow = 0;
-        if (overflow)
+        struct cgi_line ended = *l;
+        memset(l, 0, sizeof(*l));
+        if (ended.state == CGI_SKIP_LINE)
             continue;
-        /* A CR kept at the end of the buffer is the CR of a CRLF: stripping it
-         * here, not on arrival, is what lets a chunk end between CR and LF. */
-        if (n > 0 && cp->line[n - 1] == '\r')
-            n--;
-        if (n == 0) {
+        if (ended.len == ended.cr) { /* nothing before the line end */
             cp->done = 1;
             return (long)(i + 1);
         }
-        if (cgi_parse_line(cp, n) != FCGI_OK)
+        if (cgi_line_end(cp, &ended) != FCGI_OK)
             return FCGI_ERROR;
     }
     return (long)len;

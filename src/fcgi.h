@@ -63,17 +63,36 @@ long fcgi_nv_decode(const uint8_t *p, size_t len, const uint8_t **name, size_t *
                     const uint8_t **value, size_t *vlen);
 
 /* Incremental CGI response-header parser (the head of STDOUT). Feed it STDOUT
- * bytes as they arrive, across record boundaries; it keeps what it needs of a
- * partial line in its own fixed buffer. Accepts CRLF and bare LF line ends. */
+ * bytes as they arrive, across record boundaries; it parses them in place and
+ * keeps only a few bytes of state between calls (the start of the header name
+ * and of the Status value, the Content-Length so far), never the line itself.
+ * Accepts CRLF and bare LF line ends. */
 #define CGI_MAX_HEADER 16384
+/* Longest header line (its CR included) that is read: a longer Status or
+ * Content-Length line is refused, a longer line of any other header is passed
+ * over unread (the backend may send a huge Set-Cookie; only the body counts). */
+#define CGI_MAX_LINE 1024
+/* Longest header name that can matter ("content-length"), plus one. */
+#define CGI_NAME_MAX 15
+/* Where the parser is in the current line, and what it keeps of it. */
+struct cgi_line {
+    uint16_t len;         /* bytes so far, LF excluded */
+    uint8_t state;        /* in the name, in the value, or passing over the line */
+    uint8_t cr;           /* the last byte was a CR: a line end if LF follows */
+    uint8_t which;        /* the header it is (Status, Content-Length), once ':' is seen */
+    uint8_t bad;          /* a Content-Length value that is not digits: refused at LF */
+    uint16_t nlen, ntrim; /* name bytes, and those up to its last non-blank */
+    uint16_t vlen, vtrim; /* value bytes after leading blanks, and up to the last non-blank */
+    char name[CGI_NAME_MAX];
+    char vhead[4]; /* the first value bytes: a Status code and what follows it */
+    long cl;       /* Content-Length digits so far */
+};
 struct cgi_parser {
     int done;            /* blank line seen: the rest of STDOUT is body */
     int status;          /* from "Status: NNN ...", default 200 */
     long content_length; /* from "Content-Length", -1 when absent */
     size_t total;        /* header bytes consumed so far (bounded by CGI_MAX_HEADER) */
-    size_t linelen;
-    char line[1024]; /* current partial line; longer lines are skipped unless relevant */
-    int line_overflow;
+    struct cgi_line line;
 };
 void cgi_parser_init(struct cgi_parser *cp);
 /* Consumes header bytes from p. Returns the number of bytes consumed as header

@@ -323,7 +323,7 @@ static void worker_orphans_cb(evutil_socket_t fd, short what, void *arg)
         worker_slot_release(w, slot);
         struct fcgi_params *p = fcgi_params_new(NULL, 64);
         fcgi_params_add(&p, name, sid, SID_LEN);
-        struct request *r = request_new(w->pool, NULL, NULL, sid, p, EVENT_CLOSE, NULL);
+        struct request *r = request_new(w->pool, NULL, NULL, sid, p, EVENT_CLOSE);
         fcgi_params_unref(p);
         backend_post(w->pool, r);
         backend_pool_stats(w->pool, &conns, &idle, &queued);
@@ -789,6 +789,7 @@ done : {
     for (size_t i = w.owed_done; i < w.nowed; i++)
         request_free(w.owed[i]);
     free(w.owed);
+    request_free_list_drop(); /* after the last request_free above */
     if (w.sig_term) {
         event_free(w.sig_term);
         event_free(w.sig_int);

@@ -473,11 +473,9 @@ static void wsconn_frames(struct client *c)
             wsconn_fail(c, code, code == WS_CLOSE_INVALID_DATA ? "invalid UTF-8" : "bad message");
             return;
         }
-        if (f.fin) {
-            struct evbuffer *m = ws->assembly;
-            ws->assembly = NULL;
+        if (f.fin) { /* the assembly buffer stays, empty, for the next message */
             c->nrequest++;
-            client_message(c, m);
+            client_message(c, ws->assembly, evbuffer_get_length(ws->assembly));
         }
     }
 }

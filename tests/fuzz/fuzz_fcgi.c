@@ -7,7 +7,8 @@
  * Beyond "does not crash", it checks properties and aborts when one fails:
  * decoded pairs lie inside their record and survive an encode/decode round
  * trip, and the CGI parser gives the same answer whether STDOUT arrives whole
- * per record or cut into pseudo-random pieces (seeded by the input). */
+ * per record or cut into pseudo-random pieces (seeded by the input), down to
+ * the partial-line state it carries from one piece to the next. */
 #include "fcgi.h"
 
 #include <stdlib.h>
@@ -100,6 +101,8 @@ static void fuzz_stdout(struct fuzz_stdout *fs, const uint8_t *p, size_t len)
     FUZZ_CHECK(fs->whole.status == fs->split.status);
     FUZZ_CHECK(fs->whole.content_length == fs->split.content_length);
     FUZZ_CHECK(fs->whole.total == fs->split.total);
+    FUZZ_CHECK(memcmp(&fs->whole.line, &fs->split.line, sizeof(fs->whole.line)) == 0);
+    FUZZ_CHECK(fs->whole.line.len <= CGI_MAX_LINE);
     FUZZ_CHECK(fs->whole.total <= CGI_MAX_HEADER);
     FUZZ_CHECK(fs->whole.status >= 100 && fs->whole.status <= 599);
     FUZZ_CHECK(fs->whole.content_length >= -1);

@@ -177,7 +177,7 @@ MUTANTS = [
       [IT + "test_trust.py::test_max_conn_per_ip_across_workers"]),
     # (o) BACKEND_QUEUE_TIMEOUT never fires
     M("o-queue-timeout-never", "src/backend.c",
-      "        event_add(&r->queue_ev, p->queue_ctv);",
+      "        event_add(&r->queue_ev, &p->queue_tv);",
       "        (void)0;",
       [IT + "test_trust_backend.py::test_queued_request_expires_client_stays"]),
     # (p) BACKEND_CONNECT_TIMEOUT ignored

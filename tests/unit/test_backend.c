@@ -1,6 +1,6 @@
 /* test_backend.c - the backend pool without sockets: what it refuses to build,
- * the order the smooth weighted round robin picks servers in, and pools whose
- * names are resolved with evdns. */
+ * the order the smooth weighted round robin picks servers in, pools whose
+ * names are resolved with evdns, and the free list requests are reused from. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,6 +203,65 @@ static void test_async_cancel(void **state)
     event_base_free(base);
 }
 
+/* ---- the request free list ---- */
+
+static const char test_sid[SID_LEN + 1] = "0123456789abcdef";
+
+/* A freed request comes back for the next one, its buffers kept and emptied
+ * and nothing else of its last use left. */
+static void test_request_recycled(void **state)
+{
+    (void)state;
+    struct fcgi_params *p = fcgi_params_new(NULL, 0);
+    struct request *r = request_new(NULL, NULL, NULL, test_sid, p, EVENT_MESSAGE);
+    struct evbuffer *body = r->body, *reply = r->reply;
+    evbuffer_add(body, "hello", 5);
+    evbuffer_add(reply, "world", 5);
+    r->failed = r->done = 1;
+    r->cgi.status = 404;
+    request_free(r);
+
+    struct request *again = request_new(NULL, NULL, NULL, test_sid, p, EVENT_CLOSE);
+    assert_ptr_equal(again, r);
+    assert_ptr_equal(again->body, body);
+    assert_ptr_equal(again->reply, reply);
+    assert_int_equal(evbuffer_get_length(again->body), 0);
+    assert_int_equal(evbuffer_get_length(again->reply), 0);
+    assert_int_equal(again->failed, 0);
+    assert_int_equal(again->done, 0);
+    assert_int_equal(again->event, EVENT_CLOSE);
+    assert_int_equal(again->cgi.status, 200);
+    assert_ptr_equal(again->params, p);
+    assert_int_equal(p->refs, 2);
+    request_free(again);
+    assert_int_equal(p->refs, 1);
+    fcgi_params_unref(p);
+}
+
+/* More requests freed at once than the list keeps: the rest are freed for
+ * real, and dropping the list frees it all (ASan checks both). Runs last:
+ * after the drop, nothing is kept any more. */
+static void test_request_free_list_bounded(void **state)
+{
+    (void)state;
+    enum { N = REQUEST_FREE_MAX + 10 };
+    struct fcgi_params *p = fcgi_params_new(NULL, 0);
+    struct request **rs = calloc(N, sizeof(*rs));
+    assert_non_null(rs);
+    for (int i = 0; i < N; i++) {
+        rs[i] = request_new(NULL, NULL, NULL, test_sid, p, EVENT_MESSAGE);
+        evbuffer_add(rs[i]->body, "x", 1);
+    }
+    for (int i = 0; i < N; i++)
+        request_free(rs[i]);
+    request_free_list_drop();
+    struct request *r = request_new(NULL, NULL, NULL, test_sid, p, EVENT_MESSAGE);
+    request_free(r); /* not kept now: freed */
+    free(rs);
+    assert_int_equal(p->refs, 1);
+    fcgi_params_unref(p);
+}
+
 int main(void)
 {
     log_open("", LOG_ERR);
@@ -215,6 +274,8 @@ int main(void)
         cmocka_unit_test(test_async_name),
         cmocka_unit_test(test_async_unresolvable),
         cmocka_unit_test(test_async_cancel),
+        cmocka_unit_test(test_request_recycled),
+        cmocka_unit_test(test_request_free_list_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -288,6 +288,17 @@ static const struct cgi_case cgi_cases[] = {
     {"Content-Length: 0x10\r\n\r\n", "", FCGI_ERROR, 0, 0},
     {"Content-Length: 99999999999999999999999999\r\n\r\n", "", FCGI_ERROR, 0, 0},
     {"Content-Length: 3\r\nContent-Length: 4\r\n\r\n", "", FCGI_ERROR, 0, 0},
+    /* Blanks around a name, a CR that does not end its line. */
+    {"Status \t: 302\r\n\r\n", "", CGI_DONE, 302, -1},
+    {" Status: 302\r\n\r\n", "", CGI_DONE, 200, -1},
+    {"Statuses: 302\r\n\r\n", "", CGI_DONE, 200, -1},
+    {"Content-Length: 7 \t\r\nX-A: \r\r\n\r\n", "1234567", CGI_DONE, 200, 7},
+    {"X: a\rb\r\nStatus: 404 \r\n\r\n", "", CGI_DONE, 404, -1},
+    {"Status: 200\rx\r\n\r\n", "", FCGI_ERROR, 0, 0},
+    {"Status: 200\r\r\n\r\n", "", FCGI_ERROR, 0, 0},
+    {"Content-Length: 5\r\r\n\r\n", "", FCGI_ERROR, 0, 0},
+    {"Content-Length: 5:\r\n\r\n", "", FCGI_ERROR, 0, 0},
+    {"\r\r\n\r\n", "", CGI_DONE, 200, -1},
 };
 #define CGI_NCASES (sizeof(cgi_cases) / sizeof(cgi_cases[0]))
 
@@ -434,8 +445,8 @@ static void test_cgi_max_header(void **state)
     free(flood);
 }
 
-/* Lines past the 1024-byte buffer: skipped when the header is one we ignore,
- * an error when it is Status or Content-Length, since a cut value would be a
+/* Lines past CGI_MAX_LINE: skipped when the header is one we ignore, an
+ * error when it is Status or Content-Length, since a cut value would be a
  * wrong one. */
 static void test_cgi_long_lines(void **state)
 {
@@ -451,7 +462,7 @@ static void test_cgi_long_lines(void **state)
     assert_int_equal(cgi_feed(&cp, buf, (size_t)n, 1024, 0), n - 1);
     assert_int_equal(cgi_feed(&cp, buf, (size_t)n, 1025, 0), n - 1);
 
-    /* A line of exactly the buffer size (its CR included) still fits... */
+    /* A line of exactly CGI_MAX_LINE bytes (its CR included) is read... */
     memcpy(buf, "Status: 203 ", 12);
     memset(buf + 12, 'r', 1023 - 12);
     memcpy(buf + 1023, "\r\n\r\n", 4);
@@ -470,7 +481,7 @@ static void test_cgi_long_lines(void **state)
     assert_int_equal(cgi_feed(&cp, buf, (size_t)n, 0, 0), FCGI_ERROR);
     assert_int_equal(cgi_feed(&cp, buf, (size_t)n, 0, 1), FCGI_ERROR);
 
-    /* A header name longer than the buffer cannot be Status. */
+    /* A header name longer than CGI_MAX_LINE cannot be Status. */
     memset(buf, 'N', 2000);
     memcpy(buf + 2000, ": v\n\n", 5);
     assert_int_equal(cgi_feed(&cp, buf, 2005, 0, 0), 2005);
