@@ -1,5 +1,5 @@
 /* test_script.c - the Lua protocol script API (script.c) against a minimal
- * client: a calloc'ed struct client with a bufferevent on a socketpair, no
+ * client: a calloc'ed struct client with a conn on a socketpair, no
  * worker. What a script may touch is the buffers and the connection of the
  * call in progress; anything else (kept from an earlier call, made up) is a
  * Lua error, logged with the SID. fc.close only marks the client. A runaway
@@ -17,10 +17,10 @@
 #include <cmocka.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "client.h"
+#include "conn.h"
 #include "log.h"
 #include "script.h"
 
@@ -38,19 +38,15 @@ static void fake_init(struct fake *f, const char *sid)
     memset(f, 0, sizeof(*f));
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    f->c.bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-    assert_non_null(f->c.bev);
+    f->c.conn = conn_new(base, sv[0], NULL);
+    assert_non_null(f->c.conn);
     f->peer = sv[1];
-    /* A socket bufferevent freezes the end of its input and the front of its
-     * output while its loop is not running them; the test plays the loop. */
-    evbuffer_unfreeze(bufferevent_get_input(f->c.bev), 0);
-    evbuffer_unfreeze(bufferevent_get_output(f->c.bev), 1);
     snprintf(f->c.sid, sizeof(f->c.sid), "%s", sid);
 }
 
 static void fake_free(struct fake *f)
 {
-    bufferevent_free(f->c.bev);
+    conn_free(f->c.conn);
     close(f->peer);
 }
 
@@ -190,7 +186,7 @@ static const char *KEEPER = "local fb = require('fooking.buffer')\n"
  * a kept input stays a live, distinct buffer while its client lives). */
 static int call(struct script *s, struct client *c, const char *cmd, struct evbuffer *out)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     evbuffer_drain(in, evbuffer_get_length(in));
     evbuffer_add(in, cmd, strlen(cmd));
     return script_on_read(s, c, 1, in, out);
@@ -230,7 +226,7 @@ static void test_stale_and_made_up_pointers_refused(void **state)
         evbuffer_free(out);
     }
     assert_int_equal(evbuffer_get_length(kept_out), 0); /* nothing reached A's output */
-    assert_int_equal(evbuffer_get_length(bufferevent_get_output(a.c.bev)), 0);
+    assert_int_equal(evbuffer_get_length(conn_output(a.c.conn)), 0);
     /* the same calls on the call's own pointers work, and the state recovered */
     struct evbuffer *out = evbuffer_new();
     assert_int_equal(call(s, &b.c, "ownconn", out), 1);
@@ -266,7 +262,7 @@ static void test_on_connect_has_no_buffers(void **state)
     assert_non_null(strstr(read_log(), "not a buffer of the current call"));
     assert_non_null(strstr(read_log(), "onConnect failed for client cccccccccccccccc"));
     /* fc.send before the error did write to its own connection */
-    assert_int_equal(evbuffer_get_length(bufferevent_get_output(f.c.bev)), 2);
+    assert_int_equal(evbuffer_get_length(conn_output(f.c.conn)), 2);
     assert_int_equal(evbuffer_get_length(out), 0);
     evbuffer_free(in);
     evbuffer_free(out);
@@ -295,7 +291,7 @@ static void test_close_is_deferred(void **state)
     const char *want = "after close dddddddddddddddd";
     assert_int_equal(evbuffer_get_length(out), strlen(want));
     assert_memory_equal(evbuffer_pullup(out, -1), want, strlen(want));
-    struct evbuffer *o = bufferevent_get_output(f.c.bev);
+    struct evbuffer *o = conn_output(f.c.conn);
     assert_int_equal(evbuffer_get_length(o), 4); /* still writable within the call */
     assert_memory_equal(evbuffer_pullup(o, -1), "bye!", 4);
     /* a client already closing gets no more bytes from fc.send */
