@@ -36,6 +36,8 @@ struct client_proto {
     void (*ping)(struct client *c);
     /* Frees the protocol's state (NULL: none). */
     void (*free)(struct client *c);
+    /* The client is idle: give back buffers that hold nothing (NULL: none). */
+    void (*shrink)(struct client *c);
 };
 
 extern const struct client_proto client_proto_length, client_proto_script;

@@ -269,9 +269,13 @@ static void worker_shrink_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c;
     (void)fd;
     (void)what;
-    TAILQ_FOREACH(c, &w->clients, entry)
-        if (!c->dead)
-            conn_shrink(c->conn);
+    TAILQ_FOREACH(c, &w->clients, entry) {
+        if (c->dead)
+            continue;
+        conn_shrink(c->conn);
+        if (c->proto->shrink)
+            c->proto->shrink(c);
+    }
 }
 
 /* PING_INTERVAL: one sweep over the worker's clients instead of a timer each. */

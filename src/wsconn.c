@@ -534,6 +534,15 @@ static int wsconn_shared_header(struct client *c, struct shared_msg *m)
     return 1;
 }
 
+static void wsconn_shrink(struct client *c)
+{
+    struct ws_conn *ws = c->ws;
+    if (ws && ws->assembly && evbuffer_get_length(ws->assembly) == 0) {
+        evbuffer_free(ws->assembly);
+        ws->assembly = NULL;
+    }
+}
+
 static void wsconn_read_input(struct client *c, struct evbuffer *in)
 {
     (void)in; /* the handshake and the frame parser take it from the connection */
@@ -548,4 +557,5 @@ const struct client_proto wsconn_proto = {
     .close_frame = wsconn_close_frame,
     .ping = wsconn_ping,
     .free = wsconn_free,
+    .shrink = wsconn_shrink,
 };
