@@ -358,6 +358,13 @@ for PROTO in length ws; do
     run fooking-$PROTO-mpx-half -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 2)) -a 127.0.0.1:$port_var >/dev/null
     run fooking-$PROTO-mpx-quarter -s rt -p $PROTO -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((max / 4)) -a 127.0.0.1:$port_var >/dev/null
 done
+# the same offered rate for fooking (one request per backend connection) and
+# the fcgi baseline: half of the baseline's closed-loop maximum
+bmax=$(grep "label=baseline-fcgi .*n=1000 k=8 s=64 " "$RAW" | tail -1 | tr ' ' '\n' | sed -n 's/^rate=//p')
+if [ -n "$bmax" ]; then
+    run fooking-length-half -s rt -p length -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((bmax / 2)) -a 127.0.0.1:$GWL_PORT >/dev/null
+    run baseline-fcgi-half -s rt -p length -n 1000 -k 8 -b 64 -d $D -w $W $SRC -r $((bmax / 2)) -a 127.0.0.1:$BLF_PORT >/dev/null
+fi
 
 # ---- (e) system calls and allocations per round trip ----
 # 100 clients x 1 in flight, 64 bytes, length protocol, one request per backend
