@@ -99,6 +99,7 @@ struct fcgi_params *fcgi_params_new(const struct fcgi_params *base, size_t extra
         abort(); /* out of memory in a gateway worker: nothing sane to do */
     p->refs = 1;
     p->len = len;
+    p->cap = len + extra;
     if (len)
         memcpy(p->data, base->data, len);
     return p;
@@ -108,11 +109,26 @@ void fcgi_params_add(struct fcgi_params **pp, const char *name, const char *valu
 {
     size_t nlen = strlen(name);
     size_t need = fcgi_nv_size(nlen, vlen);
-    struct fcgi_params *p = realloc(*pp, sizeof(*p) + (*pp)->len + need);
-    if (!p)
-        abort();
+    struct fcgi_params *p = *pp;
+    if (p->len + need > p->cap) { /* doubling: a block built header by header */
+        size_t cap = p->cap * 2 > p->len + need ? p->cap * 2 : p->len + need;
+        if (!(p = realloc(p, sizeof(*p) + cap)))
+            abort();
+        p->cap = cap;
+    }
     p->len += fcgi_nv_encode(p->data + p->len, name, nlen, value, vlen);
     *pp = p;
+}
+
+void fcgi_params_fit(struct fcgi_params **pp)
+{
+    if ((*pp)->refs > 1 || (*pp)->cap == (*pp)->len)
+        return; /* shared: it cannot move */
+    struct fcgi_params *p = realloc(*pp, sizeof(**pp) + (*pp)->len);
+    if (p) {
+        p->cap = p->len;
+        *pp = p;
+    }
 }
 
 struct fcgi_params *fcgi_params_ref(struct fcgi_params *p)

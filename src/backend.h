@@ -23,12 +23,14 @@ struct backend_pool;
  * its client (the close event, replies nobody waits for any more). */
 struct fcgi_params {
     int refs;
-    size_t len;
+    size_t len, cap; /* bytes used, bytes allocated for data */
     uint8_t data[];
 };
 
 struct fcgi_params *fcgi_params_new(const struct fcgi_params *base, size_t extra);
 void fcgi_params_add(struct fcgi_params **p, const char *name, const char *value, size_t vlen);
+/* Gives back the room left after the last add (a session's block, once built). */
+void fcgi_params_fit(struct fcgi_params **p);
 struct fcgi_params *fcgi_params_ref(struct fcgi_params *p);
 void fcgi_params_unref(struct fcgi_params *p);
 

@@ -41,7 +41,6 @@
 #include "tls.h"
 #include "worker.h"
 #include "ws.h"
-#include "wsconn.h"
 
 #define CLIENT_MAX_PENDING   256
 #define CLIENT_FLUSH_SECONDS 5
@@ -545,7 +544,7 @@ static void client_eventcb(struct conn *conn, short what, void *arg)
     char tls_err[128];
     if (what & CONN_CONNECTED) { /* the TLS handshake completed */
         c->tls_ok = 1;
-        if (c->hs_timer && c->ws == NULL && c->nrequest > 0)
+        if (c->hs_timer && !c->proto->start && c->nrequest > 0)
             client_hs_timer_free(c);
         return;
     }
@@ -611,7 +610,8 @@ static void client_keepalive(evutil_socket_t fd)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
-void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen)
+void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                   const struct client_proto *proto)
 {
     (void)salen;
     const struct config *cfg = w->cfg;
@@ -663,10 +663,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         return;
     }
     c->script = script_ref(w->script);
-    /* A script replaces PROTOCOL. */
-    c->proto = c->script                            ? &client_proto_script
-               : cfg->protocol == PROTO_WEBSOCKET ? &wsconn_proto
-                                                  : &client_proto_length;
+    c->proto = c->script ? &client_proto_script : proto; /* a script replaces PROTOCOL */
     sid_next(&w->sids, sid_now_ms(), c->sid);
     c->sid[SID_LEN] = '\0';
     atomic_store(&w->shm->workers[w->id].sid_ms, w->sids.last_ms);
@@ -679,6 +676,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     snprintf(port, sizeof(port), "%d", c->port);
     fcgi_params_add(&c->params, "REMOTE_PORT", port, strlen(port));
     client_server_addr(c, fd);
+    if (!c->proto->start) /* a WebSocket adds its handshake's first */
+        fcgi_params_fit(&c->params);
 
     conn_setcb(c->conn, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)
@@ -687,9 +686,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     conn_set_output_cb(c->conn, client_output_added);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
-    /* A script replaces PROTOCOL; a WebSocket session starts after its handshake. */
-    if (c->proto == &wsconn_proto) {
-        if (wsconn_start(c) < 0) {
+    /* A WebSocket session starts after its handshake. */
+    if (c->proto->start) {
+        if (c->proto->start(c) < 0) {
             client_close(c, "out of memory");
             return;
         }

@@ -23,6 +23,9 @@ struct evbuffer;
  * protocol script), chosen once at accept. */
 struct client_proto {
     int frame; /* enum proto: whose frame header a shared message gets */
+    /* Sets up a protocol whose session starts later (a WebSocket's handshake):
+     * 0, or -1 (out of memory). NULL: the session starts at accept. */
+    int (*start)(struct client *c);
     /* New input in `in`: take the messages that are whole. */
     void (*read)(struct client *c, struct evbuffer *in);
     /* One message to the client, framed; the bytes of msg are moved. */
@@ -104,7 +107,10 @@ struct shared_msg *shared_msg_new(const void *data, size_t len);
 void shared_msg_unref(struct shared_msg *m);
 void client_send_shared(struct client *c, struct shared_msg *m);
 
-void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/* A new connection speaking proto (client_proto_length, wsconn_proto; a
+ * SCRIPT_FILE replaces it with client_proto_script). */
+void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                   const struct client_proto *proto);
 /* Frees the clients closed since the last call, then runs the deferred closes
  * and resumes (see asap_entry). Only from the top of the loop. */
 void client_run_deferred(struct worker *w);

@@ -54,7 +54,8 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
         evutil_closesocket(fd);
         return;
     }
-    client_accept(w, fd, sa, salen);
+    client_accept(w, fd, sa, salen,
+                  w->cfg->protocol == PROTO_WEBSOCKET ? &wsconn_proto : &client_proto_length);
 }
 
 static void worker_accept_resume(evutil_socket_t fd, short what, void *arg)

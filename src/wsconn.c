@@ -326,6 +326,7 @@ static void wsconn_handshake(struct client *c)
         return;
     }
     wsconn_params(c, &req);
+    fcgi_params_fit(&c->params);
     evbuffer_drain(in, (size_t)n);
     evbuffer_add(conn_output(c->conn), answer, (size_t)alen);
     ws->state = WSC_OPEN;
@@ -551,6 +552,7 @@ static void wsconn_read_input(struct client *c, struct evbuffer *in)
 
 const struct client_proto wsconn_proto = {
     .frame = PROTO_WEBSOCKET,
+    .start = wsconn_start,
     .read = wsconn_read_input,
     .send = wsconn_send,
     .shared_header = wsconn_shared_header,
