@@ -103,6 +103,16 @@ static void conn_loop_unref(struct conn_loop *l)
     free(l);
 }
 
+/* The buffers of a plain conn (a TLS conn's belong to its bufferevent). */
+static void conn_free_buffers(struct conn *c)
+{
+    if (c->in)
+        evbuffer_free(c->in);
+    if (c->out)
+        evbuffer_free(c->out);
+    c->in = c->out = NULL;
+}
+
 static void conn_destroy(struct conn *c)
 {
     struct conn_loop *l = c->loop;
@@ -114,6 +124,7 @@ static void conn_destroy(struct conn *c)
 static int conn_leave(struct conn *c)
 {
     if (--c->in_cb == 0 && c->freed) {
+        conn_free_buffers(c);
         conn_destroy(c);
         return 0;
     }
@@ -616,6 +627,7 @@ void conn_free(struct conn *c)
     c->freed = 1;
     if (c->bev) {
         bufferevent_free(c->bev);
+        c->in = c->out = NULL;
     } else {
         conn_unpend(c);
         if (c->fd >= 0) {
@@ -625,12 +637,12 @@ void conn_free(struct conn *c)
         }
         if (c->wev)
             event_free(c->wev);
-        if (c->in)
-            evbuffer_free(c->in);
-        if (c->out)
-            evbuffer_free(c->out);
+        /* Freed from inside one of its callbacks, the owner may still use
+         * what it pulled up from the input (a message being handled): the
+         * buffers go when the callback returns, as a bufferevent's do. */
+        if (c->in_cb == 0)
+            conn_free_buffers(c);
     }
-    c->in = c->out = NULL;
     c->bev = NULL;
     if (c->in_cb == 0)
         conn_destroy(c);
