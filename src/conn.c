@@ -1,6 +1,6 @@
 /* conn.c - stream sockets for clients and backends (see conn.h).
  *
- * Plain sockets: two raw events on the fd (read, persistent; write, armed only
+ * Plain sockets: two raw persistent events on the fd (read; write, armed only
  * while output waits for room) and two evbuffers. An evbuffer callback on the
  * output notices every addition and puts the connection on its loop's pending
  * list; the list's event is made active at the first addition of a turn, so
@@ -153,7 +153,11 @@ static int conn_arm_write(struct conn *c)
 {
     if (c->writing)
         return 0;
-    if (!c->wev && !(c->wev = event_new(c->loop->base, c->fd, EV_WRITE, conn_writable, c))) {
+    /* Persistent: while the peer reads slower than we write, every write is
+     * short, and a one-shot event re-added after each would cost an epoll_ctl
+     * per write. */
+    if (!c->wev
+        && !(c->wev = event_new(c->loop->base, c->fd, EV_WRITE | EV_PERSIST, conn_writable, c))) {
         errno = ENOMEM;
         return -1;
     }
@@ -393,8 +397,8 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     c->in_cb++;
-    c->writing = 0; /* a non-persistent event: no longer pending */
     if (what & EV_TIMEOUT) {
+        conn_disarm_write(c);
         conn_event(c, CONN_WRITING | CONN_TIMEOUT);
     } else if (c->connecting) {
         int err = 0;
@@ -402,11 +406,13 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
             err = errno;
         if (err == EINPROGRESS || err == EINTR) {
-            conn_arm_write(c);
+            /* still armed */
         } else if (err) {
+            conn_disarm_write(c);
             errno = err;
             conn_event(c, CONN_WRITING | CONN_ERROR);
         } else {
+            conn_disarm_write(c);
             c->connecting = 0;
             conn_rev_update(c);
             conn_event(c, CONN_CONNECTED);
@@ -414,7 +420,7 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
                 conn_pend(c); /* what was queued while connecting */
         }
     } else {
-        conn_write(c);
+        conn_write(c); /* disarms once the output is all written */
     }
     conn_leave(c);
 }
