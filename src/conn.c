@@ -1,6 +1,6 @@
 /* conn.c - stream sockets for clients and backends (see conn.h).
  *
- * Plain sockets: two raw events on the fd (read, persistent; write, armed only
+ * Plain sockets: two raw persistent events on the fd (read; write, armed only
  * while output waits for room) and two evbuffers. An evbuffer callback on the
  * output notices every addition and puts the connection on its loop's pending
  * list; the list's event is made active at the first addition of a turn, so
@@ -103,6 +103,16 @@ static void conn_loop_unref(struct conn_loop *l)
     free(l);
 }
 
+/* The buffers of a plain conn (a TLS conn's belong to its bufferevent). */
+static void conn_free_buffers(struct conn *c)
+{
+    if (c->in)
+        evbuffer_free(c->in);
+    if (c->out)
+        evbuffer_free(c->out);
+    c->in = c->out = NULL;
+}
+
 static void conn_destroy(struct conn *c)
 {
     struct conn_loop *l = c->loop;
@@ -114,6 +124,7 @@ static void conn_destroy(struct conn *c)
 static int conn_leave(struct conn *c)
 {
     if (--c->in_cb == 0 && c->freed) {
+        conn_free_buffers(c);
         conn_destroy(c);
         return 0;
     }
@@ -142,7 +153,11 @@ static int conn_arm_write(struct conn *c)
 {
     if (c->writing)
         return 0;
-    if (!c->wev && !(c->wev = event_new(c->loop->base, c->fd, EV_WRITE, conn_writable, c))) {
+    /* Persistent: while the peer reads slower than we write, every write is
+     * short, and a one-shot event re-added after each would cost an epoll_ctl
+     * per write. */
+    if (!c->wev
+        && !(c->wev = event_new(c->loop->base, c->fd, EV_WRITE | EV_PERSIST, conn_writable, c))) {
         errno = ENOMEM;
         return -1;
     }
@@ -382,8 +397,8 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     c->in_cb++;
-    c->writing = 0; /* a non-persistent event: no longer pending */
     if (what & EV_TIMEOUT) {
+        conn_disarm_write(c);
         conn_event(c, CONN_WRITING | CONN_TIMEOUT);
     } else if (c->connecting) {
         int err = 0;
@@ -391,11 +406,13 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
             err = errno;
         if (err == EINPROGRESS || err == EINTR) {
-            conn_arm_write(c);
+            /* still armed */
         } else if (err) {
+            conn_disarm_write(c);
             errno = err;
             conn_event(c, CONN_WRITING | CONN_ERROR);
         } else {
+            conn_disarm_write(c);
             c->connecting = 0;
             conn_rev_update(c);
             conn_event(c, CONN_CONNECTED);
@@ -403,7 +420,7 @@ static void conn_writable(evutil_socket_t fd, short what, void *arg)
                 conn_pend(c); /* what was queued while connecting */
         }
     } else {
-        conn_write(c);
+        conn_write(c); /* disarms once the output is all written */
     }
     conn_leave(c);
 }
@@ -616,6 +633,7 @@ void conn_free(struct conn *c)
     c->freed = 1;
     if (c->bev) {
         bufferevent_free(c->bev);
+        c->in = c->out = NULL;
     } else {
         conn_unpend(c);
         if (c->fd >= 0) {
@@ -625,12 +643,12 @@ void conn_free(struct conn *c)
         }
         if (c->wev)
             event_free(c->wev);
-        if (c->in)
-            evbuffer_free(c->in);
-        if (c->out)
-            evbuffer_free(c->out);
+        /* Freed from inside one of its callbacks, the owner may still use
+         * what it pulled up from the input (a message being handled): the
+         * buffers go when the callback returns, as a bufferevent's do. */
+        if (c->in_cb == 0)
+            conn_free_buffers(c);
     }
-    c->in = c->out = NULL;
     c->bev = NULL;
     if (c->in_cb == 0)
         conn_destroy(c);

@@ -9,8 +9,8 @@
  * Reads go straight into the input buffer's free space (one recv, no
  * FIONREAD). A TLS socket is a bufferevent_openssl behind the same functions.
  *
- * Callbacks may free the connection (conn_free) from inside: the struct goes
- * when the callback returns. */
+ * Callbacks may free the connection (conn_free) from inside: the struct and
+ * its buffers go when the callback returns. */
 #ifndef FOOKING_CONN_H
 #define FOOKING_CONN_H
 

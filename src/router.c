@@ -8,7 +8,7 @@
  * r->tab (rtable.c), which does no I/O; c->link is the connection's handle
  * there, freed by rtable_link_forget in router_link_forget only.
  * A link is forgotten the moment it dies (so INFO and fan-out never see it), but
- * the rconn and its bufferevent are freed later by router_reap: a link can die in
+ * the rconn and its conn are freed later by router_reap: a link can die in
  * the middle of a fan-out, or inside its own read callback.
  *
  * A command for several links is split into one message per link; the message
@@ -32,13 +32,13 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "conn.h"
 #include "log.h"
 #include "loop.h"
 #include "netaddr.h"
@@ -61,16 +61,16 @@
  * for long. */
 #define ROUTER_AUTH_SECONDS 5
 /* The most an unauthenticated peer can make us buffer: one whole AUTH carrying
- * the longest secret (SECRET is shorter). It is the input's read high-water
- * mark until the peer authenticates, so libevent stops reading the socket
- * there instead of buffering what the peer announces. */
+ * the longest secret (SECRET is shorter). It is the input's read limit until
+ * the peer authenticates, so the socket is not read past it instead of
+ * buffering what the peer announces. */
 #define ROUTER_PREAUTH_INPUT (RMSG_HEADER_LEN + RMSG_AUTH_LEN + RMSG_MAX_SECRET)
 
 _Static_assert(RMSG_MAX_SECRET == CONFIG_MAX_SECRET, "AUTH/SECRET cap must fit ROUTER_SECRET");
 
 struct rconn {
     struct router *r;
-    struct bufferevent *bev;
+    struct conn *conn;
     char peer[64];               /* "addr:port", for log lines */
     unsigned authed : 1;         /* presented ROUTER_SECRET, or none is set */
     unsigned draining : 1;       /* peer closed its side; flushing our output, then free */
@@ -139,13 +139,13 @@ static void router_conn_trust(struct rconn *c)
     c->authed = 1;
     if (c->auth_deadline != NULL)
         event_del(c->auth_deadline);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    conn_set_read_limit(c->conn, 0);
 }
 
 /* Drops c if its pending output passed the limit. Returns 0 if c is still alive. */
 static int router_check_output(struct rconn *c)
 {
-    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+    size_t n = conn_output_length(c->conn);
 
     if (c->r->output_limit == 0 || n <= c->r->output_limit)
         return 0;
@@ -181,8 +181,13 @@ void router_conn_kill(struct rconn *c)
         router_link_forget(c);
     if (c->auth_deadline != NULL)
         event_del(c->auth_deadline);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    /* Nothing more is read or written: the output queued this turn would
+     * otherwise still go out before router_reap closes the socket. */
+    conn_read(c->conn, 0);
+    conn_set_timeouts(c->conn, NULL, NULL);
+    conn_setcb(c->conn, NULL, NULL, NULL, NULL);
+    if (conn_output_length(c->conn) > 0)
+        evbuffer_drain(conn_output(c->conn), conn_output_length(c->conn));
     TAILQ_REMOVE(&r->conns, c, entry);
     TAILQ_INSERT_TAIL(&r->dead, c, entry);
     event_active(r->reap, 0, 0);
@@ -192,7 +197,7 @@ static void router_conn_free(struct rconn *c)
 {
     if (c->link)
         router_link_forget(c);
-    bufferevent_free(c->bev);
+    conn_free(c->conn);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
     free(c);
@@ -229,7 +234,7 @@ struct bus *router_conn_bus(const struct rconn *c)
 int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
 
     rmsg_encode_header(hdr, type, 0, (uint32_t)len);
     if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, d, len) < 0) {
@@ -262,7 +267,7 @@ int router_conn_release(struct rconn *c)
 static void router_link_send(struct rconn *l, uint16_t type, const void *sp, size_t slen,
                              struct evbuffer *payload, const void *d, size_t dlen)
 {
-    struct evbuffer *out = bufferevent_get_output(l->bev);
+    struct evbuffer *out = conn_output(l->conn);
     unsigned char hdr[RMSG_HEADER_LEN];
 
     rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
@@ -334,7 +339,7 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
         l->touched = 0;
         if (!ok || l->dead)
             continue;
-        if (evbuffer_add_buffer_reference(bufferevent_get_output(l->bev), msg) < 0) {
+        if (evbuffer_add_buffer_reference(conn_output(l->conn), msg) < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
                     l->peer, l->server_id, l->worker_id, rmsg_type_name(m->type));
             router_conn_kill(l);
@@ -509,7 +514,7 @@ void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *p
 static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
-    struct evbuffer *text = evbuffer_new(), *out = bufferevent_get_output(c->bev);
+    struct evbuffer *text = evbuffer_new(), *out = conn_output(c->conn);
     unsigned char hdr[RMSG_HEADER_LEN];
     struct rtable_totals tot;
     struct rtable_link *l;
@@ -547,7 +552,7 @@ void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *pay
     unsigned char hdr[RMSG_HEADER_LEN];
 
     rmsg_encode_header(hdr, RMSG_PONG, 0, 0);
-    if (evbuffer_add(bufferevent_get_output(c->bev), hdr, sizeof(hdr)) < 0) {
+    if (evbuffer_add(conn_output(c->conn), hdr, sizeof(hdr)) < 0) {
         log_err("router: %s: out of memory answering PING, closing", c->peer);
         router_conn_kill(c);
         return;
@@ -566,7 +571,7 @@ void router_cmd_pong(struct rconn *c, const struct rmsg *m, struct evbuffer *pay
     if (!c->link || c->ponged || c->r->cfg->link_timeout <= 0)
         return;
     c->ponged = 1;
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    conn_set_timeouts(c->conn, &tv, NULL);
     log_debug("router: %s: gateway %u/%u answers PING, held to LINK_TIMEOUT %d s", c->peer,
               c->server_id, c->worker_id, c->r->cfg->link_timeout);
 }
@@ -582,7 +587,7 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
     for (tl = rtable_links_first(r->tab); tl != NULL; tl = next) {
         struct rconn *l = rtable_link_owner(tl);
         next = rtable_links_next(tl);
-        if (evbuffer_add(bufferevent_get_output(l->bev), hdr, sizeof(hdr)) < 0) {
+        if (evbuffer_add(conn_output(l->conn), hdr, sizeof(hdr)) < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing PING, dropping the link",
                     l->peer, l->server_id, l->worker_id);
             router_conn_kill(l);
@@ -646,11 +651,11 @@ fail:
     router_conn_kill(c);
 }
 
-static void router_conn_read(struct bufferevent *bev, void *arg)
+static void router_conn_read(struct conn *conn, void *arg)
 {
     struct rconn *c = arg;
     struct router *r = c->r;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = conn_input(conn);
     unsigned char hdr[RMSG_HEADER_LEN];
     struct rmsg m;
     int rc;
@@ -682,7 +687,7 @@ static void router_conn_read(struct bufferevent *bev, void *arg)
     }
 }
 
-static void router_conn_write(struct bufferevent *bev, void *arg)
+static void router_conn_write(struct conn *conn, void *arg)
 {
     struct rconn *c = arg;
 
@@ -691,15 +696,15 @@ static void router_conn_write(struct bufferevent *bev, void *arg)
         router_conn_kill(c);
 }
 
-static void router_conn_event(struct bufferevent *bev, short what, void *arg)
+static void router_conn_event(struct conn *conn, short what, void *arg)
 {
     struct rconn *c = arg;
     size_t left;
 
-    if (what & BEV_EVENT_EOF) {
+    if (what & CONN_EOF) {
         /* Everything complete was handled as it arrived; what is left is the
          * start of a message the peer never finished. */
-        left = evbuffer_get_length(bufferevent_get_input(bev));
+        left = conn_input_length(conn);
         if (left > 0)
             log_info("router: %s: closed in the middle of a message (%zu bytes dropped)", c->peer,
                      left);
@@ -708,20 +713,20 @@ static void router_conn_event(struct bufferevent *bev, short what, void *arg)
                      c->server_id, c->worker_id, rtable_link_sessions(c->link));
         else
             log_debug("router: %s: closed", c->peer);
-        if (!c->link && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        if (!c->link && conn_output_length(conn) > 0) {
             struct timeval tv = {ROUTER_DRAIN_SECONDS, 0};
             c->draining = 1;
-            bufferevent_set_timeouts(bev, NULL, &tv);
+            conn_set_timeouts(conn, NULL, &tv);
             return;
         }
-    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->link) {
+    } else if ((what & CONN_TIMEOUT) && (what & CONN_READING) && c->link) {
         log_err("router: %s: gateway %u/%u: nothing received for %d s (LINK_TIMEOUT) though it "
                 "answered PING before: the link is dead, forgetting its %zu sessions",
                 c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout,
                 rtable_link_sessions(c->link));
-    } else if (what & BEV_EVENT_TIMEOUT) {
+    } else if (what & CONN_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
-    } else if (what & BEV_EVENT_ERROR) {
+    } else if (what & CONN_ERROR) {
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id,
@@ -739,7 +744,7 @@ static void router_auth_timeout(evutil_socket_t fd, short what, void *arg)
     struct rconn *c = arg;
 
     log_err("router: %s: no ROUTER_SECRET within %d s (%zu bytes received), closing", c->peer,
-            ROUTER_AUTH_SECONDS, evbuffer_get_length(bufferevent_get_input(c->bev)));
+            ROUTER_AUTH_SECONDS, conn_input_length(c->conn));
     router_conn_kill(c);
 }
 
@@ -758,27 +763,26 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
     /* Small commands should leave at once; keepalive finds gateways that vanished. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL)
+    c->conn = conn_new(r->base, fd, NULL);
+    if (c->conn == NULL)
         goto fail;
-    bufferevent_setcb(c->bev, router_conn_read, router_conn_write, router_conn_event, c);
+    conn_setcb(c->conn, router_conn_read, router_conn_write, router_conn_event, c);
     if (!c->authed) {
         /* Every untrusted peer gets the same delay: a common timeout keeps
          * thousands of them one queue, not a heap. */
         c->auth_deadline = evtimer_new(r->base, router_auth_timeout, c);
         if (c->auth_deadline == NULL || evtimer_add(c->auth_deadline, r->auth_tv) < 0)
             goto fail;
-        bufferevent_setwatermark(c->bev, EV_READ, 0, ROUTER_PREAUTH_INPUT);
+        conn_set_read_limit(c->conn, ROUTER_PREAUTH_INPUT);
     }
-    if (bufferevent_enable(c->bev, EV_READ) < 0)
-        goto fail;
+    conn_read(c->conn, 1);
     TAILQ_INSERT_TAIL(&r->conns, c, entry);
     log_info("router: %s: connected", c->peer);
     return;
 fail:
     log_err("router: out of memory accepting a connection, closed");
-    if (c != NULL && c->bev != NULL)
-        bufferevent_free(c->bev); /* closes fd */
+    if (c != NULL && c->conn != NULL)
+        conn_free(c->conn); /* closes fd */
     else
         evutil_closesocket(fd);
     if (c != NULL && c->auth_deadline != NULL)

@@ -20,11 +20,11 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "backoff.h"
 #include "client.h"
 #include "command.h"
+#include "conn.h"
 #include "hmap.h"
 #include "link.h"
 #include "log.h"
@@ -40,7 +40,7 @@
 struct uplink {
     struct link link; /* first: see link.h */
     struct worker *w;
-    struct bufferevent *bev;
+    struct conn *conn;
     struct event *retry;
     struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
     struct backoff backoff;
@@ -63,9 +63,9 @@ static void uplink_down(struct uplink *u, const char *why);
  * reconnect repairs what is lost). */
 static int uplink_writable(struct uplink *u)
 {
-    if (!u->connected || !u->bev)
+    if (!u->connected || !u->conn)
         return 0;
-    if (evbuffer_get_length(bufferevent_get_output(u->bev)) > UPLINK_OUTPUT_LIMIT) {
+    if (conn_output_length(u->conn) > UPLINK_OUTPUT_LIMIT) {
         uplink_down(u, "router is not reading (output limit reached)");
         return 0;
     }
@@ -78,7 +78,7 @@ static void uplink_send(struct uplink *u, int type, const void *s, size_t slen, 
     unsigned char hdr[RMSG_HEADER_LEN];
     if (!uplink_writable(u))
         return;
-    struct evbuffer *out = bufferevent_get_output(u->bev);
+    struct evbuffer *out = conn_output(u->conn);
     rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
     evbuffer_add(out, hdr, sizeof(hdr));
     if (slen)
@@ -98,7 +98,7 @@ static void uplink_send_sids(struct uplink *u, int type, struct evbuffer *buf)
     while ((n = evbuffer_get_length(buf)) > 0) {
         size_t chunk = n > RMSG_MAX_SIDS * RMSG_SID_LEN ? RMSG_MAX_SIDS * RMSG_SID_LEN : n;
         unsigned char hdr[RMSG_HEADER_LEN];
-        struct evbuffer *out = bufferevent_get_output(u->bev);
+        struct evbuffer *out = conn_output(u->conn);
         rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)chunk, 0);
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_remove_buffer(buf, out, chunk);
@@ -167,7 +167,7 @@ static void uplink_resync(struct uplink *u)
     v = htonl((uint32_t)w->id);
     memcpy(ids + 4, &v, 4);
     if (uplink_writable(u)) {
-        struct evbuffer *out = bufferevent_get_output(u->bev);
+        struct evbuffer *out = conn_output(u->conn);
         rmsg_encode_header(hdr, RMSG_AUTH, 0, (uint32_t)(RMSG_AUTH_LEN + slen));
         evbuffer_add(out, hdr, sizeof(hdr));
         evbuffer_add(out, ids, sizeof(ids));
@@ -206,9 +206,9 @@ static void uplink_down(struct uplink *u, const char *why)
     else
         log_debug("router %s: %s", u->name, why);
     u->connected = 0;
-    if (u->bev) {
-        bufferevent_free(u->bev);
-        u->bev = NULL;
+    if (u->conn) {
+        conn_free(u->conn);
+        u->conn = NULL;
     }
     struct timeval tv = backoff_timeval(backoff_next(&u->backoff));
     evtimer_add(u->retry, &tv);
@@ -221,22 +221,22 @@ static void uplink_pong(struct uplink *u, const struct rmsg *m)
     int t = u->w->cfg->link_timeout;
 
     uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
-    if (u->pinged || !u->bev)
+    if (u->pinged || !u->conn)
         return;
     u->pinged = 1;
     u->router_pings = 1;
     if (t > 0) {
         struct timeval tv = {t, 0};
-        bufferevent_set_timeouts(u->bev, &tv, NULL);
+        conn_set_timeouts(u->conn, &tv, NULL);
         log_info("router %s: pings this link; silence for %d s (LINK_TIMEOUT) will drop it",
                  u->name, t);
     }
 }
 
-static void uplink_readcb(struct bufferevent *bev, void *arg)
+static void uplink_readcb(struct conn *conn, void *arg)
 {
     struct uplink *u = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = conn_input(conn);
     for (;;) {
         unsigned char hdr[RMSG_HEADER_LEN];
         struct rmsg m;
@@ -263,30 +263,30 @@ static void uplink_readcb(struct bufferevent *bev, void *arg)
             uplink_pong(u, &m);
         else if (m.type != RMSG_PONG)
             command_run(u->w, &u->link, &m);
-        if (!u->bev)
+        if (!u->conn)
             return;
         evbuffer_drain(in, consumed);
     }
 }
 
-static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
+static void uplink_eventcb(struct conn *conn, short what, void *arg)
 {
     struct uplink *u = arg;
-    (void)bev;
+    (void)conn;
     int t = u->w->cfg->link_timeout;
     char why[160];
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & CONN_CONNECTED) {
         struct timeval tv = {t, 0};
         u->connected = 1;
         u->pinged = 0;
         backoff_reset(&u->backoff);
         /* The router that pinged the last link is expected to ping this one:
          * a connection that a stuck proxy accepted must not hang forever. */
-        bufferevent_set_timeouts(u->bev, t > 0 && u->router_pings ? &tv : NULL, NULL);
+        conn_set_timeouts(u->conn, t > 0 && u->router_pings ? &tv : NULL, NULL);
         uplink_resync(u);
         return;
     }
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+    if ((what & CONN_TIMEOUT) && (what & CONN_READING)) {
         snprintf(why, sizeof(why),
                  "nothing from the router for %d s (LINK_TIMEOUT) though it sends PING: the "
                  "link is dead",
@@ -296,10 +296,10 @@ static void uplink_eventcb(struct bufferevent *bev, short what, void *arg)
         if (!u->pinged)
             u->router_pings = 0;
         uplink_down(u, why);
-    } else if (what & BEV_EVENT_TIMEOUT) {
+    } else if (what & CONN_TIMEOUT) {
         snprintf(why, sizeof(why), "connect not finished within %d s (LINK_TIMEOUT)", t);
         uplink_down(u, why);
-    } else if (what & BEV_EVENT_EOF)
+    } else if (what & CONN_EOF)
         uplink_down(u, "closed by the router");
     else
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -332,30 +332,29 @@ static void uplink_retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void uplink_connect(struct uplink *u)
 {
-    u->bev = bufferevent_socket_new(u->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!u->bev) {
+    u->conn = conn_new(u->w->base, -1, NULL);
+    if (!u->conn) {
         uplink_down(u, "out of memory");
         return;
     }
-    bufferevent_setcb(u->bev, uplink_readcb, NULL, uplink_eventcb, u);
-    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    conn_setcb(u->conn, uplink_readcb, NULL, uplink_eventcb, u);
+    conn_read(u->conn, 1); /* from the moment it is connected */
     int t = u->w->cfg->link_timeout;
     if (t > 0) {
         struct timeval tv = {t, 0};
-        bufferevent_set_timeouts(u->bev, NULL, &tv); /* bounds the connect */
+        conn_set_timeouts(u->conn, NULL, &tv); /* bounds the connect */
     }
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&u->sa, (int)u->salen) < 0) {
+    if (conn_connect(u->conn, (struct sockaddr *)&u->sa, u->salen) < 0) {
         uplink_down(u, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return;
     }
-    uplink_socket_options(bufferevent_getfd(u->bev), t);
+    uplink_socket_options(conn_fd(u->conn), t);
 }
 
 static void uplink_free(struct link *l)
 {
     struct uplink *u = (struct uplink *)l;
-    if (u->bev)
-        bufferevent_free(u->bev);
+    conn_free(u->conn);
     event_free(u->retry);
     event_free(u->flush);
     evbuffer_free(u->conn_sids);
