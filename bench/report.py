@@ -35,8 +35,10 @@ for line in open(args.raw):
 
 
 def find(label, **kw):
-    """The matching run; of repeated runs (fan-out runs twice) the fastest, since on a
-    shared machine the slower one measured the neighbours more than the server."""
+    """The matching run; of repeated runs (fan-out twice; fooking and its baselines
+    alternated three times for round trips and for handshakes) the
+    fastest, since on a shared machine a slower one measured the neighbours more
+    than the server."""
     hits = [r for r in rows if r.get("label") == label and all(r.get(k) == v for k, v in kw.items())]
     if not hits:
         return None
