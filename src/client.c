@@ -600,10 +600,19 @@ static int client_ip_admit(struct client *c)
 }
 
 /* NAT boxes forget idle mappings; keepalive probes find clients that went
- * away without a word: first after 60 s of silence, then every 10 s, six tries. */
-static void client_keepalive(evutil_socket_t fd)
+ * away without a word: first after 60 s of silence, then every 10 s, six tries.
+ * Set on the listening socket, whose accepted sockets inherit them (Linux
+ * copies these options, TCP_NODELAY included, into every connection it
+ * accepts): five system calls less per connection. */
+void client_listener_options(evutil_socket_t fd)
 {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0
+        || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return;
     int one = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
@@ -647,11 +656,6 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         evutil_closesocket(fd);
         free(c);
         return;
-    }
-    int one = 1;
-    if (inet) {
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        client_keepalive(fd);
     }
     c->conn = conn_new(w->base, fd, w->ssl_ctx);
     if (c->conn == NULL) {

@@ -111,6 +111,9 @@ void client_send_shared(struct client *c, struct shared_msg *m);
  * SCRIPT_FILE replaces it with client_proto_script). */
 void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, int salen,
                    const struct client_proto *proto);
+/* TCP_NODELAY and keepalive (60 s idle, 10 s apart, 6 probes) on the listening
+ * socket, for every connection it accepts. */
+void client_listener_options(evutil_socket_t fd);
 /* Frees the clients closed since the last call, then runs the deferred closes
  * and resumes (see asap_entry). Only from the top of the loop. */
 void client_run_deferred(struct worker *w);

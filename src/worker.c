@@ -721,6 +721,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
             event_add(w.ping, &tv);
     }
     worker_adopt_sessions(&w);
+    /* Each worker, on the one socket: it may come from an older binary. */
+    client_listener_options(listen_fd);
     w.listener =
         evconnlistener_new(w.base, worker_accept_cb, &w, LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
     if (!w.listener) {

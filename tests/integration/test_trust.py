@@ -359,6 +359,11 @@ def test_client_sockets_have_tcp_keepalive(gateway, fake):
                              timeout=10).stdout
     line = [l for l in out.splitlines() if ":%d" % c.local_port in l]
     assert line and "timer:(keepalive" in line[0], out
+    # the first probe after 60 s of silence, not the system's default 2 hours
+    left = re.search(r"timer:\(keepalive,([0-9.]+)(ms|sec|min)", line[0])
+    assert left, line[0]
+    secs = float(left.group(1)) * {"ms": 0.001, "sec": 1, "min": 60}[left.group(2)]
+    assert secs <= 60, line[0]
 
 
 # ---------------------------------------------------------------- 9. closing clients
