@@ -135,7 +135,7 @@ BACKEND_MAX_CONNS = 64
 BACKEND_QUEUE_SIZE = 1000000
 BACKEND_MULTIPLEX = ${6:-0}
 EVENT_CONNECT = $3
-EVENT_CLOSE = 1
+EVENT_CLOSE = ${GW_EVENT_CLOSE:-1}
 -- what a PHP backend gets from nginx; bench/baseline -m fcgi sends the same
 FASTCGI_PARAMS = { SCRIPT_FILENAME = "/var/www/fooking/app/public/index.php",
                    REQUEST_METHOD = "POST", SERVER_PROTOCOL = "HTTP/1.1" }
@@ -438,10 +438,14 @@ done
 # ---- (d) connect rate ----
 log "(d) connect rate"
 CA="-s connect -p ws -n 512 -k 64 -d $D -w $W $SRC"
+# the baseline's work exactly (accept, handshake, close): no event to the backend
+GW_EVENT_CLOSE=0 start_gateway gw_ws_bare websocket 0 0; GWX_PORT=$GW_PORT; GWX_PID=$GW_PID
 for rep in 1 2 3; do # alternated, the best of each kept (as above)
-    run fooking-connect $CA -a 127.0.0.1:$GWW_PORT >/dev/null
+    run fooking-connect-bare $CA -a 127.0.0.1:$GWX_PORT >/dev/null
     run baseline-connect $CA -a 127.0.0.1:$BLW_PORT >/dev/null
+    run fooking-connect $CA -a 127.0.0.1:$GWW_PORT >/dev/null
 done
+stop "$GWX_PID"
 run fooking-connect-event $CA -a 127.0.0.1:$GWE_PORT >/dev/null
 [ $HAVE_NGINX = 1 ] && run nchan-connect $CA -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT >/dev/null
 stop "$GWE_PID"; stop "$GWW_PID"; stop "$BLW_PID"
