@@ -48,6 +48,14 @@
 static void client_readcb(struct conn *conn, void *arg);
 static void client_eventcb(struct conn *conn, short what, void *arg);
 
+static void client_output_over(struct conn *conn, void *arg);
+
+void client_limits(struct client *c, const struct config *cfg)
+{
+    conn_set_read_limit(c->conn, client_input_limit(cfg));
+    conn_set_output_limit(c->conn, cfg->max_output_size, client_output_over);
+}
+
 size_t client_input_limit(const struct config *cfg)
 {
     /* +64: a frame header, and the one byte past the undecoded-input limit of
@@ -123,14 +131,12 @@ void client_run_deferred(struct worker *w)
 }
 
 /* Every byte queued for the client passes here, whichever path added it. */
-static void client_output_added(struct conn *conn, void *arg)
+static void client_output_over(struct conn *conn, void *arg)
 {
     struct client *c = arg;
     if (c->dead || c->over_limit)
         return;
     size_t pending = conn_output_length(conn);
-    if (pending <= c->w->cfg->max_output_size)
-        return;
     log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
             c->sid, c->addr, c->port, pending);
     c->over_limit = 1;
@@ -686,8 +692,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     conn_setcb(c->conn, client_readcb, NULL, client_eventcb, c);
     if (w->idle_tv)
         conn_set_timeouts(c->conn, w->idle_tv, NULL);
-    conn_set_read_limit(c->conn, client_input_limit(cfg));
-    conn_set_output_cb(c->conn, client_output_added);
+    client_limits(c, cfg);
     worker_client_added(w, c);
     log_debug("client %s %s:%d connected", c->sid, c->addr, c->port);
     /* A WebSocket session starts after its handshake. */

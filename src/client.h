@@ -123,6 +123,8 @@ int client_can_take(const struct client *c);
 /* Largest input held for one client: one message of MAX_BUFF_SIZE plus its
  * framing, or a WebSocket handshake head. Reads stop at this many bytes. */
 size_t client_input_limit(const struct config *cfg);
+/* The input and output limits of cfg (at accept, and for a reload). */
+void client_limits(struct client *c, const struct config *cfg);
 /* The session is established (at accept, or after a WebSocket handshake):
  * posts EVENT=1 when configured. */
 void client_session_start(struct client *c);

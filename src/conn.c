@@ -30,8 +30,6 @@
  * libevent's header) stays one malloc size class. */
 #define CONN_READ_MIN (4096 - 128)
 #define CONN_READ_MAX (65536 - 128)
-/* writev takes this many chains at most (libevent's NUM_WRITE_IOVEC). */
-#define CONN_WRITE_IOV 128
 
 struct conn_loop {
     struct event_base *base;
@@ -49,11 +47,11 @@ struct conn {
     struct event rev;
     struct event *wev; /* made at the first short write (most sockets never have one) */
     struct evbuffer_cb_entry *in_cbe; /* while reading is suspended at the limit */
-    conn_data_cb read_cb, drained_cb, added_cb;
+    conn_data_cb read_cb, drained_cb, over_cb;
     conn_event_cb event_cb;
     void *arg;
     struct timeval rd_tv, wr_tv;
-    size_t limit, read_size;
+    size_t limit, read_size, out_max;
     TAILQ_ENTRY(conn) pending_entry;
     unsigned on_pending : 1, reading : 1, suspended : 1, writing : 1, connecting : 1,
         has_rd : 1, has_wr : 1, freed : 1;
@@ -197,20 +195,11 @@ static struct evbuffer *conn_out_buf(struct conn *c)
  * in_cb held. */
 static void conn_write(struct conn *c)
 {
-    for (;;) {
-        size_t len = c->out ? evbuffer_get_length(c->out) : 0;
-        if (len == 0)
-            break;
-        /* One writev covers CONN_WRITE_IOV chains: if the socket took all of
-         * them, more may fit. */
-        struct evbuffer_iovec v[CONN_WRITE_IOV];
-        int nv = evbuffer_peek(c->out, -1, NULL, v, CONN_WRITE_IOV);
-        size_t offer = len;
-        if (nv > CONN_WRITE_IOV) {
-            offer = 0;
-            for (int i = 0; i < CONN_WRITE_IOV; i++)
-                offer += v[i].iov_len;
-        }
+    size_t len = c->out ? evbuffer_get_length(c->out) : 0;
+    if (len > 0) {
+        /* One writev, of at most libevent's 128 chains. Whatever is left
+         * waits for EV_WRITE: the socket was full, or (rarely) there were
+         * more chains, and then EV_WRITE fires at the next poll. */
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
             int e = EVUTIL_SOCKET_ERROR();
@@ -222,7 +211,7 @@ static void conn_write(struct conn *c)
             conn_event(c, CONN_WRITING | CONN_ERROR);
             return;
         }
-        if ((size_t)n < offer) {
+        if ((size_t)n < len) {
             if (conn_arm_write(c) == 0)
                 return;
             conn_event(c, CONN_WRITING | CONN_ERROR);
@@ -281,8 +270,11 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
         return;
     if (!c->bev)
         conn_pend(c);
-    if (c->added_cb && !c->freed)
-        c->added_cb(c, c->arg);
+    /* The new length from the callback's own figures: this runs for every
+     * push to every recipient, so no call and no pointer chase. */
+    if (c->out_max && info->orig_size + info->n_added - info->n_deleted > c->out_max
+        && c->over_cb && !c->freed)
+        c->over_cb(c, c->arg);
 }
 
 static void conn_rev_update(struct conn *c)
@@ -548,9 +540,10 @@ size_t conn_output_length(const struct conn *c)
     return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
-void conn_set_output_cb(struct conn *c, conn_data_cb added)
+void conn_set_output_limit(struct conn *c, size_t max, conn_data_cb over)
 {
-    c->added_cb = added;
+    c->out_max = max;
+    c->over_cb = over;
 }
 
 void conn_shrink(struct conn *c)

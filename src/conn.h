@@ -56,8 +56,9 @@ void conn_read(struct conn *c, int on);
 void conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval *wr);
 /* Input is not read past this many bytes until some is consumed (0: no limit). */
 void conn_set_read_limit(struct conn *c, size_t max);
-/* Called after every addition to the output (limits: MAX_OUTPUT_SIZE). */
-void conn_set_output_cb(struct conn *c, conn_data_cb added);
+/* over is called after an addition that leaves more than max bytes waiting in
+ * the output (MAX_OUTPUT_SIZE); 0: no limit. */
+void conn_set_output_limit(struct conn *c, size_t max, conn_data_cb over);
 /* Bytes waiting in the input / output (without making the buffers). */
 size_t conn_input_length(const struct conn *c);
 size_t conn_output_length(const struct conn *c);

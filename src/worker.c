@@ -455,12 +455,12 @@ static void worker_reload_ready(struct backend_pool *pool, const char *perr, voi
         struct timeval tv = {fresh->handshake_timeout, 0};
         w->handshake_tv = event_base_init_common_timeout(w->base, &tv);
     }
-    /* MAX_BUFF_SIZE is checked against the config in force, so the input each
-     * client may hold follows it (a raised limit must not leave a connected
-     * client unable to read a message the new limit allows). */
+    /* MAX_BUFF_SIZE and MAX_OUTPUT_SIZE are checked against the config in
+     * force, so what each client may hold follows them (a raised limit must not
+     * leave a connected client unable to read a message the new limit allows). */
     struct client *c;
     TAILQ_FOREACH(c, &w->clients, entry)
-        conn_set_read_limit(c->conn, client_input_limit(fresh));
+        client_limits(c, fresh);
     if (strcmp(fresh->log_file, w->cfg->log_file) != 0)
         log_open(fresh->log_file, fresh->log_level);
     log_set_level(fresh->log_level);
