@@ -239,16 +239,6 @@ static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
     conn_loop_unref(l);
 }
 
-void conn_flush_all(struct event_base *base)
-{
-    for (struct conn_loop *l = loops; l; l = l->next)
-        if (l->base == base && !TAILQ_EMPTY(&l->pending)) {
-            event_del(&l->flush_ev);
-            conn_flush_cb(-1, 0, l);
-            return;
-        }
-}
-
 /* Output to write at the end of this turn (unless c already waits for
  * EV_WRITE, which writes it). Called on every addition to the output. */
 static void conn_pend(struct conn *c)

@@ -69,7 +69,5 @@ void conn_shrink(struct conn *c);
 void conn_free(struct conn *c);
 /* The OpenSSL error behind a CONN_ERROR of a TLS conn: 1 and text in out. */
 int conn_tls_error(struct conn *c, char *out, size_t len);
-/* Writes every pending connection now (the loop does it after each turn). */
-void conn_flush_all(struct event_base *base);
 
 #endif
