@@ -97,7 +97,6 @@ static void client_pause_if_full(struct client *c)
     }
 }
 
-
 /* A closing client is never read again: what it sends after a kick, a ping
  * timeout or its script's close is not ours to buffer. */
 static void client_resume(struct client *c)
@@ -116,7 +115,7 @@ void client_run_deferred(struct worker *w)
     struct client *c;
     while ((c = TAILQ_FIRST(&w->closed)) != NULL) {
         TAILQ_REMOVE(&w->closed, c, asap_entry);
-        free(c);
+        conn_ext_free(c); /* the client lives in its connection's block */
     }
     while ((c = TAILQ_FIRST(&w->asap)) != NULL) {
         TAILQ_REMOVE(&w->asap, c, asap_entry);
@@ -251,7 +250,7 @@ void client_close(struct client *c, const char *reason)
     c->params = NULL;
     if (c->proto->free)
         c->proto->free(c);
-    conn_free(c->conn);
+    conn_free(c->conn); /* the socket; the block stays until client_run_deferred */
     c->conn = NULL;
     /* Freed by client_run_deferred, after the callback that closed it. */
     TAILQ_INSERT_TAIL(&c->w->closed, c, asap_entry);
@@ -641,12 +640,19 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
     } else {
         atomic_fetch_add(&w->shm->clients, 1);
     }
-    struct client *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    if (w->script) /* a script replaces PROTOCOL */
+        proto = &client_proto_script;
+    /* One block: the connection, the client, the protocol's state. */
+    struct conn *conn =
+        conn_new_ext(w->base, fd, w->ssl_ctx, sizeof(struct client) + proto->state_size);
+    if (conn == NULL) {
         atomic_fetch_sub(&w->shm->clients, 1);
         evutil_closesocket(fd);
         return;
     }
+    struct client *c = conn_ext(conn);
+    c->conn = conn;
+    c->proto = proto;
     c->w = w;
     c->shm_slot = -1;
     TAILQ_INIT(&c->requests);
@@ -659,21 +665,10 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
                     cfg->max_conn_per_ip);
         }
         atomic_fetch_sub(&w->shm->clients, 1);
-        evutil_closesocket(fd);
-        free(c);
-        return;
-    }
-    c->conn = conn_new(w->base, fd, w->ssl_ctx);
-    if (c->conn == NULL) {
-        if (c->ip_counted)
-            shm_ip_add(w->shm, w->id, c->ip, -1);
-        atomic_fetch_sub(&w->shm->clients, 1);
-        evutil_closesocket(fd);
-        free(c);
+        conn_ext_free(c); /* closes fd */
         return;
     }
     c->script = script_ref(w->script);
-    c->proto = c->script ? &client_proto_script : proto; /* a script replaces PROTOCOL */
     sid_next(&w->sids, sid_now_ms(), c->sid);
     c->sid[SID_LEN] = '\0';
     atomic_store(&w->shm->workers[w->id].sid_ms, w->sids.last_ms);

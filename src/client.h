@@ -3,6 +3,8 @@
 #ifndef FOOKING_CLIENT_H
 #define FOOKING_CLIENT_H
 
+#include <stddef.h>
+
 #include <event2/buffer.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -23,6 +25,9 @@ struct evbuffer;
  * protocol script), chosen once at accept. */
 struct client_proto {
     int frame; /* enum proto: whose frame header a shared message gets */
+    /* Bytes of state the protocol keeps per client, allocated with it and
+     * given by client_proto_state (0: none). */
+    size_t state_size;
     /* Sets up a protocol whose session starts later (a WebSocket's handshake):
      * 0, or -1 (out of memory). NULL: the session starts at accept. */
     int (*start)(struct client *c);
@@ -52,36 +57,43 @@ struct client {
     struct worker *w;
     struct conn *conn;
     char sid[SID_LEN + 1];
-    char addr[48]; /* INET6_ADDRSTRLEN */
+    char addr[46];                /* INET6_ADDRSTRLEN */
+    unsigned closing : 1;         /* flushing output, then close */
+    unsigned dead : 1;            /* closed; freed on the next loop iteration */
+    unsigned session_started : 1; /* EVENT=1 time passed: EVENT=2 is owed */
+    unsigned paused : 1;          /* not reading: too many requests in flight */
+    unsigned script_close : 1;    /* the script called fc.close() */
+    unsigned over_limit : 1;      /* output passed MAX_OUTPUT_SIZE: closed at the next safe point */
+    unsigned tls_ok : 1;          /* TLS handshake done (SSL = 1) */
+    unsigned ip_counted : 1;      /* counted in the shared per-address table */
+    unsigned on_asap : 1;         /* on the worker's asap list */
+    unsigned resume : 1;          /* start reading again if the reasons to pause are gone */
+    unsigned going_away : 1;      /* graceful stop: closed once its requests are answered */
     int port;
     unsigned pending;               /* requests not yet answered */
     unsigned queued;                /* of those, waiting in the pool's queue */
     TAILQ_HEAD(, request) requests; /* in the order their replies are due */
     struct fcgi_params *params;
     LIST_HEAD(, chan_member) chans; /* channels joined */
-    int closing;                    /* flushing output, then close */
-    int dead;                       /* closed; freed on the next loop iteration */
-    int session_started;            /* EVENT=1 time passed: EVENT=2 is owed */
-    int paused;                     /* not reading: too many requests in flight */
     const char *close_reason;
-    struct ws_conn *ws; /* websocket state, NULL for the length protocol */
-    struct script *script; /* SCRIPT_FILE it was accepted with (a reference), or NULL */
-    int shm_slot;       /* index in the worker's shared SID table, -1 if none */
-    unsigned nrequest;  /* messages read so far: the scripts' requestid */
-    int script_close;   /* the script called fc.close() */
-    int over_limit;     /* output passed MAX_OUTPUT_SIZE: closed at the next safe point */
-    int tls_ok;         /* TLS handshake done (SSL = 1) */
+    struct script *script;  /* SCRIPT_FILE it was accepted with (a reference), or NULL */
+    int shm_slot;           /* index in the worker's shared SID table, -1 if none */
+    unsigned nrequest;      /* messages read so far: the scripts' requestid */
     struct event *hs_timer; /* TLS handshake / first message deadline (not WebSocket) */
     uint8_t ip[16];         /* peer address, IPv4-mapped, for MAX_CONN_PER_IP */
-    int ip_counted;         /* counted in the shared per-address table */
     /* Deferred work, done by client_run_deferred() at a safe point of the loop
      * (never inside a backend or evbuffer callback that called us). */
     TAILQ_ENTRY(client) asap_entry;
-    int on_asap;
     const char *asap_close; /* close, with this reason */
-    int resume;             /* start reading again if the reasons to pause are gone */
-    int going_away;         /* graceful stop: closed once its requests are answered */
+    /* The protocol's state (state_size bytes) follows, in the same block as
+     * the client and its connection (conn_new_ext). */
+    _Alignas(max_align_t) unsigned char proto_state[];
 };
+
+static inline void *client_proto_state(struct client *c)
+{
+    return c->proto_state;
+}
 
 /* A message for many clients (SEND_ALL, CH_PUB, SEND_MSG to many SIDs): the
  * payload is copied once into this refcounted block and every recipient's

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,6 @@ struct conn_loop {
 
 struct conn {
     struct conn_loop *loop;
-    evutil_socket_t fd;
     struct bufferevent *bev; /* TLS */
     struct evbuffer *in, *out;
     struct event rev;
@@ -51,12 +51,24 @@ struct conn {
     conn_event_cb event_cb;
     void *arg;
     struct timeval rd_tv, wr_tv;
-    size_t limit, read_size, out_max;
+    /* Limits, clamped to 4 GiB - 1 (no limit: 0): four bytes each keep an
+     * idle client's connection and state in one 576-byte heap chunk. */
+    uint32_t limit, read_size, out_max;
+    unsigned on_pending : 1, reading : 1, suspended : 1, writing : 1, connecting : 1, has_rd : 1,
+        has_wr : 1, freed : 1, shrink_soon : 1;
+    /* With an owner's area (conn_new_ext) the memory has two holders: the
+     * conn (until conn_free and its callbacks are over) and the owner (until
+     * conn_ext_free); the last one out frees it. */
+    unsigned holds : 2;
     TAILQ_ENTRY(conn) pending_entry;
-    unsigned on_pending : 1, reading : 1, suspended : 1, writing : 1, connecting : 1,
-        has_rd : 1, has_wr : 1, freed : 1;
+    evutil_socket_t fd;
     int in_cb; /* callbacks running: conn_free waits for them */
 };
+
+/* Where an owner's area starts: after the conn, aligned for any type. */
+#define CONN_EXT_OFFSET                                                                            \
+    ((sizeof(struct conn) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t)                     \
+     * _Alignof(max_align_t))
 
 static struct conn_loop *loops;
 
@@ -113,6 +125,10 @@ static void conn_free_buffers(struct conn *c)
 
 static void conn_destroy(struct conn *c)
 {
+    if (c->holds > 1) { /* the owner's area is still in use */
+        c->holds--;
+        return;
+    }
     struct conn_loop *l = c->loop;
     free(c);
     conn_loop_unref(l);
@@ -221,6 +237,10 @@ static void conn_write(struct conn *c)
     conn_disarm_write(c);
     if (c->drained_cb)
         c->drained_cb(c, c->arg);
+    if (c->shrink_soon && !c->freed) {
+        c->shrink_soon = 0;
+        conn_shrink(c);
+    }
 }
 
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -262,8 +282,8 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
         conn_pend(c);
     /* The new length from the callback's own figures: this runs for every
      * push to every recipient, so no call and no pointer chase. */
-    if (c->out_max && info->orig_size + info->n_added - info->n_deleted > c->out_max
-        && c->over_cb && !c->freed)
+    if (c->out_max && info->orig_size + info->n_added - info->n_deleted > c->out_max && c->over_cb
+        && !c->freed)
         c->over_cb(c, c->arg);
 }
 
@@ -447,9 +467,15 @@ int conn_tls_error(struct conn *c, char *out, size_t len)
 
 struct conn *conn_new(struct event_base *base, evutil_socket_t fd, void *tls_ctx)
 {
-    struct conn *c = calloc(1, sizeof(*c));
+    return conn_new_ext(base, fd, tls_ctx, 0);
+}
+
+struct conn *conn_new_ext(struct event_base *base, evutil_socket_t fd, void *tls_ctx, size_t ext)
+{
+    struct conn *c = calloc(1, ext ? CONN_EXT_OFFSET + ext : sizeof(*c));
     if (!c)
         return NULL;
+    c->holds = ext ? 2 : 1;
     c->fd = fd;
     c->read_size = CONN_READ_MIN;
     if ((c->loop = conn_loop_ref(base)) == NULL) {
@@ -532,7 +558,7 @@ size_t conn_output_length(const struct conn *c)
 
 void conn_set_output_limit(struct conn *c, size_t max, conn_data_cb over)
 {
-    c->out_max = max;
+    c->out_max = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
     c->over_cb = over;
 }
 
@@ -548,6 +574,16 @@ void conn_shrink(struct conn *c)
         evbuffer_free(c->out);
         c->out = NULL;
     }
+}
+
+void conn_shrink_after_flush(struct conn *c)
+{
+    if (c->bev || c->freed)
+        return;
+    if (c->on_pending || c->writing)
+        c->shrink_soon = 1;
+    else
+        conn_shrink(c);
 }
 
 evutil_socket_t conn_fd(const struct conn *c)
@@ -604,9 +640,21 @@ void conn_set_read_limit(struct conn *c, size_t max)
         bufferevent_setwatermark(c->bev, EV_READ, 0, max);
         return;
     }
-    c->limit = max;
+    c->limit = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
     if (c->suspended && (max == 0 || evbuffer_get_length(c->in) < max))
         conn_unsuspend(c);
+}
+
+void *conn_ext(struct conn *c)
+{
+    return (char *)c + CONN_EXT_OFFSET;
+}
+
+void conn_ext_free(void *ext)
+{
+    struct conn *c = (struct conn *)((char *)ext - CONN_EXT_OFFSET);
+    conn_free(c); /* when the owner has not */
+    conn_destroy(c);
 }
 
 void conn_free(struct conn *c)

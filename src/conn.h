@@ -37,6 +37,14 @@ typedef void (*conn_event_cb)(struct conn *c, short what, void *arg);
  * connection then owns. With tls_ctx (an SSL_CTX) the server side of a TLS
  * session. NULL when out of memory (fd is not closed then). */
 struct conn *conn_new(struct event_base *base, evutil_socket_t fd, void *tls_ctx);
+/* The same, with ext bytes (zeroed) for the owner in the same allocation: an
+ * owner that lives as long as its connection (a client) then costs no block
+ * of its own. conn_ext gives the area. The memory is freed when both
+ * conn_free (with its callbacks over) and conn_ext_free have been called;
+ * conn_ext_free alone does both. */
+struct conn *conn_new_ext(struct event_base *base, evutil_socket_t fd, void *tls_ctx, size_t ext);
+void *conn_ext(struct conn *c);
+void conn_ext_free(void *ext);
 /* Connects a plain conn made with fd = -1: CONN_CONNECTED or CONN_ERROR /
  * CONN_TIMEOUT (the write timeout) later. -1 with errno when it failed at once. */
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len);
@@ -65,6 +73,10 @@ size_t conn_output_length(const struct conn *c);
 /* Frees the buffers while they are empty: an idle connection holds none. The
  * next read or addition makes them again. Not for TLS connections. */
 void conn_shrink(struct conn *c);
+/* conn_shrink once the output queued so far is written: for a connection
+ * that has just become idle (a WebSocket after its handshake), so that its
+ * buffers are given back at once, before the next connections allocate. */
+void conn_shrink_after_flush(struct conn *c);
 /* Closes the socket; output not yet written is dropped. */
 void conn_free(struct conn *c);
 /* The OpenSSL error behind a CONN_ERROR of a TLS conn: 1 and text in out. */

@@ -16,9 +16,9 @@
 
 struct hmap_entry {
     struct hmap_entry *next;
-    uint64_t hash;
     void *value;
-    size_t klen;
+    uint32_t hash; /* SipHash's low half: the bucket index and a quick compare */
+    uint32_t klen; /* 40 bytes with a SID: a 48-byte heap chunk */
     unsigned char key[];
 };
 
@@ -121,7 +121,7 @@ void hmap_free(struct hmap *m, void (*free_value)(void *))
 }
 
 static struct hmap_entry **hmap_find(const struct hmap *m, const void *key, size_t klen,
-                                     uint64_t hash)
+                                     uint32_t hash)
 {
     struct hmap_entry **pe = &m->buckets[hash & (m->nbuckets - 1)];
 
@@ -135,13 +135,13 @@ static struct hmap_entry **hmap_find(const struct hmap *m, const void *key, size
 
 void *hmap_get(const struct hmap *m, const void *key, size_t klen)
 {
-    struct hmap_entry *e = *hmap_find(m, key, klen, hmap_hash(m, key, klen));
+    struct hmap_entry *e = *hmap_find(m, key, klen, (uint32_t)hmap_hash(m, key, klen));
     return e != NULL ? e->value : NULL;
 }
 
 int hmap_has(const struct hmap *m, const void *key, size_t klen)
 {
-    return *hmap_find(m, key, klen, hmap_hash(m, key, klen)) != NULL;
+    return *hmap_find(m, key, klen, (uint32_t)hmap_hash(m, key, klen)) != NULL;
 }
 
 /* Doubles the bucket array. Failing to grow is not an error: chains get longer. */
@@ -167,7 +167,7 @@ static void hmap_grow(struct hmap *m)
 
 int hmap_put(struct hmap *m, const void *key, size_t klen, void *value, void **old)
 {
-    uint64_t hash = hmap_hash(m, key, klen);
+    uint32_t hash = (uint32_t)hmap_hash(m, key, klen);
     struct hmap_entry **pe = hmap_find(m, key, klen, hash), *e;
 
     if (*pe != NULL) {
@@ -176,11 +176,11 @@ int hmap_put(struct hmap *m, const void *key, size_t klen, void *value, void **o
         (*pe)->value = value;
         return 0;
     }
-    if (klen > SIZE_MAX - sizeof(*e) || (e = malloc(sizeof(*e) + klen)) == NULL)
+    if (klen > UINT32_MAX || (e = malloc(sizeof(*e) + klen)) == NULL)
         return -1;
     e->hash = hash;
     e->value = value;
-    e->klen = klen;
+    e->klen = (uint32_t)klen;
     if (klen > 0)
         memcpy(e->key, key, klen);
     e->next = NULL;
@@ -195,7 +195,7 @@ int hmap_put(struct hmap *m, const void *key, size_t klen, void *value, void **o
 
 int hmap_del(struct hmap *m, const void *key, size_t klen, void **old)
 {
-    struct hmap_entry **pe = hmap_find(m, key, klen, hmap_hash(m, key, klen)), *e = *pe;
+    struct hmap_entry **pe = hmap_find(m, key, klen, (uint32_t)hmap_hash(m, key, klen)), *e = *pe;
 
     if (e == NULL)
         return 0;

@@ -37,6 +37,7 @@
 #include "proc.h"
 #include "script.h"
 #include "uplink.h"
+#include "ws.h"
 #include "wsconn.h"
 
 /* Within the master's MASTER_STOP_GRACE_SECONDS, which then kills. */
@@ -270,7 +271,8 @@ static void worker_shrink_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c;
     (void)fd;
     (void)what;
-    TAILQ_FOREACH(c, &w->clients, entry) {
+    TAILQ_FOREACH(c, &w->clients, entry)
+    {
         if (c->dead)
             continue;
         conn_shrink(c->conn);
@@ -460,7 +462,7 @@ static void worker_reload_ready(struct backend_pool *pool, const char *perr, voi
      * leave a connected client unable to read a message the new limit allows). */
     struct client *c;
     TAILQ_FOREACH(c, &w->clients, entry)
-        client_limits(c, fresh);
+    client_limits(c, fresh);
     if (strcmp(fresh->log_file, w->cfg->log_file) != 0)
         log_open(fresh->log_file, fresh->log_level);
     log_set_level(fresh->log_level);
@@ -607,7 +609,8 @@ static struct fcgi_params *worker_static_params(struct worker *w, const struct c
         if (config_has_param(cfg, name))
             continue;
         /* A WebSocket or script message may be text or binary: no one type. */
-        if (strcmp(name, "CONTENT_TYPE") == 0 && (cfg->protocol != PROTO_LENGTH || cfg->script_file))
+        if (strcmp(name, "CONTENT_TYPE") == 0
+            && (cfg->protocol != PROTO_LENGTH || cfg->script_file))
             continue;
         fcgi_params_add(&p, name, defaults[i][1], strlen(defaults[i][1]));
     }
@@ -659,6 +662,9 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.sids.seq = 63;
     atomic_store(&shm->workers[id].pid, (int)getpid());
 
+    if (cfg->protocol
+        == PROTO_WEBSOCKET) /* the crypto library's first SHA-1 costs a few MB of it */
+        ws_init();
     w.base = loop_new();
     if (!w.base) {
         log_err("worker %d: cannot create event loop", id);

@@ -347,6 +347,19 @@ int ws_select_subprotocol(const char *offer, size_t len, char *const *supported)
     return -1;
 }
 
+/* SHA-1 fetched from the provider once: the one-shot SHA1() looks it up on
+ * every call, and its first call touches a few MB of the library, which a
+ * process that calls ws_init() at start pays there, not at its first client. */
+static EVP_MD *ws_sha1;
+
+void ws_init(void)
+{
+    if (!ws_sha1)
+        ws_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    char out[WS_ACCEPT_LEN + 1];
+    ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, out);
+}
+
 int ws_accept_key(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
 {
     unsigned char buf[64 + sizeof(WS_GUID)];
@@ -356,7 +369,10 @@ int ws_accept_key(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
         return -1;
     memcpy(buf, key, keylen);
     memcpy(buf + keylen, WS_GUID, sizeof(WS_GUID) - 1);
-    SHA1(buf, keylen + sizeof(WS_GUID) - 1, md);
+    if (EVP_Digest(buf, keylen + sizeof(WS_GUID) - 1, md, NULL, ws_sha1 ? ws_sha1 : EVP_sha1(),
+                   NULL)
+        != 1)
+        return -1;
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
     return 0;
 }

@@ -129,6 +129,9 @@ int ws_accept_key(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]);
  * judged WS_HS_UPGRADE) into out. protocol is the chosen subprotocol or NULL.
  * Returns the response length, or -1 when it does not fit in size bytes
  * (256 + strlen(protocol) is always enough). */
+/* Optional, once per process before the first handshake: looks SHA-1 up in
+ * the crypto library once instead of at every handshake. */
+void ws_init(void);
 long ws_build_accept(char *out, size_t size, const struct ws_request *req, const char *protocol);
 
 /* Writes a complete error response with a short text body and "Connection: close"

@@ -32,20 +32,29 @@
 #include "worker.h"
 #include "ws.h"
 
-enum wsconn_state { WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSING };
+/* WSC_NONE: before wsconn_start and after wsconn_free (the state lives in the
+ * client's block, zeroed with it). */
+enum wsconn_state { WSC_NONE, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSING };
 
 struct ws_conn {
-    enum wsconn_state state;
-    size_t seen;               /* head bytes already scanned (ws_parse_request's last_len) */
+    uint8_t state;             /* enum wsconn_state */
+    uint8_t heard;             /* something arrived since the last ping */
+    uint32_t seen;             /* head bytes already scanned (ws_parse_request's last_len) */
     struct event *timer;       /* handshake deadline, then the ping interval */
     struct ws_message msg;     /* fragmentation state */
     struct evbuffer *assembly; /* payload of the message being received */
-    int heard;                 /* something arrived since the last ping */
 };
 
-int wsconn_open(const struct client *c)
+/* The client's WebSocket state, NULL when it has none (or no more). */
+static struct ws_conn *ws_of(struct client *c)
 {
-    return c->ws && c->ws->state == WSC_OPEN;
+    struct ws_conn *ws = client_proto_state(c);
+    return c->proto == &wsconn_proto && ws->state != WSC_NONE ? ws : NULL;
+}
+
+int wsconn_open(struct client *c)
+{
+    return ws_of(c) && ws_of(c)->state == WSC_OPEN;
 }
 
 /* The handshake deadline passed. */
@@ -54,7 +63,7 @@ static void wsconn_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
     (void)fd;
     (void)what;
-    if (c->ws->state == WSC_HANDSHAKE) {
+    if (ws_of(c)->state == WSC_HANDSHAKE) {
         log_info("client %s %s:%d: handshake not completed in %d s", c->sid, c->addr, c->port,
                  c->w->cfg->handshake_timeout);
         client_close(c, "handshake timeout");
@@ -63,7 +72,7 @@ static void wsconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void wsconn_ping(struct client *c)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     if (!ws || ws->state != WSC_OPEN || c->dead || c->closing || c->over_limit)
         return;
     if (c->paused) {
@@ -84,19 +93,15 @@ void wsconn_ping(struct client *c)
 
 int wsconn_start(struct client *c)
 {
-    struct ws_conn *ws = calloc(1, sizeof(*ws));
-    if (!ws)
-        return -1;
+    struct ws_conn *ws = client_proto_state(c); /* zeroed, with the client */
     /* The message buffer comes with the first data frame; the timer lives
      * only until the handshake is done (pings are one sweep per worker):
      * an idle connection carries neither. */
     ws->timer = evtimer_new(c->w->base, wsconn_timer_cb, c);
-    if (!ws->timer) {
-        free(ws);
+    if (!ws->timer)
         return -1;
-    }
     ws_message_init(&ws->msg);
-    c->ws = ws;
+    ws->state = WSC_HANDSHAKE;
     struct timeval tv = {c->w->cfg->handshake_timeout, 0};
     evtimer_add(ws->timer, &tv);
     return 0;
@@ -104,15 +109,16 @@ int wsconn_start(struct client *c)
 
 void wsconn_free(struct client *c)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     if (!ws)
         return;
     if (ws->timer)
         event_free(ws->timer);
     if (ws->assembly)
         evbuffer_free(ws->assembly);
-    free(ws);
-    c->ws = NULL;
+    ws->timer = NULL;
+    ws->assembly = NULL;
+    ws->state = WSC_NONE; /* its memory goes with the client's */
 }
 
 static void wsconn_http_error(struct client *c, int status, const char *why)
@@ -122,7 +128,7 @@ static void wsconn_http_error(struct client *c, int status, const char *why)
     log_info("client %s %s:%d: HTTP %d: %s", c->sid, c->addr, c->port, status, why);
     if (n > 0)
         evbuffer_add(conn_output(c->conn), buf, (size_t)n);
-    c->ws->state = WSC_CLOSING;
+    ws_of(c)->state = WSC_CLOSING;
     client_close_after_flush(c, why);
 }
 
@@ -153,7 +159,7 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
                             "HTTP/1.1 301 Moved Permanently\r\nLocation: %.*s/\r\n"
                             "Content-Length: 0\r\nConnection: close\r\n\r\n",
                             (int)ll, lp);
-        c->ws->state = WSC_CLOSING;
+        ws_of(c)->state = WSC_CLOSING;
         client_close_after_flush(c, "static redirect");
         return;
     }
@@ -173,9 +179,9 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
         if (evbuffer_add_file(out, fd, 0, sb.st_size) < 0) {
             if (fcntl(fd, F_GETFD) >= 0)
                 close(fd);
-            log_err("client %s %s:%d: static %s: cannot queue the file", c->sid, c->addr,
-                    c->port, rel);
-            c->ws->state = WSC_CLOSING;
+            log_err("client %s %s:%d: static %s: cannot queue the file", c->sid, c->addr, c->port,
+                    rel);
+            ws_of(c)->state = WSC_CLOSING;
             client_close(c, "static file not sent");
             return;
         }
@@ -184,7 +190,7 @@ static void wsconn_static(struct client *c, const struct ws_request *req)
     }
     log_debug("client %s %s:%d: static %s (%lld bytes)", c->sid, c->addr, c->port, rel,
               (long long)sb.st_size);
-    c->ws->state = WSC_CLOSING;
+    ws_of(c)->state = WSC_CLOSING;
     client_close_after_flush(c, "static file served");
 }
 
@@ -233,8 +239,23 @@ static int wsconn_reserved(const struct config *cfg, const char *name)
     return 0;
 }
 
+/* Headers that only run the WebSocket handshake itself: they say nothing
+ * about the session, and each would cost every connection its bytes for as
+ * long as it lives, so they are not passed. */
+static int wsconn_handshake_only(const char *name)
+{
+    static const char *const names[] = {"HTTP_UPGRADE", "HTTP_CONNECTION", "HTTP_SEC_WEBSOCKET_KEY",
+                                        "HTTP_SEC_WEBSOCKET_VERSION",
+                                        "HTTP_SEC_WEBSOCKET_EXTENSIONS"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* The handshake's URI, query string and headers go to the backend with every
- * request of the session, so it can authenticate on connect. A header sent
+ * request of the session, so it can authenticate on connect (all but the
+ * handshake's own: wsconn_handshake_only). A header sent
  * more than once becomes one param, its values joined as HTTP does (", ";
  * "; " for Cookie), so no backend has to pick one. */
 static void wsconn_params(struct client *c, const struct ws_request *req)
@@ -248,7 +269,8 @@ static void wsconn_params(struct client *c, const struct ws_request *req)
         fcgi_params_add(&c->params, "HTTPS", "on", 2);
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct ws_header *h = &req->headers[i];
-        if (ws_cgi_name(name, sizeof(name), h->name.p, h->name.len) == 0)
+        if (ws_cgi_name(name, sizeof(name), h->name.p, h->name.len) == 0
+            || wsconn_handshake_only(name))
             continue;
         if (wsconn_reserved(cfg, name)) {
             log_info("client %s %s:%d: handshake header %.*s not passed: %s is set by the gateway",
@@ -257,9 +279,9 @@ static void wsconn_params(struct client *c, const struct ws_request *req)
         }
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++)
-            seen = ws_cgi_name(other, sizeof(other), req->headers[j].name.p,
-                               req->headers[j].name.len)
-                   && strcmp(other, name) == 0;
+            seen =
+                ws_cgi_name(other, sizeof(other), req->headers[j].name.p, req->headers[j].name.len)
+                && strcmp(other, name) == 0;
         if (seen)
             continue; /* joined into the first one */
         const char *sep = strcmp(name, "HTTP_COOKIE") == 0 ? "; " : ", ";
@@ -283,7 +305,7 @@ static void wsconn_params(struct client *c, const struct ws_request *req)
 
 static void wsconn_handshake(struct client *c)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     struct evbuffer *in = conn_input(c->conn);
     size_t len = evbuffer_get_length(in);
     size_t want = len < WS_MAX_HEAD ? len : WS_MAX_HEAD;
@@ -291,7 +313,7 @@ static void wsconn_handshake(struct client *c)
     struct ws_request req;
     long n = ws_parse_request(buf, want, ws->seen, &req);
     if (n == WS_AGAIN) {
-        ws->seen = want;
+        ws->seen = (uint32_t)want; /* <= WS_MAX_HEAD */
         if (want >= WS_MAX_HEAD)
             wsconn_http_error(c, 400, "request head too long");
         return;
@@ -335,6 +357,9 @@ static void wsconn_handshake(struct client *c)
     ws->timer = NULL;
     log_debug("client %s %s:%d: WebSocket open", c->sid, c->addr, c->port);
     client_session_start(c);
+    /* Idle until the first message, usually: no buffers meanwhile. */
+    if (!c->dead && !c->closing)
+        conn_shrink_after_flush(c->conn);
 }
 
 /* Fails the connection: a close frame with the code, then close. */
@@ -347,7 +372,7 @@ static void wsconn_fail(struct client *c, int code, const char *why)
 
 void wsconn_close_frame(struct client *c, int code, const char *reason)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     if (!ws || ws->state != WSC_OPEN || c->dead)
         return;
     ws->state = WSC_CLOSING;
@@ -425,7 +450,7 @@ static int wsconn_payload(struct ws_conn *ws, const struct ws_frame *f, size_t f
 
 static void wsconn_frames(struct client *c)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     struct evbuffer *in = conn_input(c->conn);
     size_t max = c->w->cfg->max_buff_size;
     while (client_can_take(c) && ws->state == WSC_OPEN) {
@@ -483,9 +508,9 @@ static void wsconn_frames(struct client *c)
 
 void wsconn_read(struct client *c)
 {
-    if (c->ws->state == WSC_HANDSHAKE)
+    if (ws_of(c)->state == WSC_HANDSHAKE)
         wsconn_handshake(c);
-    if (!c->dead && c->ws && c->ws->state == WSC_OPEN)
+    if (!c->dead && ws_of(c) && ws_of(c)->state == WSC_OPEN)
         wsconn_frames(c);
 }
 
@@ -537,7 +562,7 @@ static int wsconn_shared_header(struct client *c, struct shared_msg *m)
 
 static void wsconn_shrink(struct client *c)
 {
-    struct ws_conn *ws = c->ws;
+    struct ws_conn *ws = ws_of(c);
     if (ws && ws->assembly && evbuffer_get_length(ws->assembly) == 0) {
         evbuffer_free(ws->assembly);
         ws->assembly = NULL;
@@ -558,6 +583,7 @@ const struct client_proto wsconn_proto = {
     .shared_header = wsconn_shared_header,
     .close_frame = wsconn_close_frame,
     .ping = wsconn_ping,
+    .state_size = sizeof(struct ws_conn),
     .free = wsconn_free,
     .shrink = wsconn_shrink,
 };

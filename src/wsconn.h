@@ -26,6 +26,6 @@ void wsconn_close_frame(struct client *c, int code, const char *reason);
  * the last sweep, pings the others. */
 void wsconn_ping(struct client *c);
 /* 1 once the handshake is done and messages may flow. */
-int wsconn_open(const struct client *c);
+int wsconn_open(struct client *c);
 
 #endif
