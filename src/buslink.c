@@ -49,6 +49,7 @@ static void buslink_message(void *arg, const char *ch, size_t clen, const char *
         return;
     }
     command_run(bl->w, &bl->link, &m);
+    command_flush(bl->w); /* one message per callback: nothing to gather */
 }
 
 static void buslink_sub_ready(void *arg)

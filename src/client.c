@@ -362,7 +362,8 @@ struct shared_msg *shared_msg_new(const void *data, size_t len)
     m->len = len;
     m->framed = -1;
     memset(m->hdrlen, 0, sizeof(m->hdrlen));
-    memcpy(m->data, data, len);
+    if (data)
+        memcpy(m->data, data, len);
     return m;
 }
 
@@ -377,6 +378,20 @@ static void shared_msg_cleanup(const void *data, size_t len, void *arg)
     (void)data;
     (void)len;
     shared_msg_unref(arg);
+}
+
+/* Queues frame[0..len), part of m, on c: copied when small, else a
+ * reference to m. */
+static void client_push_block(struct client *c, struct shared_msg *m, const uint8_t *frame,
+                              size_t len)
+{
+    struct evbuffer *out = conn_output(c->conn);
+    if (len <= CLIENT_COPY_MAX) {
+        evbuffer_add(out, frame, len);
+    } else {
+        m->refs++;
+        evbuffer_add_reference(out, frame, len, shared_msg_cleanup, m);
+    }
 }
 
 void client_send_shared(struct client *c, struct shared_msg *m)
@@ -394,25 +409,60 @@ void client_send_shared(struct client *c, struct shared_msg *m)
     if (ok == 0)
         return;
     int proto = c->proto->frame;
-    struct evbuffer *out = conn_output(c->conn);
     size_t hl = m->hdrlen[proto];
     if (m->framed < 0) {
         memcpy(m->data - hl, m->hdr[proto], hl);
         m->framed = proto;
     }
     if (m->framed == proto) { /* the usual case: the whole frame is one block */
-        const uint8_t *frame = m->data - hl;
-        if (hl + m->len <= CLIENT_COPY_MAX) {
-            evbuffer_add(out, frame, hl + m->len);
-        } else {
-            m->refs++;
-            evbuffer_add_reference(out, frame, hl + m->len, shared_msg_cleanup, m);
-        }
+        client_push_block(c, m, m->data - hl, hl + m->len);
     } else { /* clients of two protocols on one message: header apart */
+        struct evbuffer *out = conn_output(c->conn);
         evbuffer_add(out, m->hdr[proto], hl);
         m->refs++;
         evbuffer_add_reference(out, m->data, m->len, shared_msg_cleanup, m);
     }
+}
+
+/* Frames of a run of pushes back to back in one block, for one protocol. */
+static struct shared_msg *client_run_block(struct client *c, struct shared_msg *const *ms, size_t n)
+{
+    int proto = c->proto->frame;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        c->proto->shared_header(c, ms[i]); /* the header of each, for this protocol */
+        total += ms[i]->hdrlen[proto] + ms[i]->len;
+    }
+    struct shared_msg *b = shared_msg_new(NULL, total);
+    if (!b)
+        return NULL;
+    uint8_t *p = b->data;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, ms[i]->hdr[proto], ms[i]->hdrlen[proto]);
+        p += ms[i]->hdrlen[proto];
+        memcpy(p, ms[i]->data, ms[i]->len);
+        p += ms[i]->len;
+    }
+    return b;
+}
+
+void client_send_shared_run(struct client *c, struct shared_msg *const *ms, size_t n,
+                            struct shared_msg *blocks[2])
+{
+    if (c->dead || c->closing || c->over_limit || !c->session_started)
+        return;
+    int ok = n > 1 ? c->proto->shared_header(c, ms[0]) : -1;
+    if (ok == 0)
+        return; /* not taking pushes yet: none of them */
+    int proto = c->proto->frame;
+    if (ok > 0 && !blocks[proto])
+        blocks[proto] = client_run_block(c, ms, n);
+    if (ok < 0 || !blocks[proto]) { /* one by one: a script frames each itself */
+        for (size_t i = 0; i < n && !c->dead; i++)
+            client_send_shared(c, ms[i]);
+        return;
+    }
+    client_push_block(c, blocks[proto], blocks[proto]->data, blocks[proto]->len);
 }
 
 /* The pool moved a request of c into (+1) or out of (-1) its wait queue: a

@@ -118,6 +118,13 @@ struct shared_msg {
 struct shared_msg *shared_msg_new(const void *data, size_t len);
 void shared_msg_unref(struct shared_msg *m);
 void client_send_shared(struct client *c, struct shared_msg *m);
+/* ms[0..n) in order, as client_send_shared of each would, but as one block of
+ * frames per protocol: blocks[proto] is made at the first client of that
+ * protocol (from its shared_header) and reused for the others; the caller
+ * starts with both NULL and unrefs them at the end. One buffer addition per
+ * client for the whole run, not one per message. */
+void client_send_shared_run(struct client *c, struct shared_msg *const *ms, size_t n,
+                            struct shared_msg *blocks[2]);
 
 /* A new connection speaking proto (client_proto_length, wsconn_proto; a
  * SCRIPT_FILE replaces it with client_proto_script). */

@@ -43,6 +43,53 @@ static struct shared_msg *command_shared(const struct rmsg *m, const char *sourc
     return sm;
 }
 
+/* Consecutive SEND_ALLs from one read of a link go out together: each client
+ * gets the run as one block of frames, one buffer addition and one chain for
+ * the lot instead of one per message (client_send_shared_run). A run ends at
+ * any other command (so the order between commands is kept), when it is full,
+ * and when the link has read all it had (command_flush). One worker per
+ * process: one run. */
+#define COMMAND_RUN_MAX   64
+#define COMMAND_RUN_BYTES (64 * 1024)
+static struct {
+    struct shared_msg *m[COMMAND_RUN_MAX];
+    size_t n, bytes;
+} command_run_q;
+
+void command_flush(struct worker *w)
+{
+    size_t n = command_run_q.n;
+    if (n == 0)
+        return;
+    struct shared_msg *blocks[2] = {NULL, NULL};
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, entry);
+        if (n == 1)
+            client_send_shared(c, command_run_q.m[0]);
+        else
+            client_send_shared_run(c, command_run_q.m, n, blocks);
+    }
+    shared_msg_unref(blocks[0]);
+    shared_msg_unref(blocks[1]);
+    for (size_t i = 0; i < n; i++)
+        shared_msg_unref(command_run_q.m[i]);
+    command_run_q.n = command_run_q.bytes = 0;
+}
+
+static void command_send_all(struct worker *w, const struct rmsg *m, const char *source)
+{
+    struct shared_msg *sm;
+    if (!command_push_fits(w, m, source))
+        return;
+    if (command_run_q.n == COMMAND_RUN_MAX || command_run_q.bytes + m->len > COMMAND_RUN_BYTES)
+        command_flush(w);
+    if ((sm = command_shared(m, source)) == NULL)
+        return;
+    command_run_q.m[command_run_q.n++] = sm;
+    command_run_q.bytes += m->len;
+}
+
 static void command_each_sid(struct worker *w, struct link *from, const struct rmsg *m,
                              const char *source)
 {
@@ -96,6 +143,8 @@ void command_run(struct worker *w, struct link *from, const struct rmsg *m)
 
     log_debug("%s: %s (%u bytes of SIDs/channel, %u bytes)", source, rmsg_type_name(m->type),
               m->slen, m->len);
+    if (m->type != RMSG_SEND_ALL)
+        command_flush(w); /* what came before goes first */
     switch (m->type) {
     case RMSG_KICK:
     case RMSG_SEND_MSG:
@@ -111,18 +160,9 @@ void command_run(struct worker *w, struct link *from, const struct rmsg *m)
             return;
         command_each_sid(w, from, m, source);
         break;
-    case RMSG_SEND_ALL: {
-        struct shared_msg *sm;
-        struct client *c, *next;
-        if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
-            return;
-        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
-            next = TAILQ_NEXT(c, entry);
-            client_send_shared(c, sm);
-        }
-        shared_msg_unref(sm);
+    case RMSG_SEND_ALL:
+        command_send_all(w, m, source);
         break;
-    }
     case RMSG_CH_PUB: {
         struct shared_msg *sm;
         if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)

@@ -12,5 +12,8 @@ struct rmsg;
  * is the sender in logs, and a CH_ADD that no session here takes is given back
  * to it (link_ops.ch_unwanted). */
 void command_run(struct worker *w, struct link *from, const struct rmsg *m);
+/* Carries out what command_run holds back to send together (a run of
+ * SEND_ALLs). A link calls it when it has handed over all it read. */
+void command_flush(struct worker *w);
 
 #endif

@@ -233,9 +233,18 @@ static void uplink_pong(struct uplink *u, const struct rmsg *m)
     }
 }
 
+static void uplink_read(struct uplink *u, struct conn *conn);
+
 static void uplink_readcb(struct conn *conn, void *arg)
 {
     struct uplink *u = arg;
+    struct worker *w = u->w;
+    uplink_read(u, conn);
+    command_flush(w); /* u may be gone */
+}
+
+static void uplink_read(struct uplink *u, struct conn *conn)
+{
     struct evbuffer *in = conn_input(conn);
     for (;;) {
         unsigned char hdr[RMSG_HEADER_LEN];

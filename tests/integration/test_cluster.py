@@ -458,6 +458,43 @@ def test_send_all_reaches_every_client_once(cluster):
     bk.close()
 
 
+def test_burst_of_commands_keeps_its_order_at_every_client(cluster):
+    """Many commands in one write reach each gateway worker in few reads; runs
+    of SEND_ALL there go out together, and each client still gets exactly its
+    messages in the order they were sent, broadcasts interleaved with messages
+    to some SIDs and channel publishes (small ones copied, large ones shared)."""
+    links = cluster.ready(per_link=3)
+    sw = cluster.swarm
+    some = [links[l][0] for l in LINKS]
+    room = [links[l][1] for l in LINKS[:2]]
+    bk = cluster.backend()
+    bk.ch_add([p.sid for p in room], "room")
+    cluster.wait_links({(1, 0): 1, (1, 1): 1, (2, 0): 0, (2, 1): 0}, total_channels=1,
+                       what="room joined")
+    burst, expect = [], {p: [] for p in sw.open()}
+    for i in range(400):
+        if i % 50 == 49:
+            msg = b"to some %d" % i
+            burst.append(rp.encode(rp.SEND_MSG, b"".join(p.sid for p in some), msg))
+            for p in some:
+                expect[p].append(msg)
+        elif i % 70 == 69:
+            msg = b"room %d" % i
+            burst.append(rp.encode(rp.CH_PUB, b"room", msg))
+            for p in room:
+                expect[p].append(msg)
+        else:
+            msg = b"all %d " % i + (b"x" * (300 if i % 7 == 0 else 0))
+            burst.append(rp.encode(rp.SEND_ALL, b"", msg))
+            for p in expect:
+                expect[p].append(msg)
+    marker = new_marker()
+    burst.append(rp.encode(rp.SEND_ALL, b"", marker))
+    bk.send_raw(b"".join(burst))
+    assert_delivered(received(cluster, marker), expect)
+    bk.close()
+
+
 def test_info_counts_clients_channels_and_links(cluster):
     links = cluster.ready(per_link=2)
     bk = cluster.backend()

@@ -312,6 +312,11 @@ MUTANTS = [
       "                proc_upgrade_ready(ready_fd);",
       "                close(ready_fd);",
       [IT + "test_operations.py::test_binary_upgrade_without_refusing_a_connection"], limit=60),
+    # a run of SEND_ALLs not sent before the next command: order lost
+    M("am-send-all-run-reordered", "src/command.c",
+      "        command_flush(w); /* what came before goes first */",
+      "        (void)0;",
+      [IT + "test_cluster.py::test_burst_of_commands_keeps_its_order_at_every_client"]),
 ]
 
 
