@@ -504,7 +504,8 @@ def test_info_counts_clients_channels_and_links(cluster):
     total = len(cluster.swarm.open())
     assert lines[0] == "clients: %d" % total
     assert lines[1] == "channels: 0"
-    gw_lines = lines[2:-1]
+    assert lines[2] == "uids: 0"
+    gw_lines = lines[3:-1]
     assert len(gw_lines) == 4
     for l in gw_lines:
         assert re.fullmatch(r"gateway: \d+\t\d+\t\d+\t\d+", l), repr(l)
