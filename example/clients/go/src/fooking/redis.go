@@ -245,11 +245,11 @@ func (r *Redis) Info() (*Info, error) {
 // 40 bits time, 13 bits server, 5 bits worker, 6 bits sequence).
 func GatewayOf(sid string) (server, worker int, err error) {
 	if len(sid) != SIDLen {
-		return 0, 0, fmt.Errorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
+		return 0, 0, argErrorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
 	}
 	v, err := strconv.ParseUint(sid, 16, 64)
 	if err != nil {
-		return 0, 0, fmt.Errorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
+		return 0, 0, argErrorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
 	}
 	return int(v>>11) & 0x1fff, int(v>>6) & 0x1f, nil
 }

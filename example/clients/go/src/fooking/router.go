@@ -77,6 +77,20 @@ const (
 	DefaultMaxAnswer = 1 << 30
 )
 
+// ErrInvalidArgument matches (errors.Is) every argument error: a SID that is
+// not 16 bytes, a uid not 1..128 bytes, a channel not 1..255 bytes, too many
+// SIDs to exclude, session data over MaxSession. Nothing was sent.
+var ErrInvalidArgument = errors.New("fooking: invalid argument")
+
+type argError struct{ msg string }
+
+func (e *argError) Error() string        { return e.msg }
+func (e *argError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func argErrorf(format string, args ...interface{}) error {
+	return &argError{fmt.Sprintf(format, args...)}
+}
+
 // ErrBroken is wrapped by the errors of every call on a Router whose
 // connection was closed after a failed read or a malformed answer.
 var ErrBroken = errors.New("fooking router: connection closed after an earlier error")
@@ -271,7 +285,7 @@ func (r *Router) SetSession(sid string, data []byte) error {
 		return err
 	}
 	if len(data) > MaxSession {
-		return fmt.Errorf("fooking: session data is at most %d bytes, got %d", MaxSession, len(data))
+		return argErrorf("fooking: session data is at most %d bytes, got %d", MaxSession, len(data))
 	}
 	return r.write(TypeSessionSet, []byte(sid), data)
 }
@@ -542,7 +556,7 @@ func Encode(typ uint16, s, d []byte) []byte {
 func checkSIDs(sids []string) error {
 	for _, sid := range sids {
 		if len(sid) != SIDLen {
-			return fmt.Errorf("fooking: a SID is %d bytes, got %q", SIDLen, sid)
+			return argErrorf("fooking: a SID is %d bytes, got %q", SIDLen, sid)
 		}
 	}
 	return nil
@@ -569,7 +583,7 @@ func checkSID(sid string) error { return checkSIDs([]string{sid}) }
 
 func checkUID(uid string) error {
 	if len(uid) < 1 || len(uid) > MaxUID {
-		return fmt.Errorf("fooking: a uid is 1 to %d bytes, got %d", MaxUID, len(uid))
+		return argErrorf("fooking: a uid is 1 to %d bytes, got %d", MaxUID, len(uid))
 	}
 	return nil
 }
@@ -578,7 +592,7 @@ func checkUID(uid string) error {
 // once, each S at most MaxS bytes.
 func UIDLists(uids []string) ([][]byte, error) {
 	if len(uids) == 0 {
-		return nil, errors.New("fooking: the uid list is empty")
+		return nil, argErrorf("fooking: the uid list is empty")
 	}
 	for _, uid := range uids {
 		if err := checkUID(uid); err != nil {
@@ -617,14 +631,14 @@ func excludeList(sids []string, max int) ([]byte, error) {
 		}
 	}
 	if len(seen) > max {
-		return nil, fmt.Errorf("fooking: at most %d SIDs can be excluded, got %d", max, len(seen))
+		return nil, argErrorf("fooking: at most %d SIDs can be excluded, got %d", max, len(seen))
 	}
 	return s, nil
 }
 
 func checkChannel(channel string) error {
 	if len(channel) < 1 || len(channel) > MaxChannel {
-		return fmt.Errorf("fooking: a channel name is 1 to %d bytes, got %d", MaxChannel, len(channel))
+		return argErrorf("fooking: a channel name is 1 to %d bytes, got %d", MaxChannel, len(channel))
 	}
 	return nil
 }
