@@ -24,6 +24,12 @@
  *
  * Like the router, publishing is fire-and-forget: a message for a gateway worker
  * that is not subscribed (down, or reconnecting to Redis) is lost.
+ *
+ * The backend API v2 (uids, session data, exclusions, the queries) is not
+ * supported on the Redis transport yet: FookingRedis has no bindUid, sendToUid,
+ * getSession, ... (calling one is PHP's "undefined method" Error), and
+ * sendAll()/chPub() with a non-empty $exclude throw InvalidArgumentException
+ * before anything is published. Use FookingRouter for those.
  */
 
 require_once __DIR__ . '/FookingRouter.php';
@@ -104,9 +110,14 @@ final class FookingRedis
         $this->sidsCommand(FookingRouter::SEND_MSG, $sids, $msg);
     }
 
-    /** Delivers $msg to every client of every gateway. */
-    public function sendAll(string $msg): void
+    /**
+     * Delivers $msg to every client of every gateway. $exclude is the router
+     * transport's (backend API v2): not supported here yet, it must be empty.
+     * @throws InvalidArgumentException
+     */
+    public function sendAll(string $msg, array $exclude = []): void
     {
+        self::noExclude('sendAll', $exclude);
         $this->publish([[$this->prefix . 'all', FookingRouter::encode(FookingRouter::SEND_ALL, '', $msg)]]);
     }
 
@@ -122,9 +133,14 @@ final class FookingRedis
         $this->sidsCommand(FookingRouter::CH_DEL, $sids, FookingRouter::checkChannel($channel));
     }
 
-    /** Delivers $msg to every member of $channel. */
-    public function chPub(string $channel, string $msg): void
+    /**
+     * Delivers $msg to every member of $channel. $exclude must be empty (as
+     * for sendAll).
+     * @throws InvalidArgumentException
+     */
+    public function chPub(string $channel, string $msg, array $exclude = []): void
     {
+        self::noExclude('chPub', $exclude);
         FookingRouter::checkChannel($channel);
         $this->publish([[$this->prefix . 'ch:' . $channel,
                          FookingRouter::encode(FookingRouter::CH_PUB, $channel, $msg)]]);
@@ -225,6 +241,14 @@ final class FookingRedis
      * Splits the SIDs by gateway worker (in order of first appearance), at most
      * 4095 per message, and publishes each message on that worker's channel.
      */
+    private static function noExclude(string $call, array $exclude): void
+    {
+        if ($exclude !== []) {
+            throw new InvalidArgumentException("fooking redis: $call with SIDs to exclude is not "
+                                               . 'supported on the Redis transport yet (use FookingRouter)');
+        }
+    }
+
     private function sidsCommand(int $type, array $sids, string $d): void
     {
         $groups = [];

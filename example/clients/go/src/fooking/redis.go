@@ -13,6 +13,12 @@ package fooking
 // ("<clients> <channels>", expires unless refreshed), <prefix>sids:<server>:<worker>
 // (their live SIDs) and <prefix>chans:<server>:<worker> (their channels).
 //
+// The backend API v2 (uids, session data, exclusions, the queries) is not
+// supported on the Redis transport yet: Redis has no BindUid, SendToUid,
+// GetSession, ... (a compile error, not a surprise at run time), and SendAll
+// and ChPub with SIDs to exclude return an error wrapping ErrNotOnRedis,
+// publishing nothing. Use Router for those.
+//
 // It uses redigo (Debian: golang-github-gomodule-redigo-dev), so build with
 // GO111MODULE=off GOPATH=<this GOPATH>:/usr/share/gocode.
 //
@@ -23,6 +29,7 @@ package fooking
 //	online, err := r.Online(sid)
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -34,6 +41,10 @@ import (
 
 // DefaultBusPrefix is the gateways' default BUS_PREFIX.
 const DefaultBusPrefix = "fooking:"
+
+// ErrNotOnRedis is wrapped by the error of a backend API v2 call the Redis
+// transport does not support yet.
+var ErrNotOnRedis = errors.New("not supported on the Redis transport yet")
 
 // Redis publishes commands on the Redis message bus. Unlike Router it is safe
 // for concurrent use: every call takes a connection from a pool.
@@ -92,8 +103,13 @@ func (r *Redis) SendMsg(sids []string, msg []byte) error {
 	return r.sidsCommand(TypeSendMsg, sids, msg)
 }
 
-// SendAll delivers msg to every client of every gateway.
-func (r *Redis) SendAll(msg []byte) error {
+// SendAll delivers msg to every client of every gateway. exclude is the
+// router transport's (backend API v2): here it must be empty, or nothing is
+// published and the error wraps ErrNotOnRedis.
+func (r *Redis) SendAll(msg []byte, exclude ...string) error {
+	if len(exclude) > 0 {
+		return fmt.Errorf("fooking redis: SendAll with SIDs to exclude: %w", ErrNotOnRedis)
+	}
 	return r.publish([]pubMsg{{r.prefix + "all", Encode(TypeSendAll, nil, msg)}})
 }
 
@@ -113,8 +129,12 @@ func (r *Redis) ChDel(sids []string, channel string) error {
 	return r.sidsCommand(TypeChDel, sids, []byte(channel))
 }
 
-// ChPub delivers msg to every member of channel.
-func (r *Redis) ChPub(channel string, msg []byte) error {
+// ChPub delivers msg to every member of channel; exclude must be empty (as for
+// SendAll).
+func (r *Redis) ChPub(channel string, msg []byte, exclude ...string) error {
+	if len(exclude) > 0 {
+		return fmt.Errorf("fooking redis: ChPub with SIDs to exclude: %w", ErrNotOnRedis)
+	}
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
@@ -225,11 +245,11 @@ func (r *Redis) Info() (*Info, error) {
 // 40 bits time, 13 bits server, 5 bits worker, 6 bits sequence).
 func GatewayOf(sid string) (server, worker int, err error) {
 	if len(sid) != SIDLen {
-		return 0, 0, fmt.Errorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
+		return 0, 0, argErrorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
 	}
 	v, err := strconv.ParseUint(sid, 16, 64)
 	if err != nil {
-		return 0, 0, fmt.Errorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
+		return 0, 0, argErrorf("fooking: a SID is %d hex digits, got %q", SIDLen, sid)
 	}
 	return int(v>>11) & 0x1fff, int(v>>6) & 0x1f, nil
 }
