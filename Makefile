@@ -49,6 +49,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfooking.a
 	@$(CC) $(CFLAGS) -Isrc $(shell pkg-config --cflags cmocka) -o $@ $< $(BUILD)/libfooking.a \
 	    $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# What the router's tables cost per session, uid and membership (bench/rtable_mem.c).
+$(BUILD)/rtable_mem: bench/rtable_mem.c $(BUILD)/libfooking.a
+	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libfooking.a $(LDLIBS)
+
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 

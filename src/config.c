@@ -47,6 +47,7 @@ static const char *const config_keys[] = {
     "ROUTER_PORT",
     "ROUTER_SECRET",
     "ROUTER_OUTPUT_LIMIT",
+    "ROUTER_ANSWER_MAX",
     "SSL",
     "SSL_CERT",
     "SSL_PKEY",
@@ -560,6 +561,9 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
     if (cfg_int(&c, "ROUTER_OUTPUT_LIMIT", 64LL << 20, 65536, 1LL << 34, &v) < 0)
         goto done;
     cfg->router_output_limit = (size_t)v;
+    if (cfg_int(&c, "ROUTER_ANSWER_MAX", 16LL << 20, 65536, 1LL << 30, &v) < 0)
+        goto done;
+    cfg->router_answer_max = (size_t)v;
     if (cfg_int(&c, "LINK_TIMEOUT", 15, 0, 3600, &v) < 0)
         goto done;
     cfg->link_timeout = (int)v;

@@ -79,6 +79,7 @@ struct config {
 
     /* router mode */
     size_t router_output_limit; /* ROUTER_OUTPUT_LIMIT bytes pending per link */
+    size_t router_answer_max;   /* ROUTER_ANSWER_MAX: largest answer D to a query */
     char *bus;                  /* BUS redis://... */
     char *bus_prefix;           /* BUS_PREFIX */
 };

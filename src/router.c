@@ -15,7 +15,17 @@
  * body (D) is moved out of the input once and shared by reference among the
  * links' output buffers, never copied per link. A link whose output passes
  * ROUTER_OUTPUT_LIMIT is dropped: it reconnects and resends its sessions, which
- * is cheaper than letting one stuck gateway grow the router without bound. */
+ * is cheaper than letting one stuck gateway grow the router without bound.
+ *
+ * Backend API v2 (DESIGN §13): the tables also keep each session's uid and
+ * channel memberships, so SEND_UID / KICK_UID go only to the links holding the
+ * uids, and most queries are answered from the tables. SESSION_GET and
+ * CH_SESSIONS need the session data, which only the gateways hold: the router
+ * sends GW_QUERY to the links concerned and answers when every GW_ANSWER is in
+ * or the deadline passes (struct rgwq). Answers leave a connection in the
+ * order its queries came: each connection keeps a FIFO of answers not yet
+ * written (struct ranswer), and one waiting for gateways holds back the ones
+ * behind it. */
 #include "router.h"
 
 #include <errno.h>
@@ -39,6 +49,7 @@
 #include <openssl/evp.h>
 
 #include "conn.h"
+#include "hmap.h"
 #include "log.h"
 #include "loop.h"
 #include "netaddr.h"
@@ -65,6 +76,43 @@
  * the peer authenticates, so the socket is not read past it instead of
  * buffering what the peer announces. */
 #define ROUTER_PREAUTH_INPUT (RMSG_HEADER_LEN + RMSG_AUTH_LEN + RMSG_MAX_SECRET)
+/* Queries of one connection waiting for gateways at once; more are answered
+ * ERROR. Each waits at most the deadline, so this bounds what one backend can
+ * keep in flight (GW_QUERY messages, collected records). */
+#define ROUTER_MAX_WAITING 1024
+/* GW_QUERY deadline when LINK_TIMEOUT is 0. */
+#define ROUTER_GW_SECONDS 2
+
+/* An answer to a query, in its connection's FIFO: buf is the whole message
+ * once it is ready, NULL while it waits (for gateways, or a bus reply). */
+struct ranswer {
+    struct evbuffer *buf;
+    STAILQ_ENTRY(ranswer) entry;
+};
+STAILQ_HEAD(ranswer_list, ranswer);
+
+/* A query waiting for gateways (SESSION_GET, CH_SESSIONS). Owned by
+ * r->gwqs; freed by router_gwq_free only: when it is answered, or when the
+ * connection that asked dies. */
+struct rgwq_link {
+    struct rconn *l;
+    unsigned due; /* GW_ANSWERs still due from it */
+};
+struct rgwq {
+    struct router *r;
+    struct rconn *c;    /* the connection that asked */
+    struct ranswer *a;  /* its place in c's FIFO */
+    uint32_t id;        /* GW_QUERY / GW_ANSWER id */
+    uint16_t type;      /* SESSION_GET or CH_SESSIONS */
+    unsigned char sid[RMSG_SID_LEN]; /* SESSION_GET: the session */
+    struct rgwq_link *links;
+    size_t nlinks, cap;
+    unsigned due;            /* GW_ANSWERs still due, from every link */
+    int over;                /* the records passed ROUTER_ANSWER_MAX */
+    struct evbuffer *records; /* SID | u32 len | data, as they came */
+    struct event *deadline;   /* also made active when the last answer is in */
+    TAILQ_ENTRY(rgwq) entry;
+};
 
 _Static_assert(RMSG_MAX_SECRET == CONFIG_MAX_SECRET, "AUTH/SECRET cap must fit ROUTER_SECRET");
 
@@ -82,6 +130,9 @@ struct rconn {
     uint32_t server_id, worker_id;
     struct rtable_link *link; /* a gateway link (sent AUTH): its entry in r->tab */
     struct rconn *touch_next;
+    struct ranswer_list answers; /* queries' answers not written yet, in order */
+    size_t queued;               /* bytes of the ready ones among them */
+    unsigned nwaiting;           /* its queries waiting for gateways */
     TAILQ_ENTRY(rconn) entry; /* r->conns, or r->dead once killed */
 };
 TAILQ_HEAD(rconn_list, rconn);
@@ -104,6 +155,13 @@ struct router {
     struct rconn_list conns, dead;
     struct rtable *tab;
     struct rtable_split split; /* scratch of router_cmd_split */
+    struct rtable_uid_split usplit; /* scratch of router_cmd_uids */
+    TAILQ_HEAD(, rgwq) gwqs;        /* queries waiting for gateways */
+    struct hmap *gwq_ids;           /* id -> struct rgwq */
+    uint32_t next_qid;
+    const struct timeval *gwq_tv;   /* common timeout: the GW_QUERY deadline */
+    size_t answer_max;              /* ROUTER_ANSWER_MAX (at most half the output limit) */
+    size_t gwq_per_msg;             /* SIDs per GW_QUERY: its answer must fit max_len */
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
@@ -168,6 +226,8 @@ static void router_link_forget(struct rconn *l)
     l->link = NULL;
 }
 
+static void router_gwq_conn_gone(struct rconn *c);
+
 /* Ends a connection: its state is forgotten now, its memory freed by router_reap
  * once the current callback has returned. */
 void router_conn_kill(struct rconn *c)
@@ -177,6 +237,7 @@ void router_conn_kill(struct rconn *c)
     if (c->dead)
         return;
     c->dead = 1;
+    router_gwq_conn_gone(c);
     if (c->link)
         router_link_forget(c);
     if (c->auth_deadline != NULL)
@@ -195,8 +256,16 @@ void router_conn_kill(struct rconn *c)
 
 static void router_conn_free(struct rconn *c)
 {
+    struct ranswer *a;
+
     if (c->link)
         router_link_forget(c);
+    while ((a = STAILQ_FIRST(&c->answers)) != NULL) {
+        STAILQ_REMOVE_HEAD(&c->answers, entry);
+        if (a->buf != NULL)
+            evbuffer_free(a->buf);
+        free(a);
+    }
     conn_free(c->conn);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
@@ -258,6 +327,151 @@ int router_conn_release(struct rconn *c)
     if (c->waiting == 0)
         event_active(c->r->reap, 0, 0);
     return 0;
+}
+
+/* ---- answers, in the order the queries came ---- */
+
+/* Writes the ready answers at the head of c's FIFO. */
+static void router_answers_flush(struct rconn *c)
+{
+    struct evbuffer *out = conn_output(c->conn);
+    struct ranswer *a;
+    int moved = 0;
+
+    while (!c->dead && (a = STAILQ_FIRST(&c->answers)) != NULL && a->buf != NULL) {
+        size_t n = evbuffer_get_length(a->buf);
+        if (evbuffer_add_buffer(out, a->buf) < 0) {
+            log_err("router: %s: out of memory writing an answer, closing", c->peer);
+            router_conn_kill(c);
+            return;
+        }
+        c->queued -= n;
+        STAILQ_REMOVE_HEAD(&c->answers, entry);
+        evbuffer_free(a->buf);
+        free(a);
+        moved = 1;
+    }
+    if (moved)
+        router_check_output(c);
+}
+
+/* The answers held back count towards ROUTER_OUTPUT_LIMIT like the output:
+ * a backend that asks and never reads cannot grow the router without bound. */
+static int router_answers_check(struct rconn *c)
+{
+    size_t n = conn_output_length(c->conn) + c->queued;
+
+    if (c->r->output_limit == 0 || n <= c->r->output_limit)
+        return 0;
+    log_err("router: %s: %zu bytes of answers unsent (ROUTER_OUTPUT_LIMIT %zu), closing", c->peer,
+            n, c->r->output_limit);
+    router_conn_kill(c);
+    return -1;
+}
+
+struct ranswer *router_answer_reserve(struct rconn *c)
+{
+    struct ranswer *a = calloc(1, sizeof(*a));
+
+    if (a == NULL) {
+        log_err("router: %s: out of memory queuing an answer, closing", c->peer);
+        router_conn_kill(c);
+        return NULL;
+    }
+    STAILQ_INSERT_TAIL(&c->answers, a, entry);
+    return a;
+}
+
+/* Takes msg's bytes (a whole message) as answer a, and writes what is ready. */
+static void router_answer_set(struct rconn *c, struct ranswer *a, struct evbuffer *msg)
+{
+    if (c->dead)
+        return;
+    if ((a->buf = evbuffer_new()) == NULL || evbuffer_add_buffer(a->buf, msg) < 0) {
+        log_err("router: %s: out of memory queuing an answer, closing", c->peer);
+        router_conn_kill(c);
+        return;
+    }
+    c->queued += evbuffer_get_length(a->buf);
+    if (router_answers_check(c) == 0)
+        router_answers_flush(c);
+}
+
+/* Queues the answer msg (header and D; its bytes are taken): straight into the
+ * output when nothing is held back, else behind what is. */
+static void router_answer_push(struct rconn *c, struct evbuffer *msg)
+{
+    struct ranswer *a;
+
+    if (c->dead)
+        return;
+    if (STAILQ_EMPTY(&c->answers)) {
+        if (evbuffer_add_buffer(conn_output(c->conn), msg) < 0) {
+            log_err("router: %s: out of memory writing an answer, closing", c->peer);
+            router_conn_kill(c);
+            return;
+        }
+        router_check_output(c);
+        return;
+    }
+    if ((a = router_answer_reserve(c)) != NULL)
+        router_answer_set(c, a, msg);
+}
+
+/* An answer with S empty and D = d[0..len), to slot a (or at the end if NULL). */
+static void router_answer_bytes(struct rconn *c, struct ranswer *a, uint16_t type, const void *d,
+                                size_t len)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+    struct evbuffer *msg = evbuffer_new();
+
+    rmsg_encode_header(hdr, type, 0, (uint32_t)len);
+    if (msg == NULL || evbuffer_add(msg, hdr, sizeof(hdr)) < 0
+        || (len > 0 && evbuffer_add(msg, d, len) < 0)) {
+        log_err("router: %s: out of memory answering %s, closing", c->peer, rmsg_type_name(type));
+        if (msg != NULL)
+            evbuffer_free(msg);
+        router_conn_kill(c);
+        return;
+    }
+    if (a != NULL)
+        router_answer_set(c, a, msg);
+    else
+        router_answer_push(c, msg);
+    evbuffer_free(msg);
+}
+
+void router_answer_fill(struct rconn *c, struct ranswer *a, uint16_t type, const void *d,
+                        size_t len)
+{
+    router_answer_bytes(c, a, type, d, len);
+}
+
+int router_conn_answer(struct rconn *c, uint16_t type, const void *d, size_t len)
+{
+    router_answer_bytes(c, NULL, type, d, len);
+    return c->dead ? -1 : 0;
+}
+
+/* A query refused: ERROR (its type, why), in its place among the answers. */
+static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t type,
+                                const char *why)
+{
+    unsigned char msg[RMSG_ERROR_MSG_MAX];
+    size_t n = rmsg_encode_error(msg, type, why);
+
+    router_answer_bytes(c, a, RMSG_ERROR, msg + RMSG_HEADER_LEN, n - RMSG_HEADER_LEN);
+}
+
+void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
+{
+    if (rmsg_is_query(m->type)) {
+        log_debug("router: %s: %s refused: %s", c->peer, rmsg_type_name(m->type), why);
+        router_answer_error(c, NULL, m->type, why);
+        return;
+    }
+    log_err("router: %s: %s (%u + %u bytes) refused: %s", c->peer, rmsg_type_name(m->type),
+            m->slen, m->len, why);
 }
 
 /* ---- fan-out ---- */
@@ -373,7 +587,7 @@ static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct ev
 
     rtable_with_sessions_each(c->r->tab, router_touch, &head);
     n = router_broadcast(head, m, payload);
-    log_debug("router: %s: SEND_ALL %u bytes -> %d links", c->peer, m->len, n);
+    log_debug("router: %s: %s %u bytes -> %d links", c->peer, rmsg_type_name(m->type), m->len, n);
 }
 
 /* CH_PUB: every link subscribed to the channel (S). */
@@ -427,6 +641,9 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
         return;
     }
     log_info("router: %s: gateway link, server %u worker %u", c->peer, server, worker);
+    /* The v2 PING: a gateway that knows this token may send its reports
+     * (BIND, UNBIND, CH_ADD, CH_DEL) from now on; any gateway answers PONG. */
+    router_link_send(c, RMSG_PING, NULL, 0, NULL, RMSG_V2_TOKEN, sizeof(RMSG_V2_TOKEN) - 1);
 }
 
 static int router_need_link(struct rconn *c, const struct rmsg *m)
@@ -514,7 +731,7 @@ void router_cmd_secret(struct rconn *c, const struct rmsg *m, struct evbuffer *p
 static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router *r = c->r;
-    struct evbuffer *text = evbuffer_new(), *out = conn_output(c->conn);
+    struct evbuffer *text = evbuffer_new();
     unsigned char hdr[RMSG_HEADER_LEN];
     struct rtable_totals tot;
     struct rtable_link *l;
@@ -522,8 +739,8 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
 
     rtable_totals(r->tab, &tot);
     ok = text != NULL
-         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\n", tot.sessions,
-                                tot.channels)
+         && evbuffer_add_printf(text, "clients: %zu\r\nchannels: %zu\r\nuids: %zu\r\n",
+                                tot.sessions, tot.channels, tot.uids)
                 >= 0;
     for (l = rtable_links_first(r->tab); ok && l != NULL; l = rtable_links_next(l)) {
         ok = evbuffer_add_printf(text, "gateway: %u\t%u\t%zu\t%zu\r\n", rtable_link_server_id(l),
@@ -533,31 +750,24 @@ static void router_cmd_info(struct rconn *c, const struct rmsg *m, struct evbuff
     }
     if (ok) {
         rmsg_encode_header(hdr, RMSG_INFO, 0, (uint32_t)evbuffer_get_length(text));
-        ok = evbuffer_add(out, hdr, sizeof(hdr)) == 0 && evbuffer_add_buffer(out, text) == 0;
+        ok = evbuffer_prepend(text, hdr, sizeof(hdr)) == 0;
     }
-    if (text != NULL)
-        evbuffer_free(text);
     if (!ok) {
+        if (text != NULL)
+            evbuffer_free(text);
         log_err("router: %s: out of memory answering INFO, closing", c->peer);
         router_conn_kill(c);
         return;
     }
+    router_answer_push(c, text);
+    evbuffer_free(text);
     log_debug("router: %s: INFO", c->peer);
-    router_check_output(c);
 }
 
 /* PING from anyone: answered, so a backend can check the router too. */
 void router_cmd_ping(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    unsigned char hdr[RMSG_HEADER_LEN];
-
-    rmsg_encode_header(hdr, RMSG_PONG, 0, 0);
-    if (evbuffer_add(conn_output(c->conn), hdr, sizeof(hdr)) < 0) {
-        log_err("router: %s: out of memory answering PING, closing", c->peer);
-        router_conn_kill(c);
-        return;
-    }
-    router_check_output(c);
+    router_conn_answer(c, RMSG_PONG, NULL, 0);
 }
 
 /* A link that answers PING is a gateway that knows LINK_TIMEOUT: from now on
@@ -597,6 +807,543 @@ static void router_ping_links(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- backend API v2: commands ---- */
+
+/* BIND / UNBIND from a backend: the index first (a query right behind sees
+ * it), then forwarded split by link. From a gateway link: its report, applied
+ * to the sessions it holds, never forwarded. */
+static void router_cmd_bind(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    size_t n = m->slen / RMSG_SID_LEN, applied = 0;
+    int rc = 0;
+
+    if (m->type == RMSG_BIND)
+        rc = rtable_bind(r->tab, c->link, m->s, n, m->d, m->len, &applied);
+    else
+        applied = rtable_unbind(r->tab, c->link, m->s, n);
+    if (rc < 0)
+        log_err("router: %s: out of memory recording %s (%zu of %zu SIDs recorded)", c->peer,
+                rmsg_type_name(m->type), applied, n);
+    if (c->link) {
+        if (applied < n && m->type == RMSG_BIND)
+            log_debug("router: %s: gateway %u/%u reports BIND of %zu SIDs it does not hold, "
+                      "ignored",
+                      c->peer, c->server_id, c->worker_id, n - applied);
+        return;
+    }
+    router_cmd_split(c, m, payload);
+}
+
+/* CH_ADD / CH_DEL: as before, and the membership is kept; from a gateway
+ * link, a report only. */
+static void router_cmd_member(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    size_t n = m->slen / RMSG_SID_LEN, applied = 0;
+
+    if (m->type == RMSG_CH_ADD) {
+        if (rtable_join(r->tab, c->link, m->s, n, m->d, m->len, &applied) < 0)
+            log_err("router: %s: out of memory recording CH_ADD members (%zu of %zu)", c->peer,
+                    applied, n);
+    } else {
+        applied = rtable_leave(r->tab, c->link, m->s, n, m->d, m->len);
+    }
+    if (c->link) {
+        if (applied < n && m->type == RMSG_CH_ADD)
+            log_debug("router: %s: gateway %u/%u reports CH_ADD of %zu SIDs it does not hold, "
+                      "ignored",
+                      c->peer, c->server_id, c->worker_id, n - applied);
+        return;
+    }
+    router_cmd_split(c, m, payload);
+}
+
+/* SEND_UID / KICK_UID: once to each link holding sessions of the listed uids,
+ * with S cut down to the uids that link holds. */
+static void router_cmd_uids(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct rtable_uid_split *sp = &r->usplit;
+
+    if (rtable_uid_split(r->tab, m->s, m->slen, sp) < 0) {
+        log_err("router: %s: out of memory splitting %s, not sent", c->peer,
+                rmsg_type_name(m->type));
+        return;
+    }
+    for (size_t i = 0; i < sp->ngroups; i++) {
+        struct rconn *l = sp->groups[i].owner;
+        if (!l->dead)
+            router_link_send(l, m->type, sp->groups[i].list, sp->groups[i].len, payload, NULL,
+                             payload != NULL ? m->len : 0);
+    }
+    log_debug("router: %s: %s %u bytes of uids -> %zu links (%zu uids held by none)", c->peer,
+              rmsg_type_name(m->type), m->slen, sp->ngroups, sp->unknown);
+}
+
+/* SESSION_SET: to the link holding the session; the router keeps no data. */
+static void router_cmd_session_set(struct rconn *c, const struct rmsg *m,
+                                   struct evbuffer *payload)
+{
+    struct rconn *l = rtable_session_owner(c->r->tab, m->s);
+
+    if (l == NULL || l->dead) {
+        log_debug("router: %s: SESSION_SET for a session nobody holds, dropped", c->peer);
+        return;
+    }
+    router_link_send(l, m->type, m->s, m->slen, payload, NULL, m->len);
+}
+
+/* CH_PUB_EX: like CH_PUB, to the links subscribed to its channel. */
+static void router_cmd_ch_pub_ex(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct rconn *head = NULL;
+    struct rmsg_ch_ex ex;
+
+    if (rmsg_ch_ex_parse(m->s, m->slen, &ex) != RMSG_OK)
+        return; /* validated before: cannot happen */
+    rtable_channel_each(c->r->tab, ex.channel, ex.chlen, router_touch, &head);
+    router_broadcast(head, m, payload);
+}
+
+/* Types a peer has no business sending here (ERROR, GW_QUERY; GW_ANSWER off a
+ * gateway link): logged, nothing else. */
+static void router_cmd_unexpected(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    log_err("router: %s: %s is not for the router to receive%s, ignored", c->peer,
+            rmsg_type_name(m->type), m->type == RMSG_GW_ANSWER ? " from a backend" : "");
+}
+
+/* ---- backend API v2: queries answered from the tables ---- */
+
+static void router_query_is_online(struct rconn *c, const struct rmsg *m,
+                                   struct evbuffer *payload)
+{
+    unsigned char d[RMSG_MAX_SIDS];
+    size_t n = m->slen / RMSG_SID_LEN;
+
+    for (size_t i = 0; i < n; i++)
+        d[i] = rtable_session_owner(c->r->tab, m->s + i * RMSG_SID_LEN) != NULL;
+    router_conn_answer(c, m->type, d, n);
+}
+
+static void router_query_count(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    size_t n = m->type == RMSG_UID_COUNT ? rtable_uid_sessions(c->r->tab, m->s, m->slen)
+                                         : rtable_members(c->r->tab, m->s, m->slen);
+    unsigned char d[4];
+
+    rmsg_put_u32(d, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+    router_conn_answer(c, m->type, d, sizeof(d));
+}
+
+static void router_query_sid_uid(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    size_t len = 0;
+    const unsigned char *uid = rtable_session_uid(c->r->tab, m->s, &len);
+
+    router_conn_answer(c, m->type, uid, uid != NULL ? len : 0);
+}
+
+/* An answer built record by record, bounded by ROUTER_ANSWER_MAX. */
+struct router_build {
+    struct evbuffer *d;
+    size_t max;
+    int failed; /* out of memory, or over max */
+};
+
+static void router_build_add(struct router_build *b, const void *p, size_t n)
+{
+    if (b->failed)
+        return;
+    if (evbuffer_get_length(b->d) + n > b->max || evbuffer_add(b->d, p, n) < 0)
+        b->failed = 1;
+}
+
+/* Sends what was built as the answer, or ERROR when it did not fit. */
+static void router_build_answer(struct rconn *c, struct ranswer *a, uint16_t type,
+                                struct router_build *b)
+{
+    unsigned char hdr[RMSG_HEADER_LEN];
+
+    if (b->failed) {
+        log_info("router: %s: %s answer over ROUTER_ANSWER_MAX (%zu bytes), answered ERROR",
+                 c->peer, rmsg_type_name(type), b->max);
+        router_answer_error(c, a, type, "answer over ROUTER_ANSWER_MAX");
+        return;
+    }
+    rmsg_encode_header(hdr, type, 0, (uint32_t)evbuffer_get_length(b->d));
+    if (evbuffer_prepend(b->d, hdr, sizeof(hdr)) < 0) {
+        log_err("router: %s: out of memory answering %s, closing", c->peer, rmsg_type_name(type));
+        router_conn_kill(c);
+        return;
+    }
+    if (a != NULL)
+        router_answer_set(c, a, b->d);
+    else
+        router_answer_push(c, b->d);
+}
+
+static int router_build_start(struct rconn *c, struct router_build *b, uint16_t type,
+                              size_t expect)
+{
+    b->max = c->r->answer_max;
+    b->failed = 0;
+    if (expect > b->max) {
+        log_info("router: %s: %s answer would be %zu bytes, over ROUTER_ANSWER_MAX (%zu), "
+                 "answered ERROR",
+                 c->peer, rmsg_type_name(type), expect, b->max);
+        router_answer_error(c, NULL, type, "answer over ROUTER_ANSWER_MAX");
+        return -1;
+    }
+    if ((b->d = evbuffer_new()) == NULL) {
+        log_err("router: %s: out of memory answering %s, closing", c->peer, rmsg_type_name(type));
+        router_conn_kill(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void router_build_sid(const unsigned char *sid, void *owner, void *arg)
+{
+    router_build_add(arg, sid, RMSG_SID_LEN);
+}
+
+static void router_query_uid_sids(struct rconn *c, const struct rmsg *m,
+                                  struct evbuffer *payload)
+{
+    struct router_build b;
+    size_t n = rtable_uid_sessions(c->r->tab, m->s, m->slen);
+
+    if (router_build_start(c, &b, m->type, n * RMSG_SID_LEN) < 0)
+        return;
+    rtable_uid_each(c->r->tab, m->s, m->slen, router_build_sid, &b);
+    router_build_answer(c, NULL, m->type, &b);
+    evbuffer_free(b.d);
+}
+
+static void router_build_member(const unsigned char *sid, void *owner, const unsigned char *uid,
+                                size_t uidlen, void *arg)
+{
+    unsigned char rec[RMSG_MEMBER_MAX];
+
+    router_build_add(arg, rec, rmsg_encode_member(rec, sid, uid, uidlen));
+}
+
+static void router_query_ch_members(struct rconn *c, const struct rmsg *m,
+                                    struct evbuffer *payload)
+{
+    struct router_build b;
+    size_t n = rtable_members(c->r->tab, m->s, m->slen);
+
+    if (router_build_start(c, &b, m->type, n * (RMSG_SID_LEN + 1)) < 0)
+        return;
+    rtable_members_each(c->r->tab, m->s, m->slen, router_build_member, &b);
+    router_build_answer(c, NULL, m->type, &b);
+    evbuffer_free(b.d);
+}
+
+static void router_build_channel(const unsigned char *name, size_t len, size_t members, void *arg)
+{
+    unsigned char rec[RMSG_CHANNEL_REC_MAX];
+
+    router_build_add(arg, rec,
+                     rmsg_encode_channel_count(rec, name, len,
+                                               members > UINT32_MAX ? UINT32_MAX
+                                                                    : (uint32_t)members));
+}
+
+static void router_query_channels(struct rconn *c, const struct rmsg *m,
+                                  struct evbuffer *payload)
+{
+    struct router_build b;
+
+    if (router_build_start(c, &b, m->type, rtable_member_channels(c->r->tab) * 6) < 0)
+        return;
+    rtable_member_channels_each(c->r->tab, router_build_channel, &b);
+    router_build_answer(c, NULL, m->type, &b);
+    evbuffer_free(b.d);
+}
+
+/* ---- backend API v2: queries that wait for gateways ---- */
+
+static void router_gwq_free(struct rgwq *q)
+{
+    struct router *r = q->r;
+    unsigned char key[4];
+
+    rmsg_put_u32(key, q->id);
+    hmap_del(r->gwq_ids, key, sizeof(key), NULL);
+    TAILQ_REMOVE(&r->gwqs, q, entry);
+    if (q->deadline != NULL)
+        event_free(q->deadline);
+    if (q->records != NULL)
+        evbuffer_free(q->records);
+    free(q->links);
+    if (q->c != NULL)
+        q->c->nwaiting--;
+    free(q);
+}
+
+/* Every answer is in, or the deadline passed: the backend gets its answer,
+ * without the SIDs of links that did not answer. */
+static void router_gwq_finish(evutil_socket_t fd, short what, void *arg)
+{
+    struct rgwq *q = arg;
+    struct rconn *c = q->c;
+    struct ranswer *a = q->a;
+    uint16_t type = q->type;
+    struct router_build b = {q->records, c->r->answer_max, q->over};
+
+    for (size_t i = 0; i < q->nlinks; i++) {
+        if (q->links[i].due > 0)
+            log_err("router: %s: %s: gateway %u/%u did not answer GW_QUERY within the deadline; "
+                    "its sessions are left out of the answer",
+                    c->peer, rmsg_type_name(q->type), q->links[i].l->server_id,
+                    q->links[i].l->worker_id);
+    }
+    if (type == RMSG_SESSION_GET) {
+        /* u8 found | data: the record of the session, if its link sent one. */
+        unsigned char found = evbuffer_get_length(b.d) >= RMSG_RECORD_HEAD;
+        if (found)
+            evbuffer_drain(b.d, RMSG_RECORD_HEAD);
+        if (evbuffer_prepend(b.d, &found, 1) < 0)
+            b.failed = 1;
+    }
+    /* q goes first: answering can drop c, which would free q under us. The
+     * slot a stays c's until c is freed. */
+    q->records = NULL;
+    router_gwq_free(q);
+    router_build_answer(c, a, type, &b);
+    evbuffer_free(b.d);
+}
+
+/* A link or a backend is going: its part in waiting queries goes with it. A
+ * query whose last due link went is finished from the loop, never from here
+ * (this runs in the middle of whatever killed the link). */
+static void router_gwq_conn_gone(struct rconn *c)
+{
+    struct router *r = c->r;
+    struct rgwq *q, *next;
+
+    for (q = TAILQ_FIRST(&r->gwqs); q != NULL; q = next) {
+        next = TAILQ_NEXT(q, entry);
+        if (q->c == c) {
+            router_gwq_free(q); /* nobody to answer */
+            continue;
+        }
+        for (size_t i = 0; i < q->nlinks; i++) {
+            if (q->links[i].l != c || q->links[i].due == 0)
+                continue;
+            log_info("router: %s: gateway %u/%u went before answering GW_QUERY %u; its "
+                     "sessions are left out",
+                     c->peer, c->server_id, c->worker_id, q->id);
+            q->due -= q->links[i].due;
+            q->links[i].due = 0;
+            if (q->due == 0)
+                event_active(q->deadline, EV_TIMEOUT, 0);
+        }
+    }
+}
+
+/* A query waiting for gateways, in c's FIFO. NULL (answered ERROR, or c
+ * dropped) when it cannot be made. */
+static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
+{
+    struct router *r = c->r;
+    struct rgwq *q;
+    unsigned char key[4];
+
+    if (c->nwaiting >= ROUTER_MAX_WAITING) {
+        log_info("router: %s: %u queries already wait for gateways, %s answered ERROR", c->peer,
+                 c->nwaiting, rmsg_type_name(type));
+        router_answer_error(c, NULL, type, "too many queries waiting for gateways");
+        return NULL;
+    }
+    if ((q = calloc(1, sizeof(*q))) == NULL)
+        goto fail;
+    q->r = r;
+    q->type = type;
+    q->records = evbuffer_new();
+    q->deadline = evtimer_new(r->base, router_gwq_finish, q);
+    /* Ids wrap; one still waiting (for its deadline at most) is skipped. */
+    for (;;) {
+        q->id = ++r->next_qid;
+        rmsg_put_u32(key, q->id);
+        if (q->id != 0 && !hmap_has(r->gwq_ids, key, sizeof(key)))
+            break;
+    }
+    if (q->records == NULL || q->deadline == NULL
+        || hmap_put(r->gwq_ids, key, sizeof(key), q, NULL) < 0) {
+        if (q->records != NULL)
+            evbuffer_free(q->records);
+        if (q->deadline != NULL)
+            event_free(q->deadline);
+        free(q);
+        goto fail;
+    }
+    TAILQ_INSERT_TAIL(&r->gwqs, q, entry);
+    if ((q->a = router_answer_reserve(c)) == NULL) {
+        router_gwq_free(q);
+        return NULL;
+    }
+    q->c = c;
+    c->nwaiting++;
+    evtimer_add(q->deadline, r->gwq_tv);
+    return q;
+fail:
+    log_err("router: %s: out of memory for %s, closing", c->peer, rmsg_type_name(type));
+    router_conn_kill(c);
+    return NULL;
+}
+
+/* GW_QUERY for n of link l's SIDs, in messages whose answers fit max_len. */
+static void router_gwq_ask(struct rgwq *q, struct rconn *l, const unsigned char *sids, size_t n)
+{
+    unsigned char id[4];
+    struct rgwq_link *e;
+
+    if (l->dead)
+        return;
+    if (q->nlinks == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 4;
+        struct rgwq_link *v = realloc(q->links, cap * sizeof(*v));
+        if (v == NULL) {
+            log_err("router: out of memory asking gateway %u/%u, its sessions are left out",
+                    l->server_id, l->worker_id);
+            return;
+        }
+        q->links = v;
+        q->cap = cap;
+    }
+    e = &q->links[q->nlinks++];
+    *e = (struct rgwq_link){l, 0};
+    rmsg_put_u32(id, q->id);
+    for (size_t off = 0; off < n && !l->dead; off += q->r->gwq_per_msg) {
+        size_t k = n - off < q->r->gwq_per_msg ? n - off : q->r->gwq_per_msg;
+        /* Due before it is sent: sending can drop the link, which takes it back. */
+        q->links[q->nlinks - 1].due++;
+        q->due++;
+        router_link_send(l, RMSG_GW_QUERY, sids + off * RMSG_SID_LEN, k * RMSG_SID_LEN, NULL, id,
+                         sizeof(id));
+    }
+}
+
+/* Nothing is due any more (no link, or every one dropped while asked): the
+ * answer is made from the loop, like any other. */
+static void router_gwq_asked(struct rgwq *q)
+{
+    if (q->due == 0)
+        event_active(q->deadline, EV_TIMEOUT, 0);
+}
+
+static void router_query_session_get(struct rconn *c, const struct rmsg *m,
+                                     struct evbuffer *payload)
+{
+    struct rconn *l = rtable_session_owner(c->r->tab, m->s);
+    struct rgwq *q;
+
+    if (l == NULL || l->dead) {
+        static const unsigned char none = 0;
+        router_conn_answer(c, m->type, &none, 1);
+        return;
+    }
+    if ((q = router_gwq_new(c, m->type)) == NULL)
+        return;
+    memcpy(q->sid, m->s, RMSG_SID_LEN);
+    router_gwq_ask(q, l, m->s, 1);
+    router_gwq_asked(q);
+}
+
+static void router_collect_sid(const unsigned char *sid, void *owner, const unsigned char *uid,
+                               size_t uidlen, void *arg)
+{
+    struct evbuffer *buf = arg;
+
+    evbuffer_add(buf, sid, RMSG_SID_LEN);
+}
+
+static void router_query_ch_sessions(struct rconn *c, const struct rmsg *m,
+                                     struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    size_t n = rtable_members(r->tab, m->s, m->slen);
+    struct evbuffer *sids;
+    struct rgwq *q;
+    unsigned char *p;
+
+    if (n == 0) {
+        router_conn_answer(c, m->type, NULL, 0);
+        return;
+    }
+    if ((sids = evbuffer_new()) == NULL)
+        goto oom;
+    rtable_members_each(r->tab, m->s, m->slen, router_collect_sid, sids);
+    if (evbuffer_get_length(sids) != n * RMSG_SID_LEN
+        || (p = evbuffer_pullup(sids, -1)) == NULL
+        || rtable_split(r->tab, p, n, &r->split) < 0) {
+        evbuffer_free(sids);
+        goto oom;
+    }
+    if ((q = router_gwq_new(c, m->type)) != NULL) {
+        for (size_t i = 0; i < r->split.ngroups; i++)
+            router_gwq_ask(q, r->split.groups[i].owner, r->split.groups[i].sids,
+                           r->split.groups[i].n);
+        router_gwq_asked(q);
+    }
+    evbuffer_free(sids);
+    return;
+oom:
+    log_err("router: %s: out of memory for CH_SESSIONS, closing", c->peer);
+    router_conn_kill(c);
+}
+
+/* GW_ANSWER from a gateway link: records of the sessions it holds go into
+ * the query's answer; a late one (the query is gone) is dropped. */
+static void router_cmd_gw_answer(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router *r = c->r;
+    struct rgwq *q;
+    struct rgwq_link *e = NULL;
+    const unsigned char *sid, *data;
+    uint32_t len;
+    size_t off = 0;
+
+    if (!c->link) {
+        router_cmd_unexpected(c, m, payload);
+        return;
+    }
+    if ((q = hmap_get(r->gwq_ids, m->d, RMSG_QID_LEN)) != NULL) {
+        for (size_t i = 0; i < q->nlinks && e == NULL; i++)
+            if (q->links[i].l == c && q->links[i].due > 0)
+                e = &q->links[i];
+    }
+    if (e == NULL) {
+        log_debug("router: %s: GW_ANSWER %u after its deadline or not asked for, dropped",
+                  c->peer, rmsg_get_u32(m->d));
+        return;
+    }
+    while (rmsg_records_next(m->d + RMSG_QID_LEN, m->len - RMSG_QID_LEN, &off, &sid, &data, &len)
+           == 1) {
+        size_t have = evbuffer_get_length(q->records);
+        if (rtable_session_owner(r->tab, sid) != c)
+            continue; /* not this link's: not its word to give */
+        if (q->type == RMSG_SESSION_GET
+            && (memcmp(sid, q->sid, RMSG_SID_LEN) != 0 || have > 0))
+            continue;
+        if (q->over || have + RMSG_RECORD_HEAD + len > r->answer_max) {
+            q->over = 1;
+            continue;
+        }
+        if (evbuffer_add(q->records, sid, RMSG_RECORD_HEAD) < 0
+            || evbuffer_add(q->records, data, len) < 0)
+            q->over = 1; /* out of memory: answered ERROR, like too big */
+    }
+    e->due--;
+    if (--q->due == 0)
+        event_active(q->deadline, EV_TIMEOUT, 0);
+}
+
 static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_AUTH] = {router_cmd_auth, ROUTER_D_BYTES},
     [RMSG_CONN] = {router_cmd_conn, ROUTER_D_SKIP},
@@ -604,8 +1351,8 @@ static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_KICK] = {router_cmd_split, ROUTER_D_SKIP},
     [RMSG_SEND_MSG] = {router_cmd_split, ROUTER_D_PAYLOAD},
     [RMSG_SEND_ALL] = {router_cmd_send_all, ROUTER_D_PAYLOAD},
-    [RMSG_CH_ADD] = {router_cmd_split, ROUTER_D_BYTES},
-    [RMSG_CH_DEL] = {router_cmd_split, ROUTER_D_BYTES},
+    [RMSG_CH_ADD] = {router_cmd_member, ROUTER_D_BYTES},
+    [RMSG_CH_DEL] = {router_cmd_member, ROUTER_D_BYTES},
     [RMSG_CH_PUB] = {router_cmd_ch_pub, ROUTER_D_PAYLOAD},
     [RMSG_CH_SUB] = {router_cmd_ch_sub, ROUTER_D_SKIP},
     [RMSG_CH_UNSUB] = {router_cmd_ch_unsub, ROUTER_D_SKIP},
@@ -613,6 +1360,25 @@ static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_SECRET] = {router_cmd_secret, ROUTER_D_BYTES},
     [RMSG_PING] = {router_cmd_ping, ROUTER_D_SKIP},
     [RMSG_PONG] = {router_cmd_pong, ROUTER_D_SKIP},
+    [RMSG_BIND] = {router_cmd_bind, ROUTER_D_BYTES},
+    [RMSG_UNBIND] = {router_cmd_bind, ROUTER_D_SKIP},
+    [RMSG_SEND_UID] = {router_cmd_uids, ROUTER_D_PAYLOAD},
+    [RMSG_KICK_UID] = {router_cmd_uids, ROUTER_D_SKIP},
+    [RMSG_SESSION_SET] = {router_cmd_session_set, ROUTER_D_PAYLOAD},
+    [RMSG_SEND_ALL_EX] = {router_cmd_send_all, ROUTER_D_PAYLOAD},
+    [RMSG_CH_PUB_EX] = {router_cmd_ch_pub_ex, ROUTER_D_PAYLOAD},
+    [RMSG_IS_ONLINE] = {router_query_is_online, ROUTER_D_SKIP},
+    [RMSG_UID_COUNT] = {router_query_count, ROUTER_D_SKIP},
+    [RMSG_UID_SIDS] = {router_query_uid_sids, ROUTER_D_SKIP},
+    [RMSG_SID_UID] = {router_query_sid_uid, ROUTER_D_SKIP},
+    [RMSG_SESSION_GET] = {router_query_session_get, ROUTER_D_SKIP},
+    [RMSG_CH_COUNT] = {router_query_count, ROUTER_D_SKIP},
+    [RMSG_CH_MEMBERS] = {router_query_ch_members, ROUTER_D_SKIP},
+    [RMSG_CH_SESSIONS] = {router_query_ch_sessions, ROUTER_D_SKIP},
+    [RMSG_CHANNELS] = {router_query_channels, ROUTER_D_SKIP},
+    [RMSG_ERROR] = {router_cmd_unexpected, ROUTER_D_SKIP},
+    [RMSG_GW_QUERY] = {router_cmd_unexpected, ROUTER_D_SKIP},
+    [RMSG_GW_ANSWER] = {router_cmd_gw_answer, ROUTER_D_BYTES},
 };
 
 /* ---- connections ---- */
@@ -624,6 +1390,7 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     const struct router_cmd *cmd = &c->r->cmds[m->type];
     enum router_d d = cmd->d;
     struct evbuffer *payload = NULL;
+    int rc;
 
     if (d == ROUTER_D_PAYLOAD) {
         /* Moves whole chains where it can: the body is not copied. */
@@ -633,11 +1400,18 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     } else if (d == ROUTER_D_BYTES) {
         if (m->len > 0 && (m->d = evbuffer_pullup(in, m->len)) == NULL)
             goto fail;
-    } else {
+    }
+    /* The shapes the header cannot tell (v2 types): a bad message is whole,
+     * so it is refused and the connection goes on. */
+    rc = rmsg_validate(m);
+    if (d == ROUTER_D_SKIP) {
         evbuffer_drain(in, m->len);
         m->len = 0;
     }
-    cmd->fn(c, m, payload);
+    if (rc != RMSG_OK)
+        router_conn_refuse(c, m, rmsg_strerror(rc));
+    else
+        cmd->fn(c, m, payload);
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
@@ -758,6 +1532,7 @@ static void router_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
     if (c == NULL)
         goto fail;
     c->r = r;
+    STAILQ_INIT(&c->answers);
     c->authed = !r->has_secret;
     netaddr_format(sa, c->peer, sizeof(c->peer));
     /* Small commands should leave at once; keepalive finds gateways that vanished. */
@@ -952,6 +1727,8 @@ static void router_free(struct router *r)
     /* First: freeing the bus answers its pending callbacks, which touch conns. */
     bus_free(r->bus);
     r->bus = NULL;
+    while (!TAILQ_EMPTY(&r->gwqs))
+        router_gwq_free(TAILQ_FIRST(&r->gwqs));
 
     while ((c = TAILQ_FIRST(&r->conns)) != NULL) {
         TAILQ_REMOVE(&r->conns, c, entry);
@@ -990,6 +1767,8 @@ static void router_free(struct router *r)
     /* Every link was forgotten above, so the tables are empty. */
     rtable_free(r->tab);
     rtable_split_free(&r->split);
+    rtable_uid_split_free(&r->usplit);
+    hmap_free(r->gwq_ids, NULL);
     if (r->base != NULL)
         event_base_free(r->base);
     free(r);
@@ -1016,10 +1795,21 @@ int router_run(const struct config *cfg)
     int ready_fd = proc_env_fd(PROC_ENV_READY_FD);
     TAILQ_INIT(&r->conns);
     TAILQ_INIT(&r->dead);
+    TAILQ_INIT(&r->gwqs);
     r->output_limit = cfg->router_output_limit;
     r->max_len = ROUTER_MAX_LEN;
     if (r->output_limit > 0 && r->output_limit / 2 < r->max_len)
         r->max_len = (uint32_t)(r->output_limit / 2);
+    /* An answer must fit a backend's output like a message a link's. */
+    r->answer_max = cfg->router_answer_max;
+    if (r->output_limit > 0 && r->output_limit / 2 < r->answer_max)
+        r->answer_max = r->output_limit / 2;
+    /* A GW_ANSWER to one GW_QUERY must fit max_len, whatever the data. */
+    r->gwq_per_msg = (r->max_len - RMSG_QID_LEN) / (RMSG_RECORD_HEAD + RMSG_MAX_SESSION);
+    if (r->gwq_per_msg > RMSG_MAX_SIDS)
+        r->gwq_per_msg = RMSG_MAX_SIDS;
+    if (r->gwq_per_msg == 0)
+        r->gwq_per_msg = 1;
     if (secret != NULL && secret[0] != '\0') {
         r->has_secret = 1;
         if (EVP_Digest(secret, strlen(secret), r->secret_md, &r->secret_mdlen, EVP_sha256(), NULL)
@@ -1053,11 +1843,14 @@ int router_run(const struct config *cfg)
 
     r->tab = rtable_new();
     r->base = loop_new();
-    if (r->tab == NULL || r->base == NULL)
+    r->gwq_ids = hmap_new(0);
+    if (r->tab == NULL || r->base == NULL || r->gwq_ids == NULL)
         goto fail_oom;
     {
         struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
-        if ((r->auth_tv = event_base_init_common_timeout(r->base, &tv)) == NULL)
+        struct timeval gw = {cfg->link_timeout > 0 ? cfg->link_timeout : ROUTER_GW_SECONDS, 0};
+        if ((r->auth_tv = event_base_init_common_timeout(r->base, &tv)) == NULL
+            || (r->gwq_tv = event_base_init_common_timeout(r->base, &gw)) == NULL)
             goto fail_oom;
     }
     r->listener = evconnlistener_new(r->base, router_accept, r,
@@ -1099,8 +1892,9 @@ int router_run(const struct config *cfg)
         if (r->ping == NULL || event_add(r->ping, &tv) < 0)
             goto fail_oom;
     }
-    log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, %s%s)",
-             cfg->host, cfg->port, r->max_len, r->output_limit,
+    log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, max "
+             "answer %zu bytes, %s%s)",
+             cfg->host, cfg->port, r->max_len, r->output_limit, r->answer_max,
              r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET",
              r->bus ? ", stateless on the bus" : "");
     if (ready_fd >= 0) { /* a predecessor waits for this to hand over */

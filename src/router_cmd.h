@@ -15,6 +15,7 @@
 
 struct bus;
 struct rconn;
+struct ranswer;
 
 /* How a command uses D: dropped unread, read in place (small: AUTH, SECRET, a
  * channel name; m->d points at it), or moved out of the input whole to be
@@ -48,6 +49,20 @@ int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len);
  * do not touch it, it is freed once no hold is left). */
 void router_conn_hold(struct rconn *c);
 int router_conn_release(struct rconn *c);
+
+/* Answers to queries leave in the order the queries came (router.c keeps a
+ * FIFO per connection). router_conn_answer queues one now (S empty, D =
+ * d[0..len)); 0, or -1 when c was dropped. An answer that comes later (a bus
+ * reply) reserves its place first: router_answer_reserve (NULL: out of
+ * memory, c dropped), then router_answer_fill exactly once, unless c was
+ * killed meanwhile (hold c across the wait: see router_conn_hold). */
+int router_conn_answer(struct rconn *c, uint16_t type, const void *d, size_t len);
+struct ranswer *router_answer_reserve(struct rconn *c);
+void router_answer_fill(struct rconn *c, struct ranswer *a, uint16_t type, const void *d,
+                        size_t len);
+/* A message refused (bad shape, not supported here): a query is answered
+ * ERROR (its type, why); a command is only logged, with the peer. */
+void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why);
 
 /* Commands both modes answer the same way. */
 router_cmd_fn router_cmd_secret, router_cmd_ping, router_cmd_pong;

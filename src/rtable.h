@@ -120,12 +120,96 @@ void rtable_channel_each(const struct rtable *t, const void *name, size_t len,
 void rtable_with_sessions_each(const struct rtable *t, void (*fn)(void *owner, void *arg),
                                void *arg);
 
+/* ---- uids (backend API v2) ---- */
+
+/* Every function below that takes `only` applies to the SIDs that link holds
+ * when it is not NULL (a gateway's report: it speaks for its own sessions),
+ * to every known SID when it is NULL (a backend's command). SIDs nobody holds
+ * are skipped. *applied (if not NULL) says how many SIDs were applied. */
+
+/* BIND: each SID's uid := uid (1..RMSG_MAX_UID bytes), replacing its old one.
+ * 0, or -1 out of memory: the SIDs before the one that failed are bound. */
+int rtable_bind(struct rtable *t, struct rtable_link *only, const unsigned char *sids, size_t n,
+                const void *uid, size_t len, size_t *applied);
+/* UNBIND: the SIDs lose their uid. Returns how many had one. */
+size_t rtable_unbind(struct rtable *t, struct rtable_link *only, const unsigned char *sids,
+                     size_t n);
+/* Sessions bound to uid (UID_COUNT). */
+size_t rtable_uid_sessions(const struct rtable *t, const void *uid, size_t len);
+/* Calls fn for each session bound to uid (UID_SIDS); fn must not change the table. */
+void rtable_uid_each(const struct rtable *t, const void *uid, size_t len,
+                     void (*fn)(const unsigned char *sid, void *owner, void *arg), void *arg);
+/* Calls fn for each link holding sessions of uid, with how many; returns how
+ * many links. fn must not change the table. */
+size_t rtable_uid_links_each(const struct rtable *t, const void *uid, size_t len,
+                             void (*fn)(void *owner, size_t n, void *arg), void *arg);
+/* The session's uid (*len set), or NULL: unknown session, or unbound. */
+const unsigned char *rtable_session_uid(const struct rtable *t, const unsigned char *sid,
+                                        size_t *len);
+
+/* SEND_UID / KICK_UID: a (valid) uid list split by the links holding sessions
+ * of its uids: each group's bytes are the list's entries whose uid that link
+ * holds, in list order. Owned by the caller like rtable_split (zeroed before
+ * first use, its buffers reused, freed by rtable_uid_split_free). */
+struct rtable_ugroup {
+    void *owner;
+    unsigned char *list; /* points into the split's buffer */
+    size_t len;
+};
+struct rtable_uid_split {
+    struct rtable_ugroup *groups; /* in the order of each link's first uid */
+    size_t ngroups;
+    size_t unknown; /* entries whose uid nobody holds */
+    /* private */
+    unsigned char *buf;
+    size_t bufcap, groupcap;
+};
+/* 0, or -1 out of memory (*out empty). */
+int rtable_uid_split(struct rtable *t, const unsigned char *list, size_t len,
+                     struct rtable_uid_split *out);
+void rtable_uid_split_free(struct rtable_uid_split *s);
+
+/* ---- channel members (backend API v2) ---- */
+
+/* Membership is what CH_ADD / CH_DEL (from backends, and gateways' reports)
+ * say of sessions; it is kept apart from the links' subscriptions above, which
+ * route CH_PUB. A channel with no member is not kept. */
+
+/* CH_ADD: the SIDs are members of the channel (1..255 bytes). 0, or -1 out of
+ * memory (the SIDs before the one that failed are members). */
+int rtable_join(struct rtable *t, struct rtable_link *only, const unsigned char *sids, size_t n,
+                const void *name, size_t len, size_t *applied);
+/* CH_DEL: the SIDs are no longer members. Returns how many were. */
+size_t rtable_leave(struct rtable *t, struct rtable_link *only, const unsigned char *sids,
+                    size_t n, const void *name, size_t len);
+/* Members of the channel (CH_COUNT). */
+size_t rtable_members(const struct rtable *t, const void *name, size_t len);
+/* Calls fn for each member (CH_MEMBERS, CH_SESSIONS) with its link's owner
+ * and uid (NULL, 0: unbound), in no particular order; fn must not change the table. */
+void rtable_members_each(const struct rtable *t, const void *name, size_t len,
+                         void (*fn)(const unsigned char *sid, void *owner, const unsigned char *uid,
+                                    size_t uidlen, void *arg),
+                         void *arg);
+/* Calls fn for each link holding members of the channel, with how many;
+ * returns how many links. fn must not change the table. */
+size_t rtable_member_links_each(const struct rtable *t, const void *name, size_t len,
+                                void (*fn)(void *owner, size_t n, void *arg), void *arg);
+/* Calls fn for each channel with members (CHANNELS), in no particular order;
+ * fn must not change the table. */
+void rtable_member_channels_each(const struct rtable *t,
+                                 void (*fn)(const unsigned char *name, size_t len, size_t members,
+                                            void *arg),
+                                 void *arg);
+/* Channels with at least one member. */
+size_t rtable_member_channels(const struct rtable *t);
+
 /* ---- INFO ---- */
 
 struct rtable_totals {
     size_t sessions; /* every session of every link */
     size_t channels; /* channels with at least one link */
     size_t links;
+    size_t uids; /* distinct bound uids */
 };
 void rtable_totals(const struct rtable *t, struct rtable_totals *out);
 

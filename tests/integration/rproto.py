@@ -13,9 +13,19 @@ import time
 AUTH, CONN, CLOSE, KICK, SEND_MSG, SEND_ALL = 1, 2, 3, 4, 5, 6
 CH_ADD, CH_DEL, CH_PUB, CH_SUB, CH_UNSUB, INFO, SECRET = 7, 8, 9, 10, 11, 12, 13
 PING, PONG = 14, 15
+# backend API v2
+BIND, UNBIND, SEND_UID, KICK_UID, SESSION_SET, SEND_ALL_EX, CH_PUB_EX = range(16, 23)
+IS_ONLINE, UID_COUNT, UID_SIDS, SID_UID, SESSION_GET = range(23, 28)
+CH_COUNT, CH_MEMBERS, CH_SESSIONS, CHANNELS, ERROR, GW_QUERY, GW_ANSWER = range(28, 35)
+V2_TOKEN = b"fooking/2"
 NAMES = {1: "AUTH", 2: "CONN", 3: "CLOSE", 4: "KICK", 5: "SEND_MSG", 6: "SEND_ALL",
          7: "CH_ADD", 8: "CH_DEL", 9: "CH_PUB", 10: "CH_SUB", 11: "CH_UNSUB",
-         12: "INFO", 13: "SECRET", 14: "PING", 15: "PONG"}
+         12: "INFO", 13: "SECRET", 14: "PING", 15: "PONG",
+         16: "BIND", 17: "UNBIND", 18: "SEND_UID", 19: "KICK_UID", 20: "SESSION_SET",
+         21: "SEND_ALL_EX", 22: "CH_PUB_EX", 23: "IS_ONLINE", 24: "UID_COUNT",
+         25: "UID_SIDS", 26: "SID_UID", 27: "SESSION_GET", 28: "CH_COUNT",
+         29: "CH_MEMBERS", 30: "CH_SESSIONS", 31: "CHANNELS", 32: "ERROR",
+         33: "GW_QUERY", 34: "GW_ANSWER"}
 HEADER = struct.Struct(">HHI")
 SID_LEN = 16
 MAX_SIDS = 4095
@@ -50,6 +60,55 @@ def sid(server, worker, n):
 def split_sids(sids):
     sids = list(sids)
     return [sids[i:i + MAX_SIDS] for i in range(0, len(sids), MAX_SIDS)] or [[]]
+
+
+def uid_list(uids):
+    """S of SEND_UID / KICK_UID: repeated u8 len | uid."""
+    return b"".join(bytes([len(b(u))]) + b(u) for u in uids)
+
+
+def ch_ex(channel, exclude=()):
+    """S of CH_PUB_EX: u8 n | channel | SIDs to exclude."""
+    channel = b(channel)
+    return bytes([len(channel)]) + channel + b"".join(exclude)
+
+
+def records(d):
+    """`SID | u32 len | data` records -> [(sid, data)]."""
+    out, i = [], 0
+    while i < len(d):
+        n = struct.unpack_from(">I", d, i + 16)[0]
+        out.append((d[i:i + 16], d[i + 20:i + 20 + n]))
+        i += 20 + n
+    assert i == len(d), "records cut short"
+    return out
+
+
+def members(d):
+    """CH_MEMBERS answer -> [(sid, uid)]."""
+    out, i = [], 0
+    while i < len(d):
+        n = d[i + 16]
+        out.append((d[i:i + 16], d[i + 17:i + 17 + n]))
+        i += 17 + n
+    assert i == len(d), "members cut short"
+    return out
+
+
+def channels(d):
+    """CHANNELS answer -> {name: members}."""
+    out, i = {}, 0
+    while i < len(d):
+        n = d[i]
+        out[d[i + 1:i + 1 + n]] = struct.unpack_from(">I", d, i + 1 + n)[0]
+        i += 5 + n
+    assert i == len(d), "channels cut short"
+    return out
+
+
+def gw_answer(qid, recs):
+    """D of GW_ANSWER: u32 id, then SID | u32 len | data per session."""
+    return struct.pack(">I", qid) + b"".join(s + struct.pack(">I", len(d)) + b(d) for s, d in recs)
 
 
 def parse_info(text):
@@ -148,6 +207,14 @@ class Conn:
         self.sock.close()
 
 
+class QueryError(Exception):
+    """An ERROR answer: the refused query's type and the router's words."""
+
+    def __init__(self, qtype, text):
+        super().__init__("%s refused: %s" % (NAMES.get(qtype, qtype), text.decode(errors="replace")))
+        self.qtype, self.text = qtype, text
+
+
 class Backend(Conn):
     """A backend client, like the PHP/Go libraries."""
 
@@ -177,6 +244,43 @@ class Backend(Conn):
 
     def ch_pub(self, channel, msg):
         self.send(CH_PUB, channel, msg)
+
+    def bind(self, sids, uid):
+        self._sids_cmd(BIND, sids, uid)
+
+    def unbind(self, sids):
+        self._sids_cmd(UNBIND, sids)
+
+    def send_uid(self, uids, msg):
+        self.send(SEND_UID, uid_list(uids), msg)
+
+    def kick_uid(self, uids):
+        self.send(KICK_UID, uid_list(uids))
+
+    def session_set(self, sid_, data):
+        self.send(SESSION_SET, sid_, data)
+
+    def send_all_ex(self, exclude, msg):
+        self.send(SEND_ALL_EX, b"".join(exclude), msg)
+
+    def ch_pub_ex(self, channel, exclude, msg):
+        self.send(CH_PUB_EX, ch_ex(channel, exclude), msg)
+
+    def query(self, mtype, s=b"", timeout=TIMEOUT):
+        """Sends a query and returns its answer's D (asserting it is that
+        query's answer, with S empty); an ERROR answer raises QueryError."""
+        self.send(mtype, s)
+        return self.answer(mtype, timeout)
+
+    def answer(self, mtype, timeout=TIMEOUT):
+        t, s, d = self.recv(timeout)
+        if t == ERROR:
+            raise QueryError(struct.unpack(">H", d[:2])[0], d[2:])
+        assert (t, s) == (mtype, b""), (NAMES.get(t, t), s)
+        return d
+
+    def count(self, mtype, s):
+        return struct.unpack(">I", self.query(mtype, s))[0]
 
     def info_text(self):
         self.send(INFO)
@@ -238,6 +342,11 @@ class Gateway(Conn):
     def unsub(self, channel):
         self.send(CH_UNSUB, channel)
         self.channels.discard(b(channel))
+
+    def report(self, mtype, sids, d=b""):
+        """A v2 gateway's report (BIND, UNBIND, CH_ADD, CH_DEL) of its sessions."""
+        for chunk in split_sids(sids):
+            self.send(mtype, b"".join(chunk), d)
 
     def nchannels(self):
         return len(self.channels)

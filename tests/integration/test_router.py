@@ -68,7 +68,9 @@ def test_ch_pub_only_to_subscribed_links(cluster):
     a.sub("room")
     d.sub("room")
     b.sub("other")
-    rp.wait_info(r.port, lambda i: i["channels"] == 4 + 2)
+    # Each link's own count too: d's "room" does not change the total.
+    rp.wait_info(r.port, lambda i: i["channels"] == 4 + 2
+                 and [g[3] for g in i["gateways"]] == [2, 2, 1, 2])
     bk.ch_pub("room", b"to the room")
     got = rp.sync(bk, links)
     assert got[a] == got[d] == [(rp.CH_PUB, b"room", b"to the room")]
@@ -164,14 +166,14 @@ def test_new_auth_replaces_old_link(cluster):
 def test_info_format_exact(router):
     r = router()
     bk = rp.Backend(r.port)
-    assert bk.info_text() == b"clients: 0\r\nchannels: 0\r\n"
+    assert bk.info_text() == b"clients: 0\r\nchannels: 0\r\nuids: 0\r\n"
     g1 = rp.Gateway(r.port, 1, 0, nsids=3, fence=False)
     g1.sub("a")
     g1.sub("b")
     g2 = rp.Gateway(r.port, 8191, 31, nsids=2, fence=False)
     g2.sub("b")
     g3 = rp.Gateway(r.port, 2, 1, nsids=0, fence=False)
-    expect = (b"clients: 5\r\nchannels: 2\r\n"
+    expect = (b"clients: 5\r\nchannels: 2\r\nuids: 0\r\n"
               b"gateway: 1\t0\t3\t2\r\n"
               b"gateway: 8191\t31\t2\t1\r\n"
               b"gateway: 2\t1\t0\t0\r\n")
@@ -181,7 +183,8 @@ def test_info_format_exact(router):
     assert bk.recv() == (rp.INFO, b"", expect)
     for g in (g1, g2, g3):
         g.close()
-    rp.wait_for(lambda: bk.info_text() == b"clients: 0\r\nchannels: 0\r\n", what="empty INFO")
+    rp.wait_for(lambda: bk.info_text() == b"clients: 0\r\nchannels: 0\r\nuids: 0\r\n",
+                what="empty INFO")
 
 
 def test_sid_lists_over_4095_are_split(cluster):

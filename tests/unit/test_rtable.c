@@ -379,6 +379,237 @@ static void test_forget(void **state)
     free(s);
 }
 
+
+/* ---- uids and members (backend API v2) ---- */
+
+static void count_links(void *owner, size_t n, void *arg)
+{
+    size_t *sum = arg;
+    (void)owner;
+    sum[0]++;
+    sum[1] += n;
+}
+
+static void collect_sid(const unsigned char *sid, void *owner, void *arg)
+{
+    unsigned char **p = arg;
+    (void)owner;
+    memcpy(*p, sid, RMSG_SID_LEN);
+    *p += RMSG_SID_LEN;
+}
+
+static void test_uids(void **state)
+{
+    struct rtable *t = rtable_new();
+    int a, b;
+    struct rtable_link *la = rtable_link_add(t, &a, 1, 0), *lb = rtable_link_add(t, &b, 1, 1);
+    unsigned char *s = sids_make(0, 6), got[6 * RMSG_SID_LEN], *p = got;
+    size_t applied, len, sum[2] = {0, 0};
+    const unsigned char *u;
+    struct rtable_totals tot;
+
+    rtable_sessions_add(t, la, s, 3);
+    rtable_sessions_add(t, lb, s + 3 * RMSG_SID_LEN, 3);
+    /* A backend's BIND: every known SID, unknown ones skipped. */
+    unsigned char *unknown = sids_make(99, 1);
+    assert_int_equal(rtable_bind(t, NULL, s, 2, "alice", 5, &applied), 0);
+    assert_int_equal(applied, 2);
+    assert_int_equal(rtable_bind(t, NULL, unknown, 1, "alice", 5, &applied), 0);
+    assert_int_equal(applied, 0);
+    assert_int_equal(rtable_bind(t, NULL, s + 4 * RMSG_SID_LEN, 1, "alice", 5, NULL), 0);
+    assert_int_equal(rtable_uid_sessions(t, "alice", 5), 3);
+    assert_int_equal(rtable_uid_sessions(t, "alic", 4), 0);
+    assert_int_equal(rtable_uid_links_each(t, "alice", 5, count_links, sum), 2);
+    assert_int_equal(sum[0], 2);
+    assert_int_equal(sum[1], 3);
+    u = rtable_session_uid(t, s + RMSG_SID_LEN, &len);
+    assert_non_null(u);
+    assert_int_equal(len, 5);
+    assert_memory_equal(u, "alice", 5);
+    assert_null(rtable_session_uid(t, s + 2 * RMSG_SID_LEN, &len));
+    assert_null(rtable_session_uid(t, unknown, &len));
+    rtable_uid_each(t, "alice", 5, collect_sid, &p);
+    assert_int_equal(p - got, 3 * RMSG_SID_LEN);
+    /* binding again to the same uid changes nothing; to another replaces it */
+    assert_int_equal(rtable_bind(t, NULL, s, 1, "alice", 5, NULL), 0);
+    assert_int_equal(rtable_uid_sessions(t, "alice", 5), 3);
+    assert_int_equal(rtable_bind(t, NULL, s, 1, "bob", 3, NULL), 0);
+    assert_int_equal(rtable_uid_sessions(t, "alice", 5), 2);
+    assert_int_equal(rtable_uid_sessions(t, "bob", 3), 1);
+    rtable_totals(t, &tot);
+    assert_int_equal(tot.uids, 2);
+    /* A gateway's report only speaks for its own sessions. */
+    assert_int_equal(rtable_bind(t, lb, s + 2 * RMSG_SID_LEN, 2, "carol", 5, &applied), 0);
+    assert_int_equal(applied, 1); /* s[3] is lb's, s[2] is la's */
+    assert_int_equal(rtable_uid_sessions(t, "carol", 5), 1);
+    assert_int_equal(rtable_unbind(t, lb, s, 3), 0); /* la's: ignored */
+    assert_int_equal(rtable_uid_sessions(t, "bob", 3), 1);
+    /* UNBIND; the last session of a uid takes the uid with it */
+    assert_int_equal(rtable_unbind(t, NULL, s, 6), 4);
+    assert_int_equal(rtable_unbind(t, NULL, s, 6), 0);
+    rtable_totals(t, &tot);
+    assert_int_equal(tot.uids, 0);
+    assert_int_equal(rtable_uid_links_each(t, "alice", 5, NULL, NULL), 0);
+    /* bounds */
+    assert_int_equal(rtable_bind(t, NULL, s, 1, "", 0, NULL), -1);
+    rtable_free(t);
+    free(s);
+    free(unknown);
+}
+
+/* CLOSE, a move to another link, and a forgotten link all take the session's
+ * uid and memberships with it. */
+static void test_uids_members_go_with_session(void **state)
+{
+    struct rtable *t = rtable_new();
+    int a, b;
+    struct rtable_link *la = rtable_link_add(t, &a, 1, 0), *lb = rtable_link_add(t, &b, 2, 0);
+    unsigned char *s = sids_make(0, 4);
+    struct rtable_totals tot;
+    size_t sum[2] = {0, 0};
+
+    rtable_sessions_add(t, la, s, 4);
+    assert_int_equal(rtable_bind(t, NULL, s, 4, "u", 1, NULL), 0);
+    assert_int_equal(rtable_join(t, NULL, s, 4, "room", 4, NULL), 0);
+    assert_int_equal(rtable_join(t, NULL, s, 2, "hall", 4, NULL), 0);
+    assert_int_equal(rtable_members(t, "room", 4), 4);
+    assert_int_equal(rtable_member_channels(t), 2);
+    /* CLOSE of s[0] */
+    assert_int_equal(rtable_sessions_remove(t, la, s, 1), 1);
+    assert_int_equal(rtable_uid_sessions(t, "u", 1), 3);
+    assert_int_equal(rtable_members(t, "room", 4), 3);
+    assert_int_equal(rtable_members(t, "hall", 4), 1);
+    /* s[1] moves to lb: it starts over there */
+    assert_int_equal(rtable_sessions_add(t, lb, s + RMSG_SID_LEN, 1), 0);
+    assert_int_equal(rtable_uid_sessions(t, "u", 1), 2);
+    assert_int_equal(rtable_members(t, "room", 4), 2);
+    assert_int_equal(rtable_members(t, "hall", 4), 0);
+    assert_int_equal(rtable_member_channels(t), 1);
+    assert_int_equal(rtable_member_links_each(t, "room", 4, count_links, sum), 1);
+    assert_int_equal(sum[1], 2);
+    /* lb's report binds its session; then la is forgotten */
+    assert_int_equal(rtable_bind(t, lb, s + RMSG_SID_LEN, 1, "u", 1, NULL), 0);
+    assert_int_equal(rtable_join(t, lb, s + RMSG_SID_LEN, 1, "room", 4, NULL), 0);
+    sum[0] = sum[1] = 0;
+    assert_int_equal(rtable_uid_links_each(t, "u", 1, count_links, sum), 2);
+    rtable_link_forget(t, la, NULL);
+    assert_int_equal(rtable_uid_sessions(t, "u", 1), 1);
+    assert_int_equal(rtable_members(t, "room", 4), 1);
+    sum[0] = sum[1] = 0;
+    assert_int_equal(rtable_uid_links_each(t, "u", 1, count_links, sum), 1);
+    assert_int_equal(sum[1], 1);
+    rtable_link_forget(t, lb, NULL);
+    rtable_totals(t, &tot);
+    assert_int_equal(tot.uids, 0);
+    assert_int_equal(rtable_member_channels(t), 0);
+    rtable_free(t);
+    free(s);
+}
+
+struct member_seen {
+    size_t n, bound;
+};
+
+static void member_seen(const unsigned char *sid, void *owner, const unsigned char *uid,
+                        size_t uidlen, void *arg)
+{
+    struct member_seen *m = arg;
+    (void)sid;
+    (void)owner;
+    m->n++;
+    if (uid != NULL && uidlen == 3 && memcmp(uid, "bob", 3) == 0)
+        m->bound++;
+}
+
+static void channel_seen(const unsigned char *name, size_t len, size_t members, void *arg)
+{
+    size_t *sum = arg;
+    (void)name;
+    sum[0]++;
+    sum[1] += members * len;
+}
+
+static void test_members(void **state)
+{
+    struct rtable *t = rtable_new();
+    int a, b;
+    struct rtable_link *la = rtable_link_add(t, &a, 1, 0), *lb = rtable_link_add(t, &b, 2, 0);
+    unsigned char *s = sids_make(0, 5);
+    size_t applied, sum[2] = {0, 0};
+    struct member_seen seen = {0, 0};
+
+    rtable_sessions_add(t, la, s, 3);
+    rtable_sessions_add(t, lb, s + 3 * RMSG_SID_LEN, 2);
+    rtable_bind(t, NULL, s, 1, "bob", 3, NULL);
+    assert_int_equal(rtable_join(t, NULL, s, 5, "r", 1, &applied), 0);
+    assert_int_equal(applied, 5);
+    /* twice: still one membership each */
+    assert_int_equal(rtable_join(t, NULL, s, 5, "r", 1, &applied), 0);
+    assert_int_equal(rtable_members(t, "r", 1), 5);
+    assert_int_equal(rtable_member_links_each(t, "r", 1, count_links, sum), 2);
+    assert_int_equal(sum[1], 5);
+    rtable_members_each(t, "r", 1, member_seen, &seen);
+    assert_int_equal(seen.n, 5);
+    assert_int_equal(seen.bound, 1);
+    /* a report from lb about la's sessions is ignored */
+    assert_int_equal(rtable_leave(t, lb, s, 3, "r", 1), 0);
+    assert_int_equal(rtable_join(t, lb, s, 4, "xy", 2, &applied), 0);
+    assert_int_equal(applied, 1);
+    sum[0] = sum[1] = 0;
+    rtable_member_channels_each(t, channel_seen, sum);
+    assert_int_equal(sum[0], 2);
+    assert_int_equal(sum[1], 5 * 1 + 1 * 2);
+    assert_int_equal(rtable_leave(t, NULL, s, 5, "r", 1), 5);
+    assert_int_equal(rtable_members(t, "r", 1), 0);
+    assert_int_equal(rtable_member_links_each(t, "r", 1, NULL, NULL), 0);
+    assert_int_equal(rtable_leave(t, NULL, s, 5, "nope", 4), 0);
+    assert_int_equal(rtable_member_channels(t), 1);
+    /* bounds */
+    assert_int_equal(rtable_join(t, NULL, s, 1, "", 0, NULL), -1);
+    rtable_free(t);
+    free(s);
+}
+
+static void test_uid_split(void **state)
+{
+    struct rtable *t = rtable_new();
+    int a, b, c;
+    struct rtable_link *la = rtable_link_add(t, &a, 1, 0), *lb = rtable_link_add(t, &b, 2, 0);
+    struct rtable_link *lc = rtable_link_add(t, &c, 3, 0);
+    unsigned char *s = sids_make(0, 4);
+    struct rtable_uid_split sp = {0};
+    static const unsigned char list[] = "\x03" "bob\x05" "alice\x04" "nope\x03" "bob";
+
+    rtable_sessions_add(t, la, s, 2);
+    rtable_sessions_add(t, lb, s + 2 * RMSG_SID_LEN, 1);
+    rtable_sessions_add(t, lc, s + 3 * RMSG_SID_LEN, 1);
+    rtable_bind(t, NULL, s, 1, "alice", 5, NULL);
+    rtable_bind(t, NULL, s + RMSG_SID_LEN, 1, "bob", 3, NULL);
+    rtable_bind(t, NULL, s + 2 * RMSG_SID_LEN, 1, "bob", 3, NULL);
+    /* lc holds no listed uid: no group */
+    assert_int_equal(rtable_uid_split(t, list, sizeof(list) - 1, &sp), 0);
+    assert_int_equal(sp.ngroups, 2);
+    assert_int_equal(sp.unknown, 1);
+    for (size_t g = 0; g < sp.ngroups; g++) {
+        if (sp.groups[g].owner == &a) {
+            assert_int_equal(sp.groups[g].len, 4 + 6 + 4);
+            assert_memory_equal(sp.groups[g].list, "\x03" "bob\x05" "alice\x03" "bob", 14);
+        } else {
+            assert_ptr_equal(sp.groups[g].owner, &b);
+            assert_int_equal(sp.groups[g].len, 8);
+            assert_memory_equal(sp.groups[g].list, "\x03" "bob\x03" "bob", 8);
+        }
+    }
+    assert_ptr_equal(sp.groups[0].owner, &a); /* order of first uid */
+    /* reused: nobody */
+    assert_int_equal(rtable_uid_split(t, (const unsigned char *)"\x01z", 2, &sp), 0);
+    assert_int_equal(sp.ngroups, 0);
+    assert_int_equal(sp.unknown, 1);
+    rtable_uid_split_free(&sp);
+    rtable_free(t);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +621,10 @@ int main(void)
         cmocka_unit_test(test_channels),
         cmocka_unit_test(test_with_sessions),
         cmocka_unit_test(test_forget),
+        cmocka_unit_test(test_uids),
+        cmocka_unit_test(test_uids_members_go_with_session),
+        cmocka_unit_test(test_members),
+        cmocka_unit_test(test_uid_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
