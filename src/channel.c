@@ -11,20 +11,28 @@
 #include "log.h"
 #include "worker.h"
 
-void channel_join(struct worker *w, struct client *c, const char *name, size_t len)
+int channel_join(struct worker *w, struct client *c, const char *name, size_t len)
 {
     struct channel *ch = hmap_get(w->channels, name, len);
-    if (ch) {
-        struct chan_member *m;
-        LIST_FOREACH(m, &c->chans, in_client)
+    struct chan_member *m;
+    int n = 0;
+    LIST_FOREACH(m, &c->chans, in_client)
+    {
         if (m->ch == ch)
-            return;
-    } else {
+            return 0;
+        n++;
+    }
+    if (n >= w->cfg->channels_per_client) {
+        log_err("client %s: joining a channel over CHANNELS_PER_CLIENT (%d), refused", c->sid,
+                w->cfg->channels_per_client);
+        return -1;
+    }
+    if (!ch) {
         ch = calloc(1, sizeof(*ch));
         if (!ch || !(ch->name = malloc(len + 1))) {
             free(ch);
             log_err("channel join: out of memory");
-            return;
+            return -1;
         }
         memcpy(ch->name, name, len);
         ch->name[len] = '\0';
@@ -33,18 +41,25 @@ void channel_join(struct worker *w, struct client *c, const char *name, size_t l
         if (hmap_put(w->channels, name, len, ch, NULL) < 0) {
             free(ch->name);
             free(ch);
-            return;
+            return -1;
         }
         worker_channel_used(w, name, len, 1);
     }
-    struct chan_member *m = calloc(1, sizeof(*m));
-    if (!m)
-        return;
+    if (!(m = calloc(1, sizeof(*m)))) {
+        if (ch->count == 0) {
+            hmap_del(w->channels, name, len, NULL);
+            worker_channel_used(w, name, len, 0);
+            free(ch->name);
+            free(ch);
+        }
+        return -1;
+    }
     m->ch = ch;
     m->c = c;
     LIST_INSERT_HEAD(&ch->members, m, in_chan);
     LIST_INSERT_HEAD(&c->chans, m, in_client);
     ch->count++;
+    return 1;
 }
 
 static void channel_remove_member(struct worker *w, struct chan_member *m)
@@ -80,7 +95,8 @@ void channel_leave_all(struct worker *w, struct client *c)
         channel_remove_member(w, m);
 }
 
-int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg)
+int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg,
+                    unsigned except)
 {
     struct channel *ch = hmap_get(w->channels, name, len);
     if (!ch)
@@ -92,6 +108,8 @@ int channel_publish(struct worker *w, const char *name, size_t len, struct share
      * keeps the walk valid either way. */
     for (m = LIST_FIRST(&ch->members); m; m = next) {
         next = LIST_NEXT(m, in_chan);
+        if (except && m->c->mark == except)
+            continue;
         client_send_shared(m->c, msg);
         n++;
     }

@@ -26,12 +26,16 @@ struct channel {
     LIST_HEAD(, chan_member) members;
 };
 
-/* Both are idempotent: joining twice or leaving a channel one is not in is a no-op. */
-void channel_join(struct worker *w, struct client *c, const char *name, size_t len);
+/* Both are idempotent: joining twice or leaving a channel one is not in is a
+ * no-op. channel_join: 1 joined, 0 was a member, -1 refused (the session is in
+ * CHANNELS_PER_CLIENT channels already, logged; or out of memory). */
+int channel_join(struct worker *w, struct client *c, const char *name, size_t len);
 void channel_leave(struct worker *w, struct client *c, const char *name, size_t len);
 void channel_leave_all(struct worker *w, struct client *c);
-/* Delivers msg to every member; returns how many received it. */
-int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg);
+/* Delivers msg to every member but those whose mark is except (0: none);
+ * returns how many received it. */
+int channel_publish(struct worker *w, const char *name, size_t len, struct shared_msg *msg,
+                    unsigned except);
 void channel_free_all(struct worker *w);
 
 #endif

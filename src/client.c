@@ -39,6 +39,7 @@
 #include "shm.h"
 #include "script.h"
 #include "tls.h"
+#include "user.h"
 #include "worker.h"
 #include "ws.h"
 
@@ -246,6 +247,7 @@ void client_close(struct client *c, const char *reason)
         worker_close_event(c->w,
                            request_new(c->w->pool, NULL, NULL, c->sid, c->params, EVENT_CLOSE));
     worker_client_removed(c->w, c);
+    user_free(c->w, c);
     fcgi_params_unref(c->params);
     c->params = NULL;
     if (c->proto->free)

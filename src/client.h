@@ -76,11 +76,13 @@ struct client {
     struct fcgi_params *params;
     LIST_HEAD(, chan_member) chans; /* channels joined */
     const char *close_reason;
-    struct script *script;  /* SCRIPT_FILE it was accepted with (a reference), or NULL */
-    int shm_slot;           /* index in the worker's shared SID table, -1 if none */
-    unsigned nrequest;      /* messages read so far: the scripts' requestid */
-    struct event *hs_timer; /* TLS handshake / first message deadline (not WebSocket) */
-    uint8_t ip[16];         /* peer address, IPv4-mapped, for MAX_CONN_PER_IP */
+    struct script *script;    /* SCRIPT_FILE it was accepted with (a reference), or NULL */
+    struct client_user *user; /* uid and session data (user.h), NULL when neither */
+    unsigned mark;            /* a command's stamp: "already served" / "excluded" */
+    int shm_slot;             /* index in the worker's shared SID table, -1 if none */
+    unsigned nrequest;        /* messages read so far: the scripts' requestid */
+    struct event *hs_timer;   /* TLS handshake / first message deadline (not WebSocket) */
+    uint8_t ip[16];           /* peer address, IPv4-mapped, for MAX_CONN_PER_IP */
     /* Deferred work, done by client_run_deferred() at a safe point of the loop
      * (never inside a backend or evbuffer callback that called us). */
     TAILQ_ENTRY(client) asap_entry;

@@ -3,6 +3,9 @@
  * (one copy, reference counted) rather than copied per client. */
 #include "command.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include <event2/buffer.h>
 
 #include "channel.h"
@@ -11,6 +14,7 @@
 #include "link.h"
 #include "log.h"
 #include "rmsg.h"
+#include "user.h"
 #include "worker.h"
 
 /* Longest frame header a client protocol puts before a message: WebSocket's
@@ -122,7 +126,10 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
             }
             break;
         case RMSG_CH_ADD:
-            channel_join(w, c, (const char *)m->d, m->len);
+            /* The router counted the member when it forwarded the join: a
+             * refused one is taken back. */
+            if (channel_join(w, c, (const char *)m->d, m->len) < 0)
+                worker_report(w, RMSG_CH_DEL, c->sid, SID_LEN, m->d, m->len);
             break;
         case RMSG_CH_DEL:
             channel_leave(w, c, (const char *)m->d, m->len);
@@ -135,6 +142,153 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
     if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL && from->ops->ch_unwanted
         && !hmap_get(w->channels, m->d, m->len))
         from->ops->ch_unwanted(from, (const char *)m->d, m->len);
+}
+
+/* ---- backend API v2 ---- */
+
+/* The live session of a SID, or NULL. */
+static struct client *command_client(struct worker *w, const unsigned char *sid)
+{
+    struct client *c = hmap_get(w->by_sid, sid, RMSG_SID_LEN);
+    return c && !c->dead ? c : NULL;
+}
+
+/* BIND, UNBIND (S = SIDs), SESSION_SET (S = one SID). */
+static void command_user(struct worker *w, const struct rmsg *m, const char *source)
+{
+    if (m->type == RMSG_SESSION_SET && m->len > (uint32_t)w->cfg->session_max_size) {
+        log_err("%s: SESSION_SET of %u bytes for %.16s is over SESSION_MAX_SIZE (%d), refused",
+                source, m->len, (const char *)m->s, w->cfg->session_max_size);
+        return;
+    }
+    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
+        struct client *c = command_client(w, m->s + off);
+        if (!c)
+            continue;
+        int rc = 0;
+        if (m->type == RMSG_BIND)
+            rc = user_bind(w, c, m->d, m->len);
+        else if (m->type == RMSG_UNBIND)
+            user_unbind(w, c);
+        else
+            rc = user_set_session(w, c, m->d, m->len);
+        if (rc < 0)
+            log_err("%s: out of memory for %s of %s", source, rmsg_type_name(m->type), c->sid);
+    }
+}
+
+/* SEND_UID, KICK_UID: every local session of the uids in S, each once. */
+static void command_uids(struct worker *w, const struct rmsg *m, const char *source)
+{
+    struct shared_msg *sm = NULL;
+    struct client **kick = NULL;
+    size_t nkick = 0, cap = 0, off = 0, len;
+    const unsigned char *uid;
+    if (m->type == RMSG_SEND_UID
+        && (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL))
+        return;
+    unsigned mark = worker_next_mark(w);
+    while (rmsg_uids_next(m->s, m->slen, &off, &uid, &len) == 1) {
+        struct uid_group *g = user_group(w, uid, len);
+        struct client_user *u;
+        if (!g)
+            continue;
+        LIST_FOREACH(u, &g->members, in_group)
+        {
+            struct client *c = u->c;
+            if (c->mark == mark || c->dead)
+                continue;
+            c->mark = mark;
+            if (sm) {
+                client_send_shared(c, sm); /* a slow consumer is closed later, not here */
+                continue;
+            }
+            /* Closing may free the group: gather first, close after the walk. */
+            if (nkick == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                struct client **n = realloc(kick, ncap * sizeof(*n));
+                if (!n) {
+                    log_err("%s: out of memory for KICK_UID", source);
+                    break;
+                }
+                kick = n;
+                cap = ncap;
+            }
+            kick[nkick++] = c;
+        }
+    }
+    for (size_t i = 0; i < nkick; i++)
+        client_close_after_flush(kick[i], "kicked");
+    free(kick);
+    shared_msg_unref(sm);
+}
+
+/* SEND_ALL_EX, CH_PUB_EX: a push to everyone or a channel, but the SIDs listed. */
+static void command_excluding(struct worker *w, const struct rmsg *m, const char *source)
+{
+    struct rmsg_ch_ex ex = {NULL, 0, m->s, m->slen / RMSG_SID_LEN};
+    struct shared_msg *sm;
+    if (m->type == RMSG_CH_PUB_EX && rmsg_ch_ex_parse(m->s, m->slen, &ex) != RMSG_OK) {
+        log_err("%s: malformed CH_PUB_EX, ignored", source); /* the codec checked it already */
+        return;
+    }
+    if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
+        return;
+    unsigned mark = worker_next_mark(w);
+    for (size_t i = 0; i < ex.nsids; i++) {
+        struct client *c = command_client(w, ex.sids + i * RMSG_SID_LEN);
+        if (c)
+            c->mark = mark;
+    }
+    if (m->type == RMSG_CH_PUB_EX) {
+        channel_publish(w, (const char *)ex.channel, ex.chlen, sm, mark);
+    } else {
+        struct client *c, *next;
+        for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+            next = TAILQ_NEXT(c, entry);
+            if (c->mark != mark)
+                client_send_shared(c, sm);
+        }
+    }
+    shared_msg_unref(sm);
+}
+
+/* GW_QUERY: the session data of the SIDs asked for that live here, one
+ * record each (data empty when none), answered on the asking link. */
+static void command_gw_query(struct worker *w, struct link *from, const struct rmsg *m,
+                             const char *source)
+{
+    if (!from->ops->reply || m->len != RMSG_QID_LEN)
+        return;
+    size_t total = RMSG_QID_LEN, n = m->slen / RMSG_SID_LEN, dl;
+    for (size_t i = 0; i < n; i++) {
+        struct client *c = command_client(w, m->s + i * RMSG_SID_LEN);
+        if (c) {
+            user_session(c, &dl);
+            total += RMSG_RECORD_HEAD + dl;
+        }
+    }
+    unsigned char *d = malloc(total), *p = d;
+    if (!d) {
+        log_err("%s: out of memory for a GW_ANSWER of %zu bytes", source, total);
+        return; /* the router's deadline leaves these sessions out */
+    }
+    memcpy(p, m->d, RMSG_QID_LEN);
+    p += RMSG_QID_LEN;
+    for (size_t i = 0; i < n; i++) {
+        struct client *c = command_client(w, m->s + i * RMSG_SID_LEN);
+        if (!c)
+            continue;
+        const unsigned char *data = user_session(c, &dl);
+        memcpy(p, c->sid, RMSG_SID_LEN);
+        rmsg_put_u32(p + RMSG_SID_LEN, (uint32_t)dl);
+        p += RMSG_RECORD_HEAD;
+        if (dl)
+            memcpy(p, data, dl);
+        p += dl;
+    }
+    from->ops->reply(from, RMSG_GW_ANSWER, NULL, 0, d, total);
+    free(d);
 }
 
 void command_run(struct worker *w, struct link *from, const struct rmsg *m)
@@ -167,10 +321,26 @@ void command_run(struct worker *w, struct link *from, const struct rmsg *m)
         struct shared_msg *sm;
         if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
             return;
-        channel_publish(w, (const char *)m->s, m->slen, sm);
+        channel_publish(w, (const char *)m->s, m->slen, sm, 0);
         shared_msg_unref(sm);
         break;
     }
+    case RMSG_BIND:
+    case RMSG_UNBIND:
+    case RMSG_SESSION_SET:
+        command_user(w, m, source);
+        break;
+    case RMSG_SEND_UID:
+    case RMSG_KICK_UID:
+        command_uids(w, m, source);
+        break;
+    case RMSG_SEND_ALL_EX:
+    case RMSG_CH_PUB_EX:
+        command_excluding(w, m, source);
+        break;
+    case RMSG_GW_QUERY:
+        command_gw_query(w, from, m, source);
+        break;
     default:
         log_info("%s: unexpected %s message, ignored", source, rmsg_type_name(m->type));
         break;

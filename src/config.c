@@ -4,6 +4,7 @@
  * Every key is validated here, once, so the rest of the program trusts the
  * struct. Errors are one line naming the file, the key and the problem. */
 #include "config.h"
+#include "rmsg.h"
 #include "bus.h"
 
 #include <ctype.h>
@@ -75,6 +76,8 @@ static const char *const config_keys[] = {
     "BUS_PREFIX",
     "LINK_TIMEOUT",
     "MAX_CONN_PER_IP",
+    "SESSION_MAX_SIZE",
+    "CHANNELS_PER_CLIENT",
     "BACKEND_QUEUE_TIMEOUT",
     "BACKEND_MAX_FAILS",
     "BACKEND_FAIL_TIMEOUT",
@@ -431,6 +434,9 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     INT("EVENT_CLOSE", 1, 0, 1, event_close);
     INT("ROUTER_PORT", 0, 0, 65535, router_port);
     INT("MAX_CONN_PER_IP", 0, 0, 10000000, max_conn_per_ip);
+    /* A session's data travels in a GW_ANSWER record: at most RMSG_MAX_SESSION. */
+    INT("SESSION_MAX_SIZE", 4096, 0, RMSG_MAX_SESSION, session_max_size);
+    INT("CHANNELS_PER_CLIENT", 128, 1, 1000000, channels_per_client);
     INT("BACKEND_MAX_FAILS", 1, 0, 1000, backend_max_fails);
     INT("GRACEFUL_STOP_TIME", 10, 0, 3600, graceful_stop_time);
 #undef INT

@@ -51,24 +51,26 @@ struct config {
     int ssl;
     char *ssl_cert, *ssl_pkey;
     char *script_file;
-    enum proto protocol;    /* PROTOCOL: "length" | "websocket" */
-    char *static_dir;       /* STATIC_DIR */
-    int ping_interval;      /* PING_INTERVAL (websocket), seconds, 0 = off */
-    int handshake_timeout;  /* HANDSHAKE_TIMEOUT, seconds */
-    char **allowed_origins; /* ALLOWED_ORIGINS, NULL-terminated; NULL = same origin, "*" = any */
-    int max_conn_per_ip;    /* MAX_CONN_PER_IP: connections from one address (0 = no limit) */
-    int ws_binary;          /* WS_BINARY: 1 = replies as binary frames */
-    char **ws_subprotocols; /* WS_SUBPROTOCOLS, NULL-terminated */
+    enum proto protocol;     /* PROTOCOL: "length" | "websocket" */
+    char *static_dir;        /* STATIC_DIR */
+    int ping_interval;       /* PING_INTERVAL (websocket), seconds, 0 = off */
+    int handshake_timeout;   /* HANDSHAKE_TIMEOUT, seconds */
+    char **allowed_origins;  /* ALLOWED_ORIGINS, NULL-terminated; NULL = same origin, "*" = any */
+    int max_conn_per_ip;     /* MAX_CONN_PER_IP: connections from one address (0 = no limit) */
+    int session_max_size;    /* SESSION_MAX_SIZE: bytes of data a backend may keep per session */
+    int channels_per_client; /* CHANNELS_PER_CLIENT: channels one session may be in */
+    int ws_binary;           /* WS_BINARY: 1 = replies as binary frames */
+    char **ws_subprotocols;  /* WS_SUBPROTOCOLS, NULL-terminated */
 
     struct cfg_backend *backends;
     int nbackends;
     double backend_connect_timeout;
     double backend_read_timeout;
     int backend_keepalive;
-    int backend_max_conns;  /* BACKEND_MAX_CONNS per backend server per worker */
-    int backend_queue_size; /* BACKEND_QUEUE_SIZE per worker */
-    int backend_multiplex;  /* BACKEND_MULTIPLEX */
-    int graceful_stop_time; /* GRACEFUL_STOP_TIME: SIGQUIT spreads the closes over it */
+    int backend_max_conns;        /* BACKEND_MAX_CONNS per backend server per worker */
+    int backend_queue_size;       /* BACKEND_QUEUE_SIZE per worker */
+    int backend_multiplex;        /* BACKEND_MULTIPLEX */
+    int graceful_stop_time;       /* GRACEFUL_STOP_TIME: SIGQUIT spreads the closes over it */
     double backend_queue_timeout; /* BACKEND_QUEUE_TIMEOUT: a queued request expires */
     int backend_max_fails;        /* BACKEND_MAX_FAILS in a row mark a server down (0 = never) */
     double backend_fail_timeout;  /* BACKEND_FAIL_TIMEOUT: ... for this many seconds */

@@ -29,6 +29,16 @@ struct link_ops {
      * a link whose far side subscribes nothing on its own (the bus, where the
      * worker subscribes itself on the first join). */
     void (*ch_unwanted)(struct link *l, const char *name, size_t len);
+    /* A message back to the far side that asked (GW_ANSWER to a GW_QUERY).
+     * NULL where the far side asks nothing. */
+    void (*reply)(struct link *l, int type, const void *s, size_t slen, const void *d, size_t dlen);
+    /* Tells the far side a change it did not make itself (a session joined,
+     * left or was bound by the gateway, a join it asked for was refused), and
+     * the sessions' uids and memberships after a reconnect: protocol v2's
+     * reports (BIND, UNBIND, CH_ADD, CH_DEL from the gateway). The link drops
+     * them while its far side does not speak v2. NULL: no such reports. */
+    void (*report)(struct link *l, int type, const void *s, size_t slen, const void *d,
+                   size_t dlen);
     /* The worker stops cleanly: withdraw what the far side keeps of it now
      * rather than let it expire. NULL when nothing outlives the connection. */
     void (*stop)(struct link *l);

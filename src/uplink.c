@@ -24,12 +24,14 @@
 #include "backoff.h"
 #include "client.h"
 #include "command.h"
+#include "channel.h"
 #include "conn.h"
 #include "hmap.h"
 #include "link.h"
 #include "log.h"
 #include "netaddr.h"
 #include "rmsg.h"
+#include "user.h"
 #include "worker.h"
 
 #define UPLINK_BACKOFF_MIN  0.1
@@ -47,6 +49,7 @@ struct uplink {
     int connected;
     int pinged;       /* this connection has had a PING */
     int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
+    int v2;           /* this connection's router sent the v2 PING: it takes reports */
     struct evbuffer *conn_sids, *close_sids;
     struct sockaddr_storage sa;
     socklen_t salen;
@@ -214,13 +217,87 @@ static void uplink_down(struct uplink *u, const char *why)
     evtimer_add(u->retry, &tv);
 }
 
+/* type with S = the SIDs in sids (n of them, in messages of at most 4095) and D. */
+static void uplink_send_sid_list(struct uplink *u, int type, struct evbuffer *sids, const void *d,
+                                 size_t dlen)
+{
+    size_t n;
+    while ((n = evbuffer_get_length(sids)) > 0 && uplink_writable(u)) {
+        size_t chunk = n > RMSG_MAX_SIDS * RMSG_SID_LEN ? RMSG_MAX_SIDS * RMSG_SID_LEN : n;
+        unsigned char hdr[RMSG_HEADER_LEN];
+        struct evbuffer *out = conn_output(u->conn);
+        rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)chunk, (uint32_t)dlen);
+        evbuffer_add(out, hdr, sizeof(hdr));
+        evbuffer_remove_buffer(sids, out, chunk);
+        if (dlen)
+            evbuffer_add(out, d, dlen);
+    }
+    evbuffer_drain(sids, evbuffer_get_length(sids));
+}
+
+/* A v2 router keeps each session's uid and channels: after AUTH it has the
+ * sessions (CONN) and channels (CH_SUB); this gives it the rest, one BIND per
+ * uid and one CH_ADD per channel. */
+static void uplink_resync_v2(struct uplink *u)
+{
+    struct worker *w = u->w;
+    struct evbuffer *sids = evbuffer_new();
+    struct hmap_iter it;
+    void *v;
+    size_t nuid = 0, nmem = 0;
+    if (!sids)
+        return;
+    hmap_iter_init(&it);
+    while (hmap_next(w->by_uid, &it, NULL, NULL, &v)) {
+        struct uid_group *g = v;
+        struct client_user *cu;
+        LIST_FOREACH(cu, &g->members, in_group)
+        evbuffer_add(sids, cu->c->sid, SID_LEN);
+        uplink_send_sid_list(u, RMSG_BIND, sids, g->uid, g->len);
+        nuid++;
+    }
+    hmap_iter_init(&it);
+    while (hmap_next(w->channels, &it, NULL, NULL, &v)) {
+        struct channel *ch = v;
+        struct chan_member *m;
+        LIST_FOREACH(m, &ch->members, in_chan)
+        {
+            evbuffer_add(sids, m->c->sid, SID_LEN);
+            nmem++;
+        }
+        uplink_send_sid_list(u, RMSG_CH_ADD, sids, ch->name, ch->len);
+    }
+    evbuffer_free(sids);
+    log_info("router %s: speaks v2: announced %zu uids and %zu channel memberships", u->name, nuid,
+             nmem);
+}
+
+static void uplink_report(struct link *l, int type, const void *s, size_t slen, const void *d,
+                          size_t dlen)
+{
+    struct uplink *u = (struct uplink *)l;
+    if (u->v2)
+        uplink_send(u, type, s, slen, d, dlen);
+}
+
+static void uplink_reply(struct link *l, int type, const void *s, size_t slen, const void *d,
+                         size_t dlen)
+{
+    uplink_send((struct uplink *)l, type, s, slen, d, dlen);
+}
+
 /* PING from the router: answer it with the same token, and from the first one
- * on treat silence for LINK_TIMEOUT as a dead link. */
+ * on treat silence for LINK_TIMEOUT as a dead link. The v2 token says the
+ * router keeps uids and memberships: it gets them now, and reports later. */
 static void uplink_pong(struct uplink *u, const struct rmsg *m)
 {
     int t = u->w->cfg->link_timeout;
 
     uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
+    if (!u->v2 && m->len == sizeof(RMSG_V2_TOKEN) - 1 && memcmp(m->d, RMSG_V2_TOKEN, m->len) == 0) {
+        u->v2 = 1;
+        uplink_resync_v2(u);
+    }
     if (u->pinged || !u->conn)
         return;
     u->pinged = 1;
@@ -261,14 +338,22 @@ static void uplink_read(struct uplink *u, struct conn *conn)
         size_t size = rmsg_size(&m);
         if (n < size)
             return;
-        size_t consumed;
+        size_t consumed = 0;
         const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)size);
         rc = rmsg_decode(p, size, UPLINK_MAX_LEN, &m, &consumed);
-        if (rc != RMSG_OK) {
+        if (rc != RMSG_OK && consumed == 0) { /* the stream itself is broken */
             uplink_down(u, rmsg_strerror(rc));
             return;
         }
-        if (m.type == RMSG_PING)
+        if (rc != RMSG_OK) {
+            /* Whole, and only this message is bad (a newer router's type, a
+             * v2 message out of shape): skipped, the link goes on. */
+            if (rc == RMSG_UNKNOWN)
+                log_info("router %s: message of unknown type %u skipped", u->name, m.type);
+            else
+                log_err("router %s: %s refused: %s", u->name, rmsg_type_name(m.type),
+                        rmsg_strerror(rc));
+        } else if (m.type == RMSG_PING)
             uplink_pong(u, &m);
         else if (m.type != RMSG_PONG)
             command_run(u->w, &u->link, &m);
@@ -288,6 +373,7 @@ static void uplink_eventcb(struct conn *conn, short what, void *arg)
         struct timeval tv = {t, 0};
         u->connected = 1;
         u->pinged = 0;
+        u->v2 = 0;
         backoff_reset(&u->backoff);
         /* The router that pinged the last link is expected to ping this one:
          * a connection that a stuck proxy accepted must not hang forever. */
@@ -379,6 +465,8 @@ static const struct link_ops uplink_ops = {
     .ch_sub = uplink_ch_sub,
     .ch_unsub = uplink_ch_unsub,
     .ch_unwanted = uplink_ch_unsub,
+    .reply = uplink_reply,
+    .report = uplink_report,
     .free = uplink_free,
 };
 

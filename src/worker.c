@@ -38,6 +38,7 @@
 #include "script.h"
 #include "uplink.h"
 #include "ws.h"
+#include "user.h"
 #include "wsconn.h"
 
 /* Within the master's MASTER_STOP_GRACE_SECONDS, which then kills. */
@@ -176,6 +177,25 @@ static void worker_links_free(struct worker *w)
         l->ops->free(l);
     }
     w->links = NULL;
+}
+
+void worker_report(struct worker *w, int type, const void *s, size_t slen, const void *d,
+                   size_t dlen)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->report)
+            l->ops->report(l, type, s, slen, d, dlen);
+}
+
+unsigned worker_next_mark(struct worker *w)
+{
+    if (++w->mark == 0) { /* wrapped: no client may keep an old stamp */
+        struct client *c;
+        TAILQ_FOREACH(c, &w->clients, entry)
+        c->mark = 0;
+        w->mark = 1;
+    }
+    return w->mark;
 }
 
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used)
@@ -686,7 +706,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     shm_ip_clear(shm, id);
     w.by_sid = hmap_new(1024);
     w.channels = hmap_new(64);
-    if (!w.by_sid || !w.channels)
+    w.by_uid = hmap_new(64);
+    if (!w.by_sid || !w.channels || !w.by_uid)
         goto done;
     if (cfg->router_host && worker_link_add(&w, uplink_new(&w)) < 0)
         goto done;
@@ -778,6 +799,8 @@ done : {
     if (w.channels)
         channel_free_all(&w);
     hmap_free(w.by_sid, NULL);
+    if (w.by_uid)
+        user_free_all(&w);
     worker_reload_drop(&w);
     backend_pool_free(w.pool);
     script_unref(w.script);

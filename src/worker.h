@@ -28,11 +28,13 @@ struct worker {
     struct backend_pool *pool;
     struct backend_pool_pending *reloading; /* a reload's pool, names resolving */
     struct config *reload_cfg;              /* ... and its config, until it is ready */
-    int cfg_owned; /* cfg came from a reload: free it */
+    int cfg_owned;                          /* cfg came from a reload: free it */
     TAILQ_HEAD(, client) clients;
     int nclients;
     const struct timeval *idle_tv; /* common timeout for IDLE_TIME */
     struct hmap *by_sid;           /* SID -> client */
+    struct hmap *by_uid;           /* uid -> struct uid_group (user.h) */
+    unsigned mark;                 /* the last stamp a command gave clients (client.mark) */
     struct hmap *channels;         /* name -> struct channel */
     struct link *links;            /* router (ROUTER_HOST), then bus (BUS); see link.h */
     struct event *sig_term, *sig_int, *sig_hup, *sig_usr1, *sig_usr2, *sig_quit;
@@ -58,7 +60,7 @@ struct worker {
      * the backend queue allows, like the orphans. */
     struct request **owed;
     size_t nowed, owed_done, owed_cap;
-    TAILQ_HEAD(, client) asap; /* clients with deferred work (client_run_deferred) */
+    TAILQ_HEAD(, client) asap;   /* clients with deferred work (client_run_deferred) */
     TAILQ_HEAD(, client) closed; /* closed clients, freed by client_run_deferred */
     struct event *asap_ev;
     const struct timeval *handshake_tv; /* common timeout for HANDSHAKE_TIMEOUT */
@@ -81,6 +83,11 @@ void worker_client_added(struct worker *w, struct client *c);
 void worker_client_removed(struct worker *w, struct client *c);
 /* channel.c: channel `name` got its first member (used = 1) or lost its last
  * (used = 0); the worker's links subscribe or unsubscribe it. */
+/* A v2 report to every link (link_ops.report). */
+void worker_report(struct worker *w, int type, const void *s, size_t slen, const void *d,
+                   size_t dlen);
+/* A fresh stamp for client.mark (never 0). */
+unsigned worker_next_mark(struct worker *w);
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used);
 /* A close event (EVENT=2) to post: now, or paced while the worker stops. */
 void worker_close_event(struct worker *w, struct request *r);

@@ -439,6 +439,9 @@ def test_channel_names_escaped_in_router_log(router):
     evil = b"room\n2030-01-01 00:00:00.000 [1] ERROR forged line\x1b[2J\xff\\"
     g = rp.Gateway(r.port, 1, 0, nsids=1)
     g.sub(evil)
+    # The subscription and the publish come on two connections: the publish
+    # waits until the router has the subscription.
+    rp.wait_info(r.port, lambda i: i["gateways"][0][3] == 2)
     bk = rp.Backend(r.port)
     bk.ch_pub(evil, b"hi")
     assert (rp.CH_PUB, evil, b"hi") in rp.sync(bk, [g])[g]
