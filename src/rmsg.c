@@ -72,6 +72,7 @@ static const struct {
     [RMSG_ERROR] = {"ERROR", RMSG_F_EMPTY, RMSG_F_ERRMSG, V2_SMALL},
     [RMSG_GW_QUERY] = {"GW_QUERY", RMSG_F_SIDS2, RMSG_F_QID, V2_SMALL},
     [RMSG_GW_ANSWER] = {"GW_ANSWER", RMSG_F_EMPTY, RMSG_F_RECORDS},
+    [RMSG_HELLO] = {"HELLO", RMSG_F_EMPTY, RMSG_F_QID, V2_SMALL},
 };
 
 /* Length-only checks: every kind but the ones whose content must be walked. */
@@ -128,8 +129,7 @@ static int rmsg_check_v2(int kind, const unsigned char *p, uint32_t n, int s_fie
             return RMSG_ERR_D;
         if (p == NULL)
             return RMSG_ERR_RECORDS;
-        while ((rc = rmsg_records_next(p + RMSG_QID_LEN, n - RMSG_QID_LEN, &off, &sid, &data,
-                                       &len))
+        while ((rc = rmsg_records_next(p + RMSG_QID_LEN, n - RMSG_QID_LEN, &off, &sid, &data, &len))
                == 1)
             ;
         return rc == 0 ? RMSG_OK : rc;

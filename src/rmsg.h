@@ -40,11 +40,12 @@
 /* A GW_ANSWER / CH_SESSIONS record head: SID, u32 data length. */
 #define RMSG_RECORD_HEAD (RMSG_SID_LEN + 4)
 /* A CH_MEMBERS record: SID, u8 uid length, uid. */
-#define RMSG_MEMBER_MAX  (RMSG_SID_LEN + 1 + RMSG_MAX_UID)
+#define RMSG_MEMBER_MAX (RMSG_SID_LEN + 1 + RMSG_MAX_UID)
 /* A CHANNELS record: u8 name length, name, u32 members. */
 #define RMSG_CHANNEL_REC_MAX (1 + RMSG_MAX_CHANNEL + 4)
 /* The v2 PING's token: the router sends it right after a good AUTH. */
 #define RMSG_V2_TOKEN "fooking/2"
+#define RMSG_VERSION  2 /* HELLO's D */
 
 /* Room rmsg_escape needs for the longest channel name, with its NUL. */
 #define RMSG_ESCAPE_MAX (4 * RMSG_MAX_CHANNEL + 1)
@@ -91,7 +92,11 @@ enum rmsg_type {
     /* Router <-> gateway, for the queries that need session data: */
     RMSG_GW_QUERY = 33,  /* router -> gateway: S = SIDs, D = u32 query id */
     RMSG_GW_ANSWER = 34, /* gateway -> router: D = u32 id | repeated SID | u32 len | data */
-    RMSG_TYPE_MAX = RMSG_GW_ANSWER
+    /* gateway -> router, in answer to the v2 PING: D = u32 protocol version
+     * (2). Only a link that said it gets types 16..34: a gateway from before
+     * v2 echoes the PING like any other, and drops its link on those. */
+    RMSG_HELLO = 35,
+    RMSG_TYPE_MAX = RMSG_HELLO
 };
 
 enum rmsg_status {

@@ -100,15 +100,15 @@ struct rgwq_link {
 };
 struct rgwq {
     struct router *r;
-    struct rconn *c;    /* the connection that asked */
-    struct ranswer *a;  /* its place in c's FIFO */
-    uint32_t id;        /* GW_QUERY / GW_ANSWER id */
-    uint16_t type;      /* SESSION_GET or CH_SESSIONS */
+    struct rconn *c;                 /* the connection that asked */
+    struct ranswer *a;               /* its place in c's FIFO */
+    uint32_t id;                     /* GW_QUERY / GW_ANSWER id */
+    uint16_t type;                   /* SESSION_GET or CH_SESSIONS */
     unsigned char sid[RMSG_SID_LEN]; /* SESSION_GET: the session */
     struct rgwq_link *links;
     size_t nlinks, cap;
-    unsigned due;            /* GW_ANSWERs still due, from every link */
-    int over;                /* the records passed ROUTER_ANSWER_MAX */
+    unsigned due;             /* GW_ANSWERs still due, from every link */
+    int over;                 /* the records passed ROUTER_ANSWER_MAX */
     struct evbuffer *records; /* SID | u32 len | data, as they came */
     struct event *deadline;   /* also made active when the last answer is in */
     TAILQ_ENTRY(rgwq) entry;
@@ -125,6 +125,8 @@ struct rconn {
     unsigned dead : 1;           /* forgotten; router_reap frees it */
     unsigned touched : 1;        /* on the current fan-out's target list */
     unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
+    unsigned v2 : 1;             /* link: said HELLO, so it takes types 16..34 */
+    unsigned v1_noted : 1;       /* link: "does not speak v2" logged once */
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
     uint32_t server_id, worker_id;
@@ -133,7 +135,7 @@ struct rconn {
     struct ranswer_list answers; /* queries' answers not written yet, in order */
     size_t queued;               /* bytes of the ready ones among them */
     unsigned nwaiting;           /* its queries waiting for gateways */
-    TAILQ_ENTRY(rconn) entry; /* r->conns, or r->dead once killed */
+    TAILQ_ENTRY(rconn) entry;    /* r->conns, or r->dead once killed */
 };
 TAILQ_HEAD(rconn_list, rconn);
 
@@ -154,14 +156,14 @@ struct router {
     struct event *ping; /* LINK_TIMEOUT / 3: PING every gateway link */
     struct rconn_list conns, dead;
     struct rtable *tab;
-    struct rtable_split split; /* scratch of router_cmd_split */
+    struct rtable_split split;      /* scratch of router_cmd_split */
     struct rtable_uid_split usplit; /* scratch of router_cmd_uids */
     TAILQ_HEAD(, rgwq) gwqs;        /* queries waiting for gateways */
     struct hmap *gwq_ids;           /* id -> struct rgwq */
     uint32_t next_qid;
-    const struct timeval *gwq_tv;   /* common timeout: the GW_QUERY deadline */
-    size_t answer_max;              /* ROUTER_ANSWER_MAX (at most half the output limit) */
-    size_t gwq_per_msg;             /* SIDs per GW_QUERY: its answer must fit max_len */
+    const struct timeval *gwq_tv; /* common timeout: the GW_QUERY deadline */
+    size_t answer_max;            /* ROUTER_ANSWER_MAX (at most half the output limit) */
+    size_t gwq_per_msg;           /* SIDs per GW_QUERY: its answer must fit max_len */
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
@@ -454,8 +456,7 @@ int router_conn_answer(struct rconn *c, uint16_t type, const void *d, size_t len
 }
 
 /* A query refused: ERROR (its type, why), in its place among the answers. */
-static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t type,
-                                const char *why)
+static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t type, const char *why)
 {
     unsigned char msg[RMSG_ERROR_MSG_MAX];
     size_t n = rmsg_encode_error(msg, type, why);
@@ -470,19 +471,35 @@ void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
         router_answer_error(c, NULL, m->type, why);
         return;
     }
-    log_err("router: %s: %s (%u + %u bytes) refused: %s", c->peer, rmsg_type_name(m->type),
-            m->slen, m->len, why);
+    log_err("router: %s: %s (%u + %u bytes) refused: %s", c->peer, rmsg_type_name(m->type), m->slen,
+            m->len, why);
 }
 
 /* ---- fan-out ---- */
 
 /* Queues header + S (+ D) on link l. D is a shared payload added by reference,
  * or NULL for bytes d (a channel name) that are small enough to copy. */
+static int router_link_v2(struct rconn *l, uint16_t type)
+{
+    if (l->v2 || type < RMSG_BIND || type > RMSG_GW_ANSWER)
+        return 1;
+    if (!l->v1_noted) {
+        l->v1_noted = 1;
+        log_info("router: %s: gateway %u/%u has not said HELLO (a gateway from before v2): "
+                 "%s and the other v2 messages are not sent to it",
+                 l->peer, l->server_id, l->worker_id, rmsg_type_name(type));
+    }
+    return 0;
+}
+
 static void router_link_send(struct rconn *l, uint16_t type, const void *sp, size_t slen,
                              struct evbuffer *payload, const void *d, size_t dlen)
 {
     struct evbuffer *out = conn_output(l->conn);
     unsigned char hdr[RMSG_HEADER_LEN];
+
+    if (!router_link_v2(l, type))
+        return; /* it would drop its link on a type it does not know */
 
     rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
     if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, sp, slen) < 0
@@ -551,7 +568,7 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
     for (l = head; l != NULL; l = next) {
         next = l->touch_next;
         l->touched = 0;
-        if (!ok || l->dead)
+        if (!ok || l->dead || !router_link_v2(l, m->type))
             continue;
         if (evbuffer_add_buffer_reference(conn_output(l->conn), msg) < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
@@ -882,8 +899,7 @@ static void router_cmd_uids(struct rconn *c, const struct rmsg *m, struct evbuff
 }
 
 /* SESSION_SET: to the link holding the session; the router keeps no data. */
-static void router_cmd_session_set(struct rconn *c, const struct rmsg *m,
-                                   struct evbuffer *payload)
+static void router_cmd_session_set(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct rconn *l = rtable_session_owner(c->r->tab, m->s);
 
@@ -906,6 +922,20 @@ static void router_cmd_ch_pub_ex(struct rconn *c, const struct rmsg *m, struct e
     router_broadcast(head, m, payload);
 }
 
+/* HELLO: the gateway link speaks v2 (it saw the v2 PING). */
+static void router_cmd_hello(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    if (!c->link) {
+        log_err("router: %s: HELLO from a backend, ignored", c->peer);
+        return;
+    }
+    if (rmsg_get_u32(m->d) >= RMSG_VERSION && !c->v2) {
+        c->v2 = 1;
+        log_debug("router: %s: gateway %u/%u speaks v%u", c->peer, c->server_id, c->worker_id,
+                  rmsg_get_u32(m->d));
+    }
+}
+
 /* Types a peer has no business sending here (ERROR, GW_QUERY; GW_ANSWER off a
  * gateway link): logged, nothing else. */
 static void router_cmd_unexpected(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
@@ -916,8 +946,7 @@ static void router_cmd_unexpected(struct rconn *c, const struct rmsg *m, struct 
 
 /* ---- backend API v2: queries answered from the tables ---- */
 
-static void router_query_is_online(struct rconn *c, const struct rmsg *m,
-                                   struct evbuffer *payload)
+static void router_query_is_online(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     unsigned char d[RMSG_MAX_SIDS];
     size_t n = m->slen / RMSG_SID_LEN;
@@ -984,8 +1013,7 @@ static void router_build_answer(struct rconn *c, struct ranswer *a, uint16_t typ
         router_answer_push(c, b->d);
 }
 
-static int router_build_start(struct rconn *c, struct router_build *b, uint16_t type,
-                              size_t expect)
+static int router_build_start(struct rconn *c, struct router_build *b, uint16_t type, size_t expect)
 {
     b->max = c->r->answer_max;
     b->failed = 0;
@@ -1009,8 +1037,7 @@ static void router_build_sid(const unsigned char *sid, void *owner, void *arg)
     router_build_add(arg, sid, RMSG_SID_LEN);
 }
 
-static void router_query_uid_sids(struct rconn *c, const struct rmsg *m,
-                                  struct evbuffer *payload)
+static void router_query_uid_sids(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router_build b;
     size_t n = rtable_uid_sessions(c->r->tab, m->s, m->slen);
@@ -1030,8 +1057,7 @@ static void router_build_member(const unsigned char *sid, void *owner, const uns
     router_build_add(arg, rec, rmsg_encode_member(rec, sid, uid, uidlen));
 }
 
-static void router_query_ch_members(struct rconn *c, const struct rmsg *m,
-                                    struct evbuffer *payload)
+static void router_query_ch_members(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router_build b;
     size_t n = rtable_members(c->r->tab, m->s, m->slen);
@@ -1048,13 +1074,11 @@ static void router_build_channel(const unsigned char *name, size_t len, size_t m
     unsigned char rec[RMSG_CHANNEL_REC_MAX];
 
     router_build_add(arg, rec,
-                     rmsg_encode_channel_count(rec, name, len,
-                                               members > UINT32_MAX ? UINT32_MAX
-                                                                    : (uint32_t)members));
+                     rmsg_encode_channel_count(
+                         rec, name, len, members > UINT32_MAX ? UINT32_MAX : (uint32_t)members));
 }
 
-static void router_query_channels(struct rconn *c, const struct rmsg *m,
-                                  struct evbuffer *payload)
+static void router_query_channels(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     struct router_build b;
 
@@ -1203,8 +1227,8 @@ static void router_gwq_ask(struct rgwq *q, struct rconn *l, const unsigned char 
     unsigned char id[4];
     struct rgwq_link *e;
 
-    if (l->dead)
-        return;
+    if (l->dead || !router_link_v2(l, RMSG_GW_QUERY))
+        return; /* a gateway from before v2: its sessions are left out */
     if (q->nlinks == q->cap) {
         size_t cap = q->cap ? 2 * q->cap : 4;
         struct rgwq_link *v = realloc(q->links, cap * sizeof(*v));
@@ -1279,8 +1303,7 @@ static void router_query_ch_sessions(struct rconn *c, const struct rmsg *m,
     if ((sids = evbuffer_new()) == NULL)
         goto oom;
     rtable_members_each(r->tab, m->s, m->slen, router_collect_sid, sids);
-    if (evbuffer_get_length(sids) != n * RMSG_SID_LEN
-        || (p = evbuffer_pullup(sids, -1)) == NULL
+    if (evbuffer_get_length(sids) != n * RMSG_SID_LEN || (p = evbuffer_pullup(sids, -1)) == NULL
         || rtable_split(r->tab, p, n, &r->split) < 0) {
         evbuffer_free(sids);
         goto oom;
@@ -1319,8 +1342,8 @@ static void router_cmd_gw_answer(struct rconn *c, const struct rmsg *m, struct e
                 e = &q->links[i];
     }
     if (e == NULL) {
-        log_debug("router: %s: GW_ANSWER %u after its deadline or not asked for, dropped",
-                  c->peer, rmsg_get_u32(m->d));
+        log_debug("router: %s: GW_ANSWER %u after its deadline or not asked for, dropped", c->peer,
+                  rmsg_get_u32(m->d));
         return;
     }
     while (rmsg_records_next(m->d + RMSG_QID_LEN, m->len - RMSG_QID_LEN, &off, &sid, &data, &len)
@@ -1328,8 +1351,7 @@ static void router_cmd_gw_answer(struct rconn *c, const struct rmsg *m, struct e
         size_t have = evbuffer_get_length(q->records);
         if (rtable_session_owner(r->tab, sid) != c)
             continue; /* not this link's: not its word to give */
-        if (q->type == RMSG_SESSION_GET
-            && (memcmp(sid, q->sid, RMSG_SID_LEN) != 0 || have > 0))
+        if (q->type == RMSG_SESSION_GET && (memcmp(sid, q->sid, RMSG_SID_LEN) != 0 || have > 0))
             continue;
         if (q->over || have + RMSG_RECORD_HEAD + len > r->answer_max) {
             q->over = 1;
@@ -1379,6 +1401,7 @@ static const struct router_cmd router_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_ERROR] = {router_cmd_unexpected, ROUTER_D_SKIP},
     [RMSG_GW_QUERY] = {router_cmd_unexpected, ROUTER_D_SKIP},
     [RMSG_GW_ANSWER] = {router_cmd_gw_answer, ROUTER_D_BYTES},
+    [RMSG_HELLO] = {router_cmd_hello, ROUTER_D_BYTES},
 };
 
 /* ---- connections ---- */
@@ -1643,8 +1666,7 @@ static void router_upgrade_timeout(evutil_socket_t fd, short what, void *arg)
     char why[64];
     (void)fd;
     (void)what;
-    snprintf(why, sizeof(why), "the new router was not serving within %d s",
-             PROC_UPGRADE_SECONDS);
+    snprintf(why, sizeof(why), "the new router was not serving within %d s", PROC_UPGRADE_SECONDS);
     router_upgrade_fail(arg, why, 0);
 }
 
@@ -1655,8 +1677,8 @@ static void router_upgrade_start(struct router *r)
         return;
     }
     int fd = evconnlistener_get_fd(r->listener);
-    pid_t pid = proc_upgrade_spawn("router", r->exe, r->conf, fd, r->cfg->pid_file, 0, &r->sigs,
-                                   &r->up_fd);
+    pid_t pid =
+        proc_upgrade_spawn("router", r->exe, r->conf, fd, r->cfg->pid_file, 0, &r->sigs, &r->up_fd);
     if (pid < 0)
         return;
     r->up_pid = pid;

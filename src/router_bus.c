@@ -246,4 +246,5 @@ const struct router_cmd router_bus_cmds[RMSG_TYPE_MAX + 1] = {
     [RMSG_ERROR] = {router_bus_v2, ROUTER_D_SKIP},
     [RMSG_GW_QUERY] = {router_bus_v2, ROUTER_D_SKIP},
     [RMSG_GW_ANSWER] = {router_bus_v2, ROUTER_D_BYTES},
+    [RMSG_HELLO] = {router_bus_v2, ROUTER_D_SKIP},
 };

@@ -295,7 +295,10 @@ static void uplink_pong(struct uplink *u, const struct rmsg *m)
 
     uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
     if (!u->v2 && m->len == sizeof(RMSG_V2_TOKEN) - 1 && memcmp(m->d, RMSG_V2_TOKEN, m->len) == 0) {
+        unsigned char v[4];
+        rmsg_put_u32(v, RMSG_VERSION);
         u->v2 = 1;
+        uplink_send(u, RMSG_HELLO, NULL, 0, v, sizeof(v)); /* before any report */
         uplink_resync_v2(u);
     }
     if (u->pinged || !u->conn)

@@ -17,6 +17,7 @@ PING, PONG = 14, 15
 BIND, UNBIND, SEND_UID, KICK_UID, SESSION_SET, SEND_ALL_EX, CH_PUB_EX = range(16, 23)
 IS_ONLINE, UID_COUNT, UID_SIDS, SID_UID, SESSION_GET = range(23, 28)
 CH_COUNT, CH_MEMBERS, CH_SESSIONS, CHANNELS, ERROR, GW_QUERY, GW_ANSWER = range(28, 35)
+HELLO = 35
 V2_TOKEN = b"fooking/2"
 NAMES = {1: "AUTH", 2: "CONN", 3: "CLOSE", 4: "KICK", 5: "SEND_MSG", 6: "SEND_ALL",
          7: "CH_ADD", 8: "CH_DEL", 9: "CH_PUB", 10: "CH_SUB", 11: "CH_UNSUB",
@@ -25,7 +26,7 @@ NAMES = {1: "AUTH", 2: "CONN", 3: "CLOSE", 4: "KICK", 5: "SEND_MSG", 6: "SEND_AL
          21: "SEND_ALL_EX", 22: "CH_PUB_EX", 23: "IS_ONLINE", 24: "UID_COUNT",
          25: "UID_SIDS", 26: "SID_UID", 27: "SESSION_GET", 28: "CH_COUNT",
          29: "CH_MEMBERS", 30: "CH_SESSIONS", 31: "CHANNELS", 32: "ERROR",
-         33: "GW_QUERY", 34: "GW_ANSWER"}
+         33: "GW_QUERY", 34: "GW_ANSWER", 35: "HELLO"}
 HEADER = struct.Struct(">HHI")
 SID_LEN = 16
 MAX_SIDS = 4095
@@ -297,7 +298,7 @@ class Gateway(Conn):
     records what the router forwards. With fence=True it subscribes a private
     channel, so sync() can tell when everything sent before has arrived."""
 
-    def __init__(self, port, server, worker, nsids=0, secret=None, fence=True, **kw):
+    def __init__(self, port, server, worker, nsids=0, secret=None, fence=True, v2=True, **kw):
         super().__init__(port, **kw)
         self.server, self.worker = server, worker
         self.pings, self.pong = 0, False
@@ -305,6 +306,8 @@ class Gateway(Conn):
         self.channels = set()
         d = struct.pack(">II", server, worker) + (b(secret) if secret is not None else b"")
         self.send(AUTH, b"", d)
+        if v2:  # a v2 gateway (one from before v2, v2=False, never says HELLO)
+            self.send(HELLO, b"", struct.pack(">I", 2))
         self.fence = ("fence-%d-%d" % (server, worker)).encode() if fence else None
         if self.fence:
             self.sub(self.fence)

@@ -36,6 +36,21 @@ def v2(php, tmp_path):
         pytest.fail("sanitizer reports from fooking:\n" + "\n".join(problems[:20]))
 
 
+def ready(c, per_link):
+    """Clients on every link, and every link past its HELLO: a SESSION_GET of a
+    session of each is answered found only once the router asks that link."""
+    links = c.ready(per_link=per_link)
+    bk = c.backend()
+    try:
+        for l in LINKS:
+            sid = links[l][0].sid
+            wait_answer("link %r speaks v2" % (l,), lambda: bk.query(rp.SESSION_GET, sid)[:1],
+                        b"\x01")
+    finally:
+        bk.close()
+    return links
+
+
 def ask_params(cluster, peer):
     """The client sends "params"; the backend answers with its $_SERVER as JSON."""
     n = len(peer.msgs)
@@ -58,7 +73,7 @@ def wait_answer(what, fn, want, timeout=5.0):
 
 def test_uids_reach_exactly_their_sessions(v2):
     c = v2()
-    links = c.ready(per_link=3)
+    links = ready(c, 3)
     a1, a2 = links[(1, 0)][0], links[(2, 1)][0]   # user "alice": two gateways
     b1 = links[(1, 1)][0]                          # user "bob"
     bk = c.backend()
@@ -99,7 +114,7 @@ def test_uids_reach_exactly_their_sessions(v2):
 
 def test_session_data_and_uid_reach_the_backend(v2):
     c = v2(SESSION_MAX_SIZE=64)
-    links = c.ready(per_link=1)
+    links = ready(c, 1)
     p = links[(2, 0)][0]
     first = ask_params(c, p)
     assert "UID" not in first and "SESSION" not in first
@@ -128,7 +143,7 @@ def test_session_data_and_uid_reach_the_backend(v2):
 
 def test_channel_queries_and_exclusions(v2):
     c = v2()
-    links = c.ready(per_link=3)
+    links = ready(c, 3)
     room = [links[l][0] for l in LINKS] + [links[(1, 0)][1]]
     bk = c.backend()
     bk.ch_add([p.sid for p in room], b"room")
@@ -158,7 +173,7 @@ def test_channel_queries_and_exclusions(v2):
 
 def test_channels_per_client_is_a_bound(v2):
     c = v2(CHANNELS_PER_CLIENT=2)
-    links = c.ready(per_link=1)
+    links = ready(c, 1)
     p, q = links[(1, 1)][0], links[(2, 0)][0]
     bk = c.backend()
     for ch in (b"a", b"b", b"c"):
@@ -177,7 +192,7 @@ def test_channels_per_client_is_a_bound(v2):
 
 def test_router_restart_gets_uids_and_memberships_back(v2):
     c = v2()
-    links = c.ready(per_link=3)
+    links = ready(c, 3)
     sids = {l: [p.sid for p in links[l][:3]] for l in LINKS}
     bk = c.backend()
     for i, l in enumerate(LINKS):

@@ -383,6 +383,7 @@ class V2Gateway(rp.Gateway):
         self.send(rp.AUTH, b"", struct.pack(">II", server, worker))
         assert rp.Conn.recv(self) == (rp.PING, b"", rp.V2_TOKEN), "no v2 PING after AUTH"
         self.send(rp.PONG, b"", rp.V2_TOKEN)
+        self.send(rp.HELLO, b"", struct.pack(">I", 2))
         self.fence = ("fence-%d-%d" % (server, worker)).encode()
         self.sub(self.fence)
         self.add_sids([rp.sid(server, worker, i) for i in range(nsids)])

@@ -55,6 +55,36 @@ def test_v2_ping_right_after_auth(router):
     bk.close()
 
 
+def test_gateway_from_before_v2_gets_no_v2_message(router):
+    """A gateway from before v2 echoes the v2 PING like any other but drops its
+    link on a type it does not know: only links that said HELLO get types
+    16..34, and a query that asks gateways does not wait for the others."""
+    r = router()
+    old = rp.Gateway(r.port, 1, 0, nsids=2, v2=False)
+    new = rp.Gateway(r.port, 1, 1, nsids=2)
+    rp.wait_info(r.port, lambda i: i["clients"] == 4 and len(i["gateways"]) == 2)
+    bk = rp.Backend(r.port)
+    bk.bind([old.sids[0], new.sids[0]], b"u")
+    bk.send_uid([b"u"], b"to u")
+    bk.session_set(old.sids[1], b"data")
+    bk.send_all_ex([new.sids[1]], b"to all but one")
+    bk.send_all(b"plain")
+    got = rp.sync(bk, [old, new])
+    assert got[old] == [(rp.SEND_ALL, b"", b"plain")]
+    assert got[new] == [(rp.BIND, new.sids[0], b"u"), (rp.SEND_UID, rp.uid_list([b"u"]), b"to u"),
+                        (rp.SEND_ALL_EX, new.sids[1], b"to all but one"),
+                        (rp.SEND_ALL, b"", b"plain")]
+    # The router's index has both sessions; only the v2 link was told.
+    assert u32(bk.query(rp.UID_COUNT, b"u")) == 2
+    # SESSION_GET of the old link's session: nobody to ask, answered at once.
+    assert bk.query(rp.SESSION_GET, old.sids[1]) == b"\x00"
+    assert r.wait_log("gateway 1/0 has not said HELLO")
+    assert len(bk.info()["gateways"]) == 2  # both links still up
+    bk.close()
+    old.close()
+    new.close()
+
+
 def test_bind_split_by_link_and_indexed(cluster):
     r, links, bk = cluster
     a, b, c, d = links

@@ -103,7 +103,8 @@ static void test_roundtrip_all_types(void **state)
     assert_int_equal(RMSG_PONG, 15);
     assert_string_equal(rmsg_type_name(16), "BIND");
     assert_string_equal(rmsg_type_name(34), "GW_ANSWER");
-    assert_string_equal(rmsg_type_name(35), "?");
+    assert_string_equal(rmsg_type_name(35), "HELLO");
+    assert_string_equal(rmsg_type_name(36), "?");
     for (int t = 1; t <= RMSG_TYPE_MAX; t++)
         assert_string_not_equal(rmsg_type_name(t), "?");
 }
@@ -295,6 +296,11 @@ static void test_v2_validate(void **state)
     assert_int_equal(validate(RMSG_BIND, SID16, 16, "", 0), RMSG_ERR_UID);
     assert_int_equal(validate(RMSG_BIND, SID16, 15, "u", 1), RMSG_ERR_SIDS);
     assert_int_equal(validate(RMSG_BIND, "", 0, "u", 1), RMSG_OK); /* no SIDs: nothing to do */
+    /* HELLO: no S, a u32 version */
+    assert_int_equal(validate(RMSG_HELLO, "", 0, "\0\0\0\2", 4), RMSG_OK);
+    assert_int_equal(validate(RMSG_HELLO, "", 0, "\0\0\2", 3), RMSG_ERR_D);
+    assert_int_equal(validate(RMSG_HELLO, SID16, 16, "\0\0\0\2", 4), RMSG_ERR_S);
+    assert_string_equal(rmsg_type_name(RMSG_HELLO), "HELLO");
     /* UNBIND: SIDs, no D */
     assert_int_equal(validate(RMSG_UNBIND, SID16, 16, NULL, 0), RMSG_OK);
     assert_int_equal(validate(RMSG_UNBIND, SID16, 16, NULL, 1), RMSG_ERR_D);
