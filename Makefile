@@ -53,6 +53,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfooking.a
 $(BUILD)/rtable_mem: bench/rtable_mem.c $(BUILD)/libfooking.a
 	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libfooking.a $(LDLIBS)
 
+# What a gateway worker keeps per bound uid and membership (bench/gw_mem.c).
+$(BUILD)/gw_mem: bench/gw_mem.c $(BUILD)/libfooking.a
+	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libfooking.a $(LDLIBS)
+
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 

@@ -382,6 +382,26 @@ if sys_found or alloc_found:
     w("```\n")
 
 # ---- targets ----
+# ---- (f) ----
+mr, mg = find("mem-router"), find("mem-gateway")
+if mr or mg:
+    w("## (f) Backend API v2: what a uid and a membership cost\n")
+    w("Heap bytes in use (glibc `mallinfo2`, malloc's chunk headers included) before and after "
+      "each step, at 100,000 sessions, over the real tables: `build/rtable_mem` (the router's, "
+      "8 links) and `build/gw_mem` (a gateway worker's, sessions with a ~100-byte param block "
+      "as a client of the length protocol has). uids are 9 to 11 bytes, every session bound "
+      "to a uid of its own; channels of 1,000 members.\n")
+    w("| per | router | gateway worker |")
+    w("|---|---:|---:|")
+    w(f"| session (no uid, no channel) | {num(get(mr, 'session_bytes'))} | (the idle-connection figure, section (c)) |")
+    w(f"| bound uid | {num(get(mr, 'uid_bytes'))} | {num(get(mg, 'uid_bytes'))} |")
+    w(f"| another session of a bound uid on another link | {num(get(mr, 'uid_second_link_bytes'))} | – |")
+    w(f"| channel membership | {num(get(mr, 'membership_bytes'))} | {num(get(mg, 'membership_bytes'))} |")
+    w(f"| membership of a channel of its own (a new channel each) | – | {num(get(mg, 'membership_new_channel_bytes'))} |")
+    w("\nIn the gateway a bound uid costs the uid's record and index entry and a second copy of "
+      "the session's param block with `UID` in it (requests take the block by reference); "
+      "session data costs its bytes twice for the same reason.\n")
+
 w("## Targets\n")
 w("| target | measured | |")
 w("|---|---|---|")

@@ -74,6 +74,10 @@ int main(int argc, char **argv)
            (double)(m4 - m3) / n);
     printf("per membership (first channel): %.1f bytes\n", (double)(m5 - m4) / n);
     printf("per membership (second channel): %.1f bytes\n", (double)(m6 - m5) / n);
+    printf("RESULT label=mem-router scenario=mem n=%zu session_bytes=%.0f uid_bytes=%.0f "
+           "uid_second_link_bytes=%.0f membership_bytes=%.0f\n",
+           n, (double)(m1 - m0) / n, (double)(m2 - m1) / n, (double)(m4 - m3) / n,
+           (double)(m5 - m4) / n);
     free(sids);
     return 0;
 }

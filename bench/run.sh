@@ -479,6 +479,13 @@ if [ $HAVE_NGINX = 1 ]; then
     done
 fi
 
+# ---- backend API v2: memory per bound uid and per channel membership ----
+log "(f) memory per uid and membership (100K sessions)"
+make -s build/rtable_mem build/gw_mem
+for t in rtable_mem gw_mem; do
+    build/$t 100000 | grep '^RESULT' | sed "s/\$/ load=$(cut -d' ' -f1 /proc/loadavg)/" >> "$RAW"
+done
+
 # ---- the report ----
 END=$(date +%s)
 log "runs took $((END - START)) s; writing BENCHMARKS.md"

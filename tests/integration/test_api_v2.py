@@ -8,15 +8,17 @@ the backend saw in its FastCGI params (UID, SESSION) when a client spoke.
 
 import json
 import struct
+import subprocess
 import threading
 import time
 
 import pytest
 
 import fk
+import peers
 import rproto as rp
 from swarm import assert_delivered, new_marker
-from test_cluster import LINKS, Cluster, received  # noqa: F401  (fixtures below)
+from test_cluster import LINKS, PHP_CLIENT, Cluster, received
 
 
 @pytest.fixture
@@ -283,3 +285,243 @@ def test_newer_router_types_and_bad_v2_messages_are_skipped(gateway, fake):
     finally:
         cl.close()
         router.stop()
+
+
+# ------------------------------------------------ the PHP and Go client libraries
+
+V2_PHP = r"""<?php
+require $argv[1];
+$ops = json_decode(stream_get_contents(STDIN), true);
+$r = new FookingRouter();
+$r->connect('127.0.0.1', (int)$argv[2], null);
+$out = [];
+foreach ($ops as $o) {
+    $a = $o['args'];
+    switch ($o['op']) {
+    case 'bind': $r->bindUid($a[0], $a[1]); break;
+    case 'unbind': $r->unbindUid($a[0]); break;
+    case 'send_to_uid': $r->sendToUid($a[0], $a[1]); break;
+    case 'kick_uid': $r->kickUid($a[0]); break;
+    case 'set_session': $r->setSession($a[0], $a[1]); break;
+    case 'send_all': $r->sendAll($a[0], $a[1]); break;
+    case 'ch_add': $r->chAdd($a[0], $a[1]); break;
+    case 'ch_pub': $r->chPub($a[0], $a[1], $a[2]); break;
+    case 'is_online': $out[] = $r->isOnline($a[0]); break;
+    case 'is_uid_online': $out[] = $r->isUidOnline($a[0]); break;
+    case 'sids_by_uid': $s = $r->getSidsByUid($a[0]); sort($s); $out[] = $s; break;
+    case 'uid_by_sid': $out[] = $r->getUidBySid($a[0]); break;
+    case 'get_session': $out[] = $r->getSession($a[0]); break;
+    case 'ch_count': $out[] = $r->chCount($a[0]); break;
+    case 'ch_members': $out[] = $r->chMembers($a[0]); break;
+    case 'ch_sessions': $out[] = $r->chSessions($a[0]); break;
+    case 'channels': $out[] = $r->channels(); break;
+    case 'info': $i = $r->info(); $out[] = ['clients' => $i['clients'], 'uids' => $i['uids']]; break;
+    default: throw new Exception('unknown op ' . $o['op']);
+    }
+}
+$r->close();
+echo json_encode($out), "\n";
+"""
+
+V2_GO = r"""package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+
+	"fooking"
+)
+
+type op struct {
+	Op   string
+	Args []json.RawMessage
+}
+
+func str(m json.RawMessage) string   { var s string; must(json.Unmarshal(m, &s)); return s }
+func strs(m json.RawMessage) []string { var s []string; must(json.Unmarshal(m, &s)); return s }
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func main() {
+	port, _ := strconv.Atoi(os.Args[1])
+	var ops []op
+	must(json.NewDecoder(os.Stdin).Decode(&ops))
+	r, err := fooking.Connect("127.0.0.1", port, "")
+	must(err)
+	out := []interface{}{}
+	for _, o := range ops {
+		a := o.Args
+		switch o.Op {
+		case "bind":
+			err = r.BindUid(str(a[0]), str(a[1]))
+		case "unbind":
+			err = r.UnbindUid(str(a[0]))
+		case "send_to_uid":
+			err = r.SendToUid(strs(a[0]), []byte(str(a[1])))
+		case "kick_uid":
+			err = r.KickUid(str(a[0]))
+		case "set_session":
+			err = r.SetSession(str(a[0]), []byte(str(a[1])))
+		case "send_all":
+			err = r.SendAll([]byte(str(a[0])), strs(a[1])...)
+		case "ch_add":
+			err = r.ChAdd(strs(a[0]), str(a[1]))
+		case "ch_pub":
+			err = r.ChPub(str(a[0]), []byte(str(a[1])), strs(a[2])...)
+		case "is_online":
+			var m map[string]bool
+			m, err = r.IsOnline(strs(a[0]))
+			out = append(out, m)
+		case "is_uid_online":
+			var n int
+			n, err = r.IsUidOnline(str(a[0]))
+			out = append(out, n)
+		case "sids_by_uid":
+			var s []string
+			s, err = r.GetSidsByUid(str(a[0]))
+			sort.Strings(s)
+			out = append(out, s)
+		case "uid_by_sid":
+			var u string
+			u, err = r.GetUidBySid(str(a[0]))
+			if u == "" {
+				out = append(out, nil)
+			} else {
+				out = append(out, u)
+			}
+		case "get_session":
+			d, found, e := r.GetSession(str(a[0]))
+			err = e
+			if found {
+				out = append(out, string(d))
+			} else {
+				out = append(out, nil)
+			}
+		case "ch_count":
+			var n int
+			n, err = r.ChCount(str(a[0]))
+			out = append(out, n)
+		case "ch_members":
+			var m map[string]string
+			m, err = r.ChMembers(str(a[0]))
+			mm := map[string]interface{}{}
+			for k, v := range m {
+				if v == "" {
+					mm[k] = nil
+				} else {
+					mm[k] = v
+				}
+			}
+			out = append(out, mm)
+		case "ch_sessions":
+			var m map[string][]byte
+			m, err = r.ChSessions(str(a[0]))
+			mm := map[string]string{}
+			for k, v := range m {
+				mm[k] = string(v)
+			}
+			out = append(out, mm)
+		case "channels":
+			var m map[string]int
+			m, err = r.Channels()
+			out = append(out, m)
+		case "info":
+			var i *fooking.Info
+			i, err = r.Info()
+			if err == nil {
+				out = append(out, map[string]int{"clients": i.Clients, "uids": i.Uids})
+			}
+		default:
+			err = fmt.Errorf("unknown op %q", o.Op)
+		}
+		must(err)
+	}
+	r.Close()
+	b, _ := json.Marshal(out)
+	fmt.Println(string(b))
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def v2_go(tmp_path_factory):
+    return peers.go_build(tmp_path_factory.mktemp("api-v2-go"), V2_GO)
+
+
+def drive(kind, c, ops, tmp, go=None):
+    """Runs ops [(name, args...)] through the PHP or Go library; the answers of
+    the queries, in order, as JSON values."""
+    body = json.dumps([{"op": o[0], "args": list(o[1:])} for o in ops])
+    if kind == "php":
+        script = tmp / "v2.php"
+        script.write_text(V2_PHP)
+        cmd = ["php", str(script), str(PHP_CLIENT), str(c.router.port)]
+    else:
+        cmd = [go, str(c.router.port)]
+    p = subprocess.run(cmd, input=body, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("kind", ["php", "go"])
+def test_every_call_from_the_libraries(request, v2, tmp_path, kind):
+    go = request.getfixturevalue("v2_go") if kind == "go" else None
+    c = v2()
+    links = ready(c, 2)
+    s = {l: [p.sid.decode() for p in links[l][:2]] for l in LINKS}
+    peer = {p.sid.decode(): p for l in LINKS for p in links[l]}
+    u1 = [s[(1, 0)][0], s[(2, 1)][0]]   # "ann", on two gateways
+    u2 = s[(1, 1)][0]                   # "bob"
+    room = [s[l][1] for l in LINKS]     # one per link
+    answers = drive(kind, c, [
+        ("bind", u1[0], "ann"), ("bind", u1[1], "ann"), ("bind", u2, "bob"),
+        ("set_session", u1[0], '{"n":"Ann"}'),
+        ("ch_add", room, "room"),
+        ("send_to_uid", ["ann"], "to ann"),
+        ("send_all", "to all but bob", [u2]),
+        ("ch_pub", "room", "to the room", [room[0]]),
+        ("is_online", [u1[0], "0" * 16]),
+        ("is_uid_online", "ann"),
+        ("sids_by_uid", "ann"),
+        ("uid_by_sid", u2), ("uid_by_sid", room[0]),
+        ("get_session", u1[0]), ("get_session", "0" * 16),
+        ("ch_count", "room"),
+        ("ch_members", "room"),
+        ("ch_sessions", "room"),
+        ("channels",),
+        ("info",),
+    ], tmp_path, go)
+    nclients = len(c.swarm.open())
+    assert answers == [
+        {u1[0]: True, "0" * 16: False},
+        2,
+        sorted(u1),
+        "bob", None,
+        '{"n":"Ann"}', None,
+        4,
+        {sid: None for sid in room},
+        {sid: "" for sid in room},
+        {"room": 4},
+        {"clients": nclients, "uids": 2},
+    ]
+    marker = new_marker()
+    bk = c.backend()
+    bk.send_all(marker)
+    expect = {p: [b"to all but bob"] for p in c.swarm.open() if p.sid.decode() != u2}
+    for sid in u1:
+        expect[peer[sid]].insert(0, b"to ann")
+    for sid in room[1:]:
+        expect[peer[sid]].append(b"to the room")
+    assert_delivered(received(c, marker), expect)
+    # unbind and kick_uid
+    drive(kind, c, [("unbind", u1[1]), ("kick_uid", "ann")], tmp_path, go)
+    c.swarm.wait(lambda: peer[u1[0]].closed, 5, "ann's remaining session kicked")
+    assert not peer[u1[1]].closed and not peer[u2].closed
+    assert bk.query(rp.SID_UID, u1[1].encode()) == b""
+    bk.close()
