@@ -383,6 +383,11 @@ MC=$ROOT/bench/build/malloc_count.so
 GW_ENV="LD_PRELOAD=$MC MALLOC_COUNT_FILE=$TMP/alloc-gw.txt" start_gateway gw_alloc length 0 0
 count_allocs fooking-length-alloc "$(children $GW_PID)" "$TMP/alloc-gw.txt" $RT1 -a 127.0.0.1:$GW_PORT
 stop "$GW_PID"
+# ... and in fan-out: SEND_ALL through the router to 1000 WebSocket subscribers.
+GW_ENV="LD_PRELOAD=$MC MALLOC_COUNT_FILE=$TMP/alloc-fan.txt" start_gateway gw_fan_alloc websocket 0 1
+count_allocs fooking-fanout-alloc "$(children $GW_PID)" "$TMP/alloc-fan.txt" \
+    -s fanout -p ws -n 1000 -b 64 -w $W $SRC -P sendall -a 127.0.0.1:$GW_PORT -R 127.0.0.1:$ROUTER_PORT
+stop "$GW_PID"
 GW_ENV="LD_PRELOAD=$MC MALLOC_COUNT_FILE=$TMP/alloc-bl.txt" start_baseline fcgi
 count_allocs baseline-fcgi-alloc "$BL_PID,$(children $BL_PID)" "$TMP/alloc-bl.txt" $RT1 -a 127.0.0.1:$BL_PORT
 stop "$BL_PID"

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "loop.h"
 #include "master.h"
 #include "proctitle.h"
 #include "router.h"
@@ -35,14 +36,15 @@ static void usage(FILE *f)
 
 static int send_signal(const struct config *cfg, const char *what)
 {
-    int sig = strcmp(what, "stop") == 0     ? SIGTERM
-              : strcmp(what, "quit") == 0   ? SIGQUIT
-              : strcmp(what, "reload") == 0 ? SIGHUP
-              : strcmp(what, "reopen") == 0 ? SIGUSR1
+    int sig = strcmp(what, "stop") == 0      ? SIGTERM
+              : strcmp(what, "quit") == 0    ? SIGQUIT
+              : strcmp(what, "reload") == 0  ? SIGHUP
+              : strcmp(what, "reopen") == 0  ? SIGUSR1
               : strcmp(what, "upgrade") == 0 ? SIGUSR2
-                                            : 0;
+                                             : 0;
     if (sig == 0) {
-        fprintf(stderr, "fooking: -s takes stop, quit, reload, reopen or upgrade, got \"%s\"\n", what);
+        fprintf(stderr, "fooking: -s takes stop, quit, reload, reopen or upgrade, got \"%s\"\n",
+                what);
         return 1;
     }
     if (cfg->pid_file == NULL) {
@@ -82,8 +84,7 @@ static int check_files(const struct config *cfg)
     if (cfg->static_dir) {
         int fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
-            fprintf(stderr, "%s: STATIC_DIR %s: %s\n", cfg->file, cfg->static_dir,
-                    strerror(errno));
+            fprintf(stderr, "%s: STATIC_DIR %s: %s\n", cfg->file, cfg->static_dir, strerror(errno));
             return 1;
         }
         close(fd);
@@ -104,6 +105,7 @@ int main(int argc, char **argv)
     int test = 0, opt;
     const char *sig = NULL;
     int foreground = 0;
+    loop_mem_init();
     while ((opt = getopt(argc, argv, "tfs:vh")) != -1) {
         switch (opt) {
         case 'f':

@@ -291,6 +291,7 @@ static void worker_shrink_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c;
     (void)fd;
     (void)what;
+    loop_mem_trim();
     TAILQ_FOREACH(c, &w->clients, entry)
     {
         if (c->dead)
