@@ -22,11 +22,8 @@ int channel_join(struct worker *w, struct client *c, const char *name, size_t le
             return 0;
         n++;
     }
-    if (n >= w->cfg->channels_per_client) {
-        log_err("client %s: joining a channel over CHANNELS_PER_CLIENT (%d), refused", c->sid,
-                w->cfg->channels_per_client);
-        return -1;
-    }
+    if (n >= w->cfg->channels_per_client)
+        return -2; /* the caller logs, once for all the sessions it refused */
     if (!ch) {
         ch = calloc(1, sizeof(*ch));
         if (!ch || !(ch->name = malloc(len + 1))) {

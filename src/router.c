@@ -80,6 +80,10 @@
  * ERROR. Each waits at most the deadline, so this bounds what one backend can
  * keep in flight (GW_QUERY messages, collected records). */
 #define ROUTER_MAX_WAITING 1024
+/* SIDs that queries waiting for gateways may have asked of them at once, over
+ * all connections (16 bytes each in GW_QUERY): a CH_SESSIONS past it is
+ * answered ERROR. */
+#define ROUTER_GWQ_MAX_SIDS 1000000
 /* GW_QUERY deadline when LINK_TIMEOUT is 0. */
 #define ROUTER_GW_SECONDS 2
 
@@ -108,6 +112,7 @@ struct rgwq {
     struct rgwq_link *links;
     size_t nlinks, cap;
     unsigned due;             /* GW_ANSWERs still due, from every link */
+    size_t nsids;             /* SIDs asked of gateways (router.gwq_sids) */
     int over;                 /* the records passed ROUTER_ANSWER_MAX */
     struct evbuffer *records; /* SID | u32 len | data, as they came */
     struct event *deadline;   /* also made active when the last answer is in */
@@ -127,8 +132,10 @@ struct rconn {
     unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
     unsigned v2 : 1;             /* link: said HELLO, so it takes types 16..34 */
     unsigned v1_noted : 1;       /* link: "does not speak v2" logged once */
+    unsigned refused;            /* messages refused (router_conn_noted) */
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
+    struct event *resume;        /* reads on after a query that waited for gateways */
     uint32_t server_id, worker_id;
     struct rtable_link *link; /* a gateway link (sent AUTH): its entry in r->tab */
     struct rconn *touch_next;
@@ -160,6 +167,7 @@ struct router {
     struct rtable_uid_split usplit; /* scratch of router_cmd_uids */
     TAILQ_HEAD(, rgwq) gwqs;        /* queries waiting for gateways */
     struct hmap *gwq_ids;           /* id -> struct rgwq */
+    size_t gwq_sids;                /* SIDs asked of gateways by queries now waiting */
     uint32_t next_qid;
     const struct timeval *gwq_tv; /* common timeout: the GW_QUERY deadline */
     size_t answer_max;            /* ROUTER_ANSWER_MAX (at most half the output limit) */
@@ -244,6 +252,8 @@ void router_conn_kill(struct rconn *c)
         router_link_forget(c);
     if (c->auth_deadline != NULL)
         event_del(c->auth_deadline);
+    if (c->resume != NULL)
+        event_del(c->resume);
     /* Nothing more is read or written: the output queued this turn would
      * otherwise still go out before router_reap closes the socket. */
     conn_read(c->conn, 0);
@@ -271,6 +281,8 @@ static void router_conn_free(struct rconn *c)
     conn_free(c->conn);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
+    if (c->resume != NULL)
+        event_free(c->resume);
     free(c);
 }
 
@@ -464,6 +476,14 @@ static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t typ
     router_answer_bytes(c, a, RMSG_ERROR, msg + RMSG_HEADER_LEN, n - RMSG_HEADER_LEN);
 }
 
+/* Whether the n-th refusal on a connection is logged: the first ten, then
+ * one in a thousand (with the count), so a peer cannot flood the log. */
+static int router_conn_noted(struct rconn *c)
+{
+    c->refused++;
+    return c->refused <= 10 || c->refused % 1000 == 0;
+}
+
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
 {
     if (rmsg_is_query(m->type)) {
@@ -471,8 +491,9 @@ void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
         router_answer_error(c, NULL, m->type, why);
         return;
     }
-    log_err("router: %s: %s (%u + %u bytes) refused: %s", c->peer, rmsg_type_name(m->type), m->slen,
-            m->len, why);
+    if (router_conn_noted(c))
+        log_err("router: %s: %s (%u + %u bytes) refused: %s (%u refused on this connection)",
+                c->peer, rmsg_type_name(m->type), m->slen, m->len, why, c->refused);
 }
 
 /* ---- fan-out ---- */
@@ -926,10 +947,15 @@ static void router_cmd_ch_pub_ex(struct rconn *c, const struct rmsg *m, struct e
 static void router_cmd_hello(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     if (!c->link) {
-        log_err("router: %s: HELLO from a backend, ignored", c->peer);
+        if (router_conn_noted(c))
+            log_err("router: %s: HELLO from a backend, ignored", c->peer);
         return;
     }
     if (rmsg_get_u32(m->d) >= RMSG_VERSION && !c->v2) {
+        /* What backends bound or joined for its sessions before now was not
+         * sent to it (it had not said HELLO): its reports, right behind,
+         * are the truth. */
+        rtable_link_clear(c->r->tab, c->link);
         c->v2 = 1;
         log_debug("router: %s: gateway %u/%u speaks v%u", c->peer, c->server_id, c->worker_id,
                   rmsg_get_u32(m->d));
@@ -940,8 +966,9 @@ static void router_cmd_hello(struct rconn *c, const struct rmsg *m, struct evbuf
  * gateway link): logged, nothing else. */
 static void router_cmd_unexpected(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    log_err("router: %s: %s is not for the router to receive%s, ignored", c->peer,
-            rmsg_type_name(m->type), m->type == RMSG_GW_ANSWER ? " from a backend" : "");
+    if (router_conn_noted(c))
+        log_err("router: %s: %s is not for the router to receive%s, ignored", c->peer,
+                rmsg_type_name(m->type), m->type == RMSG_GW_ANSWER ? " from a backend" : "");
 }
 
 /* ---- backend API v2: queries answered from the tables ---- */
@@ -1104,8 +1131,11 @@ static void router_gwq_free(struct rgwq *q)
     if (q->records != NULL)
         evbuffer_free(q->records);
     free(q->links);
-    if (q->c != NULL)
-        q->c->nwaiting--;
+    r->gwq_sids -= q->nsids;
+    if (q->c != NULL && --q->c->nwaiting == 0 && !q->c->dead) {
+        conn_read(q->c->conn, 1);
+        event_active(q->c->resume, EV_TIMEOUT, 0); /* what it sent meanwhile */
+    }
     free(q);
 }
 
@@ -1172,12 +1202,25 @@ static void router_gwq_conn_gone(struct rconn *c)
 
 /* A query waiting for gateways, in c's FIFO. NULL (answered ERROR, or c
  * dropped) when it cannot be made. */
+static void router_conn_read(struct conn *conn, void *arg);
+
+/* The query that held c is answered: what c sent meanwhile is in its input. */
+static void router_conn_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *c = arg;
+
+    if (!c->dead)
+        router_conn_read(c->conn, c);
+}
+
 static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
 {
     struct router *r = c->r;
     struct rgwq *q;
     unsigned char key[4];
 
+    if (c->resume == NULL && (c->resume = event_new(r->base, -1, 0, router_conn_resume, c)) == NULL)
+        goto fail;
     if (c->nwaiting >= ROUTER_MAX_WAITING) {
         log_info("router: %s: %u queries already wait for gateways, %s answered ERROR", c->peer,
                  c->nwaiting, rmsg_type_name(type));
@@ -1213,6 +1256,7 @@ static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
     }
     q->c = c;
     c->nwaiting++;
+    conn_read(c->conn, 0);
     evtimer_add(q->deadline, r->gwq_tv);
     return q;
 fail:
@@ -1242,6 +1286,8 @@ static void router_gwq_ask(struct rgwq *q, struct rconn *l, const unsigned char 
     }
     e = &q->links[q->nlinks++];
     *e = (struct rgwq_link){l, 0};
+    q->nsids += n;
+    q->r->gwq_sids += n;
     rmsg_put_u32(id, q->id);
     for (size_t off = 0; off < n && !l->dead; off += q->r->gwq_per_msg) {
         size_t k = n - off < q->r->gwq_per_msg ? n - off : q->r->gwq_per_msg;
@@ -1298,6 +1344,13 @@ static void router_query_ch_sessions(struct rconn *c, const struct rmsg *m,
 
     if (n == 0) {
         router_conn_answer(c, m->type, NULL, 0);
+        return;
+    }
+    if (r->gwq_sids + n > ROUTER_GWQ_MAX_SIDS) {
+        log_info("router: %s: CH_SESSIONS of %zu members while %zu sessions are being asked of "
+                 "gateways already: answered ERROR",
+                 c->peer, n, r->gwq_sids);
+        router_answer_error(c, NULL, m->type, "too many sessions being asked of gateways now");
         return;
     }
     if ((sids = evbuffer_new()) == NULL)
@@ -1427,6 +1480,10 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     /* The shapes the header cannot tell (v2 types): a bad message is whole,
      * so it is refused and the connection goes on. */
     rc = rmsg_validate(m);
+    /* A gateway link asks nothing: its queries would have the router ask
+     * gateways, itself among them, on its behalf. */
+    if (rc == RMSG_OK && c->link && rmsg_is_query(m->type))
+        rc = RMSG_ERR_LINK_QUERY;
     if (d == ROUTER_D_SKIP) {
         evbuffer_drain(in, m->len);
         m->len = 0;
@@ -1457,7 +1514,11 @@ static void router_conn_read(struct conn *conn, void *arg)
     struct rmsg m;
     int rc;
 
-    while (!c->dead && evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
+    /* A query waiting for gateways holds the connection: nothing after it is
+     * read until it is answered, so a backend cannot pile up gateway queries
+     * (each costs the links a GW_QUERY of its SIDs) or answers behind one. */
+    while (!c->dead && c->nwaiting == 0
+           && evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
         rc = rmsg_decode_header(hdr, sizeof(hdr), r->max_len, &m);
         if (rc != RMSG_OK) {
             log_err("router: %s: %s (type %u, slen %u, len %u), closing", c->peer,

@@ -94,6 +94,7 @@ int user_bind(struct worker *w, struct client *c, const void *uid, size_t len)
             return -1;
         }
         g->n = 0;
+        g->mark = 0;
         LIST_INIT(&g->members);
         g->len = len;
         memcpy(g->uid, uid, len);

@@ -191,8 +191,13 @@ unsigned worker_next_mark(struct worker *w)
 {
     if (++w->mark == 0) { /* wrapped: no client may keep an old stamp */
         struct client *c;
+        struct hmap_iter it;
+        void *g;
         TAILQ_FOREACH(c, &w->clients, entry)
         c->mark = 0;
+        hmap_iter_init(&it);
+        while (hmap_next(w->by_uid, &it, NULL, NULL, &g))
+            ((struct uid_group *)g)->mark = 0;
         w->mark = 1;
     }
     return w->mark;
