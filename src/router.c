@@ -464,6 +464,16 @@ static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t typ
     router_answer_bytes(c, a, RMSG_ERROR, msg + RMSG_HEADER_LEN, n - RMSG_HEADER_LEN);
 }
 
+size_t router_conn_answer_max(const struct rconn *c)
+{
+    return c->r->answer_max;
+}
+
+void router_answer_refuse(struct rconn *c, struct ranswer *a, uint16_t type, const char *why)
+{
+    router_answer_error(c, a, type, why);
+}
+
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
 {
     if (rmsg_is_query(m->type)) {
