@@ -56,12 +56,14 @@ int channel_join(struct worker *w, struct client *c, const char *name, size_t le
     LIST_INSERT_HEAD(&ch->members, m, in_chan);
     LIST_INSERT_HEAD(&c->chans, m, in_client);
     ch->count++;
+    worker_member_changed(w, c, name, len, 1);
     return 1;
 }
 
 static void channel_remove_member(struct worker *w, struct chan_member *m)
 {
     struct channel *ch = m->ch;
+    worker_member_changed(w, m->c, ch->name, ch->len, 0);
     LIST_REMOVE(m, in_chan);
     LIST_REMOVE(m, in_client);
     free(m);

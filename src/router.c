@@ -484,6 +484,16 @@ static int router_conn_noted(struct rconn *c)
     return c->refused <= 10 || c->refused % 1000 == 0;
 }
 
+size_t router_conn_answer_max(const struct rconn *c)
+{
+    return c->r->answer_max;
+}
+
+void router_answer_refuse(struct rconn *c, struct ranswer *a, uint16_t type, const char *why)
+{
+    router_answer_error(c, a, type, why);
+}
+
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
 {
     if (rmsg_is_query(m->type)) {

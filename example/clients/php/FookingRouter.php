@@ -376,7 +376,7 @@ final class FookingRouter
      * ['clients' => int, 'channels' => int, 'uids' => int,
      *  'gateways' => [['server' => int, 'worker' => int, 'clients' => int, 'channels' => int], ...]]
      * 'uids' (distinct bound uids) is 0 from a router that sends no uids line
-     * (one from before v2, or one with BUS).
+     * (one from before v2, or a BUS router from before the bus served v2).
      */
     public function info(): array
     {

@@ -96,7 +96,7 @@ func argErrorf(format string, args ...interface{}) error {
 var ErrBroken = errors.New("fooking router: connection closed after an earlier error")
 
 // RouterError is the router's ERROR answer to a query it refused (a bad
-// argument, an answer over ROUTER_ANSWER_MAX, a router with BUS). The
+// argument, an answer over ROUTER_ANSWER_MAX, a BUS router whose Redis is down). The
 // connection is fine.
 type RouterError struct {
 	Type uint16 // the refused query's type
@@ -141,7 +141,8 @@ type Info struct {
 	Clients  int // sessions on all gateways
 	Channels int // channels with at least one member
 	// Uids is the number of distinct bound uids: 0 from a router that sends
-	// no "uids:" line (one from before v2, or one with BUS; and Redis.Info).
+	// no "uids:" line (one from before v2, or a BUS router from before the
+	// bus served v2; and Redis.Info).
 	Uids     int
 	Gateways []GatewayInfo
 }
