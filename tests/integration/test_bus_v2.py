@@ -311,8 +311,8 @@ def test_channels_per_client_is_a_bound(v2bus):
         bk.ch_add([p.sid, q.sid], ch)
     wait_answer("joined two", lambda: (bk.count(rp.CH_COUNT, b"a"), bk.count(rp.CH_COUNT, b"b")),
                 (2, 2))
-    b.gws[1].wait_log(p.sid.decode(), "over CHANNELS_PER_CLIENT (2), refused")
-    b.gws[2].wait_log(q.sid.decode(), "over CHANNELS_PER_CLIENT (2), refused")
+    b.gws[1].wait_log(p.sid.decode(), "already in CHANNELS_PER_CLIENT (2) channels, refused")
+    b.gws[2].wait_log(q.sid.decode(), "already in CHANNELS_PER_CLIENT (2) channels, refused")
     assert bk.count(rp.CH_COUNT, b"c") == 0
     assert rp.channels(bk.query(rp.CHANNELS)) == {b"a": 2, b"b": 2}
     marker = new_marker()
