@@ -142,7 +142,7 @@ type Info struct {
 	Channels int // channels with at least one member
 	// Uids is the number of distinct bound uids: 0 from a router that sends
 	// no "uids:" line (one from before v2, or a BUS router from before the
-	// bus served v2; and Redis.Info).
+	// bus served v2).
 	Uids     int
 	Gateways []GatewayInfo
 }
