@@ -84,6 +84,9 @@
  * all connections (16 bytes each in GW_QUERY): a CH_SESSIONS past it is
  * answered ERROR. */
 #define ROUTER_GWQ_MAX_SIDS 1000000
+/* A broadcast up to this size (header, S and D) is copied into each link's
+ * output rather than shared by reference. */
+#define ROUTER_COPY_MAX 512
 /* GW_QUERY deadline when LINK_TIMEOUT is 0. */
 #define ROUTER_GW_SECONDS 2
 
@@ -168,6 +171,7 @@ struct router {
     TAILQ_HEAD(, rgwq) gwqs;        /* queries waiting for gateways */
     struct hmap *gwq_ids;           /* id -> struct rgwq */
     size_t gwq_sids;                /* SIDs asked of gateways by queries now waiting */
+    struct evbuffer *payload;       /* the D of the message being handled (router_dispatch) */
     uint32_t next_qid;
     const struct timeval *gwq_tv; /* common timeout: the GW_QUERY deadline */
     size_t answer_max;            /* ROUTER_ANSWER_MAX (at most half the output limit) */
@@ -586,14 +590,25 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
  * of the message, not N. Returns how many links it was queued on. */
 static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct evbuffer *msg = evbuffer_new();
-    unsigned char hdr[RMSG_HEADER_LEN];
+    unsigned char small[ROUTER_COPY_MAX];
+    size_t total = RMSG_HEADER_LEN + (size_t)m->slen + evbuffer_get_length(payload);
+    struct evbuffer *msg = NULL;
     struct rconn *l, *next;
     int ok, n = 0;
 
-    rmsg_encode_header(hdr, m->type, m->slen, m->len);
-    ok = msg != NULL && evbuffer_add(msg, hdr, sizeof(hdr)) == 0
-         && evbuffer_add(msg, m->s, m->slen) == 0 && evbuffer_add_buffer(msg, payload) == 0;
+    /* A small message is copied into each link's output (it lands in the
+     * block already there): no buffer, chain or reference of its own per
+     * publication. A big one is encoded once and shared by reference. */
+    rmsg_encode_header(small, m->type, m->slen, m->len);
+    if (total <= sizeof(small)) {
+        memcpy(small + RMSG_HEADER_LEN, m->s, m->slen);
+        ok = evbuffer_remove(payload, small + RMSG_HEADER_LEN + m->slen, sizeof(small))
+             == (int)(total - RMSG_HEADER_LEN - m->slen);
+    } else {
+        msg = evbuffer_new();
+        ok = msg != NULL && evbuffer_add(msg, small, RMSG_HEADER_LEN) == 0
+             && evbuffer_add(msg, m->s, m->slen) == 0 && evbuffer_add_buffer(msg, payload) == 0;
+    }
     if (!ok)
         log_err("router: out of memory encoding %s, not sent", rmsg_type_name(m->type));
     for (l = head; l != NULL; l = next) {
@@ -601,7 +616,9 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
         l->touched = 0;
         if (!ok || l->dead || !router_link_v2(l, m->type))
             continue;
-        if (evbuffer_add_buffer_reference(conn_output(l->conn), msg) < 0) {
+        if ((msg ? evbuffer_add_buffer_reference(conn_output(l->conn), msg)
+                 : evbuffer_add(conn_output(l->conn), small, total))
+            < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
                     l->peer, l->server_id, l->worker_id, rmsg_type_name(m->type));
             router_conn_kill(l);
@@ -1479,9 +1496,11 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     int rc;
 
     if (d == ROUTER_D_PAYLOAD) {
-        /* Moves whole chains where it can: the body is not copied. */
-        if ((payload = evbuffer_new()) == NULL
-            || evbuffer_remove_buffer(in, payload, m->len) != (int)m->len)
+        /* Moves whole chains where it can: the body is not copied. The
+         * buffer is the router's, emptied after each message (commands take
+         * its content by reference or by moving it, never the buffer). */
+        payload = c->r->payload;
+        if (evbuffer_remove_buffer(in, payload, m->len) != (int)m->len)
             goto fail;
     } else if (d == ROUTER_D_BYTES) {
         if (m->len > 0 && (m->d = evbuffer_pullup(in, m->len)) == NULL)
@@ -1505,13 +1524,13 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
-        evbuffer_free(payload);
+        evbuffer_drain(payload, evbuffer_get_length(payload));
     return;
 fail:
     log_err("router: %s: out of memory reading %s (%u bytes), closing", c->peer,
             rmsg_type_name(m->type), m->len);
     if (payload != NULL)
-        evbuffer_free(payload);
+        evbuffer_drain(payload, evbuffer_get_length(payload));
     router_conn_kill(c);
 }
 
@@ -1862,6 +1881,8 @@ static void router_free(struct router *r)
     rtable_split_free(&r->split);
     rtable_uid_split_free(&r->usplit);
     hmap_free(r->gwq_ids, NULL);
+    if (r->payload != NULL)
+        evbuffer_free(r->payload);
     if (r->base != NULL)
         event_base_free(r->base);
     free(r);
@@ -1937,7 +1958,8 @@ int router_run(const struct config *cfg)
     r->tab = rtable_new();
     r->base = loop_new();
     r->gwq_ids = hmap_new(0);
-    if (r->tab == NULL || r->base == NULL || r->gwq_ids == NULL)
+    r->payload = evbuffer_new();
+    if (r->tab == NULL || r->base == NULL || r->gwq_ids == NULL || r->payload == NULL)
         goto fail_oom;
     {
         struct timeval tv = {ROUTER_AUTH_SECONDS, 0};
