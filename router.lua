@@ -21,7 +21,8 @@ ROUTER_OUTPUT_LIMIT = 67108864  -- bytes pending to one gateway link before it i
                                 -- A connection must present ROUTER_SECRET within 5 s.
 
 -- With BUS the router keeps no state: it publishes each backend command to the
--- Redis bus, and answers INFO from the presence keys gateways keep there. Run
+-- Redis bus, and answers INFO and the backend API v2 queries from the keys the
+-- gateways keep there (a query may not see yet a command sent just before it). Run
 -- as many as you like; gateways must use the same BUS and BUS_PREFIX.
 -- BUS = "redis://127.0.0.1:6379"   -- redis://[:password@]host:port[/db]
 -- BUS_PREFIX = "fooking:"

@@ -1006,8 +1006,7 @@ static void backend_eventcb(struct conn *conn, short what, void *arg)
         struct request *r = bc->reqs[1];
         int err = EVUTIL_SOCKET_ERROR();
         log_err("backend %s: connect %s (sid %s)", bc->srv->name,
-                (what & CONN_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err),
-                r->sid);
+                (what & CONN_TIMEOUT) ? "timed out" : evutil_socket_error_to_string(err), r->sid);
         backend_server_failed(bc->srv);
         bc->reqs[1] = NULL;
         bc->nreqs = 0;

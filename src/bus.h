@@ -51,4 +51,14 @@ void bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, 
 int bus_command_argv(struct bus *b, redisCallbackFn *cb, void *privdata, int argc,
                      const char **argv, const size_t *argvlen);
 
+/* Lua for the bus's scripts (EVAL), which find the worker of a SID the way
+ * sid.h lays it out: wid(sid) is "<server>:<worker>", or nil when sid is not
+ * 16 lowercase hex digits. */
+#define BUS_LUA_WID                                                                                \
+    "local function wid(s)\n"                                                                      \
+    "  if #s ~= 16 or not string.find(s, '^[0-9a-f]+$') then return nil end\n"                     \
+    "  local low = tonumber(string.sub(s, 11, 16), 16)\n"                                          \
+    "  return (math.floor(low / 2048) % 8192) .. ':' .. (math.floor(low / 64) % 32)\n"             \
+    "end\n"
+
 #endif

@@ -3,7 +3,15 @@
  * After every (re)connect of the command connection the worker rewrites its
  * presence from scratch (DEL, then SADD of what it holds now), which also
  * removes the SIDs a dead predecessor in the same slot left behind. After every
- * reconnect of the subscribe connection it subscribes to everything again. */
+ * reconnect of the subscribe connection it subscribes to everything again.
+ *
+ * Backend API v2 state (uids, session data, channel members) is kept there too,
+ * for the bus routers' queries and SEND_UID/KICK_UID (buslink.h has the keys):
+ * each change is written as it happens, and the whole of it again after a
+ * reconnect, after a script has taken this slot's old entries out of the
+ * shared sets (a session that left while Redis was away, or a dead
+ * predecessor's). Every write is fire-and-forget on the command connection,
+ * bounded by bus.c's pending limit like the presence writes. */
 #include "buslink.h"
 
 #include <stdio.h>
@@ -11,17 +19,23 @@
 #include <string.h>
 
 #include "bus.h"
+#include "channel.h"
 #include "client.h"
 #include "command.h"
 #include "hmap.h"
 #include "link.h"
 #include "log.h"
 #include "rmsg.h"
+#include "user.h"
 #include "worker.h"
 
 #define BUSLINK_HB_SECONDS 3
 #define BUSLINK_HB_TTL     "10"
 #define BUSLINK_SADD_BATCH 1000
+/* A refill command is sent once it carries this many bytes of values. */
+#define BUSLINK_BATCH_BYTES (1024 * 1024)
+/* <prefix> (up to 127 bytes), a tag ("chm:"), a channel name or a uid. */
+#define BUSLINK_KEY_MAX (128 + 8 + RMSG_MAX_CHANNEL)
 
 struct buslink {
     struct link link; /* first: see link.h */
@@ -33,7 +47,34 @@ struct buslink {
     char gw[64];        /* "gw:<server>:<worker>" */
     char id[32];        /* "<server>:<worker>": its member of <prefix>workers */
     char hb_key[256], sids_key[256], chans_key[256], workers_key[256];
+    char sidu_key[256], sess_key[256]; /* hashes SID -> uid, SID -> session data */
 };
+
+/* Builds "<prefix><tag><name>" (binary-safe); returns its length. */
+static size_t buslink_key(const struct buslink *bl, char out[BUSLINK_KEY_MAX], const char *tag,
+                          const void *name, size_t len)
+{
+    const char *prefix = bus_prefix(bl->bus); /* as the routers see it: at most 127 bytes */
+    size_t pl = strlen(prefix), tl = strlen(tag);
+    memcpy(out, prefix, pl);
+    memcpy(out + pl, tag, tl);
+    memcpy(out + pl + tl, name, len);
+    return pl + tl + len;
+}
+
+static void buslink_cmd(struct buslink *bl, const char *verb, const char *key, size_t klen,
+                        const void *a, size_t alen, const void *b, size_t blen)
+{
+    const char *argv[4] = {verb, key, a, b};
+    size_t argvlen[4] = {strlen(verb), klen, alen, blen};
+    bus_command_argv(bl->bus, NULL, NULL, b ? 4 : 3, argv, argvlen);
+}
+
+/* The v2 hooks write only while presence is being kept and can be sent. */
+static int buslink_writing(const struct buslink *bl)
+{
+    return !bl->stopped && bus_cmd_ready(bl->bus);
+}
 
 static void buslink_message(void *arg, const char *ch, size_t clen, const char *data, size_t len)
 {
@@ -74,9 +115,7 @@ static void buslink_sub_ready(void *arg)
 static void buslink_cmd2(struct buslink *bl, const char *verb, const char *key, const char *val,
                          size_t vlen)
 {
-    const char *argv[3] = {verb, key, val};
-    size_t argvlen[3] = {strlen(verb), strlen(key), vlen};
-    bus_command_argv(bl->bus, NULL, NULL, 3, argv, argvlen);
+    buslink_cmd(bl, verb, key, strlen(key), val, vlen, NULL, 0);
 }
 
 static void buslink_heartbeat_now(struct buslink *bl)
@@ -111,6 +150,135 @@ static void buslink_sadd_flush(struct buslink *bl, const char *key, const char *
     argvlen[1] = strlen(key);
 }
 
+/* Run first after every (re)connect, with ARGV prefix, "<server>:<worker>":
+ * the SIDs of this slot that its old keys name (the uids in sidu:, the members
+ * of the channels in chans:) leave the shared sets u:<uid> and chm:<name>,
+ * then the slot's own keys go. What the worker holds now is written behind it.
+ * Costs the slot's old bound sessions plus the members of its old channels. */
+static const char buslink_clean_lua[] = BUS_LUA_WID
+    "local p, id = ARGV[1], ARGV[2]\n"
+    "local sidu = p .. 'sidu:' .. id\n"
+    "local kv = redis.call('HGETALL', sidu)\n"
+    "for i = 1, #kv, 2 do redis.call('SREM', p .. 'u:' .. kv[i + 1], kv[i]) end\n"
+    "for _, ch in ipairs(redis.call('SMEMBERS', p .. 'chans:' .. id)) do\n"
+    "  local k = p .. 'chm:' .. ch\n"
+    "  for _, s in ipairs(redis.call('SMEMBERS', k)) do\n"
+    "    if wid(s) == id then redis.call('SREM', k, s) end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', p .. 'sids:' .. id, p .. 'chans:' .. id, sidu, p .. 'sess:' .. id)\n"
+    "return 0\n";
+
+/* One refill command (verb key value...) built up and sent in batches. */
+struct buslink_batch {
+    struct buslink *bl;
+    int head, argc;
+    size_t bytes;
+    const char *argv[BUSLINK_SADD_BATCH + 2];
+    size_t argvlen[BUSLINK_SADD_BATCH + 2];
+};
+
+static void buslink_batch_start(struct buslink_batch *b, const char *verb, const char *key,
+                                size_t klen)
+{
+    b->argv[0] = verb;
+    b->argvlen[0] = strlen(verb);
+    b->argv[1] = key;
+    b->argvlen[1] = klen;
+    b->head = b->argc = 2;
+    b->bytes = 0;
+}
+
+static void buslink_batch_flush(struct buslink_batch *b)
+{
+    if (b->argc > b->head)
+        bus_command_argv(b->bl->bus, NULL, NULL, b->argc, b->argv, b->argvlen);
+    b->argc = b->head;
+    b->bytes = 0;
+}
+
+/* Adds one value (n = 1) or field and value (n = 2); the bytes must live
+ * until the next flush. */
+static void buslink_batch_add(struct buslink_batch *b, const void *v1, size_t l1, const void *v2,
+                              size_t l2)
+{
+    int n = v2 ? 2 : 1;
+    if (b->argc + n > BUSLINK_SADD_BATCH + 2)
+        buslink_batch_flush(b);
+    b->argv[b->argc] = v1;
+    b->argvlen[b->argc++] = l1;
+    if (v2) {
+        b->argv[b->argc] = v2;
+        b->argvlen[b->argc++] = l2;
+    }
+    b->bytes += l1 + l2;
+    if (b->bytes >= BUSLINK_BATCH_BYTES)
+        buslink_batch_flush(b);
+}
+
+/* After a reconnect: every bound session's uid (sidu: and u:<uid>), every
+ * session's data (sess:), every channel's members (chm:<name>). */
+static void buslink_refill_v2(struct buslink *bl)
+{
+    struct worker *w = bl->w;
+    struct buslink_batch *b = malloc(sizeof(*b));
+    char key[BUSLINK_KEY_MAX];
+    struct hmap_iter it;
+    const void *k;
+    size_t klen, len;
+    void *v;
+    struct client *c;
+
+    if (b == NULL) {
+        log_err("bus: out of memory rewriting the uids and members; queries will miss them");
+        return;
+    }
+    b->bl = bl;
+    buslink_batch_start(b, "HSET", bl->sidu_key, strlen(bl->sidu_key));
+    TAILQ_FOREACH(c, &w->clients, entry)
+    {
+        const unsigned char *uid = c->session_started && !c->dead ? user_uid(c, &len) : NULL;
+        if (uid)
+            buslink_batch_add(b, c->sid, SID_LEN, uid, len);
+    }
+    buslink_batch_flush(b);
+    buslink_batch_start(b, "HSET", bl->sess_key, strlen(bl->sess_key));
+    TAILQ_FOREACH(c, &w->clients, entry)
+    {
+        const unsigned char *data = c->session_started && !c->dead ? user_session(c, &len) : NULL;
+        if (data)
+            buslink_batch_add(b, c->sid, SID_LEN, data, len);
+    }
+    buslink_batch_flush(b);
+    hmap_iter_init(&it);
+    while (hmap_next(w->by_uid, &it, &k, &klen, &v)) {
+        struct uid_group *g = v;
+        struct client_user *u;
+        buslink_batch_start(b, "SADD", key, buslink_key(bl, key, "u:", k, klen));
+        LIST_FOREACH(u, &g->members, in_group)
+        {
+            if (u->c->session_started && !u->c->dead)
+                buslink_batch_add(b, u->c->sid, SID_LEN, NULL, 0);
+        }
+        buslink_batch_flush(b);
+    }
+    hmap_iter_init(&it);
+    while (hmap_next(w->channels, &it, &k, &klen, &v)) {
+        struct channel *ch = v;
+        struct chan_member *m;
+        if (klen > RMSG_MAX_CHANNEL)
+            continue;
+        buslink_batch_start(b, "SADD", key, buslink_key(bl, key, "chm:", k, klen));
+        LIST_FOREACH(m, &ch->members, in_chan)
+        {
+            if (!m->c->dead)
+                buslink_batch_add(b, m->c->sid, SID_LEN, NULL, 0);
+        }
+        buslink_batch_flush(b);
+    }
+    free(b);
+}
+
 static void buslink_cmd_ready(void *arg)
 {
     struct buslink *bl = arg;
@@ -120,9 +288,11 @@ static void buslink_cmd_ready(void *arg)
     const char *argv[BUSLINK_SADD_BATCH + 2];
     size_t argvlen[BUSLINK_SADD_BATCH + 2];
     int argc = 2;
-    const char *del[3] = {"DEL", bl->sids_key, bl->chans_key};
-    size_t dellen[3] = {3, strlen(bl->sids_key), strlen(bl->chans_key)};
-    bus_command_argv(bl->bus, NULL, NULL, 3, del, dellen);
+    /* This slot's old entries out of the shared sets, its own keys emptied. */
+    const char *prefix = bus_prefix(bl->bus);
+    const char *clean[5] = {"EVAL", buslink_clean_lua, "0", prefix, bl->id};
+    size_t cleanlen[5] = {4, sizeof(buslink_clean_lua) - 1, 1, strlen(prefix), strlen(bl->id)};
+    bus_command_argv(bl->bus, NULL, NULL, 5, clean, cleanlen);
     /* The registry INFO walks instead of scanning the keyspace. */
     buslink_cmd2(bl, "SADD", bl->workers_key, bl->id, strlen(bl->id));
 
@@ -155,6 +325,7 @@ static void buslink_cmd_ready(void *arg)
             buslink_sadd_flush(bl, bl->chans_key, argv, argvlen, &argc);
     }
     buslink_sadd_flush(bl, bl->chans_key, argv, argvlen, &argc);
+    buslink_refill_v2(bl);
     buslink_heartbeat_now(bl);
 }
 
@@ -164,9 +335,15 @@ static void buslink_stop(struct link *l)
     /* A clean stop: say so now rather than let the heartbeat linger 10 s. */
     event_del(bl->heartbeat);
     event_del(bl->soon);
-    const char *argv[4] = {"DEL", bl->hb_key, bl->sids_key, bl->chans_key};
-    size_t argvlen[4] = {3, strlen(bl->hb_key), strlen(bl->sids_key), strlen(bl->chans_key)};
-    bus_command_argv(bl->bus, NULL, NULL, 4, argv, argvlen);
+    /* The shared sets lose this slot's entries first (the script reads the
+     * keys it then deletes), then the heartbeat goes. */
+    const char *prefix = bus_prefix(bl->bus);
+    const char *clean[5] = {"EVAL", buslink_clean_lua, "0", prefix, bl->id};
+    size_t cleanlen[5] = {4, sizeof(buslink_clean_lua) - 1, 1, strlen(prefix), strlen(bl->id)};
+    bus_command_argv(bl->bus, NULL, NULL, 5, clean, cleanlen);
+    const char *argv[2] = {"DEL", bl->hb_key};
+    size_t argvlen[2] = {3, strlen(bl->hb_key)};
+    bus_command_argv(bl->bus, NULL, NULL, 2, argv, argvlen);
     buslink_cmd2(bl, "SREM", bl->workers_key, bl->id, strlen(bl->id));
     bl->stopped = 1;
 }
@@ -201,10 +378,68 @@ static void buslink_conn(struct link *l, struct client *c)
 static void buslink_close(struct link *l, struct client *c)
 {
     struct buslink *bl = (struct buslink *)l;
-    if (!bl->stopped && bus_cmd_ready(bl->bus)) {
-        buslink_cmd2(bl, "SREM", bl->sids_key, c->sid, SID_LEN);
-        buslink_changed(bl);
+    size_t len;
+    if (!buslink_writing(bl))
+        return;
+    /* Its channels were left before (buslink_member): what is left is its
+     * uid and its data. */
+    buslink_cmd2(bl, "SREM", bl->sids_key, c->sid, SID_LEN);
+    const unsigned char *uid = user_uid(c, &len);
+    if (uid) {
+        char key[BUSLINK_KEY_MAX];
+        buslink_cmd2(bl, "HDEL", bl->sidu_key, c->sid, SID_LEN);
+        buslink_cmd(bl, "SREM", key, buslink_key(bl, key, "u:", uid, len), c->sid, SID_LEN, NULL,
+                    0);
     }
+    if (user_session(c, &len))
+        buslink_cmd2(bl, "HDEL", bl->sess_key, c->sid, SID_LEN);
+    buslink_changed(bl);
+}
+
+/* A new uid: the hash first, then the sets, so that a reader (which takes a
+ * set member only if the hash agrees) never drops the new entry as stale. */
+static void buslink_uid(struct link *l, struct client *c, const void *old, size_t oldlen)
+{
+    struct buslink *bl = (struct buslink *)l;
+    char key[BUSLINK_KEY_MAX];
+    size_t len;
+    if (!buslink_writing(bl))
+        return;
+    const unsigned char *uid = user_uid(c, &len);
+    if (uid)
+        buslink_cmd(bl, "HSET", bl->sidu_key, strlen(bl->sidu_key), c->sid, SID_LEN, uid, len);
+    else
+        buslink_cmd2(bl, "HDEL", bl->sidu_key, c->sid, SID_LEN);
+    if (old)
+        buslink_cmd(bl, "SREM", key, buslink_key(bl, key, "u:", old, oldlen), c->sid, SID_LEN, NULL,
+                    0);
+    if (uid)
+        buslink_cmd(bl, "SADD", key, buslink_key(bl, key, "u:", uid, len), c->sid, SID_LEN, NULL,
+                    0);
+}
+
+static void buslink_session(struct link *l, struct client *c)
+{
+    struct buslink *bl = (struct buslink *)l;
+    size_t len;
+    if (!buslink_writing(bl))
+        return;
+    const unsigned char *data = user_session(c, &len);
+    if (data)
+        buslink_cmd(bl, "HSET", bl->sess_key, strlen(bl->sess_key), c->sid, SID_LEN, data, len);
+    else
+        buslink_cmd2(bl, "HDEL", bl->sess_key, c->sid, SID_LEN);
+}
+
+static void buslink_member(struct link *l, struct client *c, const char *name, size_t len,
+                           int joined)
+{
+    struct buslink *bl = (struct buslink *)l;
+    char key[BUSLINK_KEY_MAX];
+    if (!buslink_writing(bl) || len > RMSG_MAX_CHANNEL)
+        return;
+    buslink_cmd(bl, joined ? "SADD" : "SREM", key, buslink_key(bl, key, "chm:", name, len), c->sid,
+                SID_LEN, NULL, 0);
 }
 
 static void buslink_channel(struct link *l, int sub, const char *name, size_t len)
@@ -242,6 +477,9 @@ static const struct link_ops buslink_ops = {
     .close = buslink_close,
     .ch_sub = buslink_ch_sub,
     .ch_unsub = buslink_ch_unsub,
+    .uid = buslink_uid,
+    .session = buslink_session,
+    .member = buslink_member,
     .stop = buslink_stop,
     .free = buslink_free,
 };
@@ -262,6 +500,8 @@ struct link *buslink_new(struct worker *w)
     snprintf(bl->sids_key, sizeof(bl->sids_key), "%ssids:%d:%d", prefix, w->cfg->server_id, w->id);
     snprintf(bl->chans_key, sizeof(bl->chans_key), "%schans:%d:%d", prefix, w->cfg->server_id,
              w->id);
+    snprintf(bl->sidu_key, sizeof(bl->sidu_key), "%ssidu:%d:%d", prefix, w->cfg->server_id, w->id);
+    snprintf(bl->sess_key, sizeof(bl->sess_key), "%ssess:%d:%d", prefix, w->cfg->server_id, w->id);
     struct bus_handlers h = {.arg = bl,
                              .sub_ready = buslink_sub_ready,
                              .cmd_ready = buslink_cmd_ready,

@@ -22,11 +22,8 @@ int channel_join(struct worker *w, struct client *c, const char *name, size_t le
             return 0;
         n++;
     }
-    if (n >= w->cfg->channels_per_client) {
-        log_err("client %s: joining a channel over CHANNELS_PER_CLIENT (%d), refused", c->sid,
-                w->cfg->channels_per_client);
-        return -1;
-    }
+    if (n >= w->cfg->channels_per_client)
+        return -2; /* the caller logs, once for all the sessions it refused */
     if (!ch) {
         ch = calloc(1, sizeof(*ch));
         if (!ch || !(ch->name = malloc(len + 1))) {
@@ -59,12 +56,14 @@ int channel_join(struct worker *w, struct client *c, const char *name, size_t le
     LIST_INSERT_HEAD(&ch->members, m, in_chan);
     LIST_INSERT_HEAD(&c->chans, m, in_client);
     ch->count++;
+    worker_member_changed(w, c, name, len, 1);
     return 1;
 }
 
 static void channel_remove_member(struct worker *w, struct chan_member *m)
 {
     struct channel *ch = m->ch;
+    worker_member_changed(w, m->c, ch->name, ch->len, 0);
     LIST_REMOVE(m, in_chan);
     LIST_REMOVE(m, in_client);
     free(m);

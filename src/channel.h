@@ -27,8 +27,8 @@ struct channel {
 };
 
 /* Both are idempotent: joining twice or leaving a channel one is not in is a
- * no-op. channel_join: 1 joined, 0 was a member, -1 refused (the session is in
- * CHANNELS_PER_CLIENT channels already, logged; or out of memory). */
+ * no-op. channel_join: 1 joined, 0 was a member, -2 refused (the session is in
+ * CHANNELS_PER_CLIENT channels already; not logged), -1 out of memory. */
 int channel_join(struct worker *w, struct client *c, const char *name, size_t len);
 void channel_leave(struct worker *w, struct client *c, const char *name, size_t len);
 void channel_leave_all(struct worker *w, struct client *c);

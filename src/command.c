@@ -98,6 +98,8 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
                              const char *source)
 {
     struct shared_msg *sm = NULL;
+    unsigned char refused[RMSG_MAX_SIDS * RMSG_SID_LEN]; /* CH_ADD over CHANNELS_PER_CLIENT */
+    size_t nrefused = 0;
     if (m->type == RMSG_SEND_MSG && m->slen > RMSG_SID_LEN) { /* many recipients: share */
         if ((sm = command_shared(m, source)) == NULL)
             return;
@@ -128,8 +130,8 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
         case RMSG_CH_ADD:
             /* The router counted the member when it forwarded the join: a
              * refused one is taken back. */
-            if (channel_join(w, c, (const char *)m->d, m->len) < 0)
-                worker_report(w, RMSG_CH_DEL, c->sid, SID_LEN, m->d, m->len);
+            if (channel_join(w, c, (const char *)m->d, m->len) == -2 && nrefused < RMSG_MAX_SIDS)
+                memcpy(refused + RMSG_SID_LEN * nrefused++, c->sid, RMSG_SID_LEN);
             break;
         case RMSG_CH_DEL:
             channel_leave(w, c, (const char *)m->d, m->len);
@@ -137,6 +139,14 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
         }
     }
     shared_msg_unref(sm);
+    if (nrefused > 0) { /* one line and one take-back for the lot */
+        char name[RMSG_ESCAPE_MAX];
+        log_err("%s: CH_ADD \"%s\": %zu sessions (%.16s first) already in CHANNELS_PER_CLIENT "
+                "(%d) channels, refused",
+                source, rmsg_escape(m->d, m->len, name, sizeof(name)), nrefused,
+                (const char *)refused, w->cfg->channels_per_client);
+        worker_report(w, RMSG_CH_DEL, refused, nrefused * RMSG_SID_LEN, m->d, m->len);
+    }
     /* The router subscribed the delivering link when it forwarded the CH_ADD;
      * if no session here joined after all, take that back. */
     if (m->type == RMSG_CH_ADD && m->len <= RMSG_MAX_CHANNEL && from->ops->ch_unwanted
@@ -177,12 +187,15 @@ static void command_user(struct worker *w, const struct rmsg *m, const char *sou
     }
 }
 
-/* SEND_UID, KICK_UID: every local session of the uids in S, each once. */
+/* SEND_UID, KICK_UID: every local session of the uids in S, each once. The
+ * sessions are gathered first and served after the walk: sending can close
+ * a client (a script's onWrite), and closing frees its place in the group,
+ * and the group with its last member. A uid listed twice is walked once. */
 static void command_uids(struct worker *w, const struct rmsg *m, const char *source)
 {
     struct shared_msg *sm = NULL;
-    struct client **kick = NULL;
-    size_t nkick = 0, cap = 0, off = 0, len;
+    struct client **to = NULL;
+    size_t n = 0, cap = 0, off = 0, len;
     const unsigned char *uid;
     if (m->type == RMSG_SEND_UID
         && (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL))
@@ -191,35 +204,40 @@ static void command_uids(struct worker *w, const struct rmsg *m, const char *sou
     while (rmsg_uids_next(m->s, m->slen, &off, &uid, &len) == 1) {
         struct uid_group *g = user_group(w, uid, len);
         struct client_user *u;
-        if (!g)
+        if (!g || g->mark == mark)
             continue;
+        g->mark = mark;
+        if (n + g->n > cap) {
+            size_t ncap = cap ? cap : 16;
+            while (ncap < n + g->n)
+                ncap *= 2;
+            struct client **grown = realloc(to, ncap * sizeof(*grown));
+            if (!grown) {
+                log_err("%s: out of memory for %s", source, rmsg_type_name(m->type));
+                break;
+            }
+            to = grown;
+            cap = ncap;
+        }
         LIST_FOREACH(u, &g->members, in_group)
         {
-            struct client *c = u->c;
-            if (c->mark == mark || c->dead)
-                continue;
-            c->mark = mark;
-            if (sm) {
-                client_send_shared(c, sm); /* a slow consumer is closed later, not here */
-                continue;
+            if (u->c->mark != mark && !u->c->dead) {
+                u->c->mark = mark;
+                to[n++] = u->c;
             }
-            /* Closing may free the group: gather first, close after the walk. */
-            if (nkick == cap) {
-                size_t ncap = cap ? cap * 2 : 16;
-                struct client **n = realloc(kick, ncap * sizeof(*n));
-                if (!n) {
-                    log_err("%s: out of memory for KICK_UID", source);
-                    break;
-                }
-                kick = n;
-                cap = ncap;
-            }
-            kick[nkick++] = c;
         }
     }
-    for (size_t i = 0; i < nkick; i++)
-        client_close_after_flush(kick[i], "kicked");
-    free(kick);
+    /* A closed client stays allocated until the loop's next turn: the
+     * pointers stay good, and c->dead says who is gone meanwhile. */
+    for (size_t i = 0; i < n; i++) {
+        if (to[i]->dead)
+            continue;
+        if (sm)
+            client_send_shared(to[i], sm);
+        else
+            client_close_after_flush(to[i], "kicked");
+    }
+    free(to);
     shared_msg_unref(sm);
 }
 

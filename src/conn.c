@@ -484,6 +484,7 @@ struct conn *conn_new_ext(struct event_base *base, evutil_socket_t fd, void *tls
     }
     if (tls_ctx) {
         if ((c->bev = tls_bufferevent_new(base, tls_ctx, fd)) == NULL) {
+            c->holds = 1; /* nobody got the block: it goes now */
             conn_destroy(c);
             return NULL;
         }
@@ -493,6 +494,7 @@ struct conn *conn_new_ext(struct event_base *base, evutil_socket_t fd, void *tls
         c->out = bufferevent_get_output(c->bev);
         if (!evbuffer_add_cb(c->out, conn_out_cb, c)) {
             bufferevent_free(c->bev);
+            c->holds = 1;
             conn_destroy(c);
             return NULL;
         }

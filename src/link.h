@@ -39,6 +39,16 @@ struct link_ops {
      * them while its far side does not speak v2. NULL: no such reports. */
     void (*report)(struct link *l, int type, const void *s, size_t slen, const void *d,
                    size_t dlen);
+    /* A session's backend API v2 state changed here: its uid (old is the uid
+     * it had, NULL when none; the new one is user_uid(c), NULL once unbound),
+     * its session data (user_session(c)), or its membership of channel name
+     * (joined 1, left 0; a closing session leaves each of its channels before
+     * close is called). For a far side that keeps these itself (the bus's
+     * presence keys); NULL where it learns them otherwise (the router keeps
+     * its index from the commands it forwards and from the reports). */
+    void (*uid)(struct link *l, struct client *c, const void *old, size_t oldlen);
+    void (*session)(struct link *l, struct client *c);
+    void (*member)(struct link *l, struct client *c, const char *name, size_t len, int joined);
     /* The worker stops cleanly: withdraw what the far side keeps of it now
      * rather than let it expire. NULL when nothing outlives the connection. */
     void (*stop)(struct link *l);

@@ -52,7 +52,6 @@ static double master_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-
 static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm, void *ssl_ctx,
                           const sigset_t *oldmask)
 {
@@ -153,8 +152,8 @@ static void master_upgrade_start(struct upgrade *up, const struct config *cfg, c
         return;
     }
     unsigned long long after = sid_now_ms() + (PROC_UPGRADE_SECONDS + 1) * 1000ULL;
-    pid_t pid = proc_upgrade_spawn("master", exe, conf, fd, cfg->pid_file, after, oldmask,
-                                   &up->ready_fd);
+    pid_t pid =
+        proc_upgrade_spawn("master", exe, conf, fd, cfg->pid_file, after, oldmask, &up->ready_fd);
     if (pid < 0)
         return;
     up->pid = pid;
@@ -165,8 +164,7 @@ static void master_upgrade_start(struct upgrade *up, const struct config *cfg, c
 /* The upgrade did not happen: this master stays the running generation. */
 static void master_upgrade_fail(struct upgrade *up, const struct config *cfg, const char *why)
 {
-    log_err("master: upgrade failed: %s; this master (pid %d) keeps serving", why,
-            (int)getpid());
+    log_err("master: upgrade failed: %s; this master (pid %d) keeps serving", why, (int)getpid());
     if (!up->exited) {
         kill(up->pid, SIGKILL); /* its workers follow it (PR_SET_PDEATHSIG) */
         waitpid(up->pid, NULL, 0);
@@ -253,7 +251,7 @@ int master_run(struct config *cfg)
     proctitle_set("fooking: master %s", cfg->file);
     proc_log_owner(cfg);
     shm->master_pid = (int)getpid(); /* after daemon(): the pid the workers will see */
-    if (sid_after > 0) /* past every SID the previous generation can hand out */
+    if (sid_after > 0)               /* past every SID the previous generation can hand out */
         for (int i = 0; i < cfg->worker_num; i++)
             atomic_store(&shm->workers[i].sid_ms, sid_after - SID_EPOCH_MS);
 
@@ -351,8 +349,7 @@ int master_run(struct config *cfg)
              * GRACEFUL_STOP_TIME); SIGTERM after it makes it a fast stop. */
             if (!stopping || (stopping == SIGQUIT && sig != SIGQUIT)) {
                 int graceful = sig == SIGQUIT;
-                log_info("master: signal %d, %s", sig,
-                         graceful ? "graceful stop" : "stopping");
+                log_info("master: signal %d, %s", sig, graceful ? "graceful stop" : "stopping");
                 stopping = graceful ? SIGQUIT : SIGTERM;
                 stop_deadline = master_now() + MASTER_STOP_GRACE_SECONDS
                                 + (graceful ? cfg->graceful_stop_time : 0);

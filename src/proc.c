@@ -235,8 +235,8 @@ void proc_upgrade_remove_oldbin(const char *pid_file)
 }
 
 pid_t proc_upgrade_spawn(const char *who, const char *exe, const char *conf, int listen_fd,
-                         const char *pid_file, unsigned long long sid_after,
-                         const sigset_t *mask, int *ready_fd)
+                         const char *pid_file, unsigned long long sid_after, const sigset_t *mask,
+                         int *ready_fd)
 {
     int p[2];
     if (exe[0] == '\0') {

@@ -32,7 +32,7 @@ int proc_drop_privileges(const struct config *cfg);
 /* Binary upgrade (SIGUSR2), as nginx does it: the running process starts the
  * binary again on the same config and hands it the listening socket in the
  * environment; the new one says when it serves; the old one then goes. */
-#define PROC_UPGRADE_SECONDS 10                 /* a successor must serve by then */
+#define PROC_UPGRADE_SECONDS 10                  /* a successor must serve by then */
 #define PROC_ENV_LISTEN_FD   "FOOKING_LISTEN_FD" /* the listening socket, inherited */
 #define PROC_ENV_READY_FD    "FOOKING_READY_FD"  /* write one byte there once serving */
 #define PROC_ENV_SID_AFTER   "FOOKING_SID_AFTER" /* ms: start every SID clock past this */
@@ -52,8 +52,8 @@ void proc_upgrade_paths(const char *config, char *exe, size_t exelen, char *conf
  * its signal mask. Returns its pid and the read end of its ready pipe in
  * *ready_fd, or -1 (logged, PID_FILE restored). */
 pid_t proc_upgrade_spawn(const char *who, const char *exe, const char *conf, int listen_fd,
-                         const char *pid_file, unsigned long long sid_after,
-                         const sigset_t *mask, int *ready_fd);
+                         const char *pid_file, unsigned long long sid_after, const sigset_t *mask,
+                         int *ready_fd);
 /* The successor says it serves (and closes the pipe). */
 void proc_upgrade_ready(int ready_fd);
 /* The upgrade failed: PID_FILE.oldbin back to PID_FILE. */

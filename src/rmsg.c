@@ -295,6 +295,8 @@ const char *rmsg_strerror(int status)
         return "D has a size this type does not allow";
     case RMSG_ERR_RECORDS:
         return "records cut short or with data over the session maximum";
+    case RMSG_ERR_LINK_QUERY:
+        return "queries are for backends, not gateway links";
     default:
         return "unknown error";
     }

@@ -115,11 +115,12 @@ enum rmsg_status {
     RMSG_ERR_AUTH = -5,    /* AUTH with D shorter than 8 bytes */
     RMSG_ERR_S = -6,       /* S not empty where the type has none */
     /* Content errors of v2 types (rmsg_validate): the message is whole and can be skipped. */
-    RMSG_ERR_UID = -7,     /* uid empty or over 128 bytes */
-    RMSG_ERR_UIDS = -8,    /* uid list empty, an entry of 0 or over 128 bytes, or cut short */
-    RMSG_ERR_SID = -9,     /* S must be exactly one SID */
-    RMSG_ERR_D = -10,      /* D has a size this type does not allow */
-    RMSG_ERR_RECORDS = -11 /* GW_ANSWER records cut short or with data over RMSG_MAX_SESSION */
+    RMSG_ERR_UID = -7,        /* uid empty or over 128 bytes */
+    RMSG_ERR_UIDS = -8,       /* uid list empty, an entry of 0 or over 128 bytes, or cut short */
+    RMSG_ERR_SID = -9,        /* S must be exactly one SID */
+    RMSG_ERR_D = -10,         /* D has a size this type does not allow */
+    RMSG_ERR_RECORDS = -11,   /* GW_ANSWER records cut short or with data over RMSG_MAX_SESSION */
+    RMSG_ERR_LINK_QUERY = -12 /* (the router's) a query sent on a gateway link */
 };
 
 struct rmsg {

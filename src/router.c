@@ -80,6 +80,13 @@
  * ERROR. Each waits at most the deadline, so this bounds what one backend can
  * keep in flight (GW_QUERY messages, collected records). */
 #define ROUTER_MAX_WAITING 1024
+/* SIDs that queries waiting for gateways may have asked of them at once, over
+ * all connections (16 bytes each in GW_QUERY): a CH_SESSIONS past it is
+ * answered ERROR. */
+#define ROUTER_GWQ_MAX_SIDS 1000000
+/* A broadcast up to this size (header, S and D) is copied into each link's
+ * output rather than shared by reference. */
+#define ROUTER_COPY_MAX 512
 /* GW_QUERY deadline when LINK_TIMEOUT is 0. */
 #define ROUTER_GW_SECONDS 2
 
@@ -108,6 +115,7 @@ struct rgwq {
     struct rgwq_link *links;
     size_t nlinks, cap;
     unsigned due;             /* GW_ANSWERs still due, from every link */
+    size_t nsids;             /* SIDs asked of gateways (router.gwq_sids) */
     int over;                 /* the records passed ROUTER_ANSWER_MAX */
     struct evbuffer *records; /* SID | u32 len | data, as they came */
     struct event *deadline;   /* also made active when the last answer is in */
@@ -127,8 +135,10 @@ struct rconn {
     unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
     unsigned v2 : 1;             /* link: said HELLO, so it takes types 16..34 */
     unsigned v1_noted : 1;       /* link: "does not speak v2" logged once */
+    unsigned refused;            /* messages refused (router_conn_noted) */
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
+    struct event *resume;        /* reads on after a query that waited for gateways */
     uint32_t server_id, worker_id;
     struct rtable_link *link; /* a gateway link (sent AUTH): its entry in r->tab */
     struct rconn *touch_next;
@@ -160,6 +170,8 @@ struct router {
     struct rtable_uid_split usplit; /* scratch of router_cmd_uids */
     TAILQ_HEAD(, rgwq) gwqs;        /* queries waiting for gateways */
     struct hmap *gwq_ids;           /* id -> struct rgwq */
+    size_t gwq_sids;                /* SIDs asked of gateways by queries now waiting */
+    struct evbuffer *payload;       /* the D of the message being handled (router_dispatch) */
     uint32_t next_qid;
     const struct timeval *gwq_tv; /* common timeout: the GW_QUERY deadline */
     size_t answer_max;            /* ROUTER_ANSWER_MAX (at most half the output limit) */
@@ -244,6 +256,8 @@ void router_conn_kill(struct rconn *c)
         router_link_forget(c);
     if (c->auth_deadline != NULL)
         event_del(c->auth_deadline);
+    if (c->resume != NULL)
+        event_del(c->resume);
     /* Nothing more is read or written: the output queued this turn would
      * otherwise still go out before router_reap closes the socket. */
     conn_read(c->conn, 0);
@@ -271,6 +285,8 @@ static void router_conn_free(struct rconn *c)
     conn_free(c->conn);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
+    if (c->resume != NULL)
+        event_free(c->resume);
     free(c);
 }
 
@@ -464,6 +480,24 @@ static void router_answer_error(struct rconn *c, struct ranswer *a, uint16_t typ
     router_answer_bytes(c, a, RMSG_ERROR, msg + RMSG_HEADER_LEN, n - RMSG_HEADER_LEN);
 }
 
+/* Whether the n-th refusal on a connection is logged: the first ten, then
+ * one in a thousand (with the count), so a peer cannot flood the log. */
+static int router_conn_noted(struct rconn *c)
+{
+    c->refused++;
+    return c->refused <= 10 || c->refused % 1000 == 0;
+}
+
+size_t router_conn_answer_max(const struct rconn *c)
+{
+    return c->r->answer_max;
+}
+
+void router_answer_refuse(struct rconn *c, struct ranswer *a, uint16_t type, const char *why)
+{
+    router_answer_error(c, a, type, why);
+}
+
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
 {
     if (rmsg_is_query(m->type)) {
@@ -471,8 +505,9 @@ void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why)
         router_answer_error(c, NULL, m->type, why);
         return;
     }
-    log_err("router: %s: %s (%u + %u bytes) refused: %s", c->peer, rmsg_type_name(m->type), m->slen,
-            m->len, why);
+    if (router_conn_noted(c))
+        log_err("router: %s: %s (%u + %u bytes) refused: %s (%u refused on this connection)",
+                c->peer, rmsg_type_name(m->type), m->slen, m->len, why, c->refused);
 }
 
 /* ---- fan-out ---- */
@@ -555,14 +590,25 @@ static void router_cmd_split(struct rconn *c, const struct rmsg *m, struct evbuf
  * of the message, not N. Returns how many links it was queued on. */
 static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct evbuffer *msg = evbuffer_new();
-    unsigned char hdr[RMSG_HEADER_LEN];
+    unsigned char small[ROUTER_COPY_MAX];
+    size_t total = RMSG_HEADER_LEN + (size_t)m->slen + evbuffer_get_length(payload);
+    struct evbuffer *msg = NULL;
     struct rconn *l, *next;
     int ok, n = 0;
 
-    rmsg_encode_header(hdr, m->type, m->slen, m->len);
-    ok = msg != NULL && evbuffer_add(msg, hdr, sizeof(hdr)) == 0
-         && evbuffer_add(msg, m->s, m->slen) == 0 && evbuffer_add_buffer(msg, payload) == 0;
+    /* A small message is copied into each link's output (it lands in the
+     * block already there): no buffer, chain or reference of its own per
+     * publication. A big one is encoded once and shared by reference. */
+    rmsg_encode_header(small, m->type, m->slen, m->len);
+    if (total <= sizeof(small)) {
+        memcpy(small + RMSG_HEADER_LEN, m->s, m->slen);
+        ok = evbuffer_remove(payload, small + RMSG_HEADER_LEN + m->slen, sizeof(small))
+             == (int)(total - RMSG_HEADER_LEN - m->slen);
+    } else {
+        msg = evbuffer_new();
+        ok = msg != NULL && evbuffer_add(msg, small, RMSG_HEADER_LEN) == 0
+             && evbuffer_add(msg, m->s, m->slen) == 0 && evbuffer_add_buffer(msg, payload) == 0;
+    }
     if (!ok)
         log_err("router: out of memory encoding %s, not sent", rmsg_type_name(m->type));
     for (l = head; l != NULL; l = next) {
@@ -570,7 +616,9 @@ static int router_broadcast(struct rconn *head, const struct rmsg *m, struct evb
         l->touched = 0;
         if (!ok || l->dead || !router_link_v2(l, m->type))
             continue;
-        if (evbuffer_add_buffer_reference(conn_output(l->conn), msg) < 0) {
+        if ((msg ? evbuffer_add_buffer_reference(conn_output(l->conn), msg)
+                 : evbuffer_add(conn_output(l->conn), small, total))
+            < 0) {
             log_err("router: %s: gateway %u/%u: out of memory queuing %s, dropping the link",
                     l->peer, l->server_id, l->worker_id, rmsg_type_name(m->type));
             router_conn_kill(l);
@@ -926,10 +974,15 @@ static void router_cmd_ch_pub_ex(struct rconn *c, const struct rmsg *m, struct e
 static void router_cmd_hello(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
     if (!c->link) {
-        log_err("router: %s: HELLO from a backend, ignored", c->peer);
+        if (router_conn_noted(c))
+            log_err("router: %s: HELLO from a backend, ignored", c->peer);
         return;
     }
     if (rmsg_get_u32(m->d) >= RMSG_VERSION && !c->v2) {
+        /* What backends bound or joined for its sessions before now was not
+         * sent to it (it had not said HELLO): its reports, right behind,
+         * are the truth. */
+        rtable_link_clear(c->r->tab, c->link);
         c->v2 = 1;
         log_debug("router: %s: gateway %u/%u speaks v%u", c->peer, c->server_id, c->worker_id,
                   rmsg_get_u32(m->d));
@@ -940,8 +993,9 @@ static void router_cmd_hello(struct rconn *c, const struct rmsg *m, struct evbuf
  * gateway link): logged, nothing else. */
 static void router_cmd_unexpected(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    log_err("router: %s: %s is not for the router to receive%s, ignored", c->peer,
-            rmsg_type_name(m->type), m->type == RMSG_GW_ANSWER ? " from a backend" : "");
+    if (router_conn_noted(c))
+        log_err("router: %s: %s is not for the router to receive%s, ignored", c->peer,
+                rmsg_type_name(m->type), m->type == RMSG_GW_ANSWER ? " from a backend" : "");
 }
 
 /* ---- backend API v2: queries answered from the tables ---- */
@@ -1104,8 +1158,11 @@ static void router_gwq_free(struct rgwq *q)
     if (q->records != NULL)
         evbuffer_free(q->records);
     free(q->links);
-    if (q->c != NULL)
-        q->c->nwaiting--;
+    r->gwq_sids -= q->nsids;
+    if (q->c != NULL && --q->c->nwaiting == 0 && !q->c->dead) {
+        conn_read(q->c->conn, 1);
+        event_active(q->c->resume, EV_TIMEOUT, 0); /* what it sent meanwhile */
+    }
     free(q);
 }
 
@@ -1172,12 +1229,25 @@ static void router_gwq_conn_gone(struct rconn *c)
 
 /* A query waiting for gateways, in c's FIFO. NULL (answered ERROR, or c
  * dropped) when it cannot be made. */
+static void router_conn_read(struct conn *conn, void *arg);
+
+/* The query that held c is answered: what c sent meanwhile is in its input. */
+static void router_conn_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *c = arg;
+
+    if (!c->dead)
+        router_conn_read(c->conn, c);
+}
+
 static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
 {
     struct router *r = c->r;
     struct rgwq *q;
     unsigned char key[4];
 
+    if (c->resume == NULL && (c->resume = event_new(r->base, -1, 0, router_conn_resume, c)) == NULL)
+        goto fail;
     if (c->nwaiting >= ROUTER_MAX_WAITING) {
         log_info("router: %s: %u queries already wait for gateways, %s answered ERROR", c->peer,
                  c->nwaiting, rmsg_type_name(type));
@@ -1213,6 +1283,7 @@ static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
     }
     q->c = c;
     c->nwaiting++;
+    conn_read(c->conn, 0);
     evtimer_add(q->deadline, r->gwq_tv);
     return q;
 fail:
@@ -1242,6 +1313,8 @@ static void router_gwq_ask(struct rgwq *q, struct rconn *l, const unsigned char 
     }
     e = &q->links[q->nlinks++];
     *e = (struct rgwq_link){l, 0};
+    q->nsids += n;
+    q->r->gwq_sids += n;
     rmsg_put_u32(id, q->id);
     for (size_t off = 0; off < n && !l->dead; off += q->r->gwq_per_msg) {
         size_t k = n - off < q->r->gwq_per_msg ? n - off : q->r->gwq_per_msg;
@@ -1298,6 +1371,13 @@ static void router_query_ch_sessions(struct rconn *c, const struct rmsg *m,
 
     if (n == 0) {
         router_conn_answer(c, m->type, NULL, 0);
+        return;
+    }
+    if (r->gwq_sids + n > ROUTER_GWQ_MAX_SIDS) {
+        log_info("router: %s: CH_SESSIONS of %zu members while %zu sessions are being asked of "
+                 "gateways already: answered ERROR",
+                 c->peer, n, r->gwq_sids);
+        router_answer_error(c, NULL, m->type, "too many sessions being asked of gateways now");
         return;
     }
     if ((sids = evbuffer_new()) == NULL)
@@ -1416,9 +1496,11 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     int rc;
 
     if (d == ROUTER_D_PAYLOAD) {
-        /* Moves whole chains where it can: the body is not copied. */
-        if ((payload = evbuffer_new()) == NULL
-            || evbuffer_remove_buffer(in, payload, m->len) != (int)m->len)
+        /* Moves whole chains where it can: the body is not copied. The
+         * buffer is the router's, emptied after each message (commands take
+         * its content by reference or by moving it, never the buffer). */
+        payload = c->r->payload;
+        if (evbuffer_remove_buffer(in, payload, m->len) != (int)m->len)
             goto fail;
     } else if (d == ROUTER_D_BYTES) {
         if (m->len > 0 && (m->d = evbuffer_pullup(in, m->len)) == NULL)
@@ -1427,6 +1509,10 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     /* The shapes the header cannot tell (v2 types): a bad message is whole,
      * so it is refused and the connection goes on. */
     rc = rmsg_validate(m);
+    /* A gateway link asks nothing: its queries would have the router ask
+     * gateways, itself among them, on its behalf. */
+    if (rc == RMSG_OK && c->link && rmsg_is_query(m->type))
+        rc = RMSG_ERR_LINK_QUERY;
     if (d == ROUTER_D_SKIP) {
         evbuffer_drain(in, m->len);
         m->len = 0;
@@ -1438,13 +1524,13 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
     if (d == ROUTER_D_BYTES)
         evbuffer_drain(in, m->len);
     if (payload != NULL)
-        evbuffer_free(payload);
+        evbuffer_drain(payload, evbuffer_get_length(payload));
     return;
 fail:
     log_err("router: %s: out of memory reading %s (%u bytes), closing", c->peer,
             rmsg_type_name(m->type), m->len);
     if (payload != NULL)
-        evbuffer_free(payload);
+        evbuffer_drain(payload, evbuffer_get_length(payload));
     router_conn_kill(c);
 }
 
@@ -1457,7 +1543,11 @@ static void router_conn_read(struct conn *conn, void *arg)
     struct rmsg m;
     int rc;
 
-    while (!c->dead && evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
+    /* A query waiting for gateways holds the connection: nothing after it is
+     * read until it is answered, so a backend cannot pile up gateway queries
+     * (each costs the links a GW_QUERY of its SIDs) or answers behind one. */
+    while (!c->dead && c->nwaiting == 0
+           && evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr)) {
         rc = rmsg_decode_header(hdr, sizeof(hdr), r->max_len, &m);
         if (rc != RMSG_OK) {
             log_err("router: %s: %s (type %u, slen %u, len %u), closing", c->peer,
@@ -1791,6 +1881,8 @@ static void router_free(struct router *r)
     rtable_split_free(&r->split);
     rtable_uid_split_free(&r->usplit);
     hmap_free(r->gwq_ids, NULL);
+    if (r->payload != NULL)
+        evbuffer_free(r->payload);
     if (r->base != NULL)
         event_base_free(r->base);
     free(r);
@@ -1866,7 +1958,8 @@ int router_run(const struct config *cfg)
     r->tab = rtable_new();
     r->base = loop_new();
     r->gwq_ids = hmap_new(0);
-    if (r->tab == NULL || r->base == NULL || r->gwq_ids == NULL)
+    r->payload = evbuffer_new();
+    if (r->tab == NULL || r->base == NULL || r->gwq_ids == NULL || r->payload == NULL)
         goto fail_oom;
     {
         struct timeval tv = {ROUTER_AUTH_SECONDS, 0};

@@ -60,6 +60,10 @@ int router_conn_answer(struct rconn *c, uint16_t type, const void *d, size_t len
 struct ranswer *router_answer_reserve(struct rconn *c);
 void router_answer_fill(struct rconn *c, struct ranswer *a, uint16_t type, const void *d,
                         size_t len);
+/* ROUTER_ANSWER_MAX as it applies to c (bytes of an answer's D), and a
+ * reserved answer filled with ERROR (its type, why) instead. */
+size_t router_conn_answer_max(const struct rconn *c);
+void router_answer_refuse(struct rconn *c, struct ranswer *a, uint16_t type, const char *why);
 /* A message refused (bad shape, not supported here): a query is answered
  * ERROR (its type, why); a command is only logged, with the peer. */
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why);

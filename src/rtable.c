@@ -201,8 +201,7 @@ struct rtable_link *rtable_link_add(struct rtable *t, void *owner, uint32_t serv
     rtable_gw_key(l->gw_key, server_id, worker_id);
     LIST_INIT(&l->sessions);
     l->channels = hmap_new(0);
-    if (l->channels == NULL
-        || hmap_put(t->gateways, l->gw_key, sizeof(l->gw_key), l, NULL) < 0) {
+    if (l->channels == NULL || hmap_put(t->gateways, l->gw_key, sizeof(l->gw_key), l, NULL) < 0) {
         hmap_free(l->channels, NULL);
         free(l);
         return NULL;
@@ -346,6 +345,14 @@ static void rtable_session_clear(struct rtable *t, struct rtable_session *s)
     rtable_uid_unlink(t, s);
     while ((m = LIST_FIRST(&s->members)) != NULL)
         rtable_member_free(t, m);
+}
+
+void rtable_link_clear(struct rtable *t, struct rtable_link *l)
+{
+    struct rtable_session *s;
+
+    LIST_FOREACH(s, &l->sessions, link_entry)
+    rtable_session_clear(t, s);
 }
 
 static void rtable_session_drop(struct rtable *t, struct rtable_session *s)
@@ -566,9 +573,8 @@ void rtable_with_sessions_each(const struct rtable *t, void (*fn)(void *owner, v
 /* ---- uids ---- */
 
 /* The session, if known and (with only) held by that link. */
-static struct rtable_session *rtable_session_of(const struct rtable *t,
-                                                const struct rtable_link *only,
-                                                const unsigned char *sid)
+static struct rtable_session *
+rtable_session_of(const struct rtable *t, const struct rtable_link *only, const unsigned char *sid)
 {
     struct rtable_session *s = hmap_get(t->sessions, sid, RMSG_SID_LEN);
 
@@ -826,8 +832,8 @@ int rtable_join(struct rtable *t, struct rtable_link *only, const unsigned char 
     return rc;
 }
 
-size_t rtable_leave(struct rtable *t, struct rtable_link *only, const unsigned char *sids,
-                    size_t n, const void *name, size_t len)
+size_t rtable_leave(struct rtable *t, struct rtable_link *only, const unsigned char *sids, size_t n,
+                    const void *name, size_t len)
 {
     size_t gone = 0;
 
@@ -868,8 +874,7 @@ void rtable_members_each(const struct rtable *t, const void *name, size_t len,
     hmap_iter_init(&it);
     while (hmap_next(ch->members, &it, NULL, NULL, (void **)&m)) {
         struct rtable_uid *u = m->s->uid;
-        fn(m->s->sid, m->s->link->owner, u != NULL ? u->bytes : NULL, u != NULL ? u->len : 0,
-           arg);
+        fn(m->s->sid, m->s->link->owner, u != NULL ? u->bytes : NULL, u != NULL ? u->len : 0, arg);
     }
 }
 

@@ -39,6 +39,9 @@ struct rtable_forgot {
  * own sessions and channels, not the table's. out may be NULL. */
 void rtable_link_forget(struct rtable *t, struct rtable_link *l, struct rtable_forgot *out);
 
+/* Drops the uids and memberships of every session of the link, keeping the
+ * sessions: the link is about to report them afresh (a gateway's HELLO). */
+void rtable_link_clear(struct rtable *t, struct rtable_link *l);
 void *rtable_link_owner(const struct rtable_link *l);
 uint32_t rtable_link_server_id(const struct rtable_link *l);
 uint32_t rtable_link_worker_id(const struct rtable_link *l);
@@ -180,8 +183,8 @@ void rtable_uid_split_free(struct rtable_uid_split *s);
 int rtable_join(struct rtable *t, struct rtable_link *only, const unsigned char *sids, size_t n,
                 const void *name, size_t len, size_t *applied);
 /* CH_DEL: the SIDs are no longer members. Returns how many were. */
-size_t rtable_leave(struct rtable *t, struct rtable_link *only, const unsigned char *sids,
-                    size_t n, const void *name, size_t len);
+size_t rtable_leave(struct rtable *t, struct rtable_link *only, const unsigned char *sids, size_t n,
+                    const void *name, size_t len);
 /* Members of the channel (CH_COUNT). */
 size_t rtable_members(const struct rtable *t, const void *name, size_t len);
 /* Calls fn for each member (CH_MEMBERS, CH_SESSIONS) with its link's owner

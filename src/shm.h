@@ -44,7 +44,7 @@ struct shm_sessions {
  * table is cleared by its successor. Reserved like the SID tables. */
 #define SHM_IP_SLOTS (1u << 16)
 struct shm_ip {
-    uint8_t addr[16]; /* IPv6, or IPv4-mapped IPv6 */
+    uint8_t addr[16];  /* IPv6, or IPv4-mapped IPv6 */
     atomic_uint count; /* 0: empty slot */
 };
 struct shm_iptable {

@@ -293,14 +293,16 @@ static void uplink_pong(struct uplink *u, const struct rmsg *m)
 {
     int t = u->w->cfg->link_timeout;
 
-    uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
     if (!u->v2 && m->len == sizeof(RMSG_V2_TOKEN) - 1 && memcmp(m->d, RMSG_V2_TOKEN, m->len) == 0) {
         unsigned char v[4];
         rmsg_put_u32(v, RMSG_VERSION);
         u->v2 = 1;
-        uplink_send(u, RMSG_HELLO, NULL, 0, v, sizeof(v)); /* before any report */
+        /* HELLO before the PONG and before any report: the router knows
+         * which links speak v2 by the time their PONG comes. */
+        uplink_send(u, RMSG_HELLO, NULL, 0, v, sizeof(v));
         uplink_resync_v2(u);
     }
+    uplink_send(u, RMSG_PONG, NULL, 0, m->d, m->len);
     if (u->pinged || !u->conn)
         return;
     u->pinged = 1;

@@ -10,6 +10,7 @@
 #include "fcgi.h"
 #include "hmap.h"
 #include "log.h"
+#include "rmsg.h"
 #include "worker.h"
 
 static struct client_user *user_get(struct client *c)
@@ -94,6 +95,7 @@ int user_bind(struct worker *w, struct client *c, const void *uid, size_t len)
             return -1;
         }
         g->n = 0;
+        g->mark = 0;
         LIST_INIT(&g->members);
         g->len = len;
         memcpy(g->uid, uid, len);
@@ -103,11 +105,18 @@ int user_bind(struct worker *w, struct client *c, const void *uid, size_t len)
             return -1;
         }
     }
+    /* The group left may be freed: the links are told the old uid from a copy. */
+    unsigned char was[RMSG_MAX_UID];
+    size_t waslen = u->group ? u->group->len : 0;
+    if (waslen)
+        memcpy(was, u->group->uid, waslen);
     user_leave_group(w, u);
     u->group = g;
     g->n++;
     LIST_INSERT_HEAD(&g->members, u, in_group);
-    return user_params(w, c);
+    user_params(w, c);
+    worker_uid_changed(w, c, waslen ? was : NULL, waslen);
+    return 0;
 }
 
 void user_unbind(struct worker *w, struct client *c)
@@ -115,9 +124,13 @@ void user_unbind(struct worker *w, struct client *c)
     struct client_user *u = c->user;
     if (!u || !u->group)
         return;
+    unsigned char was[RMSG_MAX_UID];
+    size_t waslen = u->group->len;
+    memcpy(was, u->group->uid, waslen);
     user_leave_group(w, u);
     user_params(w, c);
     user_maybe_drop(c);
+    worker_uid_changed(w, c, was, waslen);
 }
 
 int user_set_session(struct worker *w, struct client *c, const void *data, size_t len)
@@ -138,6 +151,7 @@ int user_set_session(struct worker *w, struct client *c, const void *data, size_
     u->session_len = len;
     user_params(w, c);
     user_maybe_drop(c);
+    worker_session_changed(w, c);
     return 0;
 }
 

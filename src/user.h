@@ -29,6 +29,7 @@ struct client_user {
 /* The sessions of one uid on this worker. */
 struct uid_group {
     size_t n;
+    unsigned mark; /* a command's stamp: already walked */
     LIST_HEAD(, client_user) members;
     size_t len;
     unsigned char uid[];

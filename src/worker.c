@@ -191,11 +191,38 @@ unsigned worker_next_mark(struct worker *w)
 {
     if (++w->mark == 0) { /* wrapped: no client may keep an old stamp */
         struct client *c;
+        struct hmap_iter it;
+        void *g;
         TAILQ_FOREACH(c, &w->clients, entry)
         c->mark = 0;
+        hmap_iter_init(&it);
+        while (hmap_next(w->by_uid, &it, NULL, NULL, &g))
+            ((struct uid_group *)g)->mark = 0;
         w->mark = 1;
     }
     return w->mark;
+}
+
+void worker_uid_changed(struct worker *w, struct client *c, const void *old, size_t oldlen)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->uid)
+            l->ops->uid(l, c, old, oldlen);
+}
+
+void worker_session_changed(struct worker *w, struct client *c)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->session)
+            l->ops->session(l, c);
+}
+
+void worker_member_changed(struct worker *w, struct client *c, const char *name, size_t len,
+                           int joined)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->member)
+            l->ops->member(l, c, name, len, joined);
 }
 
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used)

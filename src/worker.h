@@ -81,13 +81,20 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
 /* Called by client.c when clients come and go. */
 void worker_client_added(struct worker *w, struct client *c);
 void worker_client_removed(struct worker *w, struct client *c);
-/* channel.c: channel `name` got its first member (used = 1) or lost its last
- * (used = 0); the worker's links subscribe or unsubscribe it. */
 /* A v2 report to every link (link_ops.report). */
 void worker_report(struct worker *w, int type, const void *s, size_t slen, const void *d,
                    size_t dlen);
 /* A fresh stamp for client.mark (never 0). */
 unsigned worker_next_mark(struct worker *w);
+/* user.c, channel.c: a session's uid (old: the one before, NULL if none), its
+ * session data, or one of its channel memberships changed; the worker's links
+ * hear of it (link_ops.uid, .session, .member). */
+void worker_uid_changed(struct worker *w, struct client *c, const void *old, size_t oldlen);
+void worker_session_changed(struct worker *w, struct client *c);
+void worker_member_changed(struct worker *w, struct client *c, const char *name, size_t len,
+                           int joined);
+/* channel.c: channel `name` got its first member (used = 1) or lost its last
+ * (used = 0); the worker's links subscribe or unsubscribe it. */
 void worker_channel_used(struct worker *w, const char *name, size_t len, int used);
 /* A close event (EVENT=2) to post: now, or paced while the worker stops. */
 void worker_close_event(struct worker *w, struct request *r);

@@ -188,7 +188,7 @@ def test_channels_per_client_is_a_bound(v2):
     bk.ch_pub(b"b", b"for them")
     bk.send_all(marker)
     assert_delivered(received(c, marker), {p: [b"for them"], q: [b"for them"]})
-    c.gws[1].wait_log(p.sid.decode(), "over CHANNELS_PER_CLIENT (2), refused")
+    c.gws[1].wait_log(p.sid.decode(), "already in CHANNELS_PER_CLIENT (2) channels, refused")
     bk.close()
 
 
@@ -525,3 +525,33 @@ def test_every_call_from_the_libraries(request, v2, tmp_path, kind):
     assert not peer[u1[1]].closed and not peer[u2].closed
     assert bk.query(rp.SID_UID, u1[1].encode()) == b""
     bk.close()
+
+
+def test_a_script_closing_clients_during_a_uid_push(gateway, fake):
+    """A push to a user's sessions goes through each client's script, which may
+    close that client on the spot (fc.close in onWrite): the sessions are
+    gathered before any is served, so the walk never touches a freed one (the
+    ASan run checks), and the other commands still work after."""
+    from test_trust import FakeRouter
+    router = FakeRouter()
+    f = fake()
+    gw = gateway(BACKEND_SERVER=f.addr, WORKER_NUM=1, ROUTER_HOST="127.0.0.1",
+                 ROUTER_PORT=router.port, SCRIPT_FILE=str(fk.REPO / "tests/scripts/close_on_push.lua"))
+    conns = []
+    try:
+        for i in range(4):  # one at a time: router.sids[i] is conns[i]'s
+            conns.append(fk.Client(gw.port))
+            fk.wait_until(lambda: len(router.sids) == i + 1, 5, msg="the client's CONN")
+        clients, other = conns[:3], conns[3]
+        sids = [s.encode() for s in router.sids]
+        router.send(rp.BIND, b"".join(sids[:3]), b"u")
+        router.send(rp.SEND_UID, rp.uid_list([b"u", b"u"]), b"close me")
+        router.send(rp.SEND_MSG, b"".join(sids), b"after")
+        for c in clients:
+            c.recv_closed()
+        assert other.recv() == b"after"
+        assert gw.alive() and not gw.log_lines("link lost")
+    finally:
+        for c in conns:
+            c.close()
+        router.stop()

@@ -173,9 +173,19 @@ final class FookingRouter
             $this->write(self::CH_PUB, $channel, $msg);
             return;
         }
+        $this->write(self::CH_PUB_EX, self::chPubExS($channel, $exclude), $msg);
+    }
+
+    /**
+     * The S of a CH_PUB_EX: u8 n, the channel, the SIDs to exclude (each once,
+     * as many as fit).
+     * @throws InvalidArgumentException
+     */
+    public static function chPubExS(string $channel, array $exclude): string
+    {
+        self::checkChannel($channel);
         $max = min(self::MAX_SIDS, intdiv(self::MAX_S - 1 - strlen($channel), self::SID_LEN));
-        $s = chr(strlen($channel)) . $channel . self::excludeList($exclude, $max);
-        $this->write(self::CH_PUB_EX, $s, $msg);
+        return chr(strlen($channel)) . $channel . self::excludeList($exclude, $max);
     }
 
     /* ---- backend API v2: commands (no answer) ---- */
@@ -243,17 +253,7 @@ final class FookingRouter
         $out = [];
         foreach (array_chunk($sids, self::MAX_SIDS) as $chunk) {
             $d = $this->query(self::IS_ONLINE, implode('', $chunk));
-            if (strlen($d) !== count($chunk)) {
-                $this->protocolError('IS_ONLINE answer of ' . strlen($d) . ' bytes for '
-                                     . count($chunk) . ' SIDs');
-            }
-            foreach ($chunk as $i => $sid) {
-                $b = ord($d[$i]);
-                if ($b > 1) {
-                    $this->protocolError("IS_ONLINE answer byte $b");
-                }
-                $out[$sid] = $b === 1;
-            }
+            $out += $this->decoded(fn() => self::decodeIsOnline($chunk, $d));
         }
         return $out;
     }
@@ -261,27 +261,22 @@ final class FookingRouter
     /** How many sessions are bound to $uid (0: none, the uid is offline). */
     public function isUidOnline(string $uid): int
     {
-        return $this->u32(self::UID_COUNT, $this->query(self::UID_COUNT, self::checkUid($uid)));
+        $d = $this->query(self::UID_COUNT, self::checkUid($uid));
+        return $this->decoded(fn() => self::decodeCount(self::UID_COUNT, $d));
     }
 
     /** The SIDs of the sessions bound to $uid (in no particular order). */
     public function getSidsByUid(string $uid): array
     {
         $d = $this->query(self::UID_SIDS, self::checkUid($uid));
-        if (strlen($d) % self::SID_LEN !== 0) {
-            $this->protocolError('UID_SIDS answer of ' . strlen($d) . ' bytes');
-        }
-        return $d === '' ? [] : str_split($d, self::SID_LEN);
+        return $this->decoded(fn() => self::decodeSids($d));
     }
 
     /** The session's uid; null when it is unbound or not a session the router knows. */
     public function getUidBySid(string $sid): ?string
     {
         $d = $this->query(self::SID_UID, self::checkSid($sid));
-        if (strlen($d) > self::MAX_UID) {
-            $this->protocolError('SID_UID answer of ' . strlen($d) . ' bytes');
-        }
-        return $d === '' ? null : $d;
+        return $this->decoded(fn() => self::decodeUid($d));
     }
 
     /**
@@ -291,42 +286,21 @@ final class FookingRouter
     public function getSession(string $sid): ?string
     {
         $d = $this->query(self::SESSION_GET, self::checkSid($sid));
-        $n = strlen($d);
-        if ($n === 1 && $d[0] === "\x00") {
-            return null;
-        }
-        if ($n < 1 || $d[0] !== "\x01" || $n - 1 > self::MAX_SESSION) {
-            $this->protocolError("SESSION_GET answer of $n bytes"
-                                 . ($n > 0 ? ', found = ' . ord($d[0]) : ''));
-        }
-        return substr($d, 1);
+        return $this->decoded(fn() => self::decodeSession($d));
     }
 
     /** How many sessions are members of $channel. */
     public function chCount(string $channel): int
     {
-        return $this->u32(self::CH_COUNT, $this->query(self::CH_COUNT, self::checkChannel($channel)));
+        $d = $this->query(self::CH_COUNT, self::checkChannel($channel));
+        return $this->decoded(fn() => self::decodeCount(self::CH_COUNT, $d));
     }
 
     /** [sid => uid, or null when unbound] of the members of $channel. */
     public function chMembers(string $channel): array
     {
         $d = $this->query(self::CH_MEMBERS, self::checkChannel($channel));
-        $out = [];
-        for ($i = 0, $n = strlen($d); $i < $n;) {
-            if ($n - $i < self::SID_LEN + 1) {
-                $this->protocolError('CH_MEMBERS answer cut short');
-            }
-            $sid = substr($d, $i, self::SID_LEN);
-            $len = ord($d[$i + self::SID_LEN]);
-            $i += self::SID_LEN + 1;
-            if ($len > self::MAX_UID || $n - $i < $len) {
-                $this->protocolError('CH_MEMBERS answer cut short or a uid over 128 bytes');
-            }
-            $out[$sid] = $len === 0 ? null : substr($d, $i, $len);
-            $i += $len;
-        }
-        return $out;
+        return $this->decoded(fn() => self::decodeMembers($d));
     }
 
     /**
@@ -336,39 +310,14 @@ final class FookingRouter
     public function chSessions(string $channel): array
     {
         $d = $this->query(self::CH_SESSIONS, self::checkChannel($channel));
-        $out = [];
-        for ($i = 0, $n = strlen($d); $i < $n;) {
-            if ($n - $i < self::SID_LEN + 4) {
-                $this->protocolError('CH_SESSIONS answer cut short');
-            }
-            $sid = substr($d, $i, self::SID_LEN);
-            $len = unpack('N', $d, $i + self::SID_LEN)[1];
-            $i += self::SID_LEN + 4;
-            if ($len > self::MAX_SESSION || $n - $i < $len) {
-                $this->protocolError('CH_SESSIONS answer cut short or data over '
-                                     . self::MAX_SESSION . ' bytes');
-            }
-            $out[$sid] = substr($d, $i, $len);
-            $i += $len;
-        }
-        return $out;
+        return $this->decoded(fn() => self::decodeSessions($d));
     }
 
     /** [channel name => member count] of every channel with members. */
     public function channels(): array
     {
         $d = $this->query(self::CHANNELS, '');
-        $out = [];
-        for ($i = 0, $n = strlen($d); $i < $n;) {
-            $len = ord($d[$i]);
-            if ($len === 0 || $n - $i < 1 + $len + 4) {
-                $this->protocolError('CHANNELS answer cut short or an empty name');
-            }
-            $name = substr($d, $i + 1, $len);
-            $out[$name] = unpack('N', $d, $i + 1 + $len)[1];
-            $i += 1 + $len + 4;
-        }
-        return $out;
+        return $this->decoded(fn() => self::decodeChannels($d));
     }
 
     /**
@@ -376,27 +325,13 @@ final class FookingRouter
      * ['clients' => int, 'channels' => int, 'uids' => int,
      *  'gateways' => [['server' => int, 'worker' => int, 'clients' => int, 'channels' => int], ...]]
      * 'uids' (distinct bound uids) is 0 from a router that sends no uids line
-     * (one from before v2, or one with BUS).
+     * (one from before v2, or a BUS router from before the bus served v2).
      */
     public function info(): array
     {
         $this->write(self::INFO, '', '');
         $text = $this->answer(self::INFO);
-        $info = ['clients' => 0, 'channels' => 0, 'uids' => 0, 'gateways' => []];
-        foreach (explode("\r\n", $text) as $line) {
-            $kv = explode(': ', $line, 2);
-            if (count($kv) !== 2) {
-                continue;
-            }
-            if ($kv[0] === 'gateway') {
-                $f = array_map('intval', explode("\t", $kv[1]));
-                $info['gateways'][] = ['server' => $f[0], 'worker' => $f[1] ?? 0,
-                                       'clients' => $f[2] ?? 0, 'channels' => $f[3] ?? 0];
-            } else {
-                $info[$kv[0]] = (int)$kv[1];
-            }
-        }
-        return $info;
+        return self::parseInfo($text);
     }
 
     /**
@@ -457,7 +392,7 @@ final class FookingRouter
     }
 
     /** The SIDs to exclude, each once, concatenated; at most $max of them. */
-    private static function excludeList(array $sids, int $max): string
+    public static function excludeList(array $sids, int $max): string
     {
         $sids = array_values(array_unique(self::checkSids($sids)));
         if (count($sids) > $max) {
@@ -472,14 +407,6 @@ final class FookingRouter
     {
         $this->write($type, $s, '');
         return $this->answer($type);
-    }
-
-    private function u32(int $type, string $d): int
-    {
-        if (strlen($d) !== 4) {
-            $this->protocolError(self::NAMES[$type] . ' answer of ' . strlen($d) . ' bytes, not 4');
-        }
-        return unpack('N', $d)[1];
     }
 
     /**
@@ -521,8 +448,166 @@ final class FookingRouter
         return $d;
     }
 
+
+    /*
+     * Decoding of the answers' D, shared with FookingRedis (which gets the
+     * same bytes from the bus's scripts). A malformed D is an
+     * UnexpectedValueException naming what is wrong.
+     */
+
+    /** [sid => bool] of an IS_ONLINE answer for the SIDs $sids. */
+    public static function decodeIsOnline(array $sids, string $d): array
+    {
+        if (strlen($d) !== count($sids)) {
+            self::malformed('IS_ONLINE answer of ' . strlen($d) . ' bytes for '
+                            . count($sids) . ' SIDs');
+        }
+        $out = [];
+        foreach (array_values($sids) as $i => $sid) {
+            $b = ord($d[$i]);
+            if ($b > 1) {
+                self::malformed("IS_ONLINE answer byte $b");
+            }
+            $out[$sid] = $b === 1;
+        }
+        return $out;
+    }
+
+    /** The u32 of a UID_COUNT or CH_COUNT answer. */
+    public static function decodeCount(int $type, string $d): int
+    {
+        if (strlen($d) !== 4) {
+            self::malformed(self::NAMES[$type] . ' answer of ' . strlen($d) . ' bytes, not 4');
+        }
+        return unpack('N', $d)[1];
+    }
+
+    /** The SIDs of a UID_SIDS answer. */
+    public static function decodeSids(string $d): array
+    {
+        if (strlen($d) % self::SID_LEN !== 0) {
+            self::malformed('UID_SIDS answer of ' . strlen($d) . ' bytes');
+        }
+        return $d === '' ? [] : str_split($d, self::SID_LEN);
+    }
+
+    /** The uid of a SID_UID answer, null for none. */
+    public static function decodeUid(string $d): ?string
+    {
+        if (strlen($d) > self::MAX_UID) {
+            self::malformed('SID_UID answer of ' . strlen($d) . ' bytes');
+        }
+        return $d === '' ? null : $d;
+    }
+
+    /** The data of a SESSION_GET answer, null for "no such session". */
+    public static function decodeSession(string $d): ?string
+    {
+        $n = strlen($d);
+        if ($n === 1 && $d[0] === "\x00") {
+            return null;
+        }
+        if ($n < 1 || $d[0] !== "\x01" || $n - 1 > self::MAX_SESSION) {
+            self::malformed("SESSION_GET answer of $n bytes"
+                            . ($n > 0 ? ', found = ' . ord($d[0]) : ''));
+        }
+        return substr($d, 1);
+    }
+
+    /** [sid => uid or null] of a CH_MEMBERS answer. */
+    public static function decodeMembers(string $d): array
+    {
+        $out = [];
+        for ($i = 0, $n = strlen($d); $i < $n;) {
+            if ($n - $i < self::SID_LEN + 1) {
+                self::malformed('CH_MEMBERS answer cut short');
+            }
+            $sid = substr($d, $i, self::SID_LEN);
+            $len = ord($d[$i + self::SID_LEN]);
+            $i += self::SID_LEN + 1;
+            if ($len > self::MAX_UID || $n - $i < $len) {
+                self::malformed('CH_MEMBERS answer cut short or a uid over 128 bytes');
+            }
+            $out[$sid] = $len === 0 ? null : substr($d, $i, $len);
+            $i += $len;
+        }
+        return $out;
+    }
+
+    /** [sid => data] of a CH_SESSIONS answer. */
+    public static function decodeSessions(string $d): array
+    {
+        $out = [];
+        for ($i = 0, $n = strlen($d); $i < $n;) {
+            if ($n - $i < self::SID_LEN + 4) {
+                self::malformed('CH_SESSIONS answer cut short');
+            }
+            $sid = substr($d, $i, self::SID_LEN);
+            $len = unpack('N', $d, $i + self::SID_LEN)[1];
+            $i += self::SID_LEN + 4;
+            if ($len > self::MAX_SESSION || $n - $i < $len) {
+                self::malformed('CH_SESSIONS answer cut short or data over '
+                                     . self::MAX_SESSION . ' bytes');
+            }
+            $out[$sid] = substr($d, $i, $len);
+            $i += $len;
+        }
+        return $out;
+    }
+
+    /** [name => members] of a CHANNELS answer. */
+    public static function decodeChannels(string $d): array
+    {
+        $out = [];
+        for ($i = 0, $n = strlen($d); $i < $n;) {
+            $len = ord($d[$i]);
+            if ($len === 0 || $n - $i < 1 + $len + 4) {
+                self::malformed('CHANNELS answer cut short or an empty name');
+            }
+            $name = substr($d, $i + 1, $len);
+            $out[$name] = unpack('N', $d, $i + 1 + $len)[1];
+            $i += 1 + $len + 4;
+        }
+        return $out;
+    }
+
+    /** The INFO text as info() returns it. */
+    public static function parseInfo(string $text): array
+    {
+        $info = ['clients' => 0, 'channels' => 0, 'uids' => 0, 'gateways' => []];
+        foreach (explode("\r\n", $text) as $line) {
+            $kv = explode(': ', $line, 2);
+            if (count($kv) !== 2) {
+                continue;
+            }
+            if ($kv[0] === 'gateway') {
+                $f = array_map('intval', explode("\t", $kv[1]));
+                $info['gateways'][] = ['server' => $f[0], 'worker' => $f[1] ?? 0,
+                                       'clients' => $f[2] ?? 0, 'channels' => $f[3] ?? 0];
+            } else {
+                $info[$kv[0]] = (int)$kv[1];
+            }
+        }
+        return $info;
+    }
+
+    private static function malformed(string $what): never
+    {
+        throw new UnexpectedValueException($what);
+    }
+
+    /** $f() (a decoder); a malformed answer closes the connection. */
+    private function decoded(callable $f): mixed
+    {
+        try {
+            return $f();
+        } catch (UnexpectedValueException $e) {
+            $this->protocolError($e->getMessage());
+        }
+    }
+
     /** An answer that is not what was asked for: the connection is closed. */
-    private function protocolError(string $what): void
+    private function protocolError(string $what): never
     {
         $this->close();
         throw new RuntimeException("fooking router: $what (connection closed)");

@@ -96,7 +96,7 @@ func argErrorf(format string, args ...interface{}) error {
 var ErrBroken = errors.New("fooking router: connection closed after an earlier error")
 
 // RouterError is the router's ERROR answer to a query it refused (a bad
-// argument, an answer over ROUTER_ANSWER_MAX, a router with BUS). The
+// argument, an answer over ROUTER_ANSWER_MAX, a BUS router whose Redis is down). The
 // connection is fine.
 type RouterError struct {
 	Type uint16 // the refused query's type
@@ -141,7 +141,8 @@ type Info struct {
 	Clients  int // sessions on all gateways
 	Channels int // channels with at least one member
 	// Uids is the number of distinct bound uids: 0 from a router that sends
-	// no "uids:" line (one from before v2, or one with BUS; and Redis.Info).
+	// no "uids:" line (one from before v2, or a BUS router from before the
+	// bus served v2).
 	Uids     int
 	Gateways []GatewayInfo
 }
@@ -213,18 +214,28 @@ func (r *Router) ChPub(channel string, msg []byte, exclude ...string) error {
 	if len(exclude) == 0 {
 		return r.write(TypeChPub, []byte(channel), msg)
 	}
+	s, err := chPubExS(channel, exclude)
+	if err != nil {
+		return err
+	}
+	return r.write(TypeChPubEx, s, msg)
+}
+
+// chPubExS is the S of a CH_PUB_EX: u8 n, the channel (checked before), the
+// SIDs to exclude, each once, as many as fit.
+func chPubExS(channel string, exclude []string) ([]byte, error) {
 	max := (MaxS - 1 - len(channel)) / SIDLen
 	if max > MaxSIDs {
 		max = MaxSIDs
 	}
 	sids, err := excludeList(exclude, max)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s := make([]byte, 0, 1+len(channel)+len(sids))
 	s = append(s, byte(len(channel)))
 	s = append(s, channel...)
-	return r.write(TypeChPubEx, append(s, sids...), msg)
+	return append(s, sids...), nil
 }
 
 // ---- backend API v2: commands (no answer) ----
@@ -313,14 +324,8 @@ func (r *Router) IsOnline(sids []string) (map[string]bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(d) != len(chunk) {
-			return nil, r.malformed("IS_ONLINE answer of %d bytes for %d SIDs", len(d), len(chunk))
-		}
-		for i, sid := range chunk {
-			if d[i] > 1 {
-				return nil, r.malformed("IS_ONLINE answer byte %d", d[i])
-			}
-			out[sid] = d[i] == 1
+		if err := decodeIsOnline(chunk, d, out); err != nil {
+			return nil, r.malformed("%v", err)
 		}
 	}
 	return out, nil
@@ -344,12 +349,9 @@ func (r *Router) GetSidsByUid(uid string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(d)%SIDLen != 0 {
-		return nil, r.malformed("UID_SIDS answer of %d bytes", len(d))
-	}
-	out := make([]string, 0, len(d)/SIDLen)
-	for i := 0; i < len(d); i += SIDLen {
-		out = append(out, string(d[i:i+SIDLen]))
+	out, err := decodeSIDs(d)
+	if err != nil {
+		return nil, r.malformed("%v", err)
 	}
 	return out, nil
 }
@@ -364,10 +366,11 @@ func (r *Router) GetUidBySid(sid string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(d) > MaxUID {
-		return "", r.malformed("SID_UID answer of %d bytes", len(d))
+	uid, err := decodeUID(d)
+	if err != nil {
+		return "", r.malformed("%v", err)
 	}
-	return string(d), nil
+	return uid, nil
 }
 
 // GetSession returns the session's data (empty when it has none) and found =
@@ -381,15 +384,11 @@ func (r *Router) GetSession(sid string) (data []byte, found bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	switch {
-	case len(d) == 1 && d[0] == 0:
-		return nil, false, nil
-	case len(d) >= 1 && d[0] == 1 && len(d)-1 <= MaxSession:
-		return d[1:], true, nil
-	case len(d) == 0:
-		return nil, false, r.malformed("SESSION_GET answer of 0 bytes")
+	data, found, err = decodeSession(d)
+	if err != nil {
+		return nil, false, r.malformed("%v", err)
 	}
-	return nil, false, r.malformed("SESSION_GET answer of %d bytes, found = %d", len(d), d[0])
+	return data, found, nil
 }
 
 // ChCount returns how many sessions are members of channel.
@@ -410,19 +409,9 @@ func (r *Router) ChMembers(channel string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]string)
-	for i := 0; i < len(d); {
-		if len(d)-i < SIDLen+1 {
-			return nil, r.malformed("CH_MEMBERS answer cut short")
-		}
-		sid := string(d[i : i+SIDLen])
-		n := int(d[i+SIDLen])
-		i += SIDLen + 1
-		if n > MaxUID || len(d)-i < n {
-			return nil, r.malformed("CH_MEMBERS answer cut short or a uid over %d bytes", MaxUID)
-		}
-		out[sid] = string(d[i : i+n])
-		i += n
+	out, err := decodeMembers(d)
+	if err != nil {
+		return nil, r.malformed("%v", err)
 	}
 	return out, nil
 }
@@ -438,19 +427,9 @@ func (r *Router) ChSessions(channel string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]byte)
-	for i := 0; i < len(d); {
-		if len(d)-i < SIDLen+4 {
-			return nil, r.malformed("CH_SESSIONS answer cut short")
-		}
-		sid := string(d[i : i+SIDLen])
-		n := binary.BigEndian.Uint32(d[i+SIDLen:])
-		i += SIDLen + 4
-		if n > MaxSession || uint32(len(d)-i) < n {
-			return nil, r.malformed("CH_SESSIONS answer cut short or data over %d bytes", MaxSession)
-		}
-		out[sid] = d[i : i+int(n)]
-		i += int(n)
+	out, err := decodeSessions(d)
+	if err != nil {
+		return nil, r.malformed("%v", err)
 	}
 	return out, nil
 }
@@ -461,14 +440,9 @@ func (r *Router) Channels() (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]int)
-	for i := 0; i < len(d); {
-		n := int(d[i])
-		if n == 0 || len(d)-i < 1+n+4 {
-			return nil, r.malformed("CHANNELS answer cut short or an empty name")
-		}
-		out[string(d[i+1:i+1+n])] = int(binary.BigEndian.Uint32(d[i+1+n:]))
-		i += 1 + n + 4
+	out, err := decodeChannels(d)
+	if err != nil {
+		return nil, r.malformed("%v", err)
 	}
 	return out, nil
 }
@@ -516,6 +490,122 @@ func parseInfo(text string) (*Info, error) {
 		}
 	}
 	return info, nil
+}
+
+// The decoding of the answers' D below is shared by Router and Redis (which
+// gets the same bytes from the bus's scripts). A malformed D is an error
+// naming what is wrong.
+
+func malformedf(format string, args ...interface{}) error {
+	return fmt.Errorf(format, args...)
+}
+
+// decodeIsOnline puts into out, for each of sids, whether its byte of an
+// IS_ONLINE answer says online.
+func decodeIsOnline(sids []string, d []byte, out map[string]bool) error {
+	if len(d) != len(sids) {
+		return malformedf("IS_ONLINE answer of %d bytes for %d SIDs", len(d), len(sids))
+	}
+	for i, sid := range sids {
+		if d[i] > 1 {
+			return malformedf("IS_ONLINE answer byte %d", d[i])
+		}
+		out[sid] = d[i] == 1
+	}
+	return nil
+}
+
+// decodeCount reads the u32 of a UID_COUNT or CH_COUNT answer.
+func decodeCount(typ uint16, d []byte) (int, error) {
+	if len(d) != 4 {
+		return 0, malformedf("%s answer of %d bytes, not 4", typeName(typ), len(d))
+	}
+	return int(binary.BigEndian.Uint32(d)), nil
+}
+
+// decodeSIDs reads a UID_SIDS answer (empty, not nil, when there are none).
+func decodeSIDs(d []byte) ([]string, error) {
+	if len(d)%SIDLen != 0 {
+		return nil, malformedf("UID_SIDS answer of %d bytes", len(d))
+	}
+	out := make([]string, 0, len(d)/SIDLen)
+	for i := 0; i < len(d); i += SIDLen {
+		out = append(out, string(d[i:i+SIDLen]))
+	}
+	return out, nil
+}
+
+// decodeUID reads a SID_UID answer ("" for none).
+func decodeUID(d []byte) (string, error) {
+	if len(d) > MaxUID {
+		return "", malformedf("SID_UID answer of %d bytes", len(d))
+	}
+	return string(d), nil
+}
+
+// decodeSession reads a SESSION_GET answer.
+func decodeSession(d []byte) (data []byte, found bool, err error) {
+	switch {
+	case len(d) == 1 && d[0] == 0:
+		return nil, false, nil
+	case len(d) >= 1 && d[0] == 1 && len(d)-1 <= MaxSession:
+		return d[1:], true, nil
+	case len(d) == 0:
+		return nil, false, malformedf("SESSION_GET answer of 0 bytes")
+	}
+	return nil, false, malformedf("SESSION_GET answer of %d bytes, found = %d", len(d), d[0])
+}
+
+// decodeMembers reads a CH_MEMBERS answer: SID -> uid ("" when unbound).
+func decodeMembers(d []byte) (map[string]string, error) {
+	out := make(map[string]string)
+	for i := 0; i < len(d); {
+		if len(d)-i < SIDLen+1 {
+			return nil, malformedf("CH_MEMBERS answer cut short")
+		}
+		sid := string(d[i : i+SIDLen])
+		n := int(d[i+SIDLen])
+		i += SIDLen + 1
+		if n > MaxUID || len(d)-i < n {
+			return nil, malformedf("CH_MEMBERS answer cut short or a uid over %d bytes", MaxUID)
+		}
+		out[sid] = string(d[i : i+n])
+		i += n
+	}
+	return out, nil
+}
+
+// decodeSessions reads a CH_SESSIONS answer: SID -> data.
+func decodeSessions(d []byte) (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	for i := 0; i < len(d); {
+		if len(d)-i < SIDLen+4 {
+			return nil, malformedf("CH_SESSIONS answer cut short")
+		}
+		sid := string(d[i : i+SIDLen])
+		n := binary.BigEndian.Uint32(d[i+SIDLen:])
+		i += SIDLen + 4
+		if n > MaxSession || uint32(len(d)-i) < n {
+			return nil, malformedf("CH_SESSIONS answer cut short or data over %d bytes", MaxSession)
+		}
+		out[sid] = d[i : i+int(n)]
+		i += int(n)
+	}
+	return out, nil
+}
+
+// decodeChannels reads a CHANNELS answer: name -> member count.
+func decodeChannels(d []byte) (map[string]int, error) {
+	out := make(map[string]int)
+	for i := 0; i < len(d); {
+		n := int(d[i])
+		if n == 0 || len(d)-i < 1+n+4 {
+			return nil, malformedf("CHANNELS answer cut short or an empty name")
+		}
+		out[string(d[i+1:i+1+n])] = int(binary.BigEndian.Uint32(d[i+1+n:]))
+		i += 1 + n + 4
+	}
+	return out, nil
 }
 
 // sidsCommand sends one message per MaxSIDs SIDs.
@@ -666,10 +756,11 @@ func (r *Router) count(typ uint16, s []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(d) != 4 {
-		return 0, r.malformed("%s answer of %d bytes, not 4", typeName(typ), len(d))
+	n, err := decodeCount(typ, d)
+	if err != nil {
+		return 0, r.malformed("%v", err)
 	}
-	return int(binary.BigEndian.Uint32(d)), nil
+	return n, nil
 }
 
 // answer reads the answer to a query of type typ: its D, or a *RouterError for
