@@ -829,8 +829,10 @@ def test_slow_consumer_among_broadcast_receivers(gateways, load, router, goecho)
             if t_cut is None:
                 # the kernel's send buffer to the stalled client grows to a few MiB
                 # on loopback (tcp_wmem) before the gateway holds any output: fill
-                # it faster than 1 KiB broadcasts would
-                bk.send_msg([stalled_sid], big)
+                # it faster than 1 KiB broadcasts would (256 KiB an iteration, so a
+                # busy machine that slows this loop still gets there in seconds)
+                for _ in range(4):
+                    bk.send_msg([stalled_sid], big)
             for p, u in gateway_usage(gw, goecho.port).items():
                 peak[p] = max(peak.get(p, 0), u[1])
             if t_cut is None and gw.log_lines("slow consumer"):
