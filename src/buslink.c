@@ -27,7 +27,7 @@
 #include "log.h"
 #include "rmsg.h"
 #include "user.h"
-#include "worker.h"
+#include "wctx.h"
 
 #define BUSLINK_HB_SECONDS 3
 #define BUSLINK_HB_TTL     "10"

@@ -9,7 +9,7 @@
 #include "client.h"
 #include "hmap.h"
 #include "log.h"
-#include "worker.h"
+#include "wctx.h"
 
 int channel_join(struct worker *w, struct client *c, const char *name, size_t len)
 {

@@ -40,7 +40,7 @@
 #include "script.h"
 #include "tls.h"
 #include "user.h"
-#include "worker.h"
+#include "wctx.h"
 #include "ws.h"
 
 #define CLIENT_MAX_PENDING   256
@@ -111,12 +111,22 @@ static void client_resume(struct client *c)
     client_readcb(c->conn, c);
 }
 
+static void client_unlink(struct client *c);
+
 void client_run_deferred(struct worker *w)
 {
     struct client *c;
     while ((c = TAILQ_FIRST(&w->closed)) != NULL) {
         TAILQ_REMOVE(&w->closed, c, asap_entry);
         conn_ext_free(c); /* the client lives in its connection's block */
+    }
+    /* Closed since the last time: unlinked now, freed at the next turn
+     * (what unlinking calls, a script's onClose, may still hold it). */
+    while ((c = TAILQ_FIRST(&w->closing)) != NULL) {
+        TAILQ_REMOVE(&w->closing, c, asap_entry);
+        client_unlink(c);
+        TAILQ_INSERT_TAIL(&w->closed, c, asap_entry);
+        event_active(w->asap_ev, EV_TIMEOUT, 0);
     }
     while ((c = TAILQ_FIRST(&w->asap)) != NULL) {
         TAILQ_REMOVE(&w->asap, c, asap_entry);
@@ -216,17 +226,12 @@ void client_session_start(struct client *c)
     }
 }
 
-void client_close(struct client *c, const char *reason)
+/* The second half of a close, at a safe point of the loop (client_run_deferred,
+ * never inside a callback that walks the worker's lists): c leaves every
+ * list and table, its requests, script and protocol state go, the backend
+ * gets its close event and the links its CLOSE, the socket is closed. */
+static void client_unlink(struct client *c)
 {
-    if (c->dead)
-        return;
-    c->dead = 1;
-    log_info("client %s %s:%d closed: %s", c->sid, c->addr, c->port, reason);
-    if (c->on_asap) {
-        TAILQ_REMOVE(&c->w->asap, c, asap_entry);
-        c->on_asap = 0;
-    }
-    client_hs_timer_free(c);
     if (c->ip_counted)
         shm_ip_add(c->w->shm, c->w->id, c->ip, -1);
     /* Replies nobody will read: requests in flight finish in the pool and are
@@ -252,10 +257,27 @@ void client_close(struct client *c, const char *reason)
     c->params = NULL;
     if (c->proto->free)
         c->proto->free(c);
-    conn_free(c->conn); /* the socket; the block stays until client_run_deferred */
+    conn_free(c->conn); /* the socket; the block stays until the next turn */
     c->conn = NULL;
-    /* Freed by client_run_deferred, after the callback that closed it. */
-    TAILQ_INSERT_TAIL(&c->w->closed, c, asap_entry);
+}
+
+/* Closing is always deferred (as Redis's freeClientAsync): here c is only
+ * marked dead, so every walk that meets it skips it and none is cut short;
+ * it leaves the lists after the callback that asked returns, and its memory
+ * goes a loop turn later still. */
+void client_close(struct client *c, const char *reason)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    log_info("client %s %s:%d closed: %s", c->sid, c->addr, c->port, reason);
+    if (c->on_asap) {
+        TAILQ_REMOVE(&c->w->asap, c, asap_entry);
+        c->on_asap = 0;
+    }
+    client_hs_timer_free(c);
+    conn_read(c->conn, 0); /* nothing more is read from it */
+    TAILQ_INSERT_TAIL(&c->w->closing, c, asap_entry);
     event_active(c->w->asap_ev, EV_TIMEOUT, 0);
 }
 

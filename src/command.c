@@ -15,7 +15,7 @@
 #include "log.h"
 #include "rmsg.h"
 #include "user.h"
-#include "worker.h"
+#include "wctx.h"
 
 /* Longest frame header a client protocol puts before a message: WebSocket's
  * 2 + 8 bytes for 64-bit lengths, with room for a script's own framing. */
@@ -156,6 +156,23 @@ static void command_each_sid(struct worker *w, struct link *from, const struct r
 
 /* ---- backend API v2 ---- */
 
+/* A fresh stamp for client.mark and uid_group.mark (never 0). */
+static unsigned command_next_mark(struct worker *w)
+{
+    if (++w->mark == 0) { /* wrapped: no client may keep an old stamp */
+        struct client *c;
+        struct hmap_iter it;
+        void *g;
+        TAILQ_FOREACH(c, &w->clients, entry)
+        c->mark = 0;
+        hmap_iter_init(&it);
+        while (hmap_next(w->by_uid, &it, NULL, NULL, &g))
+            ((struct uid_group *)g)->mark = 0;
+        w->mark = 1;
+    }
+    return w->mark;
+}
+
 /* The live session of a SID, or NULL. */
 static struct client *command_client(struct worker *w, const unsigned char *sid)
 {
@@ -200,7 +217,7 @@ static void command_uids(struct worker *w, const struct rmsg *m, const char *sou
     if (m->type == RMSG_SEND_UID
         && (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL))
         return;
-    unsigned mark = worker_next_mark(w);
+    unsigned mark = command_next_mark(w);
     while (rmsg_uids_next(m->s, m->slen, &off, &uid, &len) == 1) {
         struct uid_group *g = user_group(w, uid, len);
         struct client_user *u;
@@ -252,7 +269,7 @@ static void command_excluding(struct worker *w, const struct rmsg *m, const char
     }
     if (!command_push_fits(w, m, source) || (sm = command_shared(m, source)) == NULL)
         return;
-    unsigned mark = worker_next_mark(w);
+    unsigned mark = command_next_mark(w);
     for (size_t i = 0; i < ex.nsids; i++) {
         struct client *c = command_client(w, ex.sids + i * RMSG_SID_LEN);
         if (c)

@@ -32,6 +32,11 @@ struct script {
     /* the call in progress */
     struct client *conn;
     struct evbuffer *bufs[3];
+    /* What the script gets for bufs[i]: a handle made from a count of calls,
+     * never an address, so one kept from an earlier call never matches a
+     * later call's buffer, even one that reuses the same memory. */
+    void *handles[3];
+    uintptr_t calls;
     struct timespec started;
 };
 
@@ -46,8 +51,8 @@ static struct evbuffer *script_buffer_arg(lua_State *L, int idx)
     void *p = lua_touserdata(L, idx);
     if (lua_type(L, idx) == LUA_TLIGHTUSERDATA && p)
         for (int i = 0; i < 3; i++)
-            if (s->bufs[i] == p)
-                return p;
+            if (s->bufs[i] && s->handles[i] == p)
+                return s->bufs[i];
     luaL_argerror(L, idx, "not a buffer of the current call");
     return NULL;
 }
@@ -97,7 +102,9 @@ static int fb_seek(lua_State *L)
 static int fc_buffer(lua_State *L)
 {
     struct client *c = script_conn_arg(L, 1);
-    lua_pushlightuserdata(L, conn_input(c->conn));
+    struct script *s = script_of(L);
+    (void)c;
+    lua_pushlightuserdata(L, s->handles[2]);
     return 1;
 }
 
@@ -244,14 +251,17 @@ static int script_call(struct script *s, const char *name, struct client *c, int
     s->bufs[0] = in;
     s->bufs[1] = out;
     s->bufs[2] = c->conn ? conn_input(c->conn) : NULL;
+    s->calls++;
+    for (uintptr_t i = 0; i < 3; i++) /* odd values: no object lives there */
+        s->handles[i] = (void *)((s->calls << 3) | (i << 1) | 1u);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
     lua_getglobal(L, name);
     lua_pushlightuserdata(L, c);
     int nargs = 1;
     if (full) {
         lua_pushinteger(L, requestid);
-        lua_pushlightuserdata(L, in);
-        lua_pushlightuserdata(L, out);
+        lua_pushlightuserdata(L, s->handles[0]);
+        lua_pushlightuserdata(L, s->handles[1]);
         nargs = 4;
     }
     int rc;

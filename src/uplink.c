@@ -32,7 +32,7 @@
 #include "netaddr.h"
 #include "rmsg.h"
 #include "user.h"
-#include "worker.h"
+#include "wctx.h"
 
 #define UPLINK_BACKOFF_MIN  0.1
 #define UPLINK_BACKOFF_MAX  5.0

@@ -11,7 +11,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "rmsg.h"
-#include "worker.h"
+#include "wctx.h"
 
 static struct client_user *user_get(struct client *c)
 {

@@ -86,7 +86,7 @@ static void worker_accept_error(struct evconnlistener *l, void *arg)
     }
 }
 
-void worker_client_added(struct worker *w, struct client *c)
+static void worker_on_client_added(struct worker *w, struct client *c)
 {
     TAILQ_INSERT_TAIL(&w->clients, c, entry);
     w->nclients++;
@@ -179,53 +179,38 @@ static void worker_links_free(struct worker *w)
     w->links = NULL;
 }
 
-void worker_report(struct worker *w, int type, const void *s, size_t slen, const void *d,
-                   size_t dlen)
+static void worker_on_report(struct worker *w, int type, const void *s, size_t slen, const void *d,
+                             size_t dlen)
 {
     for (struct link *l = w->links; l; l = l->next)
         if (l->ops->report)
             l->ops->report(l, type, s, slen, d, dlen);
 }
 
-unsigned worker_next_mark(struct worker *w)
-{
-    if (++w->mark == 0) { /* wrapped: no client may keep an old stamp */
-        struct client *c;
-        struct hmap_iter it;
-        void *g;
-        TAILQ_FOREACH(c, &w->clients, entry)
-        c->mark = 0;
-        hmap_iter_init(&it);
-        while (hmap_next(w->by_uid, &it, NULL, NULL, &g))
-            ((struct uid_group *)g)->mark = 0;
-        w->mark = 1;
-    }
-    return w->mark;
-}
-
-void worker_uid_changed(struct worker *w, struct client *c, const void *old, size_t oldlen)
+static void worker_on_uid_changed(struct worker *w, struct client *c, const void *old,
+                                  size_t oldlen)
 {
     for (struct link *l = w->links; l; l = l->next)
         if (l->ops->uid)
             l->ops->uid(l, c, old, oldlen);
 }
 
-void worker_session_changed(struct worker *w, struct client *c)
+static void worker_on_session_changed(struct worker *w, struct client *c)
 {
     for (struct link *l = w->links; l; l = l->next)
         if (l->ops->session)
             l->ops->session(l, c);
 }
 
-void worker_member_changed(struct worker *w, struct client *c, const char *name, size_t len,
-                           int joined)
+static void worker_on_member_changed(struct worker *w, struct client *c, const char *name,
+                                     size_t len, int joined)
 {
     for (struct link *l = w->links; l; l = l->next)
         if (l->ops->member)
             l->ops->member(l, c, name, len, joined);
 }
 
-void worker_channel_used(struct worker *w, const char *name, size_t len, int used)
+static void worker_on_channel_used(struct worker *w, const char *name, size_t len, int used)
 {
     for (struct link *l = w->links; l; l = l->next) {
         if (used)
@@ -235,14 +220,14 @@ void worker_channel_used(struct worker *w, const char *name, size_t len, int use
     }
 }
 
-void worker_session_started(struct worker *w, struct client *c)
+static void worker_on_session_started(struct worker *w, struct client *c)
 {
     hmap_put(w->by_sid, c->sid, SID_LEN, c, NULL);
     worker_session_track(w, c);
     worker_links_conn(w, c);
 }
 
-void worker_client_removed(struct worker *w, struct client *c)
+static void worker_on_client_removed(struct worker *w, struct client *c)
 {
     if (c->session_started) {
         channel_leave_all(w, c);
@@ -287,7 +272,7 @@ static void worker_pace_start(struct worker *w)
         event_active(w->orphan_timer, EV_TIMEOUT, 0);
 }
 
-void worker_close_event(struct worker *w, struct request *r)
+static void worker_on_close_event(struct worker *w, struct request *r)
 {
     if (!w->stopping && !w->draining) {
         backend_post(w->pool, r);
@@ -306,6 +291,19 @@ void worker_close_event(struct worker *w, struct request *r)
     w->owed[w->nowed++] = r;
     worker_pace_start(w);
 }
+
+/* What this worker does when its modules tell it something (wctx.h). */
+static const struct worker_hooks worker_hooks = {
+    .client_added = worker_on_client_added,
+    .client_removed = worker_on_client_removed,
+    .session_started = worker_on_session_started,
+    .close_event = worker_on_close_event,
+    .channel_used = worker_on_channel_used,
+    .member_changed = worker_on_member_changed,
+    .uid_changed = worker_on_uid_changed,
+    .session_changed = worker_on_session_changed,
+    .report = worker_on_report,
+};
 
 static struct fcgi_params *worker_static_params(struct worker *w, const struct config *cfg);
 
@@ -537,8 +535,9 @@ static void worker_stop(struct worker *w)
     evconnlistener_disable(w->listener);
     worker_links_stop(w);
     struct client *c;
-    while ((c = TAILQ_FIRST(&w->clients)) != NULL)
-        client_close(c, "gateway stopping"); /* close events: worker_close_event */
+    TAILQ_FOREACH(c, &w->clients, entry)
+    client_close(c, "gateway stopping"); /* close events: worker_close_event */
+    client_run_deferred(w);
     struct event *ev = event_new(w->base, -1, EV_PERSIST, worker_stop_check, w);
     struct timeval tv = {0, 50000};
     event_add(ev, &tv);
@@ -694,6 +693,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     struct worker w;
     int rc = 1;
     memset(&w, 0, sizeof(w));
+    w.hooks = &worker_hooks;
     w.cfg = cfg;
     w.id = id;
     w.shm = shm;
@@ -701,6 +701,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.static_fd = -1;
     TAILQ_INIT(&w.clients);
     TAILQ_INIT(&w.asap);
+    TAILQ_INIT(&w.closing);
     TAILQ_INIT(&w.closed);
     signal(SIGPIPE, SIG_IGN);
 
@@ -818,8 +819,9 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     rc = 0;
 done : {
     struct client *c;
-    while ((c = TAILQ_FIRST(&w.clients)) != NULL)
-        client_close(c, "gateway stopping");
+    TAILQ_FOREACH(c, &w.clients, entry)
+    client_close(c, "gateway stopping");
+    client_run_deferred(&w);
 }
     if (w.listener)
         evconnlistener_free(w.listener);

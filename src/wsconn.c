@@ -29,7 +29,7 @@
 #include "conn.h"
 #include "log.h"
 #include "static.h"
-#include "worker.h"
+#include "wctx.h"
 #include "ws.h"
 
 /* WSC_NONE: before wsconn_start and after wsconn_free (the state lives in the

@@ -308,7 +308,7 @@ foreach ($ops as $o) {
     case 'ch_pub': $r->chPub($a[0], $a[1], $a[2]); break;
     case 'is_online': $out[] = $r->isOnline($a[0]); break;
     case 'is_uid_online': $out[] = $r->isUidOnline($a[0]); break;
-    case 'sids_by_uid': $s = $r->getSidsByUid($a[0]); sort($s); $out[] = $s; break;
+    case 'sids_by_uid': $s = $r->getSidsByUid($a[0]); sort($s, SORT_STRING); $out[] = $s; break;
     case 'uid_by_sid': $out[] = $r->getUidBySid($a[0]); break;
     case 'get_session': $out[] = $r->getSession($a[0]); break;
     case 'ch_count': $out[] = $r->chCount($a[0]); break;
