@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -510,6 +512,15 @@ int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
     evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    /* Every message leaves when it is written (one write per loop turn
+     * already gathers what a turn produced): with Nagle's algorithm a small
+     * one waits for the peer to acknowledge the one before, up to its
+     * delayed-ACK time, and a session's CONN could reach the router after
+     * the backend's push to it. */
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
