@@ -276,7 +276,10 @@ void client_close(struct client *c, const char *reason)
         c->on_asap = 0;
     }
     client_hs_timer_free(c);
-    conn_read(c->conn, 0); /* nothing more is read from it */
+    /* Nothing more is read from it, nor written: what is queued is dropped
+     * now, as closing the socket would (a slow consumer's backlog above all). */
+    conn_read(c->conn, 0);
+    conn_discard_output(c->conn);
     TAILQ_INSERT_TAIL(&c->w->closing, c, asap_entry);
     event_active(c->w->asap_ev, EV_TIMEOUT, 0);
 }

@@ -589,6 +589,21 @@ void conn_shrink(struct conn *c)
     }
 }
 
+void conn_discard_output(struct conn *c)
+{
+    if (c->freed)
+        return;
+    if (c->bev) {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        return;
+    }
+    conn_unpend(c);
+    conn_disarm_write(c);
+    if (c->out)
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+}
+
 void conn_shrink_after_flush(struct conn *c)
 {
     if (c->bev || c->freed)

@@ -77,6 +77,9 @@ void conn_shrink(struct conn *c);
  * that has just become idle (a WebSocket after its handshake), so that its
  * buffers are given back at once, before the next connections allocate. */
 void conn_shrink_after_flush(struct conn *c);
+/* Drops what is queued and not written yet: nothing more goes out (a
+ * connection being closed). Reading and the socket are left as they are. */
+void conn_discard_output(struct conn *c);
 /* Closes the socket; output not yet written is dropped. */
 void conn_free(struct conn *c);
 /* The OpenSSL error behind a CONN_ERROR of a TLS conn: 1 and text in out. */
