@@ -30,6 +30,9 @@ MAX_OUTPUT_SIZE = 4194304   -- unsent bytes per client (every byte: replies, pus
                             -- before it counts as a slow consumer and is disconnected
 MAX_CONN_PER_IP = 0         -- connections from one address over all workers; 0 = no limit
 IDLE_TIME = 0               -- close a client silent this many seconds; 0 = never
+-- SESSION_MAX_SIZE = 4096  -- bytes of data a backend may keep per session (setSession),
+                            -- sent back as the SESSION param; at most 16384
+-- CHANNELS_PER_CLIENT = 128 -- channels one session may be in; a further join is refused
 
 -- Client protocol.
 PROTOCOL = "length"         -- "length": 4-byte big-endian length + message, both ways

@@ -16,6 +16,8 @@ LOG_LEVEL = 2               -- 1 errors, 2 + info, 3 + debug
                                 -- must present it before any other command
 ROUTER_OUTPUT_LIMIT = 67108864  -- bytes pending to one gateway link before it is dropped
                                 -- (it reconnects and resyncs)
+-- ROUTER_ANSWER_MAX = 16777216 -- largest answer to a backend's query; a bigger one is
+                                -- answered ERROR (at most half of ROUTER_OUTPUT_LIMIT)
 -- LINK_TIMEOUT = 15            -- PING each gateway link every LINK_TIMEOUT/3; drop one that
                                 -- answered before and has been silent this long (0 = off).
                                 -- A connection must present ROUTER_SECRET within 5 s.
