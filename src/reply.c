@@ -251,6 +251,17 @@ static int reply_publish(struct worker *w, struct client *c, const uint8_t *p, c
     return self && !plan->exclude_self;
 }
 
+/* Pass three: the leaves, after the body. */
+static void reply_leaves(struct worker *w, struct client *c, const uint8_t *p, const uint8_t *end)
+{
+    int cmd, cut;
+    const uint8_t *v;
+    size_t n;
+    while (!c->dead && request_cmd_next(&p, end, &cmd, &v, &n, &cut))
+        if (cmd == CGI_CMD_LEAVE && !cut)
+            reply_leave(w, c, v, n);
+}
+
 void reply_deliver(struct worker *w, struct client *c, struct request *r)
 {
     struct evbuffer *body = r->reply;
@@ -278,12 +289,7 @@ void reply_deliver(struct worker *w, struct client *c, struct request *r)
         to_self = reply_publish(w, c, p, end, &plan, body);
     if (to_self && !c->dead)
         client_send(c, body);
-    int cmd, cut;
-    const uint8_t *v;
-    const uint8_t *q = p;
-    while (!c->dead && request_cmd_next(&q, end, &cmd, &v, &n, &cut))
-        if (cmd == CGI_CMD_LEAVE && !cut)
-            reply_leave(w, c, v, n);
+    reply_leaves(w, c, p, end);
     if (plan.close_code && !c->dead)
         client_close_code(c, plan.close_code, plan.close_reason, "closed by the backend");
 }
