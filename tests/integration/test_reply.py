@@ -394,3 +394,16 @@ def test_reply_commands_on_the_redis_bus(setup, redis_server):  # noqa: F811
     assert b.request(reply([("X-Fooking-Leave", "room")], "out")) == b"out"
     wait_count(bk, rp.CH_COUNT, b"room", 1)
     bk.close()
+
+
+def test_a_failed_reply_applies_nothing(setup):
+    s = setup()
+    a = s.client()
+    a.send(reply([("Status", "403 Forbidden"), ("X-Fooking-Join", "nope"),
+                  ("X-Fooking-Close", "4003 no")], "refused"))
+    # Nothing delivered, nothing applied, not closed: the next request is answered.
+    assert a.request(b"echo") == b"echo"
+    bk = s.backend()
+    assert bk.count(rp.CH_COUNT, b"nope") == 0
+    bk.close()
+    s.gw.wait_log("reply status 403, body not delivered (sid %s)" % a.sid.decode())
