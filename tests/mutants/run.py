@@ -199,7 +199,7 @@ MUTANTS = [
       "            slots[i].respawn_at = now + delay;",
       "            slots[i].respawn_at = now;",
       [IT + "test_promises.py::test_crash_loop_back_off"]),
-    # (s) the 16 KiB CGI header limit removed
+    # (s) the 64 KiB CGI header limit removed
     M("s-cgi-header-limit-off", "src/fcgi.c",
       """        if (cp->total >= CGI_MAX_HEADER)
             return FCGI_ERROR;
