@@ -1,6 +1,8 @@
 """The chat example (example/chat) end to end, for both backends (php-fpm running
-gateway.php, and gateway.go): redis-server, the fooking router, the backend and a
-WebSocket gateway serving index.html from STATIC_DIR, all on free loopback ports.
+gateway.php, and gateway.go): the fooking router, the backend and a WebSocket
+gateway serving index.html from STATIC_DIR, all on free loopback ports. No Redis:
+the backends keep each user in its session data (reply commands) and ask the
+router who is online.
 
 - test_chat_protocol: the JSON protocol of README.md over python3-websockets,
   including HTML escaping and the checks on channels (both backends must answer
@@ -61,15 +63,6 @@ class Proc:
             self._out.close()
 
 
-def start_redis(tmpdir):
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.access(binary, os.X_OK):
-        pytest.skip("redis-server not installed (scripts/deps.sh test)")
-    r = Proc("redis", tmpdir, fk.free_port())
-    return r.start([binary, "--bind", "127.0.0.1", "--port", str(r.port), "--save", "",
-                    "--appendonly", "no", "--dir", str(r.dir)])
-
-
 def start_router(tmpdir):
     r = Proc("router", tmpdir, fk.free_port())
     conf = r.dir / "router.lua"
@@ -79,24 +72,8 @@ def start_router(tmpdir):
 
 
 class ChatPhpFpm(fk.PhpFpm):
-    """fk.PhpFpm, but with the normal php.ini and conf.d (no -n): gateway.php needs
-    the redis extension."""
-
-    def start(self, timeout=10.0):
-        root = os.geteuid() == 0
-        user = "user = root\ngroup = root\n" if root else ""
-        self.conf.write_text(
-            "[global]\npid = {d}/php-fpm.pid\nerror_log = {log}\ndaemonize = no\n"
-            "[chat]\n{user}listen = 127.0.0.1:{port}\npm = static\npm.max_children = 4\n"
-            "catch_workers_output = yes\nclear_env = no\n"
-            "php_admin_value[error_log] = {log}\nphp_admin_flag[log_errors] = on\n"
-            .format(d=self.dir, log=self.log_file, user=user, port=self.port))
-        cmd = [self.binary, "-F", "-y", str(self.conf)] + (["-R"] if root else [])
-        self._out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, cwd=str(self.dir))
-        fk.wait_listening(self.port, self.proc, timeout, "php-fpm", self.log_file)
-        return self
+    """fk.PhpFpm (no php.ini, -n: gateway.php needs no extension) with an output()
+    like Proc's."""
 
     def output(self):
         return self.log()
@@ -121,11 +98,10 @@ def chat_go_bin(tmp_path_factory):
 
 
 class Stack:
-    def __init__(self, backend, gw, router, redis, server):
+    def __init__(self, backend, gw, router, server):
         self.backend = backend
         self.gw = gw
         self.router = router
-        self.redis = redis
         self.server = server
         self.url = "http://127.0.0.1:%d/" % gw.port
         self.ws_url = "ws://127.0.0.1:%d/" % gw.port
@@ -151,13 +127,10 @@ def chat(request, tmp_path, gateway):
     """The whole chat demo for one backend; everything stopped by pid at the end."""
     started = []
     try:
-        redis = start_redis(tmp_path / "redis")
-        started.append(redis)
         router = start_router(tmp_path / "router")
         started.append(router)
         params = {"REQUEST_METHOD": "POST", "SERVER_PROTOCOL": "HTTP/1.1",
-                  "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(router.port),
-                  "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port)}
+                  "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(router.port)}
         if request.param == "php":
             if not fk.find_php_fpm():
                 pytest.skip("php-fpm not installed (scripts/deps.sh test)")
@@ -169,8 +142,7 @@ def chat(request, tmp_path, gateway):
             binary = request.getfixturevalue("chat_go_bin")
             server = Proc("chat-go", tmp_path / "go", fk.free_port())
             server.start([str(binary), "-listen", "127.0.0.1:%d" % server.port,
-                          "-router", "127.0.0.1:%d" % router.port,
-                          "-redis", "127.0.0.1:%d" % redis.port])
+                          "-router", "127.0.0.1:%d" % router.port])
             started.append(server)
             prefix = "HTTP_"
         gw = gateway(PROTOCOL="websocket", STATIC_DIR=str(CHAT), WORKER_NUM=2,
@@ -180,7 +152,7 @@ def chat(request, tmp_path, gateway):
         # Every worker's router link is up (else a push could miss a fresh client).
         fk.wait_until(lambda: len(router_gateways(router)) >= 2, 10,
                       msg="2 gateway workers connected to the router")
-        yield Stack(request.param, gw, router, redis, server)
+        yield Stack(request.param, gw, router, server)
     finally:
         for p in reversed(started):
             p.stop()
