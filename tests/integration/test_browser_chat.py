@@ -248,10 +248,43 @@ def test_chat_protocol(chat):
         await b.send(json.dumps({"type": "msg", "channel": 2, "text": "late"}))
         assert (await _recv_until(b, lambda m: m["type"] in ("error", "msg")))["type"] == "error"
 
+        # Two joins sent together, as the page re-joins after a reconnect: each
+        # request carries the session data as it was, yet both channels work.
+        await b.send(json.dumps({"type": "join", "channel": 1}))
+        await b.send(json.dumps({"type": "join", "channel": 3}))
+        got = set()
+        while got != {1, 3}:
+            got.add((await _recv_until(b, lambda m: m["type"] == "join" and m["id"] == bid))["channel"])
+        for ch in (1, 3):
+            await b.send(json.dumps({"type": "msg", "channel": ch, "text": "in %d" % ch}))
+            m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
+            assert m["type"] == "msg" and m["channel"] == ch and m["text"] == "in %d" % ch, m
+        # A rename keeps the channels; the others hear of it.
+        await b.send(json.dumps({"type": "login", "name": "bobby"}))
+        lst = await _recv_until(b, lambda m: m["type"] == "list")
+        assert {u["id"]: u["name"] for u in lst["list"]} == {aid: esc_name, bid: "bobby"}
+        assert (await _recv_until(a, lambda m: m["type"] == "login"))["name"] == "bobby"
+        await b.send(json.dumps({"type": "msg", "channel": 3, "text": "renamed"}))
+        m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
+        assert m["type"] == "msg" and m["name"] == "bobby" and m["channel"] == 3, m
+        # Leaving a channel one is not in: the notice to this browser only.
+        await b.send(json.dumps({"type": "leave", "channel": 4}))
+        m = await _recv_until(b, lambda m: m["type"] == "leave")
+        assert m["channel"] == 4 and m["id"] == bid
+        # A new browser hears how many are logged in.
+        c = await websockets.connect(chat.ws_url)
+        hello = json.loads(await asyncio.wait_for(c.recv(), 5))
+        assert hello["type"] == "hello" and hello["online"] == 2, hello
+        await c.close()
+        # Nothing of this reached a: its next message is its own.
+        await a.send(json.dumps({"type": "msg", "channel": 0, "text": "fence"}))
+        m = await _recv_until(a, lambda m: m["type"] in ("msg", "join", "leave"))
+        assert m["text"] == "fence", "a got what was not meant for it: %r" % m
+
         # Close: the others get a leave notice; the user is gone from the list.
         await b.close()
         m = await _recv_until(a, lambda m: m["type"] == "close")
-        assert m["id"] == bid and m["name"] == "bob"
+        assert m["id"] == bid and m["name"] == "bobby"
         await a.send(json.dumps({"type": "login", "name": "alice"}))
         lst = await _recv_until(a, lambda m: m["type"] == "list")
         assert [u["id"] for u in lst["list"]] == [aid] and lst["name"] == "alice"
