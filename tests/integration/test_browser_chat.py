@@ -6,7 +6,8 @@ router who is online.
 
 - test_chat_protocol: the JSON protocol of README.md over python3-websockets,
   including HTML escaping and the checks on channels (both backends must answer
-  alike);
+  alike), also with the router and the gateway on the Redis bus (BUS, as
+  `make demo BUS=redis` runs them);
 - test_browser_chat: tests/browser/chat.test.mjs in Debian's headless chromium
   (playwright-core from npm, installed here with `npm ci` into
   tests/browser/node_modules). It skips only when chromium cannot be installed;
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import fk
+import peers
 
 CHAT = fk.REPO / "example" / "chat"
 BROWSER = fk.REPO / "tests" / "browser"
@@ -63,11 +65,11 @@ class Proc:
             self._out.close()
 
 
-def start_router(tmpdir):
+def start_router(tmpdir, bus=None):
     r = Proc("router", tmpdir, fk.free_port())
     conf = r.dir / "router.lua"
     fk.write_config(conf, {"ROUTER": 1, "HOST": "127.0.0.1", "PORT": r.port,
-                           "LOG_FILE": str(r.dir / "router.log"), "LOG_LEVEL": 2})
+                           "LOG_FILE": str(r.dir / "router.log"), "LOG_LEVEL": 2, "BUS": bus})
     return r.start([str(fk.FOOKING), str(conf)])
 
 
@@ -124,14 +126,27 @@ def _read(path):
 
 @pytest.fixture(params=["php", "go"])
 def chat(request, tmp_path, gateway):
-    """The whole chat demo for one backend; everything stopped by pid at the end."""
+    """The whole chat demo for one backend ("php", "go"; "php-bus", "go-bus": the
+    router and the gateway on the Redis bus, as `make demo BUS=redis` runs them);
+    everything stopped by pid at the end."""
+    backend, _, bus = request.param.partition("-")
     started = []
     try:
-        router = start_router(tmp_path / "router")
+        link = {}
+        bus_url = None
+        if bus:
+            if not os.access(peers.REDIS_SERVER, os.X_OK):
+                pytest.skip("redis-server not installed (scripts/deps.sh test)")
+            redis = peers.RedisServer(tmp_path / "redis").start()
+            started.append(redis)
+            bus_url = link["BUS"] = redis.url
+        router = start_router(tmp_path / "router", bus=bus_url)
         started.append(router)
+        if not bus:
+            link = {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": router.port}
         params = {"REQUEST_METHOD": "POST", "SERVER_PROTOCOL": "HTTP/1.1",
                   "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(router.port)}
-        if request.param == "php":
+        if backend == "php":
             if not fk.find_php_fpm():
                 pytest.skip("php-fpm not installed (scripts/deps.sh test)")
             server = ChatPhpFpm(tmp_path / "php-fpm").start()
@@ -146,12 +161,12 @@ def chat(request, tmp_path, gateway):
             started.append(server)
             prefix = "HTTP_"
         gw = gateway(PROTOCOL="websocket", STATIC_DIR=str(CHAT), WORKER_NUM=2,
-                     ROUTER_HOST="127.0.0.1", ROUTER_PORT=router.port,
                      BACKEND_SERVER="127.0.0.1:%d" % server.port, FASTCGI_PREFIX=prefix,
-                     FASTCGI_PARAMS=params, EVENT_CONNECT=1, EVENT_CLOSE=1)
-        # Every worker's router link is up (else a push could miss a fresh client).
+                     FASTCGI_PARAMS=params, EVENT_CONNECT=1, EVENT_CLOSE=1, **link)
+        # Every worker's router link (or bus link: the router's INFO lists the
+        # workers registered in Redis) is up, else a push could miss a fresh client.
         fk.wait_until(lambda: len(router_gateways(router)) >= 2, 10,
-                      msg="2 gateway workers connected to the router")
+                      msg="2 gateway workers connected to the router (or the bus)")
         yield Stack(request.param, gw, router, server)
     finally:
         for p in reversed(started):
@@ -185,6 +200,7 @@ async def _recv_until(ws, pred, timeout=5.0):
     return await asyncio.wait_for(loop(), timeout)
 
 
+@pytest.mark.parametrize("chat", ["php", "go", "php-bus", "go-bus"], indirect=True)
 def test_chat_protocol(chat):
     websockets = pytest.importorskip("websockets")
 
