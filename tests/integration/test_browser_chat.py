@@ -270,19 +270,22 @@ def test_chat_protocol(chat):
         await b.send(json.dumps({"type": "join", "channel": 3}))
         got = set()
         while got != {1, 3}:
-            got.add((await _recv_until(b, lambda m: m["type"] == "join" and m["id"] == bid))["channel"])
+            m = await _recv_until(b, lambda m: m["type"] == "join" and m["id"] == bid)
+            got.add(m["channel"])
         for ch in (1, 3):
             await b.send(json.dumps({"type": "msg", "channel": ch, "text": "in %d" % ch}))
             m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
             assert m["type"] == "msg" and m["channel"] == ch and m["text"] == "in %d" % ch, m
-        # A rename keeps the channels; the others hear of it.
-        await b.send(json.dumps({"type": "login", "name": "bobby"}))
+        # A rename keeps the channels; the others hear of it. (Not ASCII: the
+        # session data the name lives in is a header.)
+        renamed = "b\u00f8bby \U0001f389"
+        await b.send(json.dumps({"type": "login", "name": renamed}))
         lst = await _recv_until(b, lambda m: m["type"] == "list")
-        assert {u["id"]: u["name"] for u in lst["list"]} == {aid: esc_name, bid: "bobby"}
-        assert (await _recv_until(a, lambda m: m["type"] == "login"))["name"] == "bobby"
+        assert {u["id"]: u["name"] for u in lst["list"]} == {aid: esc_name, bid: renamed}
+        assert (await _recv_until(a, lambda m: m["type"] == "login"))["name"] == renamed
         await b.send(json.dumps({"type": "msg", "channel": 3, "text": "renamed"}))
         m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
-        assert m["type"] == "msg" and m["name"] == "bobby" and m["channel"] == 3, m
+        assert m["type"] == "msg" and m["name"] == renamed and m["channel"] == 3, m
         # Leaving a channel one is not in: the notice to this browser only.
         await b.send(json.dumps({"type": "leave", "channel": 4}))
         m = await _recv_until(b, lambda m: m["type"] == "leave")
@@ -300,7 +303,7 @@ def test_chat_protocol(chat):
         # Close: the others get a leave notice; the user is gone from the list.
         await b.close()
         m = await _recv_until(a, lambda m: m["type"] == "close")
-        assert m["id"] == bid and m["name"] == "bobby"
+        assert m["id"] == bid and m["name"] == renamed
         await a.send(json.dumps({"type": "login", "name": "alice"}))
         lst = await _recv_until(a, lambda m: m["type"] == "list")
         assert [u["id"] for u in lst["list"]] == [aid] and lst["name"] == "alice"

@@ -166,7 +166,8 @@ def test_php_reply_headers(php, tmp_path):
 
     # A close reason that is not UTF-8 (JSON cannot carry the byte: a script of its own).
     bad_utf8 = tmp_path / "bad_utf8.php"
-    bad_utf8.write_text("<?php require %s;\ntry { FookingReply::close(4000, \"\\xff\"); echo 'ok'; }"
+    bad_utf8.write_text("<?php require %s;\n"
+                        "try { FookingReply::close(4000, \"\\xff\"); echo 'ok'; }"
                         " catch (InvalidArgumentException $e) { echo $e->getMessage(); }\n"
                         % json.dumps(str(PHP_LIB)))
     r = fcgi_request(php.addr, {"SCRIPT_FILENAME": str(bad_utf8), "REQUEST_METHOD": "POST",
