@@ -147,6 +147,48 @@ void fcgi_params_unref(struct fcgi_params *p)
 
 /* Freed requests kept for reuse (see REQUEST_FREE_MAX), linked by owner_entry:
  * a free request has no owner. */
+/* The CGI parser's sink: a reply's commands kept in r->cmds (see backend.h). */
+static void request_cmd_add(struct request *r, const void *p, size_t n)
+{
+    if (r->cmds_lost)
+        return;
+    if ((r->cmds == NULL && (r->cmds = evbuffer_new()) == NULL) || evbuffer_add(r->cmds, p, n) < 0)
+        r->cmds_lost = 1;
+}
+static void request_cmd_begin(void *arg, int cmd)
+{
+    uint8_t b = (uint8_t)('@' + cmd); /* a letter: never the LF that ends a record */
+    request_cmd_add(arg, &b, 1);
+}
+static void request_cmd_data(void *arg, const uint8_t *p, size_t n)
+{
+    request_cmd_add(arg, p, n);
+}
+static void request_cmd_end(void *arg, int cut)
+{
+    uint8_t b[2] = {(uint8_t)(cut != 0), '\n'};
+    request_cmd_add(arg, b, 2);
+}
+static const struct cgi_sink request_cmd_sink = {request_cmd_begin, request_cmd_data,
+                                                 request_cmd_end};
+
+int request_cmd_next(const uint8_t **p, const uint8_t *end, int *cmd, const uint8_t **value,
+                     size_t *len, int *cut)
+{
+    const uint8_t *q = *p;
+    const uint8_t *lf = q < end ? memchr(q, '\n', (size_t)(end - q)) : NULL;
+    if (lf == NULL || lf - q < 2) {
+        *p = end;
+        return 0;
+    }
+    *cmd = q[0] - '@';
+    *value = q + 1;
+    *len = (size_t)(lf - q) - 2;
+    *cut = lf[-1] != 0;
+    *p = lf + 1;
+    return 1;
+}
+
 static TAILQ_HEAD(, request) request_free_list = TAILQ_HEAD_INITIALIZER(request_free_list);
 static int request_nfree, request_free_max = REQUEST_FREE_MAX;
 
@@ -173,11 +215,17 @@ struct request *request_new(struct backend_pool *pool, void *owner, const struct
     r->event = ev;
     memcpy(r->sid, sid, SID_LEN + 1);
     cgi_parser_init(&r->cgi);
+    if (owner != NULL) {
+        r->cgi.sink = &request_cmd_sink;
+        r->cgi.sink_arg = r;
+    }
     return r;
 }
 
 static void request_destroy(struct request *r)
 {
+    if (r->cmds)
+        evbuffer_free(r->cmds);
     evbuffer_free(r->body);
     evbuffer_free(r->reply);
     free(r);
@@ -187,6 +235,10 @@ void request_free(struct request *r)
 {
     fcgi_params_unref(r->params);
     r->params = NULL;
+    if (r->cmds) { /* rare, and up to CGI_MAX_HEADER: not kept for the next use */
+        evbuffer_free(r->cmds);
+        r->cmds = NULL;
+    }
     if (request_nfree >= request_free_max) {
         request_destroy(r);
         return;

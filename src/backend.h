@@ -60,12 +60,23 @@ struct request {
     struct evbuffer *body;      /* the message, until written (the poster fills it) */
     struct evbuffer *reply;     /* STDOUT body received so far */
     struct cgi_parser cgi;
+    /* The reply's commands (X-Fooking-* headers), NULL when it has none: one
+     * record per header line, "'@' + cmd | value | cut byte | LF" (a value
+     * has no LF). Only for a request somebody waits for. */
+    struct evbuffer *cmds;
+    int cmds_lost; /* out of memory keeping them: none are applied */
     char sid[SID_LEN + 1];
     enum request_event event;
     struct event queue_ev; /* BACKEND_QUEUE_TIMEOUT while queued (not for EVENT_CLOSE) */
     uint64_t tried;        /* bit per server already tried */
     int queued, done, failed, explicit_empty;
 };
+
+/* The next record of r->cmds at *p (up to end): 1 with the command, its value
+ * and whether it was cut (CGI_MAX_CMD_LINE); 0 at the end (a record begun but
+ * never ended, of a reply cut short, is not one). */
+int request_cmd_next(const uint8_t **p, const uint8_t *end, int *cmd, const uint8_t **value,
+                     size_t *len, int *cut);
 
 /* owner and ops may be NULL (a close event nobody waits for). r->body is
  * empty: the poster moves the message into it before backend_post.

@@ -462,22 +462,23 @@ int bus_command_argv(struct bus *b, redisCallbackFn *cb, void *privdata, int arg
     return 0;
 }
 
-void bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, size_t hlen,
-                 const void *body, size_t blen)
+int bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, size_t hlen,
+                const void *body, size_t blen)
 {
     char ch[512];
     size_t n = bus_channel(b, ch, sizeof(ch), name, nlen);
     if (n == 0)
-        return;
+        return -1;
     /* The message goes out as one value: header and body joined once here. */
     char *msg = malloc(hlen + blen + 1);
     if (!msg)
-        return;
+        return -1;
     memcpy(msg, hdr, hlen);
     if (blen)
         memcpy(msg + hlen, body, blen);
     const char *argv[3] = {"PUBLISH", ch, msg};
     size_t argvlen[3] = {7, n, hlen + blen};
-    bus_command_argv(b, NULL, NULL, 3, argv, argvlen);
+    int rc = bus_command_argv(b, NULL, NULL, 3, argv, argvlen);
     free(msg);
+    return rc < 0 ? -1 : 0;
 }

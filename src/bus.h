@@ -43,9 +43,10 @@ int bus_cmd_ready(const struct bus *b);
  * sub_ready handler subscribes everything again after a reconnect). */
 void bus_subscribe(struct bus *b, const char *name, size_t len);
 void bus_unsubscribe(struct bus *b, const char *name, size_t len);
-/* PUBLISH <prefix><name> (header + body, sent as one value). */
-void bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, size_t hlen,
-                 const void *body, size_t blen);
+/* PUBLISH <prefix><name> (header + body, sent as one value). 0, or -1 when it
+ * was dropped (disconnected, too many replies pending, out of memory). */
+int bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, size_t hlen,
+                const void *body, size_t blen);
 /* Any command on the command connection; cb may be NULL. Returns -1 when it
  * was dropped (disconnected, or too many replies pending): cb is not called. */
 int bus_command_argv(struct bus *b, redisCallbackFn *cb, void *privdata, int argc,

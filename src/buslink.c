@@ -470,6 +470,34 @@ static void buslink_ch_unsub(struct link *l, const char *name, size_t len)
     buslink_channel(l, 0, name, len);
 }
 
+/* A reply's Publish or Broadcast: on ch:<name> or all, as a bus router
+ * publishes a backend's CH_PUB_EX or SEND_ALL_EX. */
+static int buslink_publish(struct link *l, int type, const void *s, size_t slen, const void *d,
+                           size_t dlen)
+{
+    struct buslink *bl = (struct buslink *)l;
+    unsigned char hdr[RMSG_HEADER_LEN + 1 + RMSG_MAX_CHANNEL + RMSG_MAX_SIDS * RMSG_SID_LEN];
+    char ch[RMSG_MAX_CHANNEL + 4];
+    size_t chlen;
+    if (bl->stopped || !bus_cmd_ready(bl->bus) || slen > sizeof(hdr) - RMSG_HEADER_LEN
+        || dlen > UINT32_MAX)
+        return -1;
+    if (type == RMSG_CH_PUB_EX) {
+        struct rmsg_ch_ex ex;
+        if (rmsg_ch_ex_parse(s, slen, &ex) != RMSG_OK)
+            return -1;
+        memcpy(ch, "ch:", 3);
+        memcpy(ch + 3, ex.channel, ex.chlen);
+        chlen = ex.chlen + 3;
+    } else {
+        memcpy(ch, "all", 3);
+        chlen = 3;
+    }
+    rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
+    memcpy(hdr + RMSG_HEADER_LEN, s, slen);
+    return bus_publish(bl->bus, ch, chlen, hdr, RMSG_HEADER_LEN + slen, d, dlen);
+}
+
 /* The bus router subscribes no worker: a CH_ADD nobody took has nothing to
  * give back (ch_unwanted is NULL). */
 static const struct link_ops buslink_ops = {
@@ -480,6 +508,7 @@ static const struct link_ops buslink_ops = {
     .uid = buslink_uid,
     .session = buslink_session,
     .member = buslink_member,
+    .publish = buslink_publish,
     .stop = buslink_stop,
     .free = buslink_free,
 };

@@ -87,6 +87,21 @@ void channel_leave(struct worker *w, struct client *c, const char *name, size_t 
     }
 }
 
+int channel_has(struct worker *w, const struct client *c, const char *name, size_t len)
+{
+    struct channel *ch = hmap_get(w->channels, name, len);
+    struct chan_member *m;
+    if (!ch)
+        return 0;
+    /* The shorter list: a client is in few channels, a channel may hold many. */
+    LIST_FOREACH(m, &c->chans, in_client)
+    {
+        if (m->ch == ch)
+            return 1;
+    }
+    return 0;
+}
+
 void channel_leave_all(struct worker *w, struct client *c)
 {
     struct chan_member *m;

@@ -31,6 +31,8 @@ struct channel {
  * CHANNELS_PER_CLIENT channels already; not logged), -1 out of memory. */
 int channel_join(struct worker *w, struct client *c, const char *name, size_t len);
 void channel_leave(struct worker *w, struct client *c, const char *name, size_t len);
+/* c is a member of channel name. */
+int channel_has(struct worker *w, const struct client *c, const char *name, size_t len);
 void channel_leave_all(struct worker *w, struct client *c);
 /* Delivers msg to every member but those whose mark is except (0: none);
  * returns how many received it. */

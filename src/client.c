@@ -289,6 +289,15 @@ void client_close_after_flush(struct client *c, const char *reason)
     client_close_flush(c, WS_CLOSE_NORMAL, reason);
 }
 
+void client_close_code(struct client *c, int code, const char *frame_reason, const char *why)
+{
+    if (c->dead || c->closing)
+        return;
+    if (c->proto->close_frame)
+        c->proto->close_frame(c, code, frame_reason);
+    client_close_flush(c, code, why); /* its close frame is a no-op now */
+}
+
 int client_going_away(struct client *c)
 {
     if (c->dead || c->closing || c->going_away)
@@ -514,7 +523,11 @@ static void client_request_done(struct request *r)
     while ((head = TAILQ_FIRST(&c->requests)) != NULL && head->done) {
         TAILQ_REMOVE(&c->requests, head, owner_entry);
         c->pending--;
-        if (!head->failed && (evbuffer_get_length(head->reply) > 0 || head->explicit_empty))
+        if (head->failed)
+            ; /* nothing to deliver, no command to apply */
+        else if (head->cmds != NULL || head->cmds_lost)
+            worker_reply(c->w, c, head); /* reply commands (reply.c) */
+        else if (evbuffer_get_length(head->reply) > 0 || head->explicit_empty)
             client_send(c, head->reply);
         request_free(head);
         if (c->dead)

@@ -159,6 +159,9 @@ void client_close(struct client *c, const char *reason);
 int client_going_away(struct client *c);
 /* Writes what is pending, then closes (kick). */
 void client_close_after_flush(struct client *c, const char *reason);
+/* The same, with WebSocket close code and frame_reason (NUL-terminated, at
+ * most 123 bytes) in the close frame; why is logged (a string that lives on). */
+void client_close_code(struct client *c, int code, const char *frame_reason, const char *why);
 /* Sends one message framed by the client's protocol. The bytes of msg are moved
  * (msg is left empty). */
 void client_send(struct client *c, struct evbuffer *msg);

@@ -180,7 +180,53 @@ static int cgi_is_digit(char c)
 }
 
 enum { CGI_IN_NAME, CGI_IN_VALUE, CGI_SKIP_LINE };
-enum { CGI_OTHER, CGI_STATUS, CGI_CONTENT_LENGTH };
+enum { CGI_OTHER, CGI_STATUS, CGI_CONTENT_LENGTH, CGI_COMMAND };
+
+/* Reply command names after "x-fooking-", in enum cgi_cmd order. */
+static const char *const cgi_cmd_names[] = {
+    [CGI_CMD_JOIN] = "join",           [CGI_CMD_LEAVE] = "leave",
+    [CGI_CMD_BIND_UID] = "bind-uid",   [CGI_CMD_UNBIND_UID] = "unbind-uid",
+    [CGI_CMD_SESSION] = "session",     [CGI_CMD_PUBLISH] = "publish",
+    [CGI_CMD_BROADCAST] = "broadcast", [CGI_CMD_EXCLUDE_SELF] = "exclude-self",
+    [CGI_CMD_CLOSE] = "close",
+};
+static const char *const cgi_cmd_titles[] = {
+    [CGI_CMD_NONE] = "(none)",
+    [CGI_CMD_JOIN] = "X-Fooking-Join",
+    [CGI_CMD_LEAVE] = "X-Fooking-Leave",
+    [CGI_CMD_BIND_UID] = "X-Fooking-Bind-Uid",
+    [CGI_CMD_UNBIND_UID] = "X-Fooking-Unbind-Uid",
+    [CGI_CMD_SESSION] = "X-Fooking-Session",
+    [CGI_CMD_PUBLISH] = "X-Fooking-Publish",
+    [CGI_CMD_BROADCAST] = "X-Fooking-Broadcast",
+    [CGI_CMD_EXCLUDE_SELF] = "X-Fooking-Exclude-Self",
+    [CGI_CMD_CLOSE] = "X-Fooking-Close",
+    [CGI_CMD_UNKNOWN] = "X-Fooking-*",
+};
+#define CGI_CMD_PREFIX     "x-fooking-"
+#define CGI_CMD_PREFIX_LEN 10
+
+int cgi_cmd_lookup(const char *name, size_t n)
+{
+    if (n < CGI_CMD_PREFIX_LEN)
+        return CGI_CMD_NONE;
+    for (size_t i = 0; i < CGI_CMD_PREFIX_LEN; i++) {
+        char c = name[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != CGI_CMD_PREFIX[i])
+            return CGI_CMD_NONE;
+    }
+    for (int cmd = CGI_CMD_JOIN; cmd < CGI_CMD_UNKNOWN; cmd++)
+        if (cgi_name_is(name + CGI_CMD_PREFIX_LEN, n - CGI_CMD_PREFIX_LEN, cgi_cmd_names[cmd]))
+            return cmd;
+    return CGI_CMD_UNKNOWN;
+}
+
+const char *cgi_cmd_name(int cmd)
+{
+    return cmd >= CGI_CMD_NONE && cmd <= CGI_CMD_UNKNOWN ? cgi_cmd_titles[cmd] : "?";
+}
 
 /* "Status: NNN reason": exactly three digits, then the end or a blank. */
 static int cgi_parse_status(struct cgi_parser *cp, const struct cgi_line *l)
@@ -227,20 +273,43 @@ static int cgi_parse_content_length(struct cgi_parser *cp, const struct cgi_line
     return FCGI_OK;
 }
 
+/* The ':' after a header name: which header it is. A reply command begins
+ * here (only with a sink: without one it is a header like any other). */
+static void cgi_name_end(struct cgi_parser *cp, struct cgi_line *l)
+{
+    l->state = CGI_IN_VALUE;
+    if (cgi_name_is(l->name, l->ntrim, "status")) {
+        l->which = CGI_STATUS;
+    } else if (cgi_name_is(l->name, l->ntrim, "content-length")) {
+        l->which = CGI_CONTENT_LENGTH;
+    } else if (cp->sink != NULL) {
+        /* The lookup reads no further than the longest command name, which
+         * the kept part holds; a longer name is an unknown X-Fooking-* one
+         * or none. */
+        size_t kept = l->ntrim < CGI_NAME_MAX ? l->ntrim : CGI_NAME_MAX;
+        int cmd = cgi_cmd_lookup(l->name, l->ntrim);
+        if (cmd != CGI_CMD_NONE) {
+            l->which = CGI_COMMAND;
+            l->cmd = (uint8_t)cmd;
+            cp->ncmds++;
+            cp->sink->begin(cp->sink_arg, cmd);
+            if (cmd == CGI_CMD_UNKNOWN)
+                cp->sink->data(cp->sink_arg, (const uint8_t *)l->name, kept);
+        }
+    }
+}
+
 /* One byte of a line, LF and the CR of a CRLF excluded. The name is kept as
  * far as a name that matters can go; of the value only what Status and
- * Content-Length need. Lines that are not "name: value" and headers we do not
- * use are passed over: the backend may send anything (X-Powered-By,
- * Set-Cookie...) and only the body goes to the client. */
-static void cgi_line_byte(struct cgi_line *l, char c)
+ * Content-Length need, and a command's value goes to the sink. Lines that
+ * are not "name: value" and headers we do not use are passed over: the
+ * backend may send anything (X-Powered-By, Set-Cookie...) and only the body
+ * goes to the client. */
+static void cgi_line_byte(struct cgi_parser *cp, struct cgi_line *l, char c)
 {
     if (l->state == CGI_IN_NAME) {
         if (c == ':') {
-            l->state = CGI_IN_VALUE;
-            if (cgi_name_is(l->name, l->ntrim, "status"))
-                l->which = CGI_STATUS;
-            else if (cgi_name_is(l->name, l->ntrim, "content-length"))
-                l->which = CGI_CONTENT_LENGTH;
+            cgi_name_end(cp, l);
             return;
         }
         if (l->nlen < CGI_NAME_MAX)
@@ -252,6 +321,12 @@ static void cgi_line_byte(struct cgi_line *l, char c)
     }
     if (l->which == CGI_OTHER || (l->vlen == 0 && cgi_is_ows(c)))
         return;
+    if (l->which == CGI_COMMAND) {
+        if (l->cmd != CGI_CMD_UNKNOWN)
+            cp->sink->data(cp->sink_arg, (const uint8_t *)&c, 1);
+        l->vlen++;
+        return;
+    }
     if (l->vlen < sizeof(l->vhead))
         l->vhead[l->vlen] = c;
     l->vlen++;
@@ -266,9 +341,40 @@ static int cgi_line_end(struct cgi_parser *cp, const struct cgi_line *l)
 {
     if (l->state != CGI_IN_VALUE || l->which == CGI_OTHER)
         return FCGI_OK;
+    if (l->which == CGI_COMMAND) {
+        cp->sink->end(cp->sink_arg, 0);
+        return FCGI_OK;
+    }
     if (l->which == CGI_STATUS)
         return cgi_parse_status(cp, l);
     return cgi_parse_content_length(cp, l);
+}
+
+/* A run of a command's value in p[i..len): bytes up to a CR or LF, within
+ * the line's and the header's bounds, told to the sink at once rather than
+ * byte by byte. Returns how many it took (0: none, the byte loop goes on). */
+static size_t cgi_command_run(struct cgi_parser *cp, struct cgi_line *l, const uint8_t *p, size_t i,
+                              size_t len)
+{
+    if (l->state != CGI_IN_VALUE || l->which != CGI_COMMAND || l->vlen == 0 || l->cr
+        || l->cmd == CGI_CMD_UNKNOWN)
+        return 0;
+    size_t room = CGI_MAX_CMD_LINE - l->len, hroom = CGI_MAX_HEADER - cp->total;
+    size_t max = len - i;
+    if (max > room)
+        max = room;
+    if (max > hroom)
+        max = hroom;
+    size_t n = 0;
+    while (n < max && p[i + n] != '\n' && p[i + n] != '\r')
+        n++;
+    if (n == 0)
+        return 0;
+    cp->sink->data(cp->sink_arg, p + i, n);
+    l->len = (uint16_t)(l->len + n);
+    l->vlen = (uint16_t)(l->vlen + n);
+    cp->total += n;
+    return n;
 }
 
 long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
@@ -277,6 +383,11 @@ long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
         return 0;
     struct cgi_line *l = &cp->line;
     for (size_t i = 0; i < len; i++) {
+        size_t run = cgi_command_run(cp, l, p, i, len);
+        if (run > 0) {
+            i += run - 1;
+            continue;
+        }
         char c = (char)p[i];
         /* Checked before counting so total never passes the limit, even if a
          * caller keeps feeding after an error. */
@@ -286,12 +397,16 @@ long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
         if (c != '\n') {
             if (l->state == CGI_SKIP_LINE)
                 continue;
-            if (l->len >= CGI_MAX_LINE) {
+            int command = l->state == CGI_IN_VALUE && l->which == CGI_COMMAND;
+            if (l->len >= (command ? CGI_MAX_CMD_LINE : CGI_MAX_LINE)) {
                 /* Passing over the rest is harmless for a header we ignore,
-                 * but a Status or Content-Length read in part would be a
-                 * wrong value, so those fail instead. */
-                if (l->state == CGI_IN_VALUE && l->which != CGI_OTHER)
+                 * and a command is told it was cut, but a Status or
+                 * Content-Length read in part would be a wrong value, so
+                 * those fail instead. */
+                if (l->state == CGI_IN_VALUE && l->which != CGI_OTHER && !command)
                     return FCGI_ERROR;
+                if (command)
+                    cp->sink->end(cp->sink_arg, 1);
                 l->state = CGI_SKIP_LINE;
                 continue;
             }
@@ -299,10 +414,10 @@ long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
             /* A CR is held back until the next byte: only the CR of a CRLF is
              * a line end, and that LF may come in the next call. */
             if (l->cr)
-                cgi_line_byte(l, '\r');
+                cgi_line_byte(cp, l, '\r');
             l->cr = c == '\r';
             if (!l->cr)
-                cgi_line_byte(l, c);
+                cgi_line_byte(cp, l, c);
             continue;
         }
         struct cgi_line ended = *l;
@@ -317,4 +432,78 @@ long cgi_parser_feed(struct cgi_parser *cp, const uint8_t *p, size_t len)
             return FCGI_ERROR;
     }
     return (long)len;
+}
+
+/* ---- reply command values ---- */
+
+const uint8_t *cgi_trim(const uint8_t *p, size_t *n)
+{
+    size_t len = *n;
+    while (len > 0 && cgi_is_ows((char)p[0])) {
+        p++;
+        len--;
+    }
+    while (len > 0 && cgi_is_ows((char)p[len - 1]))
+        len--;
+    *n = len;
+    return p;
+}
+
+int cgi_list_next(const uint8_t **p, const uint8_t *end, const uint8_t **item, size_t *n)
+{
+    const uint8_t *q = *p;
+    while (q < end) {
+        const uint8_t *comma = memchr(q, ',', (size_t)(end - q));
+        const uint8_t *stop = comma ? comma : end;
+        size_t len = (size_t)(stop - q);
+        const uint8_t *it = cgi_trim(q, &len);
+        q = comma ? comma + 1 : end;
+        if (len > 0) {
+            *p = q;
+            *item = it;
+            *n = len;
+            return 1;
+        }
+    }
+    *p = end;
+    return 0;
+}
+
+int cgi_flag(const uint8_t *p, size_t n)
+{
+    p = cgi_trim(p, &n);
+    const char *s = (const char *)p;
+    if (cgi_name_is(s, n, "1") || cgi_name_is(s, n, "true") || cgi_name_is(s, n, "yes"))
+        return 1;
+    if (cgi_name_is(s, n, "0") || cgi_name_is(s, n, "false") || cgi_name_is(s, n, "no"))
+        return 0;
+    return -1;
+}
+
+int cgi_close_parse(const uint8_t *p, size_t n, int *code, const uint8_t **reason, size_t *rlen,
+                    const char **why)
+{
+    p = cgi_trim(p, &n);
+    size_t i = 0;
+    int v = 0;
+    while (i < n && i < 5 && cgi_is_digit((char)p[i]))
+        v = v * 10 + (p[i++] - '0');
+    if (i == 0 || (i < n && !cgi_is_ows((char)p[i]))) {
+        *why = "a close code (digits) must come first";
+        return FCGI_ERROR;
+    }
+    if (v != 1000 && (v < 3000 || v > 4999)) {
+        *why = "the close code must be 1000 or 3000..4999";
+        return FCGI_ERROR;
+    }
+    size_t left = n - i;
+    const uint8_t *r = cgi_trim(p + i, &left);
+    if (left > CGI_CLOSE_REASON_MAX) {
+        *why = "the close reason is over 123 bytes";
+        return FCGI_ERROR;
+    }
+    *code = v;
+    *reason = r;
+    *rlen = left;
+    return FCGI_OK;
 }

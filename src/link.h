@@ -49,6 +49,13 @@ struct link_ops {
     void (*uid)(struct link *l, struct client *c, const void *old, size_t oldlen);
     void (*session)(struct link *l, struct client *c);
     void (*member)(struct link *l, struct client *c, const char *name, size_t len, int joined);
+    /* A command from this gateway for the cluster, carried out by the far
+     * side as a backend's (a reply's X-Fooking-Publish or Broadcast: CH_PUB_EX
+     * or SEND_ALL_EX). 0, or -1 when it cannot be sent now (down, too far
+     * behind, a far side that does not speak v2, a message over its limit).
+     * NULL: the link carries no commands. */
+    int (*publish)(struct link *l, int type, const void *s, size_t slen, const void *d,
+                   size_t dlen);
     /* The worker stops cleanly: withdraw what the far side keeps of it now
      * rather than let it expire. NULL when nothing outlives the connection. */
     void (*stop)(struct link *l);

@@ -272,12 +272,23 @@ static void uplink_resync_v2(struct uplink *u)
              nmem);
 }
 
+/* CONN and CLOSE gathered so far go now: a report or a command about a
+ * session must reach the router after the session's CONN (a reply's join in
+ * the same loop turn as the accept). */
+static void uplink_flush_now(struct uplink *u)
+{
+    if (evbuffer_get_length(u->conn_sids) > 0 || evbuffer_get_length(u->close_sids) > 0)
+        uplink_flush_cb(-1, 0, u);
+}
+
 static void uplink_report(struct link *l, int type, const void *s, size_t slen, const void *d,
                           size_t dlen)
 {
     struct uplink *u = (struct uplink *)l;
-    if (u->v2)
+    if (u->v2) {
+        uplink_flush_now(u);
         uplink_send(u, type, s, slen, d, dlen);
+    }
 }
 
 static void uplink_reply(struct link *l, int type, const void *s, size_t slen, const void *d,
@@ -462,6 +473,18 @@ static void uplink_free(struct link *l)
     free(u);
 }
 
+/* A reply's Publish or Broadcast: to the router, as a backend's command. */
+static int uplink_publish(struct link *l, int type, const void *s, size_t slen, const void *d,
+                          size_t dlen)
+{
+    struct uplink *u = (struct uplink *)l;
+    if (!uplink_writable(u) || (type >= RMSG_BIND && !u->v2) || dlen > UPLINK_MAX_LEN)
+        return -1;
+    uplink_flush_now(u);
+    uplink_send(u, type, s, slen, d, dlen);
+    return 0;
+}
+
 /* Nothing of a worker outlives its router connection (the router drops a
  * link's sessions and channels when it closes), so there is no stop. */
 static const struct link_ops uplink_ops = {
@@ -472,6 +495,7 @@ static const struct link_ops uplink_ops = {
     .ch_unwanted = uplink_ch_unsub,
     .reply = uplink_reply,
     .report = uplink_report,
+    .publish = uplink_publish,
     .free = uplink_free,
 };
 

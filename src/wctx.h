@@ -42,6 +42,15 @@ struct worker_hooks {
     /* command.c: a v2 report to every link (link_ops.report). */
     void (*report)(struct worker *w, int type, const void *s, size_t slen, const void *d,
                    size_t dlen);
+    /* client.c: a reply with commands (r->cmds) is due for c: carry them out
+     * and deliver its body (reply.c). */
+    void (*reply)(struct worker *w, struct client *c, struct request *r);
+    /* reply.c: a command for the whole cluster (a reply's Publish or
+     * Broadcast) through the first link that has link_ops.publish, or carried
+     * out here when the worker has no link at all. 0, or -1 when the link
+     * could not take it. */
+    int (*publish)(struct worker *w, int type, const void *s, size_t slen, const void *d,
+                   size_t dlen);
 };
 
 struct backend_pool;
@@ -146,6 +155,15 @@ static inline void worker_report(struct worker *w, int type, const void *s, size
                                  const void *d, size_t dlen)
 {
     w->hooks->report(w, type, s, slen, d, dlen);
+}
+static inline void worker_reply(struct worker *w, struct client *c, struct request *r)
+{
+    w->hooks->reply(w, c, r);
+}
+static inline int worker_publish(struct worker *w, int type, const void *s, size_t slen,
+                                 const void *d, size_t dlen)
+{
+    return w->hooks->publish(w, type, s, slen, d, dlen);
 }
 
 #endif

@@ -28,6 +28,7 @@
 #include "buslink.h"
 #include "channel.h"
 #include "client.h"
+#include "command.h"
 #include "conn.h"
 #include "hmap.h"
 #include "link.h"
@@ -35,6 +36,8 @@
 #include "loop.h"
 #include "netaddr.h"
 #include "proc.h"
+#include "reply.h"
+#include "rmsg.h"
 #include "script.h"
 #include "uplink.h"
 #include "ws.h"
@@ -292,6 +295,30 @@ static void worker_on_close_event(struct worker *w, struct request *r)
     worker_pace_start(w);
 }
 
+static void worker_on_reply(struct worker *w, struct client *c, struct request *r)
+{
+    reply_deliver(w, c, r);
+}
+
+/* Names the gateway itself as the sender in the executor's logs when a
+ * reply's publish is carried out here (a worker without links). */
+static const struct link_ops worker_self_ops;
+static struct link worker_self = {&worker_self_ops, "reply command", NULL};
+
+static int worker_on_publish(struct worker *w, int type, const void *s, size_t slen, const void *d,
+                             size_t dlen)
+{
+    for (struct link *l = w->links; l; l = l->next)
+        if (l->ops->publish)
+            return l->ops->publish(l, type, s, slen, d, dlen);
+    if (w->links != NULL)
+        return -1;
+    struct rmsg m = {(uint16_t)type, (uint16_t)slen, (uint32_t)dlen, s, d};
+    command_run(w, &worker_self, &m);
+    command_flush(w);
+    return 0;
+}
+
 /* What this worker does when its modules tell it something (wctx.h). */
 static const struct worker_hooks worker_hooks = {
     .client_added = worker_on_client_added,
@@ -303,6 +330,8 @@ static const struct worker_hooks worker_hooks = {
     .uid_changed = worker_on_uid_changed,
     .session_changed = worker_on_session_changed,
     .report = worker_on_report,
+    .reply = worker_on_reply,
+    .publish = worker_on_publish,
 };
 
 static struct fcgi_params *worker_static_params(struct worker *w, const struct config *cfg);

@@ -8,7 +8,10 @@
  * decoded pairs lie inside their record and survive an encode/decode round
  * trip, and the CGI parser gives the same answer whether STDOUT arrives whole
  * per record or cut into pseudo-random pieces (seeded by the input), down to
- * the partial-line state it carries from one piece to the next. */
+ * the partial-line state it carries from one piece to the next, and the
+ * reply commands (X-Fooking-*) its sink is told. Each command's value is then
+ * run through the value parsers (lists, flags, close codes), whose results
+ * must lie inside the value and obey their bounds. */
 #include "fcgi.h"
 
 #include <stdlib.h>
@@ -61,9 +64,88 @@ static void fuzz_params(const uint8_t *p, size_t len)
     }
 }
 
+/* What a parser's sink is told, as backend.c keeps it: per command line
+ * '@' + cmd | value | cut byte | LF. */
+struct fuzz_cmds {
+    uint8_t *buf;
+    size_t len, cap;
+    int open;
+};
+static void fuzz_put(struct fuzz_cmds *o, const void *p, size_t n)
+{
+    FUZZ_CHECK(o->len + n <= o->cap);
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+}
+static void fuzz_cmd_begin(void *arg, int cmd)
+{
+    struct fuzz_cmds *o = arg;
+    FUZZ_CHECK(!o->open && cmd > CGI_CMD_NONE && cmd <= CGI_CMD_UNKNOWN);
+    o->open = 1;
+    uint8_t b = (uint8_t)('@' + cmd);
+    fuzz_put(o, &b, 1);
+}
+static void fuzz_cmd_data(void *arg, const uint8_t *p, size_t n)
+{
+    struct fuzz_cmds *o = arg;
+    FUZZ_CHECK(o->open && n > 0 && memchr(p, '\n', n) == NULL);
+    fuzz_put(o, p, n);
+}
+static void fuzz_cmd_end(void *arg, int cut)
+{
+    struct fuzz_cmds *o = arg;
+    FUZZ_CHECK(o->open);
+    o->open = 0;
+    uint8_t b[2] = {(uint8_t)(cut != 0), '\n'};
+    fuzz_put(o, b, 2);
+}
+static const struct cgi_sink fuzz_sink = {fuzz_cmd_begin, fuzz_cmd_data, fuzz_cmd_end};
+
+/* The value parsers on one command's value. */
+static void fuzz_value(int cmd, const uint8_t *v, size_t n)
+{
+    const uint8_t *p = v, *end = v + n, *item;
+    size_t len;
+    while (cgi_list_next(&p, end, &item, &len)) {
+        FUZZ_CHECK(len > 0 && item >= v && item + len <= end && p <= end);
+        FUZZ_CHECK(item[0] != ' ' && item[0] != '\t' && item[len - 1] != ' ');
+        FUZZ_CHECK(item[len - 1] != '\t' && memchr(item, ',', len) == NULL);
+    }
+    int f = cgi_flag(v, n);
+    FUZZ_CHECK(f >= -1 && f <= 1);
+    int code;
+    const uint8_t *reason;
+    size_t rlen;
+    const char *why = NULL;
+    if (cgi_close_parse(v, n, &code, &reason, &rlen, &why) == FCGI_OK) {
+        FUZZ_CHECK(code == 1000 || (code >= 3000 && code <= 4999));
+        FUZZ_CHECK(rlen <= CGI_CLOSE_REASON_MAX && reason >= v && reason + rlen <= end);
+    } else {
+        FUZZ_CHECK(why != NULL);
+    }
+    size_t tn = n;
+    const uint8_t *t = cgi_trim(v, &tn);
+    FUZZ_CHECK(t >= v && t + tn <= end);
+    (void)cmd;
+}
+
+static void fuzz_values(const struct fuzz_cmds *o)
+{
+    const uint8_t *p = o->buf, *end = o->buf + o->len;
+    while (p < end) {
+        const uint8_t *lf = memchr(p, '\n', (size_t)(end - p));
+        if (lf == NULL)
+            return; /* a line begun, never ended */
+        FUZZ_CHECK(lf - p >= 2);
+        fuzz_value(p[0] - '@', p + 1, (size_t)(lf - p) - 2);
+        p = lf + 1;
+    }
+}
+
 struct fuzz_stdout {
     struct cgi_parser whole; /* fed each record in one piece */
     struct cgi_parser split; /* fed the same bytes in random pieces */
+    struct fuzz_cmds whole_cmds, split_cmds;
     int failed;
     uint32_t seed;
 };
@@ -102,7 +184,11 @@ static void fuzz_stdout(struct fuzz_stdout *fs, const uint8_t *p, size_t len)
     FUZZ_CHECK(fs->whole.content_length == fs->split.content_length);
     FUZZ_CHECK(fs->whole.total == fs->split.total);
     FUZZ_CHECK(memcmp(&fs->whole.line, &fs->split.line, sizeof(fs->whole.line)) == 0);
-    FUZZ_CHECK(fs->whole.line.len <= CGI_MAX_LINE);
+    FUZZ_CHECK(fs->whole.line.len <= CGI_MAX_CMD_LINE);
+    FUZZ_CHECK(fs->whole.ncmds == fs->split.ncmds);
+    FUZZ_CHECK(fs->whole_cmds.len == fs->split_cmds.len
+               && fs->whole_cmds.open == fs->split_cmds.open);
+    FUZZ_CHECK(memcmp(fs->whole_cmds.buf, fs->split_cmds.buf, fs->whole_cmds.len) == 0);
     FUZZ_CHECK(fs->whole.total <= CGI_MAX_HEADER);
     FUZZ_CHECK(fs->whole.status >= 100 && fs->whole.status <= 599);
     FUZZ_CHECK(fs->whole.content_length >= -1);
@@ -110,9 +196,15 @@ static void fuzz_stdout(struct fuzz_stdout *fs, const uint8_t *p, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct fuzz_stdout fs;
+    static struct fuzz_stdout fs;
+    static uint8_t whole_buf[2 * CGI_MAX_HEADER], split_buf[2 * CGI_MAX_HEADER];
     cgi_parser_init(&fs.whole);
     cgi_parser_init(&fs.split);
+    fs.whole_cmds = (struct fuzz_cmds){whole_buf, 0, sizeof(whole_buf), 0};
+    fs.split_cmds = (struct fuzz_cmds){split_buf, 0, sizeof(split_buf), 0};
+    fs.whole.sink = fs.split.sink = &fuzz_sink;
+    fs.whole.sink_arg = &fs.whole_cmds;
+    fs.split.sink_arg = &fs.split_cmds;
     fs.failed = 0;
     fs.seed = size > 0 ? (uint32_t)data[size - 1] * 0x01000193u + (uint32_t)size : 1;
 
@@ -158,5 +250,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += clen;
         off += h.padding_length < size - off ? h.padding_length : size - off;
     }
+    if (!fs.failed)
+        fuzz_values(&fs.whole_cmds);
     return 0;
 }

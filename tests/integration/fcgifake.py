@@ -27,12 +27,18 @@
     b"fault:empty_nocl ..." no Content-Length and no body (nothing to send)
     b"fault:hdr:N ..."      the echo after N bytes of header lines ("X-Pad-i: xxx...",
                             at most 1000 bytes a line, CRLF included)
+    b"reply:" + JSON        {"h": [[name, value], ...], "b": body, "tiny": bool,
+                            "sleep": seconds}: a reply with exactly those header
+                            lines (strings, sent as latin-1 so any byte can be
+                            written) and that body, in 1-byte STDOUT records when
+                            "tiny", after "sleep" seconds when given
     anything else           echo, with an exact Content-Length
 
   A server-wide `mode` ("hang", "slow", "slow_first", "badversion", "overlong",
   "after_end", "close_early") applies to every message request (EVENT 0);
   connect/close events (EVENT 1/2) are always answered normally, with an empty
-  body ("welcome <SID>" for EVENT=1 when `welcome=True`).
+  body ("welcome <SID>" for EVENT=1 when `welcome=True`), or with what
+  `event_reply(req)` returns when it is given and returns (headers, body).
 
   `unsolicited_mpxs=True`: every accepted connection first gets an
   FCGI_GET_VALUES_RESULT with FCGI_MPXS_CONNS=1 nobody asked for (the server
@@ -258,8 +264,9 @@ class FakeFcgi:
     `addr` is the BACKEND_SERVER string that reaches it."""
 
     def __init__(self, mode="echo", delay=1.0, welcome=False, port=0, unix=None,
-                 unsolicited_mpxs=False):
+                 unsolicited_mpxs=False, event_reply=None):
         self.mode = mode
+        self.event_reply = event_reply
         self.unsolicited_mpxs = unsolicited_mpxs
         self.delay = delay
         self.welcome = welcome
@@ -405,6 +412,10 @@ class FakeFcgi:
         return "echo", None
 
     @staticmethod
+    def _lines(headers):
+        return b"".join(("%s: %s\r\n" % (n, v)).encode("latin-1") for n, v in headers)
+
+    @staticmethod
     def _cgi(body, extra=b""):
         return (b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n%s\r\n"
                 % (len(body), extra)) + body
@@ -446,7 +457,23 @@ class FakeFcgi:
             out = b""
             if req["event"] == "1" and self.welcome:
                 out = b"welcome " + req["sid"].encode()
-            self._reply(c, req, self._cgi(out))
+            made = self.event_reply(req) if self.event_reply else None
+            if made is not None:
+                headers, out = made
+                self._reply(c, req, self._cgi(out, self._lines(headers)))
+            else:
+                self._reply(c, req, self._cgi(out))
+            return self._done(c, req)
+        if body.startswith(b"reply:"):
+            spec = json.loads(body[6:])
+            if spec.get("sleep") and self._stop.wait(float(spec["sleep"])):
+                return
+            payload = self._cgi(spec.get("b", "").encode("latin-1"), self._lines(spec.get("h", [])))
+            if spec.get("tiny"):
+                c.send(b"".join(record(FCGI_STDOUT, rid, payload[i:i + 1])
+                                for i in range(len(payload))))
+                payload = b""
+            self._reply(c, req, payload)
             return self._done(c, req)
         if fault == "hang":
             self._stop.wait()

@@ -302,6 +302,10 @@ static const struct cgi_case cgi_cases[] = {
 };
 #define CGI_NCASES (sizeof(cgi_cases) / sizeof(cgi_cases[0]))
 
+/* The sink cgi_feed gives the parser (NULL: none). */
+static const struct cgi_sink *feed_sink;
+static void *feed_sink_arg;
+
 /* Feeds in[0..len) as a first chunk of first bytes (0: none) and then chunks
  * of step bytes (0: all the rest at once). Returns the body offset, -1 when the
  * header never ended, or FCGI_ERROR. */
@@ -310,6 +314,8 @@ static long cgi_feed(struct cgi_parser *cp, const char *in, size_t len, size_t f
     size_t off = 0;
     long body = -1;
     cgi_parser_init(cp);
+    cp->sink = feed_sink;
+    cp->sink_arg = feed_sink_arg;
     while (off < len) {
         size_t n = off == 0 && first > 0 ? first : step;
         if (n == 0 || n > len - off)
@@ -488,6 +494,240 @@ static void test_cgi_long_lines(void **state)
     assert_int_equal(cp.status, 200);
 }
 
+/* ---- reply commands ---- */
+
+/* A sink writing "cmd=value|" per command line ("!" before "|" when cut). */
+struct cmd_out {
+    char buf[1 << 17];
+    size_t len;
+    int open;
+};
+static void cmd_put(struct cmd_out *o, const void *p, size_t n)
+{
+    assert_true(o->len + n < sizeof(o->buf));
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+static void cmd_begin(void *arg, int cmd)
+{
+    struct cmd_out *o = arg;
+    assert_false(o->open);
+    o->open = 1;
+    char t[8];
+    int n = snprintf(t, sizeof(t), "%d=", cmd);
+    cmd_put(o, t, (size_t)n);
+}
+static void cmd_data(void *arg, const uint8_t *p, size_t n)
+{
+    struct cmd_out *o = arg;
+    assert_true(o->open);
+    assert_true(n > 0);
+    cmd_put(o, p, n);
+}
+static void cmd_end(void *arg, int cut)
+{
+    struct cmd_out *o = arg;
+    assert_true(o->open);
+    o->open = 0;
+    cmd_put(o, cut ? "!|" : "|", cut ? 2 : 1);
+}
+static const struct cgi_sink cmd_sink = {cmd_begin, cmd_data, cmd_end};
+
+/* cgi_feed with the sink: the body offset (or FCGI_ERROR), the commands in o. */
+static long cmd_feed(struct cmd_out *o, const char *in, size_t len, size_t first, size_t step)
+{
+    struct cgi_parser cp;
+    o->len = 0;
+    o->open = 0;
+    o->buf[0] = '\0';
+    feed_sink = &cmd_sink;
+    feed_sink_arg = o;
+    long body = cgi_feed(&cp, in, len, first, step);
+    feed_sink = NULL;
+    return body;
+}
+
+static void test_cgi_commands(void **state)
+{
+    (void)state;
+    static struct cmd_out o;
+    const char *in = "Content-Type: text/plain\r\n"
+                     "X-Fooking-Join:  a, b \r\n"
+                     "x-fooking-LEAVE:c\n"
+                     "X-Fooking-Bind-Uid : 42\r\n"
+                     "X-Fooking-Session: {\"k\":\"v\r w\"}\r\n"
+                     "X-Fooking-Publish:\r\n"
+                     "X-Fooking-Exclude-Self: 1\r\n"
+                     "X-Fooking-Close: 4001 bye\r\n"
+                     "X-Fooking-Jion: typo\r\n"
+                     "X-Fooking-A-Name-Longer-Than-Thirty-Two: v\r\n"
+                     "X-Fooking: not one\r\n"
+                     "Status: 200\r\n"
+                     "\r\n"
+                     "body";
+    char want[512];
+    snprintf(want, sizeof(want),
+             "%d=a, b |%d=c|%d=42|%d={\"k\":\"v\r w\"}|%d=|%d=1|%d=4001 bye|%d=X-Fooking-Jion|"
+             "%d=X-Fooking-A-Name-Longer-Than-Thi|",
+             CGI_CMD_JOIN, CGI_CMD_LEAVE, CGI_CMD_BIND_UID, CGI_CMD_SESSION, CGI_CMD_PUBLISH,
+             CGI_CMD_EXCLUDE_SELF, CGI_CMD_CLOSE, CGI_CMD_UNKNOWN, CGI_CMD_UNKNOWN);
+    size_t len = strlen(in);
+    long body = (long)(len - 4);
+    /* The same, whole, cut at every offset, and a byte at a time. */
+    assert_int_equal(cmd_feed(&o, in, len, 0, 0), body);
+    assert_string_equal(o.buf, want);
+    for (size_t first = 1; first < len; first++) {
+        assert_int_equal(cmd_feed(&o, in, len, first, 0), body);
+        assert_string_equal(o.buf, want);
+    }
+    assert_int_equal(cmd_feed(&o, in, len, 0, 1), body);
+    assert_string_equal(o.buf, want);
+
+    /* Without a sink, commands are headers like others. */
+    struct cgi_parser cp;
+    cgi_parser_init(&cp);
+    assert_int_equal(cgi_parser_feed(&cp, (const uint8_t *)in, len), body);
+    assert_int_equal(cp.ncmds, 0);
+}
+
+/* A command line may be up to CGI_MAX_CMD_LINE bytes (its CR included); a
+ * longer one is told cut, and the header goes on. */
+static void test_cgi_command_lines(void **state)
+{
+    (void)state;
+    static struct cmd_out o;
+    size_t vmax = CGI_MAX_CMD_LINE - strlen("X-Fooking-Session: ") - 1; /* the CR */
+    char *in = malloc(CGI_MAX_CMD_LINE + 64);
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t n = 0, v = vmax + (size_t)extra;
+        n += (size_t)sprintf(in, "X-Fooking-Session: ");
+        memset(in + n, 's', v);
+        n += v;
+        n += (size_t)sprintf(in + n, "\r\nX-Fooking-Join: j\r\n\r\nB");
+        for (size_t step = 0; step <= 7; step += 7) {
+            assert_int_equal(cmd_feed(&o, in, n, 0, step), (long)n - 1);
+            char head[8];
+            int hl = snprintf(head, sizeof(head), "%d=", CGI_CMD_SESSION);
+            assert_memory_equal(o.buf, head, (size_t)hl);
+            /* Cut: what came up to the limit is told, then "!". */
+            size_t told = extra ? vmax + 1 : vmax;
+            for (size_t i = 0; i < told; i++)
+                if (o.buf[(size_t)hl + i] != 's')
+                    fail_msg("extra %d step %zu: byte %zu is %#x", extra, step, i,
+                             (unsigned char)o.buf[(size_t)hl + i]);
+            char tail[32];
+            snprintf(tail, sizeof(tail), "%s%d=j|", extra ? "!|" : "|", CGI_CMD_JOIN);
+            assert_string_equal(o.buf + hl + told, tail);
+        }
+    }
+    free(in);
+}
+
+static void test_cgi_cmd_lookup(void **state)
+{
+    (void)state;
+    const struct {
+        const char *name;
+        int cmd;
+    } cases[] = {
+        {"X-Fooking-Join", CGI_CMD_JOIN},
+        {"x-fooking-join", CGI_CMD_JOIN},
+        {"X-FOOKING-LEAVE", CGI_CMD_LEAVE},
+        {"X-Fooking-Bind-Uid", CGI_CMD_BIND_UID},
+        {"X-Fooking-Unbind-Uid", CGI_CMD_UNBIND_UID},
+        {"X-Fooking-Session", CGI_CMD_SESSION},
+        {"X-Fooking-Publish", CGI_CMD_PUBLISH},
+        {"X-Fooking-Broadcast", CGI_CMD_BROADCAST},
+        {"X-Fooking-Exclude-Self", CGI_CMD_EXCLUDE_SELF},
+        {"X-Fooking-Close", CGI_CMD_CLOSE},
+        {"X-Fooking-", CGI_CMD_UNKNOWN},
+        {"X-Fooking-Joins", CGI_CMD_UNKNOWN},
+        {"X-Fooking", CGI_CMD_NONE},
+        {"X-Fookin-Join", CGI_CMD_NONE},
+        {"Join", CGI_CMD_NONE},
+        {"", CGI_CMD_NONE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (cgi_cmd_lookup(cases[i].name, strlen(cases[i].name)) != cases[i].cmd)
+            fail_msg("%s: want %d", cases[i].name, cases[i].cmd);
+    assert_string_equal(cgi_cmd_name(CGI_CMD_EXCLUDE_SELF), "X-Fooking-Exclude-Self");
+    assert_string_equal(cgi_cmd_name(99), "?");
+}
+
+static void test_cgi_values(void **state)
+{
+    (void)state;
+    /* Lists: items trimmed, empty ones skipped. */
+    const char *list = " a ,b,, \t,c d ,";
+    const uint8_t *p = (const uint8_t *)list, *end = p + strlen(list), *item;
+    size_t n;
+    const char *want[] = {"a", "b", "c d"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(cgi_list_next(&p, end, &item, &n), 1);
+        assert_int_equal(n, strlen(want[i]));
+        assert_memory_equal(item, want[i], n);
+    }
+    assert_int_equal(cgi_list_next(&p, end, &item, &n), 0);
+    assert_int_equal(cgi_list_next(&p, end, &item, &n), 0);
+    p = (const uint8_t *)"";
+    assert_int_equal(cgi_list_next(&p, p, &item, &n), 0);
+
+    /* Flags. */
+    const char *ones[] = {"1", " true ", "YES", "True"}, *zeros[] = {"0", "false", " No"},
+               *bad[] = {"", "2", "on", "1 1", "truee"};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(cgi_flag((const uint8_t *)ones[i], strlen(ones[i])), 1);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(cgi_flag((const uint8_t *)zeros[i], strlen(zeros[i])), 0);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(cgi_flag((const uint8_t *)bad[i], strlen(bad[i])), -1);
+
+    /* Close: a code a backend may send, then an optional reason. */
+    int code;
+    const uint8_t *reason;
+    size_t rlen;
+    const char *why = NULL;
+    const char *v = " 4001  see you ";
+    assert_int_equal(cgi_close_parse((const uint8_t *)v, strlen(v), &code, &reason, &rlen, &why),
+                     FCGI_OK);
+    assert_int_equal(code, 4001);
+    assert_int_equal(rlen, 7);
+    assert_memory_equal(reason, "see you", 7);
+    assert_int_equal(cgi_close_parse((const uint8_t *)"1000", 4, &code, &reason, &rlen, &why),
+                     FCGI_OK);
+    assert_int_equal(code, 1000);
+    assert_int_equal(rlen, 0);
+    assert_int_equal(cgi_close_parse((const uint8_t *)"4999 x", 6, &code, &reason, &rlen, &why),
+                     FCGI_OK);
+    const char *bad_close[] = {
+        "", "x", "1001", "2999", "5000", "40011", "4001x", "-4001", "1000000000000000000000"};
+    for (size_t i = 0; i < sizeof(bad_close) / sizeof(bad_close[0]); i++) {
+        why = NULL;
+        if (cgi_close_parse((const uint8_t *)bad_close[i], strlen(bad_close[i]), &code, &reason,
+                            &rlen, &why)
+            != FCGI_ERROR)
+            fail_msg("close \"%s\" accepted", bad_close[i]);
+        assert_non_null(why);
+    }
+    char longr[200];
+    memset(longr, 'r', sizeof(longr));
+    memcpy(longr, "4000 ", 5);
+    assert_int_equal(cgi_close_parse((const uint8_t *)longr, 5 + 123, &code, &reason, &rlen, &why),
+                     FCGI_OK);
+    assert_int_equal(rlen, 123);
+    assert_int_equal(cgi_close_parse((const uint8_t *)longr, 5 + 124, &code, &reason, &rlen, &why),
+                     FCGI_ERROR);
+
+    size_t tn = 5;
+    const uint8_t *t = cgi_trim((const uint8_t *)" \tab ", &tn);
+    assert_int_equal(tn, 2);
+    assert_memory_equal(t, "ab", 2);
+    tn = 3;
+    cgi_trim((const uint8_t *)"   ", &tn);
+    assert_int_equal(tn, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,7 +739,9 @@ int main(void)
         cmocka_unit_test(test_nv_sequence),          cmocka_unit_test(test_cgi_whole),
         cmocka_unit_test(test_cgi_split_everywhere), cmocka_unit_test(test_cgi_byte_at_a_time),
         cmocka_unit_test(test_cgi_after_done),       cmocka_unit_test(test_cgi_max_header),
-        cmocka_unit_test(test_cgi_long_lines),
+        cmocka_unit_test(test_cgi_long_lines),       cmocka_unit_test(test_cgi_commands),
+        cmocka_unit_test(test_cgi_command_lines),    cmocka_unit_test(test_cgi_cmd_lookup),
+        cmocka_unit_test(test_cgi_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
