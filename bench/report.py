@@ -520,8 +520,8 @@ if os.path.exists(an):
     w(open(an).read().rstrip() + "\n")
 profiles = sorted(f for f in os.listdir(args.results) if f.startswith("perf-") and f.endswith(".txt"))
 if profiles:
-    w("Profiles of this run (`perf record -g` on the gateway processes during a measured "
-      "window): " + ", ".join(f"[`{f}`](bench/results/{f})" for f in profiles) + ".\n")
+    w("Profiles of this run (`perf record -g` on the gateway processes, in a run of their own "
+      "whose figures are not kept, so the profiler slows no measured run): " + ", ".join(f"[`{f}`](bench/results/{f})" for f in profiles) + ".\n")
 
 open(args.out, "w").write("\n".join(out) + "\n")
 

@@ -245,6 +245,15 @@ perf_profile() {
     PERF_JOB=$!
 }
 perf_wait() { [ -n "${PERF_JOB:-}" ] && wait "$PERF_JOB" 2>/dev/null; PERF_JOB=""; }
+# profile_run NAME PIDS LOADGEN-ARGS...: the profile is taken in a run of its
+# own, whose figures are not kept: a sampling profiler attached to fooking
+# alone would slow the side of a pair it is measuring.
+profile_run() {
+    local name=$1 pids=$2; shift 2
+    perf_profile "$name" "$pids" 1.5
+    "$LG" -T "profile-$name" "$@" >/dev/null 2>&1 || true
+    perf_wait
+}
 
 # ---- system calls and allocations per message ----
 # The calls reported one by one; every other call is in sys_total.
@@ -308,10 +317,10 @@ count_allocs() {
 
 if [ "$QUICK" = 1 ]; then
     D=1; W=0.5; NS="100 1000"; KS="1 8"; SS="64"; FANS="100 1000"; IDLES="10000 50000"; NCHAN_IDLES="10000"
-    PUSHPIN_MAXN=100; PUSHPIN_SETUP=5
+    PUSHPIN_MAXN=100; PUSHPIN_SETUP=5; FAN_PAIRS=3
 else
     D=3; W=1; NS="100 1000 5000"; KS="1 8"; SS="64 1024"; FANS="100 1000 10000"; IDLES="10000 50000 100000"; NCHAN_IDLES="10000 50000 100000"
-    PUSHPIN_MAXN=1000; PUSHPIN_SETUP=10
+    PUSHPIN_MAXN=1000; PUSHPIN_SETUP=10; FAN_PAIRS=5
 fi
 SRC="-B 2:8 -S 30" # 127.0.0.2-9: 8 x 28K ephemeral ports; 30 s at most to connect
 START=$(date +%s)
@@ -333,8 +342,7 @@ log "(a) round trip"
 for S in $SS; do for K in $KS; do for N in $NS; do
     A="-s rt -n $N -k $K -b $S -d $D -w $W $SRC"
     if [ "$N" = 1000 ] && [ "$K" = 8 ] && [ "$S" = 64 ]; then
-        perf_profile rt-length "$(children $GWL_PID)" 1.5
-        sleep 0.1
+        profile_run rt-length "$(children $GWL_PID)" $A -p length -a 127.0.0.1:$GWL_PORT
     fi
     # fooking against the fcgi baseline is the ratio that matters: alternated,
     # three times each, and the best of each kept (report.py), so a burst of
@@ -403,15 +411,15 @@ start_gateway gw_ws_fan websocket 0 1; GWW_PORT=$GW_PORT; GWW_PID=$GW_PID
 for N in $FANS; do
     S=64; [ "$N" = 100 ] && S=16
     A="-s fanout -p ws -n $N -b $S -d $D -w $W $SRC"
-    [ "$N" = 1000 ] && perf_profile fanout "$(children $GWW_PID),$ROUTER_PID" 1.5
-    # fooking and the baseline alternated three times (the report takes the
-    # median of the pairs' ratios, as for round trips): one run is short next
-    # to the swings a shared machine puts into a fan-out's closed loop.
-    for rep in 1 2 3; do
+    [ "$N" = 1000 ] && profile_run fanout "$(children $GWW_PID),$ROUTER_PID" $A -P sendall \
+        -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT
+    # fooking and the baseline alternated FAN_PAIRS times (the report takes
+    # the median of the pairs' ratios, as for round trips): one run is short
+    # next to the swings a shared machine puts into a fan-out's closed loop.
+    for rep in $(seq $FAN_PAIRS); do
     run fooking-sendall $A -P sendall -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
-    perf_wait
     run baseline-fanout $A -P sendall -a 127.0.0.1:$BLW_PORT -R 127.0.0.1:$BLW_PUB -R 127.0.0.1:$((BLW_PUB + 1)) >/dev/null
-    [ $rep != 3 ] && [ "$N" != 100 ] && [ $HAVE_NGINX = 1 ] && run nchan $A -P http -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT \
+    [ $rep -le 2 ] && [ "$N" != 100 ] && [ $HAVE_NGINX = 1 ] && run nchan $A -P http -u "/sub?id=bench" -a 127.0.0.1:$NCHAN_PORT \
         -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT -R 127.0.0.1:$NCHAN_PORT >/dev/null
     done
 done

@@ -46,6 +46,14 @@ static void reply_skip(const struct client *c, int cmd, const char *fmt, ...)
             cgi_cmd_name(cmd), why);
 }
 
+/* A name or value from the backend, printable in a log line (escaped, and
+ * cut with "..." past what the buffer holds). */
+#define REPLY_SHOW_MAX 64
+static const char *reply_show(const uint8_t *p, size_t n, char out[4 * REPLY_SHOW_MAX + 4])
+{
+    return rmsg_escape(p, n, out, 4 * REPLY_SHOW_MAX + 4);
+}
+
 static int reply_channel_ok(const struct client *c, int cmd, size_t len)
 {
     if (len <= RMSG_MAX_CHANNEL)
@@ -61,14 +69,15 @@ static void reply_join(struct worker *w, struct client *c, const uint8_t *v, siz
     while (cgi_list_next(&p, end, &name, &len)) {
         if (!reply_channel_ok(c, CGI_CMD_JOIN, len))
             continue;
+        char show[4 * REPLY_SHOW_MAX + 4];
         int rc = channel_join(w, c, (const char *)name, len);
         if (rc == 1)
             worker_report(w, RMSG_CH_ADD, c->sid, SID_LEN, name, len);
         else if (rc == -2)
-            reply_skip(c, CGI_CMD_JOIN, "channel %.*s: the session is in CHANNELS_PER_CLIENT (%d)",
-                       (int)len, name, w->cfg->channels_per_client);
+            reply_skip(c, CGI_CMD_JOIN, "channel %s: the session is in CHANNELS_PER_CLIENT (%d)",
+                       reply_show(name, len, show), w->cfg->channels_per_client);
         else if (rc < 0)
-            reply_skip(c, CGI_CMD_JOIN, "channel %.*s: out of memory", (int)len, name);
+            reply_skip(c, CGI_CMD_JOIN, "channel %s: out of memory", reply_show(name, len, show));
     }
 }
 
@@ -105,8 +114,8 @@ static int reply_flag(const struct client *c, int cmd, const uint8_t *v, size_t 
 {
     int f = cgi_flag(v, n);
     if (f < 0) {
-        size_t show = n > 32 ? 32 : n;
-        reply_skip(c, cmd, "\"%.*s\" is not 1 or 0", (int)show, v);
+        char show[4 * REPLY_SHOW_MAX + 4];
+        reply_skip(c, cmd, "\"%s\" is not 1 or 0", reply_show(v, n, show));
     }
     return f;
 }
@@ -194,10 +203,12 @@ static void reply_first(struct worker *w, struct client *c, const uint8_t *p, co
             break;
         case CGI_CMD_LEAVE:
             break; /* after the body */
-        default:
-            log_err("client %s %s:%d: unknown reply command header %.*s, skipped", c->sid, c->addr,
-                    c->port, (int)n, v);
+        default: {
+            char show[4 * REPLY_SHOW_MAX + 4];
+            log_err("client %s %s:%d: unknown reply command header %s, skipped", c->sid, c->addr,
+                    c->port, reply_show(v, n, show));
             break;
+        }
         }
     }
 }
@@ -240,15 +251,28 @@ static int reply_publish(struct worker *w, struct client *c, const uint8_t *p, c
             s[0] = (unsigned char)len;
             memcpy(s + 1, name, len);
             memcpy(s + 1 + len, c->sid, SID_LEN);
-            if (worker_publish(w, RMSG_CH_PUB_EX, s, 1 + len + SID_LEN, d, blen) < 0)
-                log_err("client %s: X-Fooking-Publish of %zu bytes to %.*s not sent: no link "
-                        "can take it now",
-                        c->sid, blen, (int)len, name);
+            if (worker_publish(w, RMSG_CH_PUB_EX, s, 1 + len + SID_LEN, d, blen) < 0) {
+                char show[4 * REPLY_SHOW_MAX + 4];
+                log_err("client %s: X-Fooking-Publish of %zu bytes to %s not sent: no link can "
+                        "take it now",
+                        c->sid, blen, reply_show(name, len, show));
+            }
             if (!self && !c->dead && channel_has(w, c, (const char *)name, len))
                 self = 1;
         }
     }
     return self && !plan->exclude_self;
+}
+
+/* Pass three: the leaves, after the body. */
+static void reply_leaves(struct worker *w, struct client *c, const uint8_t *p, const uint8_t *end)
+{
+    int cmd, cut;
+    const uint8_t *v;
+    size_t n;
+    while (!c->dead && request_cmd_next(&p, end, &cmd, &v, &n, &cut))
+        if (cmd == CGI_CMD_LEAVE && !cut)
+            reply_leave(w, c, v, n);
 }
 
 void reply_deliver(struct worker *w, struct client *c, struct request *r)
@@ -278,12 +302,7 @@ void reply_deliver(struct worker *w, struct client *c, struct request *r)
         to_self = reply_publish(w, c, p, end, &plan, body);
     if (to_self && !c->dead)
         client_send(c, body);
-    int cmd, cut;
-    const uint8_t *v;
-    const uint8_t *q = p;
-    while (!c->dead && request_cmd_next(&q, end, &cmd, &v, &n, &cut))
-        if (cmd == CGI_CMD_LEAVE && !cut)
-            reply_leave(w, c, v, n);
+    reply_leaves(w, c, p, end);
     if (plan.close_code && !c->dead)
         client_close_code(c, plan.close_code, plan.close_reason, "closed by the backend");
 }

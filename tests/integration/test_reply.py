@@ -16,7 +16,7 @@ import pytest
 import fk
 import rproto as rp
 import wsraw
-from peers import router  # noqa: F401 (the fixture)
+from peers import redis_server, router  # noqa: F401 (the fixtures)
 
 
 def reply(headers, body="", tiny=False, sleep=None):
@@ -74,11 +74,14 @@ def connect_reply(extra=None):
 def setup(router, fake, gateway):  # noqa: F811 (router: the fixture)
     made = []
 
-    def make(event_headers=None, with_router=True, **keys):
+    def make(event_headers=None, with_router=True, bus=None, **keys):
         srv = fake(event_reply=connect_reply(event_headers))
-        r = router() if with_router else None
+        bus_keys = dict(BUS=bus, BUS_PREFIX="reply:") if bus else {}
+        r = router(**bus_keys) if with_router else None
         conf = dict(BACKEND_SERVER=srv.addr, WORKER_NUM=2, EVENT_CONNECT=1, EVENT_CLOSE=1)
-        if r is not None:
+        if bus:
+            conf.update(bus_keys)
+        elif r is not None:
             conf.update(ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port)
         conf.update(keys)
         gw = gateway(**conf)
@@ -368,3 +371,39 @@ def test_without_a_router_publishes_stay_in_the_gateway(setup):
     assert a.recv() == b"all"
     assert b.recv() == b"all"
     assert c.request(b"echo") == b"echo"
+
+
+def test_reply_commands_on_the_redis_bus(setup, redis_server):  # noqa: F811
+    """With BUS: joins and binds land in the workers' presence keys (the
+    stateless router answers from them), publishes go over Redis."""
+    s = setup(bus=redis_server.url)
+    a, b, c = s.client(), s.client(), s.client()
+    for x in (a, b):
+        assert x.request(reply([("X-Fooking-Join", "room"), ("X-Fooking-Bind-Uid", "u-" +
+                                                          x.sid.decode())], "in")) == b"in"
+    bk = s.backend()
+    wait_count(bk, rp.CH_COUNT, b"room", 2)
+    wait_count(bk, rp.UID_COUNT, b"u-" + a.sid, 1)
+    # Published through Redis, the requester's copy at once; the marker the
+    # same way behind it.
+    a.send(reply([("X-Fooking-Publish", "room")], "to room"),
+           reply([("X-Fooking-Broadcast", "1")], "M"))
+    assert until_marker(a, b"M") == [b"to room"]
+    assert until_marker(b, b"M") == [b"to room"]
+    assert until_marker(c, b"M") == []
+    assert b.request(reply([("X-Fooking-Leave", "room")], "out")) == b"out"
+    wait_count(bk, rp.CH_COUNT, b"room", 1)
+    bk.close()
+
+
+def test_a_failed_reply_applies_nothing(setup):
+    s = setup()
+    a = s.client()
+    a.send(reply([("Status", "403 Forbidden"), ("X-Fooking-Join", "nope"),
+                  ("X-Fooking-Close", "4003 no")], "refused"))
+    # Nothing delivered, nothing applied, not closed: the next request is answered.
+    assert a.request(b"echo") == b"echo"
+    bk = s.backend()
+    assert bk.count(rp.CH_COUNT, b"nope") == 0
+    bk.close()
+    s.gw.wait_log("reply status 403, body not delivered (sid %s)" % a.sid.decode())

@@ -317,6 +317,22 @@ MUTANTS = [
       "        command_flush(w); /* what came before goes first */",
       "        (void)0;",
       [IT + "test_cluster.py::test_burst_of_commands_keeps_its_order_at_every_client"]),
+    # reply commands: leaves applied before the body (the leaver misses its notice)
+    M("an-reply-leave-before-body", "src/reply.c",
+      "    if ((plan.publish || plan.broadcast) && to_self)\n",
+      "    reply_leaves(w, c, p, end);\n"
+      "    if ((plan.publish || plan.broadcast) && to_self)\n",
+      [IT + "test_reply.py::test_join_comes_before_the_body_and_leave_after_it"]),
+    # reply commands: Exclude-Self ignored
+    M("ao-reply-exclude-self-ignored", "src/reply.c",
+      "                plan->exclude_self = f;",
+      "                plan->exclude_self = 0;",
+      [IT + "test_reply.py::test_publish_broadcast_and_exclude_self"]),
+    # reply commands: a join not reported to the router
+    M("ap-reply-join-not-reported", "src/reply.c",
+      "            worker_report(w, RMSG_CH_ADD, c->sid, SID_LEN, name, len);",
+      "            (void)0;",
+      [IT + "test_reply.py::test_join_by_header_then_a_channel_publish_reaches_it"]),
 ]
 
 
