@@ -3,18 +3,25 @@
 #
 # Installs missing Debian packages (scripts/deps.sh demo), builds fooking, and
 # starts - as the current user, in a private run directory, without touching
-# system services - redis-server, the chat backend (php-fpm with its own pool,
-# or the Go program), the fooking router and a WebSocket gateway that also serves
-# example/chat/index.html. Prints the URL to open. Ctrl-C (or SIGTERM) stops
-# every process it started, by pid.
+# system services - the chat backend (php-fpm with its own pool, or the Go
+# program), the fooking router and a WebSocket gateway that also serves
+# example/chat/index.html. No database: the backends keep each user in its
+# session data on the gateway. Prints the URL to open. Ctrl-C (or SIGTERM)
+# stops every process it started, by pid.
 #
 # Settings (environment, or make variables: make demo PORT=8080 BACKEND=go):
 #   PORT=9005          the page and its WebSocket (must be free)
 #   HOST=127.0.0.1     listen address of the gateway (0.0.0.0 to reach it from elsewhere)
 #   BACKEND=php        php (php-fpm + gateway.php) or go (gateway.go)
-#   REDIS_PORT=6390    Redis          } these three take the next free port
-#   ROUTER_PORT=9010   fooking router } when theirs is taken; all listen on
-#   FCGI_PORT=9001     the backend    } 127.0.0.1 only
+#   BUS=               empty (the default): the gateway is linked to the router.
+#                      redis: a redis-server of the demo's own is started too
+#                      (scripts/deps.sh demo-bus installs it), and the router and
+#                      the gateway get BUS = "redis://127.0.0.1:<REDIS_PORT>": the
+#                      Redis bus carries the router's commands to the gateway; the
+#                      backends still talk to the router
+#   ROUTER_PORT=9010   fooking router      } these take the next free port
+#   FCGI_PORT=9001     the backend         } when theirs is taken; all
+#   REDIS_PORT=6390    Redis (BUS=redis)   } listen on 127.0.0.1 only
 #   WORKER_NUM=2       gateway workers
 #   KEEP_RUN_DIR=1     keep the run directory (configs and logs) after stopping
 set -euo pipefail
@@ -23,6 +30,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 PORT=${PORT:-9005}
 HOST=${HOST:-127.0.0.1}
 BACKEND=${BACKEND:-php}
+BUS=${BUS:-}
 WORKER_NUM=${WORKER_NUM:-2}
 MAKE=${MAKE:-make}
 
@@ -30,6 +38,7 @@ say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 case $BACKEND in php|go) ;; *) die "BACKEND must be php or go, got \"$BACKEND\"" ;; esac
+case $BUS in ""|redis) ;; *) die "BUS must be empty or redis, got \"$BUS\"" ;; esac
 if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then
     die "PORT must be a port number, got \"$PORT\""
 fi
@@ -59,13 +68,13 @@ pick_port() {
 }
 
 listening "$PORT" && die "port $PORT is in use; choose another: make demo PORT=..."
-pick_port REDIS_PORT "${REDIS_PORT:-6390}"
 pick_port ROUTER_PORT "${ROUTER_PORT:-9010}"
 pick_port FCGI_PORT "${FCGI_PORT:-9001}"
+if [[ $BUS == redis ]]; then pick_port REDIS_PORT "${REDIS_PORT:-6390}"; fi
 
 # ---------------------------------------------------------------- packages, build
 
-"$root/scripts/deps.sh" demo
+if [[ $BUS == redis ]]; then "$root/scripts/deps.sh" demo-bus; else "$root/scripts/deps.sh" demo; fi
 say "building fooking"
 "$MAKE" -s -C "$root" fooking
 
@@ -145,12 +154,16 @@ wait_port() {
     done
 }
 
-# ---------------------------------------------------------------- redis
+# ---------------------------------------------------------------- redis (BUS=redis)
 
 say "run directory $run"
-start redis "$run/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
-    --save "" --appendonly no --dir "$run" --daemonize no
-wait_port redis "$REDIS_PORT" "$run/redis.log"
+bus_conf=""
+if [[ $BUS == redis ]]; then
+    start redis "$run/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+        --save "" --appendonly no --dir "$run" --daemonize no
+    wait_port redis "$REDIS_PORT" "$run/redis.log"
+    bus_conf="BUS = \"redis://127.0.0.1:$REDIS_PORT\""
+fi
 
 # ---------------------------------------------------------------- backend
 
@@ -194,7 +207,7 @@ else
         GOPATH=/usr/share/gocode:$root/example/clients/go \
         go build -o "$run/chat-gateway" example/chat/gateway.go)
     start chat-gateway "$run/chat-gateway.log" "$run/chat-gateway" -listen "127.0.0.1:$FCGI_PORT" \
-        -router "127.0.0.1:$ROUTER_PORT" -redis "127.0.0.1:$REDIS_PORT"
+        -router "127.0.0.1:$ROUTER_PORT"
     wait_port chat-gateway "$FCGI_PORT" "$run/chat-gateway.log"
     prefix="HTTP_"
     params=""
@@ -209,10 +222,18 @@ HOST = "127.0.0.1"
 PORT = $ROUTER_PORT
 LOG_FILE = "$run/router.log"
 LOG_LEVEL = 2
+$bus_conf
 EOF
 start router "$run/router.out" "$root/fooking" "$run/router.lua"
 wait_port router "$ROUTER_PORT" "$run/router.out"
 
+# The gateway is linked to the router, or (BUS=redis) to the Redis bus the
+# router publishes on.
+if [[ $BUS == redis ]]; then
+    link_conf=$bus_conf
+else
+    link_conf=$'ROUTER_HOST = "127.0.0.1"\n'"ROUTER_PORT = $ROUTER_PORT"
+fi
 cat >"$run/gateway.lua" <<EOF
 -- written by scripts/demo.sh
 HOST = "$HOST"
@@ -222,8 +243,7 @@ LOG_FILE = "$run/gateway.log"
 LOG_LEVEL = 2
 PROTOCOL = "websocket"
 STATIC_DIR = "$root/example/chat"
-ROUTER_HOST = "127.0.0.1"
-ROUTER_PORT = $ROUTER_PORT
+$link_conf
 BACKEND_SERVER = "127.0.0.1:$FCGI_PORT"
 EVENT_CONNECT = 1
 EVENT_CLOSE = 1
@@ -234,14 +254,14 @@ FASTCGI_PARAMS = {
     SERVER_PROTOCOL = "HTTP/1.1",
     ROUTER_HOST = "127.0.0.1",
     ROUTER_PORT = "$ROUTER_PORT",
-    REDIS_HOST = "127.0.0.1",
-    REDIS_PORT = "$REDIS_PORT",
 }
 EOF
 start gateway "$run/gateway.out" "$root/fooking" "$run/gateway.lua"
 wait_port gateway "$PORT" "$run/gateway.out"
 
 url_host=$HOST
+bus_note=""
+if [[ $BUS == redis ]]; then bus_note=", bus redis://127.0.0.1:$REDIS_PORT"; fi
 [[ $url_host == 0.0.0.0 ]] && url_host=127.0.0.1
 cat <<EOF
 
@@ -250,7 +270,7 @@ cat <<EOF
       http://$url_host:$PORT/
 
   Open it in two browser windows, pick two nicknames and chat.
-  redis 127.0.0.1:$REDIS_PORT, backend 127.0.0.1:$FCGI_PORT, router 127.0.0.1:$ROUTER_PORT
+  backend 127.0.0.1:$FCGI_PORT, router 127.0.0.1:$ROUTER_PORT$bus_note
   logs: $run
   Press Ctrl-C to stop.
 

@@ -1,16 +1,20 @@
 #!/bin/sh
 # Installs the Debian packages fooking needs to build, test or run the demo.
-# Idempotent: only missing packages are installed. Usage: scripts/deps.sh build|test|demo
+# Idempotent: only missing packages are installed.
+# Usage: scripts/deps.sh build|test|demo|demo-bus (demo-bus: the demo with BUS=redis)
 set -eu
 what=${1:-build}
 build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev"
 test="$build systemd logrotate man-db groff-base dpkg-dev libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev redis-server openssl clang libclang-rt-14-dev chromium"
-demo="$build php-fpm php-cli php-redis redis-server golang-go golang-github-gomodule-redigo-dev"
+# The chat demo needs no Redis; the Go backend builds the fooking package, whose
+# Redis transport needs redigo. redis-server only for BUS=redis.
+demo="$build php-fpm php-cli golang-go golang-github-gomodule-redigo-dev"
 case $what in
   build) pkgs=$build ;;
   test) pkgs=$test ;;
   demo) pkgs=$demo ;;
-  *) echo "usage: $0 build|test|demo" >&2; exit 2 ;;
+  demo-bus) pkgs="$demo redis-server" ;;
+  *) echo "usage: $0 build|test|demo|demo-bus" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

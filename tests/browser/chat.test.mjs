@@ -3,8 +3,8 @@
 // browser). Two pages log in, see each other, chat globally and in a channel,
 // and one sees the other leave.
 //
-// Needs a running demo (router, gateway with STATIC_DIR = example/chat, backend,
-// redis): tests/integration/test_browser_chat.py starts one per backend and runs
+// Needs a running demo (router, gateway with STATIC_DIR = example/chat, backend):
+// tests/integration/test_browser_chat.py starts one per backend and runs
 //   CHAT_URL=http://127.0.0.1:PORT/ node --test tests/browser/chat.test.mjs
 // Env: CHAT_URL (required), ROUTER_PORT (the router on 127.0.0.1: then the
 // reconnect after a KICK is tested too), CHROMIUM (default /usr/bin/chromium),

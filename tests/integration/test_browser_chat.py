@@ -1,10 +1,13 @@
 """The chat example (example/chat) end to end, for both backends (php-fpm running
-gateway.php, and gateway.go): redis-server, the fooking router, the backend and a
-WebSocket gateway serving index.html from STATIC_DIR, all on free loopback ports.
+gateway.php, and gateway.go): the fooking router, the backend and a WebSocket
+gateway serving index.html from STATIC_DIR, all on free loopback ports. No Redis:
+the backends keep each user in its session data (reply commands) and ask the
+router who is online.
 
 - test_chat_protocol: the JSON protocol of README.md over python3-websockets,
   including HTML escaping and the checks on channels (both backends must answer
-  alike);
+  alike), also with the router and the gateway on the Redis bus (BUS, as
+  `make demo BUS=redis` runs them);
 - test_browser_chat: tests/browser/chat.test.mjs in Debian's headless chromium
   (playwright-core from npm, installed here with `npm ci` into
   tests/browser/node_modules). It skips only when chromium cannot be installed;
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import fk
+import peers
 
 CHAT = fk.REPO / "example" / "chat"
 BROWSER = fk.REPO / "tests" / "browser"
@@ -61,42 +65,17 @@ class Proc:
             self._out.close()
 
 
-def start_redis(tmpdir):
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.access(binary, os.X_OK):
-        pytest.skip("redis-server not installed (scripts/deps.sh test)")
-    r = Proc("redis", tmpdir, fk.free_port())
-    return r.start([binary, "--bind", "127.0.0.1", "--port", str(r.port), "--save", "",
-                    "--appendonly", "no", "--dir", str(r.dir)])
-
-
-def start_router(tmpdir):
+def start_router(tmpdir, bus=None):
     r = Proc("router", tmpdir, fk.free_port())
     conf = r.dir / "router.lua"
     fk.write_config(conf, {"ROUTER": 1, "HOST": "127.0.0.1", "PORT": r.port,
-                           "LOG_FILE": str(r.dir / "router.log"), "LOG_LEVEL": 2})
+                           "LOG_FILE": str(r.dir / "router.log"), "LOG_LEVEL": 2, "BUS": bus})
     return r.start([str(fk.FOOKING), str(conf)])
 
 
 class ChatPhpFpm(fk.PhpFpm):
-    """fk.PhpFpm, but with the normal php.ini and conf.d (no -n): gateway.php needs
-    the redis extension."""
-
-    def start(self, timeout=10.0):
-        root = os.geteuid() == 0
-        user = "user = root\ngroup = root\n" if root else ""
-        self.conf.write_text(
-            "[global]\npid = {d}/php-fpm.pid\nerror_log = {log}\ndaemonize = no\n"
-            "[chat]\n{user}listen = 127.0.0.1:{port}\npm = static\npm.max_children = 4\n"
-            "catch_workers_output = yes\nclear_env = no\n"
-            "php_admin_value[error_log] = {log}\nphp_admin_flag[log_errors] = on\n"
-            .format(d=self.dir, log=self.log_file, user=user, port=self.port))
-        cmd = [self.binary, "-F", "-y", str(self.conf)] + (["-R"] if root else [])
-        self._out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, cwd=str(self.dir))
-        fk.wait_listening(self.port, self.proc, timeout, "php-fpm", self.log_file)
-        return self
+    """fk.PhpFpm (no php.ini, -n: gateway.php needs no extension) with an output()
+    like Proc's."""
 
     def output(self):
         return self.log()
@@ -121,11 +100,10 @@ def chat_go_bin(tmp_path_factory):
 
 
 class Stack:
-    def __init__(self, backend, gw, router, redis, server):
+    def __init__(self, backend, gw, router, server):
         self.backend = backend
         self.gw = gw
         self.router = router
-        self.redis = redis
         self.server = server
         self.url = "http://127.0.0.1:%d/" % gw.port
         self.ws_url = "ws://127.0.0.1:%d/" % gw.port
@@ -148,17 +126,27 @@ def _read(path):
 
 @pytest.fixture(params=["php", "go"])
 def chat(request, tmp_path, gateway):
-    """The whole chat demo for one backend; everything stopped by pid at the end."""
+    """The whole chat demo for one backend ("php", "go"; "php-bus", "go-bus": the
+    router and the gateway on the Redis bus, as `make demo BUS=redis` runs them);
+    everything stopped by pid at the end."""
+    backend, _, bus = request.param.partition("-")
     started = []
     try:
-        redis = start_redis(tmp_path / "redis")
-        started.append(redis)
-        router = start_router(tmp_path / "router")
+        link = {}
+        bus_url = None
+        if bus:
+            if not os.access(peers.REDIS_SERVER, os.X_OK):
+                pytest.skip("redis-server not installed (scripts/deps.sh test)")
+            redis = peers.RedisServer(tmp_path / "redis").start()
+            started.append(redis)
+            bus_url = link["BUS"] = redis.url
+        router = start_router(tmp_path / "router", bus=bus_url)
         started.append(router)
+        if not bus:
+            link = {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": router.port}
         params = {"REQUEST_METHOD": "POST", "SERVER_PROTOCOL": "HTTP/1.1",
-                  "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(router.port),
-                  "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port)}
-        if request.param == "php":
+                  "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(router.port)}
+        if backend == "php":
             if not fk.find_php_fpm():
                 pytest.skip("php-fpm not installed (scripts/deps.sh test)")
             server = ChatPhpFpm(tmp_path / "php-fpm").start()
@@ -169,18 +157,17 @@ def chat(request, tmp_path, gateway):
             binary = request.getfixturevalue("chat_go_bin")
             server = Proc("chat-go", tmp_path / "go", fk.free_port())
             server.start([str(binary), "-listen", "127.0.0.1:%d" % server.port,
-                          "-router", "127.0.0.1:%d" % router.port,
-                          "-redis", "127.0.0.1:%d" % redis.port])
+                          "-router", "127.0.0.1:%d" % router.port])
             started.append(server)
             prefix = "HTTP_"
         gw = gateway(PROTOCOL="websocket", STATIC_DIR=str(CHAT), WORKER_NUM=2,
-                     ROUTER_HOST="127.0.0.1", ROUTER_PORT=router.port,
                      BACKEND_SERVER="127.0.0.1:%d" % server.port, FASTCGI_PREFIX=prefix,
-                     FASTCGI_PARAMS=params, EVENT_CONNECT=1, EVENT_CLOSE=1)
-        # Every worker's router link is up (else a push could miss a fresh client).
+                     FASTCGI_PARAMS=params, EVENT_CONNECT=1, EVENT_CLOSE=1, **link)
+        # Every worker's router link (or bus link: the router's INFO lists the
+        # workers registered in Redis) is up, else a push could miss a fresh client.
         fk.wait_until(lambda: len(router_gateways(router)) >= 2, 10,
-                      msg="2 gateway workers connected to the router")
-        yield Stack(request.param, gw, router, redis, server)
+                      msg="2 gateway workers connected to the router (or the bus)")
+        yield Stack(request.param, gw, router, server)
     finally:
         for p in reversed(started):
             p.stop()
@@ -213,6 +200,7 @@ async def _recv_until(ws, pred, timeout=5.0):
     return await asyncio.wait_for(loop(), timeout)
 
 
+@pytest.mark.parametrize("chat", ["php", "go", "php-bus", "go-bus"], indirect=True)
 def test_chat_protocol(chat):
     websockets = pytest.importorskip("websockets")
 
@@ -276,10 +264,46 @@ def test_chat_protocol(chat):
         await b.send(json.dumps({"type": "msg", "channel": 2, "text": "late"}))
         assert (await _recv_until(b, lambda m: m["type"] in ("error", "msg")))["type"] == "error"
 
+        # Two joins sent together, as the page re-joins after a reconnect: each
+        # request carries the session data as it was, yet both channels work.
+        await b.send(json.dumps({"type": "join", "channel": 1}))
+        await b.send(json.dumps({"type": "join", "channel": 3}))
+        got = set()
+        while got != {1, 3}:
+            m = await _recv_until(b, lambda m: m["type"] == "join" and m["id"] == bid)
+            got.add(m["channel"])
+        for ch in (1, 3):
+            await b.send(json.dumps({"type": "msg", "channel": ch, "text": "in %d" % ch}))
+            m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
+            assert m["type"] == "msg" and m["channel"] == ch and m["text"] == "in %d" % ch, m
+        # A rename keeps the channels; the others hear of it. (Not ASCII: the
+        # session data the name lives in is a header.)
+        renamed = "b\u00f8bby \U0001f389"
+        await b.send(json.dumps({"type": "login", "name": renamed}))
+        lst = await _recv_until(b, lambda m: m["type"] == "list")
+        assert {u["id"]: u["name"] for u in lst["list"]} == {aid: esc_name, bid: renamed}
+        assert (await _recv_until(a, lambda m: m["type"] == "login"))["name"] == renamed
+        await b.send(json.dumps({"type": "msg", "channel": 3, "text": "renamed"}))
+        m = await _recv_until(b, lambda m: m["type"] in ("msg", "error"))
+        assert m["type"] == "msg" and m["name"] == renamed and m["channel"] == 3, m
+        # Leaving a channel one is not in: the notice to this browser only.
+        await b.send(json.dumps({"type": "leave", "channel": 4}))
+        m = await _recv_until(b, lambda m: m["type"] == "leave")
+        assert m["channel"] == 4 and m["id"] == bid
+        # A new browser hears how many are logged in.
+        c = await websockets.connect(chat.ws_url)
+        hello = json.loads(await asyncio.wait_for(c.recv(), 5))
+        assert hello["type"] == "hello" and hello["online"] == 2, hello
+        await c.close()
+        # Nothing of this reached a: its next message is its own.
+        await a.send(json.dumps({"type": "msg", "channel": 0, "text": "fence"}))
+        m = await _recv_until(a, lambda m: m["type"] in ("msg", "join", "leave"))
+        assert m["text"] == "fence", "a got what was not meant for it: %r" % m
+
         # Close: the others get a leave notice; the user is gone from the list.
         await b.close()
         m = await _recv_until(a, lambda m: m["type"] == "close")
-        assert m["id"] == bid and m["name"] == "bob"
+        assert m["id"] == bid and m["name"] == renamed
         await a.send(json.dumps({"type": "login", "name": "alice"}))
         lst = await _recv_until(a, lambda m: m["type"] == "list")
         assert [u["id"] for u in lst["list"]] == [aid] and lst["name"] == "alice"

@@ -469,29 +469,31 @@ def test_php_client_is_a_composer_package(tmp_path):
             "%s has a namespace: it belongs under the PSR-4 directory" % php.name
         for cls in re.findall(r"^(?:final\s+|abstract\s+)?class\s+(\w+)", text, re.M):
             defined[cls] = php.name
-    assert set(defined) == {"FookingRouter", "FookingRouterError", "FookingRedis"}
+    assert set(defined) == {"FookingRouter", "FookingRouterError", "FookingRedis", "FookingReply"}
     for entry in classmap:
         assert (php_dir / entry).exists(), entry
     assert set(defined.values()) <= set(classmap)
-    # PSR-4: Fooking\Router, Fooking\RouterError and Fooking\Redis, each in <dir>/<Name>.php
+    # PSR-4: Fooking\Router, Fooking\RouterError, Fooking\Redis and Fooking\Reply, each in
+    # <dir>/<Name>.php
     psr4 = auto["psr-4"]
     assert list(psr4) == ["Fooking\\"], psr4
     src = php_dir / psr4["Fooking\\"]
-    for name in ("Router", "RouterError", "Redis"):
+    for name in ("Router", "RouterError", "Redis", "Reply"):
         text = (src / (name + ".php")).read_text()
         assert re.search(r"^namespace Fooking;", text, re.M), name
     need("php")
-    # A PSR-4 autoloader (what Composer's does for this mapping) finds both.
+    # A PSR-4 autoloader (what Composer's does for this mapping) finds them all.
     autoload = ("spl_autoload_register(function ($c) { if (strncmp($c, 'Fooking\\\\', 8) == 0)"
                 " require %s . '/' . substr($c, 8) . '.php'; });" % json.dumps(str(src)))
     r = subprocess.run(["php", "-r", autoload + 'echo class_exists("Fooking\\Router") ? 1 : 0, '
                         'class_exists("Fooking\\Redis") ? 1 : 0, '
                         'class_exists("Fooking\\RouterError") ? 1 : 0, '
+                        'class_exists("Fooking\\Reply") ? 1 : 0, '
                         '(new ReflectionClass("Fooking\\Router"))->getName();'],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout == "111FookingRouter", r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout == "1111FookingRouter", r.stdout + r.stderr
     loader = "".join("require_once %s;" % json.dumps(str(php_dir / e)) for e in classmap)
     r = subprocess.run(["php", "-r", loader + 'echo implode(",", array_map("class_exists", '
-                        '["FookingRouter", "FookingRouterError", "FookingRedis"]));'],
+                        '["FookingRouter", "FookingRouterError", "FookingRedis", "FookingReply"]));'],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and r.stdout == "1,1,1", r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout == "1,1,1,1", r.stdout + r.stderr

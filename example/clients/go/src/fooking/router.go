@@ -1,6 +1,8 @@
 // Package fooking is a backend client for fooking: Router talks to the router
 // (this file: standard library only), Redis publishes on the Redis message bus
-// (redis.go: redigo). It builds in GOPATH mode:
+// (redis.go: redigo), and Join, Publish, SetSession and the other reply
+// commands put commands for the gateway in a FastCGI reply's headers
+// (reply.go: net/http). It builds in GOPATH mode:
 // GO111MODULE=off GOPATH=.../example/clients/go:/usr/share/gocode, import "fooking".
 //
 // Every message is "u16 type | u16 slen | u32 len" (big-endian), then S, then D.
