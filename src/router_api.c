@@ -384,7 +384,7 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
     }
     case ROUTER_API_CHANNEL: {
         json_t *name = api_param(args, "name"), *sess = api_param(args, "sessions");
-        json_t *wrap = json_pack("{sO?}", "name", name);
+        json_t *wrap = name != NULL ? json_pack("{sO}", "name", name) : json_object();
         if (wrap == NULL || api_string(wrap, "name", RMSG_MAX_CHANNEL, &str, &slen, err, errlen) < 0) {
             json_decref(wrap);
             break;
