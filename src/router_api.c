@@ -17,12 +17,12 @@ static const struct {
     const char *path;
     int get;
 } router_api_eps[ROUTER_API_EP_MAX] = {
-    [ROUTER_API_PUBLISH] = {"/api/publish", 0},   [ROUTER_API_BROADCAST] = {"/api/broadcast", 0},
-    [ROUTER_API_SEND] = {"/api/send", 0},         [ROUTER_API_KICK] = {"/api/kick", 0},
-    [ROUTER_API_JOIN] = {"/api/join", 0},         [ROUTER_API_LEAVE] = {"/api/leave", 0},
-    [ROUTER_API_BIND] = {"/api/bind", 0},         [ROUTER_API_UNBIND] = {"/api/unbind", 0},
-    [ROUTER_API_SESSION] = {"/api/session", 0},   [ROUTER_API_INFO] = {"/api/info", 1},
-    [ROUTER_API_ONLINE] = {"/api/online", 1},     [ROUTER_API_CHANNELS] = {"/api/channels", 1},
+    [ROUTER_API_PUBLISH] = {"/api/publish", 0}, [ROUTER_API_BROADCAST] = {"/api/broadcast", 0},
+    [ROUTER_API_SEND] = {"/api/send", 0},       [ROUTER_API_KICK] = {"/api/kick", 0},
+    [ROUTER_API_JOIN] = {"/api/join", 0},       [ROUTER_API_LEAVE] = {"/api/leave", 0},
+    [ROUTER_API_BIND] = {"/api/bind", 0},       [ROUTER_API_UNBIND] = {"/api/unbind", 0},
+    [ROUTER_API_SESSION] = {"/api/session", 0}, [ROUTER_API_INFO] = {"/api/info", 1},
+    [ROUTER_API_ONLINE] = {"/api/online", 1},   [ROUTER_API_CHANNELS] = {"/api/channels", 1},
     [ROUTER_API_CHANNEL] = {"/api/channel", 1},
 };
 
@@ -246,11 +246,8 @@ static int api_add(struct router_api_req *r, uint16_t type, const void *s, size_
     if (dlen > 0)
         memcpy(buf + slen, d, dlen);
     v[r->n].buf = buf;
-    v[r->n].m = (struct rmsg){.type = type,
-                              .slen = (uint16_t)slen,
-                              .len = (uint32_t)dlen,
-                              .s = buf,
-                              .d = buf + slen};
+    v[r->n].m = (struct rmsg){
+        .type = type, .slen = (uint16_t)slen, .len = (uint32_t)dlen, .s = buf, .d = buf + slen};
     r->n++;
     if (rmsg_is_query(type) || type == RMSG_INFO)
         r->nanswers++;
@@ -265,8 +262,8 @@ static json_t *api_param(json_t *args, const char *key)
     return json_is_array(v) ? json_array_get(v, 0) : v;
 }
 
-static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned char *s,
-                     char *err, size_t errlen)
+static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned char *s, char *err,
+                     size_t errlen)
 {
     unsigned char *data = NULL;
     size_t n = 0, dlen = 0, nu = 0, slen;
@@ -312,8 +309,8 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
             break;
         rc = 0;
         if (n > 0)
-            rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_MSG : RMSG_KICK, s,
-                         n * RMSG_SID_LEN, data, dlen, err, errlen);
+            rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_MSG : RMSG_KICK, s, n * RMSG_SID_LEN,
+                         data, dlen, err, errlen);
         if (rc == 0 && nu > 0)
             rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_UID : RMSG_KICK_UID,
                          s + RMSG_MAX_SIDS * RMSG_SID_LEN, nu, data, dlen, err, errlen);
@@ -385,13 +382,15 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
     case ROUTER_API_CHANNEL: {
         json_t *name = api_param(args, "name"), *sess = api_param(args, "sessions");
         json_t *wrap = name != NULL ? json_pack("{sO}", "name", name) : json_object();
-        if (wrap == NULL || api_string(wrap, "name", RMSG_MAX_CHANNEL, &str, &slen, err, errlen) < 0) {
+        if (wrap == NULL
+            || api_string(wrap, "name", RMSG_MAX_CHANNEL, &str, &slen, err, errlen) < 0) {
             json_decref(wrap);
             break;
         }
-        if (sess != NULL && !(json_is_string(sess)
-                              && (strcmp(json_string_value(sess), "1") == 0
-                                  || strcmp(json_string_value(sess), "0") == 0))) {
+        if (sess != NULL
+            && !(json_is_string(sess)
+                 && (strcmp(json_string_value(sess), "1") == 0
+                     || strcmp(json_string_value(sess), "0") == 0))) {
             api_fail(err, errlen, "sessions: must be 1 or 0");
             json_decref(wrap);
             break;
@@ -639,7 +638,8 @@ static json_t *api_render_channel(const struct router_api_req *r, const unsigned
         char sid[RMSG_SID_LEN + 1];
         json_t *mem;
         size_t ul;
-        if (off + RMSG_SID_LEN + 1 > dlen || off + RMSG_SID_LEN + 1 + d[off + RMSG_SID_LEN] > dlen) {
+        if (off + RMSG_SID_LEN + 1 > dlen
+            || off + RMSG_SID_LEN + 1 + d[off + RMSG_SID_LEN] > dlen) {
             *status = 500;
             snprintf(err, errlen, "CH_MEMBERS answer cut short");
             goto fail;

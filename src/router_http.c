@@ -49,7 +49,7 @@ struct router_http {
     int has_secret;
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
-    unsigned refused;              /* requests refused, for the log's rate limit */
+    unsigned refused;             /* requests refused, for the log's rate limit */
     TAILQ_HEAD(, rhttp_req) reqs; /* waiting for answers */
 };
 
@@ -61,9 +61,9 @@ struct rhttp_req {
     struct evbuffer *answers; /* the answers in so far, whole messages back to back */
     size_t *lens;             /* their lengths */
     size_t got;
-    int running;  /* inside rhttp_run: answers are collected, not replied to */
-    int dropped;  /* the router dropped the local connection */
-    int waiting;  /* on h->reqs, with the close callback set */
+    int running; /* inside rhttp_run: answers are collected, not replied to */
+    int dropped; /* the router dropped the local connection */
+    int waiting; /* on h->reqs, with the close callback set */
     char peer[64];
     TAILQ_ENTRY(rhttp_req) entry;
 };
@@ -348,8 +348,7 @@ static void rhttp_handle(struct evhttp_request *req, void *arg)
         size_t n = evbuffer_get_length(in);
         json_error_t jerr;
         if (n > h->max_body) {
-            snprintf(err, sizeof(err), "body: %zu bytes, over HTTP_MAX_BODY (%zu)", n,
-                     h->max_body);
+            snprintf(err, sizeof(err), "body: %zu bytes, over HTTP_MAX_BODY (%zu)", n, h->max_body);
             rhttp_refuse(h, req, peer, 413, err);
             return;
         }
