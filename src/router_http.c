@@ -93,9 +93,13 @@ static void rhttp_refuse(struct router_http *h, struct evhttp_request *req, cons
                          int status, const char *why)
 {
     h->refused++;
-    if (h->refused <= 10 || h->refused % 1000 == 0)
-        log_err("router: http %s: %s refused (%d): %s (%u refused)", peer,
-                evhttp_request_get_uri(req), status, why, h->refused);
+    if (h->refused <= 10 || h->refused % 1000 == 0) {
+        const char *uri = evhttp_request_get_uri(req);
+        char text[160];
+        rmsg_escape(uri, uri != NULL ? strlen(uri) : 0, text, sizeof(text));
+        log_err("router: http %s: %s refused (%d): %s (%u refused)", peer, text, status, why,
+                h->refused);
+    }
     rhttp_send_json(req, status, json_pack("{ss}", "error", why));
 }
 
