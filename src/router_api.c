@@ -262,8 +262,8 @@ static json_t *api_param(json_t *args, const char *key)
     return json_is_array(v) ? json_array_get(v, 0) : v;
 }
 
-static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned char *s, char *err,
-                     size_t errlen)
+static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned char *s, size_t uoff,
+                     char *err, size_t errlen)
 {
     unsigned char *data = NULL;
     size_t n = 0, dlen = 0, nu = 0, slen;
@@ -299,7 +299,7 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
     case ROUTER_API_SEND:
     case ROUTER_API_KICK:
         if (api_sids(args, "sids", RMSG_MAX_SIDS, s, &n, err, errlen) < 0
-            || api_uids(args, "uids", s + RMSG_MAX_SIDS * RMSG_SID_LEN, &nu, err, errlen) < 0)
+            || api_uids(args, "uids", s + uoff, &nu, err, errlen) < 0)
             break;
         if (n == 0 && nu == 0) {
             api_fail(err, errlen, "sids, uids: give at least one SID or uid");
@@ -312,8 +312,8 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
             rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_MSG : RMSG_KICK, s, n * RMSG_SID_LEN,
                          data, dlen, err, errlen);
         if (rc == 0 && nu > 0)
-            rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_UID : RMSG_KICK_UID,
-                         s + RMSG_MAX_SIDS * RMSG_SID_LEN, nu, data, dlen, err, errlen);
+            rc = api_add(r, ep == ROUTER_API_SEND ? RMSG_SEND_UID : RMSG_KICK_UID, s + uoff, nu,
+                         data, dlen, err, errlen);
         break;
     case ROUTER_API_JOIN:
     case ROUTER_API_LEAVE:
@@ -409,22 +409,45 @@ static int api_build(int ep, json_t *args, struct router_api_req *r, unsigned ch
     return rc;
 }
 
+/* Room for the S the request can make: a channel, its SID lists (their
+ * checks stop at RMSG_MAX_SIDS before writing), then a uid list (at most
+ * UINT16_MAX bytes). Sized to the request, so a small one stays small. */
+static size_t api_scratch(json_t *args, size_t *uoff)
+{
+    static const char *const lists[] = {"sids", "exclude", "sid"};
+    json_t *uids = json_object_get(args, "uids"), *e;
+    size_t nsids = 1, ubytes = 0, i;
+
+    for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        json_t *v = json_object_get(args, lists[i]);
+        if (json_is_array(v) && json_array_size(v) > nsids)
+            nsids = json_array_size(v);
+    }
+    if (nsids > RMSG_MAX_SIDS)
+        nsids = RMSG_MAX_SIDS;
+    json_array_foreach(uids, i, e)
+    {
+        if (ubytes < UINT16_MAX)
+            ubytes += 1 + json_string_length(e);
+    }
+    *uoff = 1 + RMSG_MAX_CHANNEL + nsids * RMSG_SID_LEN;
+    return *uoff + (ubytes < UINT16_MAX ? ubytes : UINT16_MAX) + 1;
+}
+
 int router_api_build(int ep, json_t *args, struct router_api_req *out, char *err, size_t errlen)
 {
-    /* S of the longest message: 4095 SIDs, then (send, kick) a uid list. */
-    unsigned char *s = malloc(RMSG_MAX_SIDS * RMSG_SID_LEN + UINT16_MAX + 1);
+    unsigned char *s;
+    size_t uoff;
     int rc;
 
     memset(out, 0, sizeof(*out));
     out->ep = ep;
-    if (!json_is_object(args)) {
-        free(s);
+    if (!json_is_object(args))
         return api_fail(err, errlen, "the body must be a JSON object");
-    }
-    if (s == NULL)
+    if ((s = malloc(api_scratch(args, &uoff))) == NULL)
         return api_fail(err, errlen, "out of memory");
     out->args = json_incref(args);
-    rc = api_build(ep, args, out, s, err, errlen);
+    rc = api_build(ep, args, out, s, uoff, err, errlen);
     free(s);
     if (rc < 0)
         router_api_req_free(out);

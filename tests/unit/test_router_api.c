@@ -222,7 +222,7 @@ static void test_refusals_name_the_field(void **state)
 static void test_send_too_many(void **state)
 {
     /* 4096 SIDs: one past what a message carries. */
-    size_t n = 4096, len = 16 + n * 19;
+    size_t n = 4096, len = 64 + n * 19;
     char *text = malloc(len), *p = text;
 
     assert_non_null(text);
