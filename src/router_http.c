@@ -314,8 +314,8 @@ static void rhttp_handle(struct evhttp_request *req, void *arg)
         path = "/";
     if (strcmp(path, "/metrics") == 0) {
         struct evbuffer *out;
-        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        if (method != EVHTTP_REQ_GET) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
             rhttp_refuse(h, req, peer, 405, "/metrics: GET only");
             return;
         }
