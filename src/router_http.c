@@ -103,16 +103,26 @@ static void rhttp_refuse(struct router_http *h, struct evhttp_request *req, cons
     rhttp_send_json(req, status, json_pack("{ss}", "error", why));
 }
 
-static void rhttp_closed(struct evhttp_connection *evcon, void *arg);
+/* Off h->reqs and its connection's close callback: before its reply is
+ * sent, since sending may free the request (evhttp frees one whose
+ * connection is gone at once). */
+static void rhttp_unwait(struct rhttp_req *p)
+{
+    struct evhttp_connection *evcon;
 
+    if (!p->waiting)
+        return;
+    p->waiting = 0;
+    TAILQ_REMOVE(&p->h->reqs, p, entry);
+    if ((evcon = evhttp_request_get_connection(p->req)) != NULL)
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+}
+
+/* Frees what the request holds; its evhttp_request is evhttp's (answered,
+ * or freed with its connection) by then. */
 static void rhttp_req_free(struct rhttp_req *p)
 {
-    if (p->waiting) {
-        struct evhttp_connection *evcon = evhttp_request_get_connection(p->req);
-        TAILQ_REMOVE(&p->h->reqs, p, entry);
-        if (evcon != NULL)
-            evhttp_connection_set_closecb(evcon, NULL, NULL);
-    }
+    rhttp_unwait(p);
     if (p->c != NULL)
         router_local_close(p->c);
     router_api_req_free(&p->api);
@@ -131,6 +141,7 @@ static void rhttp_finish(struct rhttp_req *p)
     int status = 500;
     json_t *o = NULL;
 
+    rhttp_unwait(p);
     if (p->dropped) {
         rhttp_refuse(p->h, p->req, p->peer, 503,
                      "the router could not run the request now (see its log)");
