@@ -363,3 +363,36 @@ def test_bus_mode(router, gateways, php, redis_server):
     assert status == 503 and "bus" in out["error"]
     for cl in clients:
         cl.close()
+
+
+def test_binary_upgrade_keeps_the_http_api(tmp_path):
+    """SIGUSR2: the new router binds HTTP_PORT while the old one still listens
+    on it (SO_REUSEPORT), so the upgrade goes through and the API answers from
+    the new router."""
+    pid_file = tmp_path / "router.pid"
+    port = fk.free_port()
+    r = peers.Router(tmp_path / "router", PID_FILE=str(pid_file), HTTP_PORT=port).start()
+    old = r.pid
+    new = None
+    fk.wait_until(lambda: fk.port_listening(port), 5, msg="the HTTP API listening")
+
+    def pid():
+        try:
+            return int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    try:
+        assert ok(port, "GET", "/api/info")["clients"] == 0
+        os.kill(old, signal.SIGUSR2)
+        fk.wait_until(lambda: pid() not in (None, old), 10, msg="PID_FILE naming the new router")
+        new = pid()
+        r.proc.wait(timeout=10)
+        assert r.proc.returncode == 0
+        assert ok(port, "GET", "/api/info")["clients"] == 0
+        assert ok(port, "POST", "/api/broadcast", {"data": "x"}) == {"ok": True}
+        assert r.log_lines("upgrade: new router %d serves" % new)
+    finally:
+        if new:
+            assert fk.stop_pid(new, timeout=10), "the new router did not stop on SIGTERM"
+        elif r.alive():
+            r.stop()
