@@ -1,5 +1,5 @@
 # fooking: event-driven socket gateway. `make` builds ./fooking.
-PKGS     := libevent libevent_openssl lua5.3 hiredis openssl
+PKGS     := libevent libevent_openssl lua5.3 hiredis openssl jansson
 CC       ?= cc
 PREFIX   ?= /usr/local
 DESTDIR  ?=

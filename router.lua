@@ -22,6 +22,13 @@ ROUTER_OUTPUT_LIMIT = 67108864  -- bytes pending to one gateway link before it i
                                 -- answered before and has been silent this long (0 = off).
                                 -- A connection must present ROUTER_SECRET within 5 s.
 
+-- The HTTP JSON API (POST /api/publish, /api/send, ...; GET /api/info, /api/online,
+-- /api/channels, /api/channel) and GET /metrics, on a port of its own. With
+-- ROUTER_SECRET set, every request needs "Authorization: Bearer <ROUTER_SECRET>".
+-- HTTP_PORT = 9011             -- 0 = off (the default)
+-- HTTP_HOST = "127.0.0.1"      -- default: HOST
+-- HTTP_MAX_BODY = 1048576      -- largest request body, bytes (1024..64 MiB); past it 413
+
 -- With BUS the router keeps no state: it publishes each backend command to the
 -- Redis bus, and answers INFO and the backend API v2 queries from the keys the
 -- gateways keep there (a query may not see yet a command sent just before it). Run

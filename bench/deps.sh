@@ -4,7 +4,7 @@
 # for profiles. Idempotent: only missing packages are installed, and a dpkg lock
 # held by another apt run is waited for instead of failing.
 set -eu
-pkgs="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev python3 \
+pkgs="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev libjansson-dev python3 \
       pushpin nginx-light libnginx-mod-nchan gnuplot-nox linux-perf procps redis-server"
 missing=""
 for p in $pkgs; do

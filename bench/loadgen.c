@@ -18,7 +18,8 @@
  *   rt       N clients, K messages of S bytes in flight each, closed loop (or
  *            open loop at -r messages/s): messages/s and latency percentiles.
  *   fanout   N WebSocket subscribers; a publisher sends SEND_ALL or CH_PUB (or
- *            nchan HTTP POSTs) as fast as they are delivered, with at most -W
+ *            nchan HTTP POSTs, or the router's HTTP API's POST /api/broadcast
+ *            on -R keep-alive connections, one request each) as fast as they are delivered, with at most -W
  *            publications not yet delivered to everyone: deliveries/s and
  *            publish-to-delivery latency.
  *   idle     N connections opened and held: VmRSS of the given processes
@@ -72,7 +73,7 @@
 
 enum scenario { SC_RT, SC_FANOUT, SC_IDLE, SC_CONNECT };
 enum proto { P_LENGTH, P_WS };
-enum pubmode { PUB_SENDALL, PUB_CHPUB, PUB_HTTP };
+enum pubmode { PUB_SENDALL, PUB_CHPUB, PUB_HTTP, PUB_API };
 enum phase { PH_SETUP, PH_READY, PH_WARMUP, PH_MEASURE, PH_DONE };
 enum cstate { CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSED };
 enum ckind { CK_CLIENT, CK_PUB_ROUTER, CK_PUB_HTTP };
@@ -574,6 +575,12 @@ static long parse_http_pub(struct conn *c, const uint8_t *p, size_t n)
                 clen = strtol((const char *)h + i + 16, NULL, 10);
         if (n - used < hl + (size_t)clen)
             break;
+        /* The router's API answers 200 {"ok":true}; anything else is a failure
+         * that must not count as a publication. */
+        if (opt.pubmode == PUB_API && (hl < 12 || memcmp(h + 9, "200", 3) != 0)) {
+            fprintf(stderr, "loadgen: the HTTP API answered %.*s\n", (int)(hl > 40 ? 40 : hl), h);
+            return -1;
+        }
         used += hl + (size_t)clen;
         c->inflight = 0;
     }
@@ -581,6 +588,7 @@ static long parse_http_pub(struct conn *c, const uint8_t *p, size_t n)
 }
 
 static void start_next(struct thread *th);
+static void pub_tick(struct thread *th);
 
 static void conn_read(struct conn *c)
 {
@@ -623,6 +631,11 @@ static void conn_read(struct conn *c)
             conn_close(c, 1);
             return;
         }
+        /* The router's HTTP API: the next request as soon as the answer is
+         * in, not at the next tick (one request per connection and tick would
+         * measure the tick, not the server). */
+        if (c->kind == CK_PUB_HTTP && opt.pubmode == PUB_API && !c->inflight && used > 0)
+            pub_tick(th);
         size_t rest = n - (size_t)used;
         if (p == th->scratch) {
             if (rest) {
@@ -887,9 +900,22 @@ static void publish_one(struct thread *th)
     memset(msg + TS_LEN, 'x', n - TS_LEN);
     for (long i = 0; i < th->nconns; i++) {
         struct conn *c = th->conns[i];
-        if (c->state != CS_OPEN || (opt.pubmode == PUB_HTTP && c->inflight))
+        if (c->state != CS_OPEN || (opt.pubmode >= PUB_HTTP && c->inflight))
             continue;
-        if (opt.pubmode == PUB_HTTP) {
+        if (opt.pubmode == PUB_API) {
+            /* The message is hex and 'x': JSON-safe as it is. */
+            char head[512];
+            int hl = snprintf(head, sizeof(head),
+                              "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                              "Content-Length: %zu\r\n\r\n{\"data\":\"",
+                              opt.pubpath, opt.pubhost[c->ai], n + 11);
+            uint8_t *p = out_reserve(c, (size_t)hl + n + 2);
+            memcpy(p, head, (size_t)hl);
+            memcpy(p + hl, msg, n);
+            memcpy(p + hl + n, "\"}", 2);
+            c->inflight = 1;
+            break;
+        } else if (opt.pubmode == PUB_HTTP) {
             char head[512];
             int hl = snprintf(head, sizeof(head),
                               "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
@@ -1073,8 +1099,9 @@ static void usage(void)
             "  -r RATE     rt: open loop at RATE messages/s (K caps in flight)\n"
             "  -R H:P      fanout: publisher target (repeatable: router protocol sends each\n"
             "              message to each; http uses them as parallel publishers)\n"
-            "  -P MODE     fanout: sendall | chpub (router) | http (nchan POST)  [sendall]\n"
-            "  -U PATH     fanout http: publish path                   [/pub?id=bench]\n"
+            "  -P MODE     fanout: sendall | chpub (router) | http (nchan POST) |\n"
+            "              api (the router's HTTP API, JSON)            [sendall]\n"
+            "  -U PATH     fanout http, api: publish path  [/pub?id=bench, /api/broadcast]\n"
             "  -W N        fanout: publications outstanding at most    [100000/N]\n"
             "  -m L=P,P    idle: report VmRSS of these pids (repeatable)\n"
             "  -H SECS     idle: settle time before measuring          [1]\n"
@@ -1138,6 +1165,11 @@ static void parse_options(int argc, char **argv)
             if (!strcmp(optarg, "sendall")) opt.pubmode = PUB_SENDALL;
             else if (!strcmp(optarg, "chpub")) opt.pubmode = PUB_CHPUB;
             else if (!strcmp(optarg, "http")) opt.pubmode = PUB_HTTP;
+            else if (!strcmp(optarg, "api")) {
+                opt.pubmode = PUB_API;
+                if (!strcmp(opt.pubpath, "/pub?id=" CHANNEL))
+                    opt.pubpath = "/api/broadcast";
+            }
             else die("unknown publish mode %s", optarg);
             break;
         case 'U': opt.pubpath = optarg; break;
@@ -1244,7 +1276,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < opt.npub; i++) {
             struct conn *c = calloc(1, sizeof(*c));
             c->th = pubthread;
-            c->kind = opt.pubmode == PUB_HTTP ? CK_PUB_HTTP : CK_PUB_ROUTER;
+            c->kind = opt.pubmode >= PUB_HTTP ? CK_PUB_HTTP : CK_PUB_ROUTER;
             c->ai = i;
             c->fd = -1;
             c->state = CS_CLOSED;
@@ -1350,7 +1382,7 @@ control:;
     }
     static const char *scn[] = {"rt", "fanout", "idle", "connect"};
     static const char *prn[] = {"length", "ws"};
-    static const char *pubn[] = {"sendall", "chpub", "http"};
+    static const char *pubn[] = {"sendall", "chpub", "http", "api"};
     printf("RESULT label=%s scenario=%s proto=%s n=%ld k=%d s=%d threads=%d", opt.label,
            scn[opt.sc], prn[opt.proto], opt.n, opt.k, opt.size, opt.threads);
     if (opt.sc == SC_IDLE) {

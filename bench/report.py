@@ -252,6 +252,25 @@ for n in fans:
       f"{ratio(get(fs, 'rate'), get(bf, 'rate'))} | {lat(fs)} | {lat(nc)} |")
 w("\n![deliveries per second against subscribers](bench/results/fanout.png)\n")
 
+# ---- (b2) ----
+cb, ch = find("fooking-cmd-binary"), find("fooking-cmd-http")
+if cb or ch:
+    w("### Router commands: HTTP API beside the binary protocol\n")
+    w("SEND_ALL to 10 WebSocket subscribers on one gateway (two workers), so the router's "
+      "command rate is what is measured: the binary protocol on one backend connection "
+      "(pipelined, at most 10000 outstanding) against `POST /api/broadcast` "
+      "(`{\"data\": ...}`) on 16 keep-alive HTTP/1.1 connections, one request in flight "
+      "each. Commands per second = deliveries per second / 10; latency is publish to "
+      "delivery.\n")
+    w("| path | commands/s | deliveries/s | ms p50 / p99 / p99.9 | HTTP / binary |")
+    w("|---|---:|---:|---|---:|")
+    rel = paired("fooking-cmd-http", "fooking-cmd-binary")
+    for r, name in ((cb, "binary SEND_ALL"), (ch, "HTTP POST /api/broadcast")):
+        if r:
+            w(f"| {name} | {num(r['rate'] / 10)} | {num(r['rate'])} | {lat(r)} | "
+              f"{xr(rel) if r is ch and rel else '–'} |")
+    w("")
+
 # ---- (c) ----
 idles = sorted({r["n"] for r in rows if r.get("scenario") == "idle"})
 w("## (c) Idle WebSocket connections: memory\n")

@@ -79,12 +79,14 @@ start_echo() {
     PIDS+=($ECHO_PID)
     wait_port $ECHO_PORT
 }
-start_router() {
+start_router() { # sets ROUTER_PORT, ROUTER_PID and ROUTER_HTTP (its HTTP API)
     port ROUTER_PORT
+    port ROUTER_HTTP
     cat > "$TMP/router.lua" <<EOF
 ROUTER = 1
 HOST = "127.0.0.1"
 PORT = $ROUTER_PORT
+HTTP_PORT = $ROUTER_HTTP
 LOG_FILE = "$TMP/router.log"
 LOG_LEVEL = 1
 EOF
@@ -447,6 +449,20 @@ for N in $FANS; do
     for rep in 1 2; do
         run fooking-chpub -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P chpub -a 127.0.0.1:$GWE_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
     done
+done
+
+# ---- (b2) router commands: the HTTP API beside the binary protocol ----
+# Broadcasts to 10 WebSocket subscribers (one gateway, two workers), so the
+# router's command rate is what is measured: binary SEND_ALL on one backend
+# connection (pipelined, at most 10000 outstanding) against POST
+# /api/broadcast on 16 keep-alive HTTP/1.1 connections, one request in
+# flight each. Commands per second = deliveries per second / 10.
+log "(b2) router commands: HTTP API vs binary"
+HTTP_R=""; for _ in $(seq 16); do HTTP_R="$HTTP_R -R 127.0.0.1:$ROUTER_HTTP"; done
+CMD="-s fanout -p ws -n 10 -b 64 -d $D -w $W $SRC"
+for rep in $(seq $FAN_PAIRS); do
+    run fooking-cmd-binary $CMD -P sendall -a 127.0.0.1:$GWW_PORT -R 127.0.0.1:$ROUTER_PORT >/dev/null
+    run fooking-cmd-http $CMD -P api -a 127.0.0.1:$GWW_PORT $HTTP_R >/dev/null
 done
 
 # ---- (d) connect rate ----

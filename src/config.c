@@ -49,6 +49,9 @@ static const char *const config_keys[] = {
     "ROUTER_SECRET",
     "ROUTER_OUTPUT_LIMIT",
     "ROUTER_ANSWER_MAX",
+    "HTTP_PORT",
+    "HTTP_HOST",
+    "HTTP_MAX_BODY",
     "SSL",
     "SSL_CERT",
     "SSL_PKEY",
@@ -573,6 +576,18 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
     if (cfg_int(&c, "LINK_TIMEOUT", 15, 0, 3600, &v) < 0)
         goto done;
     cfg->link_timeout = (int)v;
+    if (cfg_int(&c, "HTTP_PORT", 0, 0, 65535, &v) < 0)
+        goto done;
+    cfg->http_port = (int)v;
+    if (cfg->http_port != 0 && cfg->http_port == cfg->port) {
+        cfg_fail(&c, "HTTP_PORT", "must differ from PORT (%d)", cfg->port);
+        goto done;
+    }
+    if (cfg_str(&c, "HTTP_HOST", cfg->host, &cfg->http_host) < 0)
+        goto done;
+    if (cfg_int(&c, "HTTP_MAX_BODY", 1LL << 20, 1024, 64LL << 20, &v) < 0)
+        goto done;
+    cfg->http_max_body = (size_t)v;
     if (!cfg->router && cfg_gateway(&c, cfg) < 0)
         goto done;
     cfg_warn_unknown(&c);
@@ -630,5 +645,6 @@ void config_free(struct config *cfg)
     free(cfg->fastcgi_params);
     free(cfg->bus);
     free(cfg->bus_prefix);
+    free(cfg->http_host);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -84,6 +84,9 @@ struct config {
     size_t router_answer_max;   /* ROUTER_ANSWER_MAX: largest answer D to a query */
     char *bus;                  /* BUS redis://... */
     char *bus_prefix;           /* BUS_PREFIX */
+    int http_port;              /* HTTP_PORT: the JSON API and /metrics (0 = off) */
+    char *http_host;            /* HTTP_HOST (default HOST) */
+    size_t http_max_body;       /* HTTP_MAX_BODY: largest request body, bytes */
 };
 
 /* Loads `path` into *cfg. On error writes one line "path: KEY ..." into err and

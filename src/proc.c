@@ -28,7 +28,19 @@ void proc_signal_set(sigset_t *set)
         sigaddset(set, sigs[i]);
 }
 
+static int proc_listen_opt(const char *host, int port, int reuseport);
+
 int proc_listen(const char *host, int port)
+{
+    return proc_listen_opt(host, port, 0);
+}
+
+int proc_listen_shared(const char *host, int port)
+{
+    return proc_listen_opt(host, port, 1);
+}
+
+static int proc_listen_opt(const char *host, int port, int reuseport)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -48,6 +60,8 @@ int proc_listen(const char *host, int port)
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
             break;
         err = errno;

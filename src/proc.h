@@ -15,6 +15,10 @@
 void proc_signal_set(sigset_t *set);
 /* Opens a listening TCP socket on host:port (nonblocking); -1 with a logged error. */
 int proc_listen(const char *host, int port);
+/* The same with SO_REUSEPORT: a socket that is not handed over in an upgrade
+ * (the router's HTTP_PORT), which the successor binds while this one still
+ * listens. */
+int proc_listen_shared(const char *host, int port);
 /* True if the socket is bound to 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. */
 int proc_is_loopback(int fd);
 /* Writes the pid file; refuses when it names a live process. 0 or -1. */

@@ -13,6 +13,10 @@ extern char **environ;
 
 static char *title_start;
 static size_t title_len;
+/* The copies of the environment, kept for the life of the process: unsetenv
+ * (of the upgrade's descriptors, proc.c) drops entries from environ, and
+ * they must stay owned (and freed with the process), not lost. */
+static char **title_env;
 
 void proctitle_init(int argc, char **argv)
 {
@@ -26,14 +30,16 @@ void proctitle_init(int argc, char **argv)
     while (environ[n])
         n++;
     char **env = malloc((n + 1) * sizeof(char *));
-    if (env == NULL)
+    if (env == NULL || (title_env = malloc((n + 1) * sizeof(char *))) == NULL) {
+        free(env);
         return;
+    }
     for (size_t i = 0; i < n; i++) {
         if (environ[i] == end)
             end = environ[i] + strlen(environ[i]) + 1;
-        env[i] = strdup(environ[i]);
+        env[i] = title_env[i] = strdup(environ[i]);
     }
-    env[n] = NULL;
+    env[n] = title_env[n] = NULL;
     environ = env;
     title_start = argv[0];
     title_len = (size_t)(end - argv[0]);

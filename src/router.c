@@ -57,6 +57,7 @@
 #include "proc.h"
 #include "rmsg.h"
 #include "router_cmd.h"
+#include "router_http.h"
 #include "rtable.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
@@ -145,7 +146,11 @@ struct rconn {
     struct ranswer_list answers; /* queries' answers not written yet, in order */
     size_t queued;               /* bytes of the ready ones among them */
     unsigned nwaiting;           /* its queries waiting for gateways */
-    TAILQ_ENTRY(rconn) entry;    /* r->conns, or r->dead once killed */
+    /* A local connection (router_local_new: the HTTP API's) has no conn:
+     * each answer goes to on_answer instead of an output. */
+    router_answer_fn *on_answer;
+    void *answer_arg;
+    TAILQ_ENTRY(rconn) entry; /* r->conns, or r->dead once killed */
 };
 TAILQ_HEAD(rconn_list, rconn);
 
@@ -184,6 +189,7 @@ struct router {
     struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
     const struct router_cmd *cmds; /* router_cmds, or router_bus_cmds with a bus */
     const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
+    struct router_http *http;      /* HTTP_PORT set: the JSON API (router_http.c) */
     unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
 
@@ -217,8 +223,11 @@ static void router_conn_trust(struct rconn *c)
 /* Drops c if its pending output passed the limit. Returns 0 if c is still alive. */
 static int router_check_output(struct rconn *c)
 {
-    size_t n = conn_output_length(c->conn);
+    size_t n;
 
+    if (c->conn == NULL)
+        return 0; /* local: its answers left at once */
+    n = conn_output_length(c->conn);
     if (c->r->output_limit == 0 || n <= c->r->output_limit)
         return 0;
     if (c->link)
@@ -260,14 +269,22 @@ void router_conn_kill(struct rconn *c)
         event_del(c->resume);
     /* Nothing more is read or written: the output queued this turn would
      * otherwise still go out before router_reap closes the socket. */
-    conn_read(c->conn, 0);
-    conn_set_timeouts(c->conn, NULL, NULL);
-    conn_setcb(c->conn, NULL, NULL, NULL, NULL);
-    if (conn_output_length(c->conn) > 0)
-        evbuffer_drain(conn_output(c->conn), conn_output_length(c->conn));
+    if (c->conn != NULL) {
+        conn_read(c->conn, 0);
+        conn_set_timeouts(c->conn, NULL, NULL);
+        conn_setcb(c->conn, NULL, NULL, NULL, NULL);
+        if (conn_output_length(c->conn) > 0)
+            evbuffer_drain(conn_output(c->conn), conn_output_length(c->conn));
+    }
     TAILQ_REMOVE(&r->conns, c, entry);
     TAILQ_INSERT_TAIL(&r->dead, c, entry);
     event_active(r->reap, 0, 0);
+    if (c->on_answer != NULL) {
+        /* A local connection the router dropped: its owner hears it once. */
+        router_answer_fn *fn = c->on_answer;
+        c->on_answer = NULL;
+        fn(c->answer_arg, NULL);
+    }
 }
 
 static void router_conn_free(struct rconn *c)
@@ -282,7 +299,8 @@ static void router_conn_free(struct rconn *c)
             evbuffer_free(a->buf);
         free(a);
     }
-    conn_free(c->conn);
+    if (c->conn != NULL)
+        conn_free(c->conn);
     if (c->auth_deadline != NULL)
         event_free(c->auth_deadline);
     if (c->resume != NULL)
@@ -321,8 +339,11 @@ struct bus *router_conn_bus(const struct rconn *c)
 int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
-    struct evbuffer *out = conn_output(c->conn);
+    struct evbuffer *out;
 
+    if (c->conn == NULL)
+        return router_conn_answer(c, type, d, len);
+    out = conn_output(c->conn);
     rmsg_encode_header(hdr, type, 0, (uint32_t)len);
     if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, d, len) < 0) {
         log_err("router: %s: out of memory queuing %s, closing", c->peer, rmsg_type_name(type));
@@ -349,16 +370,26 @@ int router_conn_release(struct rconn *c)
 
 /* ---- answers, in the order the queries came ---- */
 
+/* Moves a whole answer (msg's bytes) out: into c's output, or for a local
+ * connection to its owner, which may close it from inside. */
+static int router_conn_deliver(struct rconn *c, struct evbuffer *msg)
+{
+    if (c->conn != NULL)
+        return evbuffer_add_buffer(conn_output(c->conn), msg);
+    if (c->on_answer != NULL)
+        c->on_answer(c->answer_arg, msg);
+    return evbuffer_drain(msg, evbuffer_get_length(msg));
+}
+
 /* Writes the ready answers at the head of c's FIFO. */
 static void router_answers_flush(struct rconn *c)
 {
-    struct evbuffer *out = conn_output(c->conn);
     struct ranswer *a;
     int moved = 0;
 
     while (!c->dead && (a = STAILQ_FIRST(&c->answers)) != NULL && a->buf != NULL) {
         size_t n = evbuffer_get_length(a->buf);
-        if (evbuffer_add_buffer(out, a->buf) < 0) {
+        if (router_conn_deliver(c, a->buf) < 0) {
             log_err("router: %s: out of memory writing an answer, closing", c->peer);
             router_conn_kill(c);
             return;
@@ -377,7 +408,7 @@ static void router_answers_flush(struct rconn *c)
  * a backend that asks and never reads cannot grow the router without bound. */
 static int router_answers_check(struct rconn *c)
 {
-    size_t n = conn_output_length(c->conn) + c->queued;
+    size_t n = (c->conn != NULL ? conn_output_length(c->conn) : 0) + c->queued;
 
     if (c->r->output_limit == 0 || n <= c->r->output_limit)
         return 0;
@@ -424,7 +455,7 @@ static void router_answer_push(struct rconn *c, struct evbuffer *msg)
     if (c->dead)
         return;
     if (STAILQ_EMPTY(&c->answers)) {
-        if (evbuffer_add_buffer(conn_output(c->conn), msg) < 0) {
+        if (router_conn_deliver(c, msg) < 0) {
             log_err("router: %s: out of memory writing an answer, closing", c->peer);
             router_conn_kill(c);
             return;
@@ -1159,7 +1190,7 @@ static void router_gwq_free(struct rgwq *q)
         evbuffer_free(q->records);
     free(q->links);
     r->gwq_sids -= q->nsids;
-    if (q->c != NULL && --q->c->nwaiting == 0 && !q->c->dead) {
+    if (q->c != NULL && --q->c->nwaiting == 0 && !q->c->dead && q->c->conn != NULL) {
         conn_read(q->c->conn, 1);
         event_active(q->c->resume, EV_TIMEOUT, 0); /* what it sent meanwhile */
     }
@@ -1246,7 +1277,8 @@ static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
     struct rgwq *q;
     unsigned char key[4];
 
-    if (c->resume == NULL && (c->resume = event_new(r->base, -1, 0, router_conn_resume, c)) == NULL)
+    if (c->conn != NULL && c->resume == NULL
+        && (c->resume = event_new(r->base, -1, 0, router_conn_resume, c)) == NULL)
         goto fail;
     if (c->nwaiting >= ROUTER_MAX_WAITING) {
         log_info("router: %s: %u queries already wait for gateways, %s answered ERROR", c->peer,
@@ -1283,7 +1315,8 @@ static struct rgwq *router_gwq_new(struct rconn *c, uint16_t type)
     }
     q->c = c;
     c->nwaiting++;
-    conn_read(c->conn, 0);
+    if (c->conn != NULL) /* a local connection runs nothing behind it meanwhile */
+        conn_read(c->conn, 0);
     evtimer_add(q->deadline, r->gwq_tv);
     return q;
 fail:
@@ -1532,6 +1565,76 @@ fail:
     if (payload != NULL)
         evbuffer_drain(payload, evbuffer_get_length(payload));
     router_conn_kill(c);
+}
+
+/* ---- local connections: the HTTP API's (router_cmd.h) ---- */
+
+struct rconn *router_local_new(struct router *r, const char *peer, router_answer_fn *fn, void *arg)
+{
+    struct rconn *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->r = r;
+    c->authed = 1; /* the HTTP API checked the secret itself */
+    STAILQ_INIT(&c->answers);
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->on_answer = fn;
+    c->answer_arg = arg;
+    TAILQ_INSERT_TAIL(&r->conns, c, entry);
+    return c;
+}
+
+/* As router_dispatch, for a message whose S and D are in the caller's
+ * memory: the same table, the same checks (the framing's bound on D too). */
+int router_local_run(struct rconn *c, struct rmsg *m)
+{
+    struct router *r = c->r;
+    const struct router_cmd *cmd;
+    struct evbuffer *payload = NULL;
+    int rc;
+
+    if (m->type == 0 || m->type > RMSG_TYPE_MAX)
+        return RMSG_ERR_TYPE;
+    if (m->len > rmsg_max_len(m->type, r->max_len))
+        return RMSG_ERR_LEN;
+    if ((rc = rmsg_validate(m)) != RMSG_OK)
+        return rc;
+    if (c->dead)
+        return RMSG_OK; /* dropped by a message before: its owner was told */
+    cmd = &r->cmds[m->type];
+    if (cmd->d == ROUTER_D_PAYLOAD) {
+        payload = r->payload;
+        if (m->len > 0 && evbuffer_add(payload, m->d, m->len) < 0) {
+            log_err("router: %s: out of memory reading %s (%u bytes), closing", c->peer,
+                    rmsg_type_name(m->type), m->len);
+            evbuffer_drain(payload, evbuffer_get_length(payload));
+            router_conn_kill(c);
+            return RMSG_OK;
+        }
+    } else if (cmd->d == ROUTER_D_SKIP) {
+        m->len = 0;
+    }
+    cmd->fn(c, m, payload);
+    if (payload != NULL)
+        evbuffer_drain(payload, evbuffer_get_length(payload));
+    return RMSG_OK;
+}
+
+void router_local_close(struct rconn *c)
+{
+    c->on_answer = NULL;
+    router_conn_kill(c);
+}
+
+const struct config *router_config(const struct router *r)
+{
+    return r->cfg;
+}
+
+struct event_base *router_base(const struct router *r)
+{
+    return r->base;
 }
 
 static void router_conn_read(struct conn *conn, void *arg)
@@ -1836,7 +1939,11 @@ static void router_free(struct router *r)
 {
     struct rconn *c;
 
-    /* First: freeing the bus answers its pending callbacks, which touch conns. */
+    /* First the HTTP API: its requests' connections go (no callback after),
+     * before the bus answers what is pending with nothing. */
+    router_http_free(r->http);
+    r->http = NULL;
+    /* Freeing the bus answers its pending callbacks, which touch conns. */
     bus_free(r->bus);
     r->bus = NULL;
     while (!TAILQ_EMPTY(&r->gwqs))
@@ -2007,6 +2114,8 @@ int router_run(const struct config *cfg)
         if (r->ping == NULL || event_add(r->ping, &tv) < 0)
             goto fail_oom;
     }
+    if (cfg->http_port > 0 && (r->http = router_http_new(r)) == NULL)
+        goto fail;
     log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, max "
              "answer %zu bytes, %s%s)",
              cfg->host, cfg->port, r->max_len, r->output_limit, r->answer_max,

@@ -68,6 +68,30 @@ void router_answer_refuse(struct rconn *c, struct ranswer *a, uint16_t type, con
  * ERROR (its type, why); a command is only logged, with the peer. */
 void router_conn_refuse(struct rconn *c, const struct rmsg *m, const char *why);
 
+/* ---- local connections: no socket (the HTTP API, router_http.c) ----
+ *
+ * A local connection runs messages exactly as a backend's connection would
+ * (the same command table, the same checks, answers in order), and is
+ * trusted (the HTTP API checks ROUTER_SECRET itself). Each answer, a whole
+ * message (header, S empty, D), goes to fn as it is ready: synchronously
+ * from router_local_run, or later from the loop (gateways, the bus); fn may
+ * take msg's bytes and may call router_local_close. If the router drops the
+ * connection (out of memory, the bus gone), fn(arg, NULL) is called once. */
+struct router;
+struct config;
+typedef void router_answer_fn(void *arg, struct evbuffer *msg);
+/* NULL when out of memory. peer names it in log lines. */
+struct rconn *router_local_new(struct router *r, const char *peer, router_answer_fn *fn, void *arg);
+/* Runs m (S and D in the caller's memory, used during the call only): RMSG_OK
+ * when it ran, else the status of the check that refused it (nothing ran, no
+ * answer will come). A query's answer comes through fn. */
+int router_local_run(struct rconn *c, struct rmsg *m);
+/* The owner is done: fn is not called again; the memory goes once nothing
+ * (a gateway query, a bus reply) refers to it any more. */
+void router_local_close(struct rconn *c);
+const struct config *router_config(const struct router *r);
+struct event_base *router_base(const struct router *r);
+
 /* Commands both modes answer the same way. */
 router_cmd_fn router_cmd_secret, router_cmd_ping, router_cmd_pong;
 

@@ -383,7 +383,7 @@ def test_make_deb(tmp_path):
                                                    capture_output=True, text=True).stdout.strip()
     depends = field("Depends")
     for lib in ("libevent-2.1-7", "libevent-openssl-2.1-7", "liblua5.3-0", "libhiredis0.14",
-                "libssl3", "libc6"):
+                "libssl3", "libjansson4", "libc6"):
         assert re.search(r"(^|, )%s\b" % re.escape(lib), depends), (lib, depends)
     info = subprocess.run(["dpkg-deb", "-I", deb], capture_output=True, text=True,
                           check=True).stdout

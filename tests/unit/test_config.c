@@ -118,8 +118,8 @@ static void test_bus_url(void **state)
     assert_string_equal(host, "h");
     assert_int_equal(port, 1);
     assert_int_equal(db, 3);
-    assert_int_equal(bus_parse_url("redis://:bad%4@h:1", host, sizeof(host), &port, pw,
-                                   sizeof(pw), &db, e, sizeof(e)),
+    assert_int_equal(bus_parse_url("redis://:bad%4@h:1", host, sizeof(host), &port, pw, sizeof(pw),
+                                   &db, e, sizeof(e)),
                      -1);
     assert_string_equal(e, "bad %-escape in the password");
     expect_error("ROUTER=1 PORT=1 BUS='redis://:%zz@h:1'", "BUS must be");
@@ -133,7 +133,24 @@ static void test_router_mode(void **state)
     assert_int_equal(load("ROUTER=1 PORT=9010 HOST='127.0.0.1'\n", &cfg, err, sizeof(err)), 0);
     assert_int_equal(cfg.router, 1);
     assert_int_equal(cfg.nbackends, 0); /* gateway keys not required */
+    /* The HTTP API: off, and on HOST with a 1 MiB body when on. */
+    assert_int_equal(cfg.http_port, 0);
+    assert_string_equal(cfg.http_host, "127.0.0.1");
+    assert_int_equal(cfg.http_max_body, 1 << 20);
     config_free(&cfg);
+    assert_int_equal(load("ROUTER=1 PORT=9010 HTTP_PORT=9011 HTTP_HOST='::1' HTTP_MAX_BODY=4096\n",
+                          &cfg, err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.http_port, 9011);
+    assert_string_equal(cfg.http_host, "::1");
+    assert_int_equal(cfg.http_max_body, 4096);
+    config_free(&cfg);
+    expect_error("ROUTER=1 PORT=9010 HTTP_PORT=9010", "HTTP_PORT must differ from PORT (9010)");
+    expect_error("ROUTER=1 PORT=9010 HTTP_PORT=65536",
+                 "HTTP_PORT must be an integer from 0 to 65535");
+    expect_error("ROUTER=1 PORT=9010 HTTP_HOST=1", "HTTP_HOST must be a string");
+    expect_error("ROUTER=1 PORT=9010 HTTP_MAX_BODY=100",
+                 "HTTP_MAX_BODY must be an integer from 1024 to 67108864");
 }
 
 static void test_errors(void **state)
@@ -230,10 +247,10 @@ static void test_bounds(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),    cmocka_unit_test(test_full),
-        cmocka_unit_test(test_bounds),
-        cmocka_unit_test(test_router_mode), cmocka_unit_test(test_bus_url),
-        cmocka_unit_test(test_errors),      cmocka_unit_test(test_lua_syntax_error),
+        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_bounds),           cmocka_unit_test(test_router_mode),
+        cmocka_unit_test(test_bus_url),          cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_lua_syntax_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
