@@ -1643,6 +1643,9 @@ static void router_conn_event(struct conn *conn, short what, void *arg)
     } else if (what & CONN_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & CONN_ERROR) {
+        /* A gateway that closes with our data unread resets the connection. */
+        if (EVUTIL_SOCKET_ERROR() == ECONNRESET)
+            c->drop = ROUTER_DROP_CLOSED;
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id,

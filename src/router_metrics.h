@@ -18,7 +18,7 @@ struct bus;
 /* Why a gateway link was dropped (fooking_router_links_dropped_total{reason}). */
 enum router_drop {
     ROUTER_DROP_ERROR,        /* a malformed message, out of memory, a socket error */
-    ROUTER_DROP_CLOSED,       /* the gateway closed it */
+    ROUTER_DROP_CLOSED,       /* the gateway closed it (or reset it) */
     ROUTER_DROP_TIMEOUT,      /* silent for LINK_TIMEOUT after answering PING */
     ROUTER_DROP_OUTPUT_LIMIT, /* ROUTER_OUTPUT_LIMIT bytes unsent */
     ROUTER_DROP_REPLACED,     /* the same gateway worker connected again */
