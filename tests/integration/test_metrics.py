@@ -16,6 +16,7 @@ import urllib.parse
 import pytest
 
 import fk
+from peers import redis_server, router  # noqa: F401 (fixtures)
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -218,3 +219,126 @@ def test_healthz_follows_the_workers(metrics_gw):
     assert not victims & set(gw.worker_pids())
     s = scrape(gw.metrics_port)
     assert value(s, "fooking_workers_alive") == 2
+
+
+def test_router_link_and_bus_metrics(gateway, fake, router, redis_server):
+    """With ROUTER_HOST and BUS set, the links' gauges show each worker's link."""
+    srv = fake()
+    r = router()
+    port = fk.free_port()
+    gw = gateway(BACKEND_SERVER=srv.addr, WORKER_NUM=2, METRICS_PORT=port,
+                 ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port,
+                 BUS="redis://127.0.0.1:%d" % redis_server.port)
+    fk.wait_listening(port, gw.proc)
+
+    def links_up():
+        s = scrape(port)
+        return value(s, "fooking_router_links_up") == 2 \
+            and value(s, "fooking_bus_connected", '{connection="subscribe"}') == 2 \
+            and value(s, "fooking_bus_connected", '{connection="command"}') == 2 and s
+    s = fk.wait_until(links_up, timeout=10, msg="2 router links and 2+2 bus connections up")
+    assert value(s, "fooking_router_link_reconnects_total") == 0
+    assert value(s, "fooking_bus_reconnects_total") == 0
+    promtool_check(http_get(port, "/metrics")[2])
+    r.stop()
+    fk.wait_until(lambda: value(scrape(port), "fooking_router_links_up") == 0, timeout=10,
+                  msg="the router links down once the router stopped")
+    r.start()
+    fk.wait_until(lambda: value(scrape(port), "fooking_router_links_up") == 2, timeout=15,
+                  msg="the router links up again")
+    assert value(scrape(port), "fooking_router_link_reconnects_total") == 2
+
+
+def test_prometheus_scrapes_the_gateway(metrics_gw, tmp_path):
+    """A real Prometheus server scraping METRICS_PORT answers fooking_clients."""
+    if not PROMETHEUS:
+        pytest.skip("prometheus not installed (Debian's prometheus package; scripts/deps.sh test)")
+    gw, _ = metrics_gw
+    clients = [gw.client() for _ in range(3)]
+    for c in clients:
+        assert c.request(b"hi") == b"hi"
+    web = fk.free_port()
+    conf = tmp_path / "prometheus.yml"
+    conf.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: fooking\n    static_configs:\n"
+        "      - targets: ['127.0.0.1:%d']\n" % gw.metrics_port)
+    out = open(tmp_path / "prometheus.out", "wb")
+    proc = subprocess.Popen([PROMETHEUS, "--config.file=%s" % conf,
+                             "--storage.tsdb.path=%s" % (tmp_path / "data"),
+                             "--web.listen-address=127.0.0.1:%d" % web],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        fk.wait_listening(web, proc, timeout=30, what="prometheus", output=tmp_path / "prometheus.out")
+
+        def answered():
+            q = urllib.parse.urlencode({"query": 'sum(fooking_clients{job="fooking"})'})
+            status, _, body = http_get(web, "/api/v1/query?" + q)
+            if status != 200:
+                return None
+            res = json.loads(body)["data"]["result"]
+            return res and float(res[0]["value"][1]) == 3 and res
+        fk.wait_until(answered, timeout=30, interval=0.2,
+                      msg="prometheus to answer sum(fooking_clients) == 3")
+        q = urllib.parse.urlencode({"query": 'up{job="fooking"}'})
+        res = json.loads(http_get(web, "/api/v1/query?" + q)[2])["data"]["result"]
+        assert res and res[0]["value"][1] == "1"
+    finally:
+        fk.stop_pid(proc, timeout=10)
+        out.close()
+        for c in clients:
+            c.close()
+
+
+# ---------------------------------------------------------------- the router
+
+def router_serves_metrics(tmp_path):
+    """Whether this build's router knows HTTP_PORT (GET /metrics on it)."""
+    conf = tmp_path / "probe.lua"
+    fk.write_config(conf, {"ROUTER": 1, "HOST": "127.0.0.1", "PORT": fk.free_port(),
+                           "HTTP_PORT": fk.free_port()})
+    r = fk.run_check(conf)
+    return r.returncode == 0 and "HTTP_PORT" not in r.stdout + r.stderr
+
+
+def test_router_metrics(router, tmp_path):
+    if not router_serves_metrics(tmp_path):
+        pytest.skip("the router does not serve GET /metrics in this build (HTTP_PORT is an "
+                    "unknown key)")
+    import rproto as rp
+    http_port = fk.free_port()
+    r = router(HTTP_PORT=http_port, HTTP_HOST="127.0.0.1")
+    fk.wait_listening(http_port, r.proc, what="router HTTP_PORT")
+    links = [rp.Gateway(r.port, s, w, nsids=3) for s in (1, 2) for w in (0, 1)]
+    bk = rp.Backend(r.port)
+    try:
+        rp.wait_info(r.port, lambda i: i["clients"] == 12 and len(i["gateways"]) == 4)
+        bk.send_all(b"hello")
+        bk.ch_add([rp.sid(1, 0, 0)], b"room")
+        bk.ch_pub(b"room", b"x")
+        for g in links:
+            assert g.recv()[2] == b"hello"
+
+        def text():
+            status, ctype, body = http_get(http_port, "/metrics")
+            assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+            return body
+        fk.wait_until(lambda: value(parse(text()), "fooking_router_commands_total",
+                                    '{type="CH_PUB"}') == 1, msg="CH_PUB counted")
+        body = text()
+        promtool_check(body)
+        s = parse(body)
+        assert value(s, "fooking_router_links") == 4
+        assert value(s, "fooking_router_sessions") == 12
+        assert value(s, "fooking_router_commands_total", '{type="SEND_ALL"}') == 1
+        assert value(s, "fooking_router_commands_total", '{type="AUTH"}') == 4
+        assert value(s, "fooking_router_deliveries_total") >= 6  # 4 + CH_ADD + CH_PUB
+        links.pop().close()
+        fk.wait_until(lambda: value(parse(text()), "fooking_router_links") == 3,
+                      msg="the closed link gone")
+        s = parse(text())
+        assert value(s, "fooking_router_links_dropped_total", '{reason="closed"}') == 1
+    finally:
+        bk.close()
+        for g in links:
+            g.close()
