@@ -342,3 +342,41 @@ def test_router_metrics(router, tmp_path):
         bk.close()
         for g in links:
             g.close()
+
+
+def test_metrics_port_survives_a_binary_upgrade(gateway, fake, tmp_path):
+    """SIGUSR2: the new master binds METRICS_PORT while the old one still
+    holds it (SO_REUSEPORT), and serves it once the old one is gone."""
+    srv = fake()
+    port = fk.free_port()
+    pid_file = tmp_path / "gw.pid"
+    gw = gateway(BACKEND_SERVER=srv.addr, WORKER_NUM=2, METRICS_PORT=port, PID_FILE=str(pid_file),
+                 GRACEFUL_STOP_TIME=1)
+    fk.wait_listening(port, gw.proc)
+    old = gw.pid
+
+    def pid_file_pid():
+        try:
+            return int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    new = None
+    try:
+        os.kill(old, signal.SIGUSR2)
+        fk.wait_until(lambda: pid_file_pid() not in (None, old), 15,
+                      msg="PID_FILE naming the new master")
+        new = pid_file_pid()
+        gw.proc.wait(timeout=20)
+        assert "cannot listen" not in gw.log()
+        assert http_get(port, "/healthz")[0] == 200
+        s = scrape(port)
+        assert value(s, "fooking_workers_alive") == 2
+        with gw.client() as c:
+            assert c.request(b"after") == b"after"
+    finally:
+        if new:
+            workers = fk.children_of(new)
+            fk.stop_pid(new, timeout=15)
+            for w in workers:
+                if fk.pid_alive(w):
+                    os.kill(w, signal.SIGKILL)
