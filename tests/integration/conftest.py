@@ -49,6 +49,9 @@ def pytest_configure(config):
 ALLOWED_SKIPS = (
     "RSS is not meaningful under AddressSanitizer",
     "needs root",
+    # test_metrics: a build whose router has no HTTP API yet; drop this once
+    # every build has it.
+    "the router does not serve GET /metrics in this build",
 )
 
 
