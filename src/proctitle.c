@@ -22,16 +22,25 @@ void proctitle_init(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (argv[i] == end)
             end = argv[i] + strlen(argv[i]) + 1;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     while (environ[n])
-        n++;
+        bytes += strlen(environ[n++]) + 1;
+    /* The strings in one block: an entry that unsetenv() takes out of
+     * environ (an upgrade's FOOKING_* variables) stays part of the block the
+     * others live in, not an allocation nothing points to any more. */
     char **env = malloc((n + 1) * sizeof(char *));
-    if (env == NULL)
+    char *strings = malloc(bytes ? bytes : 1);
+    if (env == NULL || strings == NULL) {
+        free(env);
+        free(strings);
         return;
+    }
     for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(environ[i]) + 1;
         if (environ[i] == end)
-            end = environ[i] + strlen(environ[i]) + 1;
-        env[i] = strdup(environ[i]);
+            end = environ[i] + len;
+        env[i] = memcpy(strings, environ[i], len);
+        strings += len;
     }
     env[n] = NULL;
     environ = env;
