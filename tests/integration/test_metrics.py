@@ -380,3 +380,41 @@ def test_metrics_port_survives_a_binary_upgrade(gateway, fake, tmp_path):
             for w in workers:
                 if fk.pid_alive(w):
                     os.kill(w, signal.SIGKILL)
+
+
+def test_websocket_clients_and_close_reasons(gateway, fake):
+    """fooking_clients{protocol="websocket"}, and closes counted by reason: the
+    peer's close frame, a protocol error and a handshake never finished."""
+    import wsraw
+    srv = fake()
+    port = fk.free_port()
+    gw = gateway(BACKEND_SERVER=srv.addr, WORKER_NUM=2, EVENT_CLOSE=0, METRICS_PORT=port,
+                 PROTOCOL="websocket", ALLOWED_ORIGINS=["*"], HANDSHAKE_TIMEOUT=1)
+    fk.wait_listening(port, gw.proc)
+    socks = []
+    for _ in range(3):
+        ws = wsraw.RawWs(gw.port)
+        ws.handshake()
+        ws.send_text("hi")
+        assert ws.recv_message()[1] == b"hi"
+        socks.append(ws)
+    s = scrape(port)
+    assert value(s, "fooking_clients", '{protocol="websocket"}') == 3
+    assert value(s, "fooking_clients", '{protocol="length"}') == 0
+    socks[0].send_close(1000)
+    socks[0].wait_eof()
+    socks[1].send_frame(0x3)  # a reserved opcode: the gateway fails the connection
+    socks[1].wait_eof()
+    silent = wsraw.RawWs(gw.port)  # connects, never sends its handshake
+
+    def counted():
+        s = scrape(port)
+        return value(s, "fooking_client_closed_total", '{reason="client"}') == 1 \
+            and value(s, "fooking_client_closed_total", '{reason="protocol"}') == 1 \
+            and value(s, "fooking_client_closed_total", '{reason="handshake_timeout"}') == 1 \
+            and value(s, "fooking_clients", '{protocol="websocket"}') == 1 and s
+    s = fk.wait_until(counted, timeout=10, msg="the three closes counted by reason")
+    assert value(s, "fooking_client_connections_accepted_total") == 4
+    assert value(s, "fooking_client_messages_received_total") == 3
+    for ws in socks[2:] + [silent]:
+        ws.close()
