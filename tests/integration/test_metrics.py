@@ -418,3 +418,36 @@ def test_websocket_clients_and_close_reasons(gateway, fake):
     assert value(s, "fooking_client_messages_received_total") == 3
     for ws in socks[2:] + [silent]:
         ws.close()
+
+
+def test_backend_close_and_kick_reasons(gateway, fake, router):
+    """A reply's X-Fooking-Close counts as reason="backend", a router KICK as
+    reason="kicked"."""
+    import rproto as rp
+    srv = fake()
+    r = router()
+    port = fk.free_port()
+    gw = gateway(BACKEND_SERVER=srv.addr, WORKER_NUM=1, EVENT_CLOSE=0, METRICS_PORT=port,
+                 ROUTER_HOST="127.0.0.1", ROUTER_PORT=r.port)
+    fk.wait_listening(port, gw.proc)
+    fk.wait_until(lambda: value(scrape(port), "fooking_router_links_up") == 1, timeout=10,
+                  msg="the router link up")
+    closed = gw.client()
+    closed.send(b"reply:" + json.dumps({"h": [["X-Fooking-Close", "4001 bye"]],
+                                        "b": "bye"}).encode())
+    assert closed.recv_closed()
+    kicked = gw.client()
+    assert kicked.request(b"kick me") == b"kick me"
+    bk = rp.Backend(r.port)
+    fk.wait_until(lambda: bk.info()["clients"] == 1, msg="the router to know the session")
+    bk.kick([srv.sid_of(b"kick me").encode()])
+    assert kicked.recv_closed()
+    bk.close()
+
+    def counted():
+        s = scrape(port)
+        return value(s, "fooking_client_closed_total", '{reason="backend"}') == 1 \
+            and value(s, "fooking_client_closed_total", '{reason="kicked"}') == 1
+    fk.wait_until(counted, msg="the backend's close and the kick counted")
+    closed.close()
+    kicked.close()
