@@ -451,3 +451,25 @@ def test_backend_close_and_kick_reasons(gateway, fake, router):
     fk.wait_until(counted, msg="the backend's close and the kick counted")
     closed.close()
     kicked.close()
+
+
+def test_bad_metrics_port_and_port_in_use(gateway, fake, tmp_path):
+    conf = tmp_path / "bad.lua"
+    fk.write_config(conf, {"PORT": fk.free_port(), "BACKEND_SERVER": "127.0.0.1:9",
+                           "METRICS_PORT": 70000})
+    r = fk.run_check(conf)
+    assert r.returncode == 1
+    assert "METRICS_PORT must be an integer from 0 to 65535, got 70000" in r.stdout + r.stderr
+    # A port another process holds: the start fails at once, naming it.
+    import socket
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        gw = gateway(start=False, BACKEND_SERVER=fake().addr, METRICS_PORT=taken)
+        fk.write_config(gw.conf, gw.keys)
+        p = subprocess.run([str(fk.FOOKING), str(gw.conf)], capture_output=True, text=True,
+                           timeout=10, stdin=subprocess.DEVNULL)
+        assert p.returncode == 1
+        assert gw.log_lines("METRICS_HOST:METRICS_PORT 127.0.0.1:%d: cannot listen" % taken), \
+            gw.log() + p.stdout + p.stderr
