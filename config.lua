@@ -82,6 +82,10 @@ BACKEND_FAIL_TIMEOUT = 10   -- seconds a server marked down is skipped (tried an
 GRACEFUL_STOP_TIME = 10     -- SIGQUIT (fooking -s quit): close clients spread over this many
                             -- seconds, after their requests in flight are answered
 
+-- Monitoring: the master serves GET /metrics (Prometheus) and GET /healthz.
+METRICS_PORT = 0            -- 0 = off; e.g. 9101 (a change needs a restart)
+METRICS_HOST = "127.0.0.1"  -- "0.0.0.0" to be scraped from other machines
+
 -- Events posted to the backend (param EVENT): 0 message, 1 connect, 2 close.
 EVENT_CONNECT = 0           -- 1 = post EVENT=1 when a client connects; its reply goes to it
 EVENT_CLOSE = 1             -- 1 = post EVENT=2 when a client goes away

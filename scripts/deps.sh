@@ -5,7 +5,7 @@
 set -eu
 what=${1:-build}
 build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev libjansson-dev"
-test="$build systemd logrotate man-db groff-base dpkg-dev libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev redis-server openssl clang libclang-rt-14-dev chromium"
+test="$build prometheus systemd logrotate man-db groff-base dpkg-dev libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev redis-server openssl clang libclang-rt-14-dev chromium"
 # The chat demo needs no Redis; the Go backend builds the fooking package, whose
 # Redis transport needs redigo. redis-server only for BUS=redis.
 demo="$build php-fpm php-cli golang-go golang-github-gomodule-redigo-dev"

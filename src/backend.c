@@ -28,6 +28,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 
 #define BACKEND_MPX_MAX 64 /* requests in flight on one multiplexed connection */
@@ -80,13 +81,17 @@ struct backend_pool {
     int nqueued;
     /* Common timeouts of base where possible (backend_tv). */
     struct timeval connect_tv, read_tv, queue_tv;
-    double queue_timeout; /* BACKEND_QUEUE_TIMEOUT, for the log line */
+    double queue_timeout;        /* BACKEND_QUEUE_TIMEOUT, for the log line */
+    struct backend_stats *stats; /* the worker's (backend_pool_set_stats), or a dummy */
 };
+
+/* Where a pool counts until its owner says where (a pool in a unit test). */
+static struct backend_stats backend_nostats;
 
 static void backend_conn_close(struct backend_conn *bc);
 static void backend_conn_free(struct backend_conn *bc);
 static void backend_dispatch(struct backend_pool *p, struct request *r);
-static void backend_finish(struct request *r, int failed);
+static void backend_finish(struct request *r, enum backend_outcome how);
 static void backend_queue_expired(evutil_socket_t fd, short what, void *arg);
 
 /* ---- params ---- */
@@ -307,6 +312,7 @@ static struct backend_pool *backend_pool_alloc(struct event_base *base, const st
     p->keepalive = cfg->backend_keepalive;
     p->max_conns = cfg->backend_max_conns;
     p->queue_size = cfg->backend_queue_size;
+    p->stats = &backend_nostats;
     p->multiplex = cfg->backend_multiplex;
     p->max_fails = cfg->backend_max_fails;
     p->fail_timeout = cfg->backend_fail_timeout;
@@ -520,6 +526,7 @@ static void backend_enqueue(struct backend_pool *p, struct request *r)
     r->queued = 1;
     TAILQ_INSERT_TAIL(&p->queue, r, queue_entry);
     p->nqueued++;
+    gauge_add(&p->stats->queued, 1);
     if (r->event != EVENT_CLOSE) {
         event_assign(&r->queue_ev, p->base, -1, 0, backend_queue_expired, r);
         event_add(&r->queue_ev, &p->queue_tv);
@@ -534,6 +541,7 @@ static void backend_dequeue(struct backend_pool *p, struct request *r)
 {
     TAILQ_REMOVE(&p->queue, r, queue_entry);
     p->nqueued--;
+    gauge_add(&p->stats->queued, -1);
     r->queued = 0;
     if (r->event != EVENT_CLOSE)
         event_del(&r->queue_ev);
@@ -542,7 +550,8 @@ static void backend_dequeue(struct backend_pool *p, struct request *r)
 }
 
 /* Detaches every request of bc and reports it failed. */
-static void backend_conn_fail_all(struct backend_conn *bc, const char *why)
+static void backend_conn_fail_all(struct backend_conn *bc, const char *why,
+                                  enum backend_outcome how)
 {
     for (int id = 1; id <= BACKEND_MPX_MAX && bc->nreqs > 0; id++) {
         struct request *r = bc->reqs[id];
@@ -553,7 +562,7 @@ static void backend_conn_fail_all(struct backend_conn *bc, const char *why)
         r->conn = NULL;
         if (why)
             log_err("backend %s: %s (sid %s)", bc->srv->name, why, r->sid);
-        backend_finish(r, 1);
+        backend_finish(r, how);
     }
 }
 
@@ -564,11 +573,11 @@ void backend_pool_free(struct backend_pool *p)
     struct request *r;
     while ((r = TAILQ_FIRST(&p->queue)) != NULL) {
         backend_dequeue(p, r);
-        backend_finish(r, 1);
+        backend_finish(r, BACKEND_FAILED);
     }
     struct backend_conn *bc;
     while ((bc = TAILQ_FIRST(&p->all)) != NULL) {
-        backend_conn_fail_all(bc, NULL);
+        backend_conn_fail_all(bc, NULL, BACKEND_FAILED);
         backend_conn_free(bc);
     }
     for (int i = 0; i < p->nservers; i++)
@@ -576,6 +585,19 @@ void backend_pool_free(struct backend_pool *p)
     free(p->servers);
     fcgi_params_unref(p->static_params);
     free(p);
+}
+
+void backend_pool_set_stats(struct backend_pool *p, struct backend_stats *st)
+{
+    p->stats = st;
+}
+
+/* Monotonic nanoseconds, for a request's duration (a vDSO call, no syscall). */
+static uint64_t backend_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 int backend_client_share(const struct backend_pool *p)
@@ -842,7 +864,8 @@ void backend_pool_retire(struct backend_pool *old, struct backend_pool *fresh)
  * request it carried, close it. `counts`: the server is to blame (it counts
  * towards BACKEND_MAX_FAILS); not so for an idle keepalive connection the
  * server closed, or a reply over our own size limit. */
-static void backend_fail(struct backend_conn *bc, const char *why, int counts)
+static void backend_fail(struct backend_conn *bc, const char *why, int counts,
+                         enum backend_outcome how)
 {
     if (bc->nreqs == 0)
         log_info("backend %s: %s (idle connection)", bc->srv->name, why);
@@ -852,7 +875,7 @@ static void backend_fail(struct backend_conn *bc, const char *why, int counts)
      * reported (a client reading on) must not land on this connection. */
     bc->connected = 0;
     backend_conn_place(bc);
-    backend_conn_fail_all(bc, why);
+    backend_conn_fail_all(bc, why, how);
     backend_conn_close(bc);
 }
 
@@ -929,7 +952,7 @@ static void backend_readcb(struct conn *conn, void *arg)
         if (evbuffer_copyout(in, hb, sizeof(hb)) < (ev_ssize_t)sizeof(hb))
             return;
         if (fcgi_header_decode(hb, sizeof(hb), &h) != FCGI_OK) {
-            backend_fail(bc, "malformed FastCGI record (bad version)", 1);
+            backend_fail(bc, "malformed FastCGI record (bad version)", 1, BACKEND_FAILED);
             return;
         }
         size_t clen = h.content_length, total = FCGI_HEADER_LEN + clen + h.padding_length;
@@ -947,7 +970,7 @@ static void backend_readcb(struct conn *conn, void *arg)
             backend_fail(bc,
                          bc->nreqs ? "FastCGI record for an unknown request id"
                                    : "FastCGI record with no request in flight",
-                         1);
+                         1, BACKEND_FAILED);
             return;
         }
         evbuffer_drain(in, FCGI_HEADER_LEN);
@@ -958,7 +981,7 @@ static void backend_readcb(struct conn *conn, void *arg)
                 const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
                 long used = cgi_parser_feed(&r->cgi, d, clen);
                 if (used < 0) {
-                    backend_fail(bc, "malformed CGI response header", 1);
+                    backend_fail(bc, "malformed CGI response header", 1, BACKEND_FAILED);
                     return;
                 }
                 evbuffer_drain(in, (size_t)used);
@@ -971,7 +994,7 @@ static void backend_readcb(struct conn *conn, void *arg)
                 keep = have >= want ? 0 : (want - have < body ? want - have : body);
             }
             if (have + keep > p->max_output) {
-                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE", 0);
+                backend_fail(bc, "reply larger than MAX_OUTPUT_SIZE", 0, BACKEND_FAILED);
                 return;
             }
             evbuffer_remove_buffer(in, r->reply, keep);
@@ -988,7 +1011,7 @@ static void backend_readcb(struct conn *conn, void *arg)
             uint8_t ps;
             const uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)clen);
             if (fcgi_end_request_decode(d, clen, &app, &ps) != FCGI_OK) {
-                backend_fail(bc, "malformed END_REQUEST record", 1);
+                backend_fail(bc, "malformed END_REQUEST record", 1, BACKEND_FAILED);
                 return;
             }
             evbuffer_drain(in, clen + h.padding_length);
@@ -999,17 +1022,17 @@ static void backend_readcb(struct conn *conn, void *arg)
             if (ps != 0) {
                 log_err("backend %s: request refused, protocol status %u (sid %s)", bc->srv->name,
                         ps, r->sid);
-                backend_finish(r, 1);
+                backend_finish(r, BACKEND_REFUSED);
             } else if (!r->cgi.done && evbuffer_get_length(r->reply) == 0 && r->cgi.total > 0) {
                 log_err("backend %s: reply header not terminated (sid %s)", bc->srv->name, r->sid);
-                backend_finish(r, 1);
+                backend_finish(r, BACKEND_FAILED);
             } else {
-                backend_finish(r, 0);
+                backend_finish(r, BACKEND_OK);
             }
             /* Bytes after the last END_REQUEST of a one-at-a-time connection
              * mean a confused backend: do not reuse it. */
             if (!bc->mpx && !p->multiplex && evbuffer_get_length(in) > 0) {
-                backend_fail(bc, "data after END_REQUEST", 1);
+                backend_fail(bc, "data after END_REQUEST", 1, BACKEND_FAILED);
                 return;
             }
             if (!backend_conn_settle(bc))
@@ -1018,7 +1041,7 @@ static void backend_readcb(struct conn *conn, void *arg)
         }
         default:
             evbuffer_drain(in, clen + h.padding_length);
-            backend_fail(bc, "unexpected FastCGI record type", 1);
+            backend_fail(bc, "unexpected FastCGI record type", 1, BACKEND_FAILED);
             return;
         }
         evbuffer_drain(in, h.padding_length);
@@ -1070,12 +1093,14 @@ static void backend_eventcb(struct conn *conn, short what, void *arg)
         return;
     }
     if (what & CONN_TIMEOUT)
-        backend_fail(bc, (what & CONN_READING) ? "read timeout" : "write timeout", 1);
+        backend_fail(bc, (what & CONN_READING) ? "read timeout" : "write timeout", 1,
+                     BACKEND_TIMEOUT);
     else if (what & CONN_EOF)
         backend_fail(bc, bc->nreqs ? "closed the connection before END_REQUEST" : "closed",
-                     bc->nreqs > 0);
+                     bc->nreqs > 0, BACKEND_FAILED);
     else
-        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), bc->nreqs > 0);
+        backend_fail(bc, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), bc->nreqs > 0,
+                     BACKEND_FAILED);
 }
 
 static struct backend_conn *backend_connect(struct backend_server *s)
@@ -1121,14 +1146,14 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
             if (p->nqueued >= p->queue_size) {
                 log_err("backend: queue full (%d waiting), request dropped (sid %s)", p->nqueued,
                         r->sid);
-                backend_finish(r, 1);
+                backend_finish(r, BACKEND_QUEUE_FULL);
                 return;
             }
             backend_enqueue(p, r);
             return;
         }
         log_err("backend: no server could take the request (sid %s)", r->sid);
-        backend_finish(r, 1);
+        backend_finish(r, BACKEND_UNAVAILABLE);
         return;
     }
     r->tried |= 1ULL << s->index;
@@ -1142,7 +1167,7 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
     bc = backend_connect(s);
     if (bc == NULL) {
         log_err("backend %s: out of memory (sid %s)", s->name, r->sid);
-        backend_finish(r, 1);
+        backend_finish(r, BACKEND_FAILED);
         return;
     }
     backend_attach(bc, r);
@@ -1161,27 +1186,37 @@ static void backend_dispatch(struct backend_pool *p, struct request *r)
 
 void backend_post(struct backend_pool *p, struct request *r)
 {
+    r->posted_ns = backend_clock_ns();
     if (p->nservers == 0) {
-        backend_finish(r, 1);
+        backend_finish(r, BACKEND_UNAVAILABLE);
         return;
     }
     backend_dispatch(p, r);
 }
 
-static void backend_finish(struct request *r, int failed)
+/* Every request ends here, once: counted by outcome, its time observed. */
+static void backend_finish(struct request *r, enum backend_outcome how)
 {
     r->done = 1;
-    r->failed = failed;
-    if (!failed) {
+    r->failed = how != BACKEND_OK;
+    if (how == BACKEND_OK) {
         if (r->cgi.status < 200 || r->cgi.status > 299) {
             log_info("backend: reply status %d, body not delivered (sid %s)", r->cgi.status,
                      r->sid);
             evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
             r->failed = 1;
+            how = BACKEND_STATUS;
         } else if (r->cgi.content_length >= 0) {
             r->explicit_empty = 1; /* "Content-Length: 0" is a reply, an empty one */
         }
     }
+    struct backend_stats *st = r->pool->stats;
+    uint64_t ns = backend_clock_ns() - r->posted_ns;
+    counter_add(&st->outcome[how], 1);
+    counter_add(&st->duration[metrics_bucket(stats_duration_bounds, STATS_DURATION_BUCKETS,
+                                             (double)ns / 1e9)],
+                1);
+    counter_add(&st->duration_ns, ns);
     if (r->owner)
         r->ops->done(r);
     else
@@ -1202,7 +1237,7 @@ static void backend_queue_expired(evutil_socket_t fd, short what, void *arg)
             "request failed (sid %s)",
             p->queue_timeout, r->sid);
     backend_dequeue(p, r);
-    backend_finish(r, 1);
+    backend_finish(r, BACKEND_QUEUE_TIMEOUT);
     backend_pool_maybe_free(p);
 }
 

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "fcgi.h"
 #include "sid.h"
+#include "stats.h"
 
 struct backend_conn;
 struct backend_pool;
@@ -69,6 +70,7 @@ struct request {
     enum request_event event;
     struct event queue_ev; /* BACKEND_QUEUE_TIMEOUT while queued (not for EVENT_CLOSE) */
     uint64_t tried;        /* bit per server already tried */
+    uint64_t posted_ns;    /* when backend_post took it (monotonic), for its duration */
     int queued, done, failed, explicit_empty;
 };
 
@@ -129,6 +131,10 @@ struct backend_wrr {
     int weight, current;
 };
 int backend_wrr_pick(struct backend_wrr *w, int n, uint64_t eligible);
+/* Where the pool counts its requests' outcomes, durations and queue (the
+ * worker's shared memory); until called, a dummy of the process. A pool
+ * retired by a reload counts on in the same place as its successor. */
+void backend_pool_set_stats(struct backend_pool *p, struct backend_stats *st);
 /* How many queued requests one client may have: BACKEND_QUEUE_SIZE / 16, at least 1. */
 int backend_client_share(const struct backend_pool *p);
 /* Counts for logs and INFO. */

@@ -30,6 +30,7 @@ struct bus_conn {
     struct bus *bus;
     redisAsyncContext *ac;
     int ready;
+    int was_up; /* connected once: the next connect is a reconnect */
     int is_sub;
     struct backoff backoff;
     struct event *retry;
@@ -50,6 +51,8 @@ struct bus {
     struct bus_handlers h;
     struct bus_conn sub, cmd;
     unsigned long dropped;
+    struct bus_counters *ctr; /* the owner's (bus_set_counters), or own */
+    struct bus_counters own;
     int closing;
     int link_timeout; /* seconds; 0: no pings */
 };
@@ -148,6 +151,8 @@ static void bus_schedule(struct bus_conn *bc)
 {
     struct bus *b = bc->bus;
     bc->ac = NULL;
+    if (bc->ready)
+        gauge_set(&b->ctr->connected[!bc->is_sub], 0);
     bc->ready = 0;
     bc->pending = 0;
     bc->ping_out = 0;
@@ -191,6 +196,10 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
     if (!bc->is_sub && b->db)
         redisAsyncCommand(mac, bus_auth_cb, bc, "SELECT %d", b->db);
     bc->ready = 1;
+    gauge_set(&b->ctr->connected[!bc->is_sub], 1);
+    if (bc->was_up)
+        counter_add(&b->ctr->reconnects, 1);
+    bc->was_up = 1;
     backoff_reset(&bc->backoff);
     log_info("bus %s:%d: %s connection up", b->host, b->port, bus_name(bc));
     if (bc->is_sub && b->h.sub_ready)
@@ -300,6 +309,7 @@ struct bus *bus_new(struct event_base *base, const char *url, const char *prefix
     struct bus *b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
+    b->ctr = &b->own;
     if (bus_parse_url(url, b->host, sizeof(b->host), &b->port, b->password, sizeof(b->password),
                       &b->db, err, sizeof(err))
         < 0) {
@@ -359,6 +369,17 @@ const char *bus_prefix(const struct bus *b)
 {
     return b->prefix;
 }
+void bus_set_counters(struct bus *b, struct bus_counters *c)
+{
+    /* What it counted so far joins what the owner's counters hold (a
+     * predecessor's, in a worker's slot). */
+    for (int i = 0; i < 2; i++)
+        gauge_set(&c->connected[i], gauge_get(&b->own.connected[i]));
+    counter_add(&c->reconnects, counter_get(&b->own.reconnects));
+    counter_add(&c->dropped, counter_get(&b->own.dropped));
+    b->ctr = c;
+}
+
 int bus_sub_ready(const struct bus *b)
 {
     return b && b->sub.ready;
@@ -436,6 +457,7 @@ static void bus_call_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static int bus_drop(struct bus *b, const char *what)
 {
+    counter_add(&b->ctr->dropped, 1);
     if (b->dropped++ % 10000 == 0)
         log_err("bus %s:%d: %s dropped: %s (%lu so far)", b->host, b->port, what,
                 b->cmd.ready ? "too many replies pending" : "not connected", b->dropped);
@@ -449,8 +471,10 @@ int bus_command_argv(struct bus *b, redisCallbackFn *cb, void *privdata, int arg
     if (!bc->ready || bc->pending >= BUS_MAX_PENDING)
         return bus_drop(b, argv[0]);
     struct bus_call *call = malloc(sizeof(*call));
-    if (!call)
+    if (!call) {
+        counter_add(&b->ctr->dropped, 1);
         return -1;
+    }
     call->bc = bc;
     call->cb = cb;
     call->privdata = privdata;
@@ -467,12 +491,12 @@ int bus_publish(struct bus *b, const char *name, size_t nlen, const void *hdr, s
 {
     char ch[512];
     size_t n = bus_channel(b, ch, sizeof(ch), name, nlen);
-    if (n == 0)
+    char *msg = n > 0 ? malloc(hlen + blen + 1) : NULL;
+    if (!msg) { /* a channel name too long, or out of memory */
+        counter_add(&b->ctr->dropped, 1);
         return -1;
+    }
     /* The message goes out as one value: header and body joined once here. */
-    char *msg = malloc(hlen + blen + 1);
-    if (!msg)
-        return -1;
     memcpy(msg, hdr, hlen);
     if (blen)
         memcpy(msg + hlen, body, blen);

@@ -12,6 +12,8 @@
 #include <event2/event.h>
 #include <hiredis/async.h>
 
+#include "counter.h"
+
 struct bus;
 
 struct bus_handlers {
@@ -35,6 +37,9 @@ int bus_parse_url(const char *url, char *host, size_t hostlen, int *port, char *
 struct bus *bus_new(struct event_base *base, const char *url, const char *prefix, int link_timeout,
                     const struct bus_handlers *h);
 void bus_free(struct bus *b);
+/* Where the bus counts from now on (connections up, reconnects, publishes and
+ * commands dropped): the owner's metrics. Until then, the bus's own. */
+void bus_set_counters(struct bus *b, struct bus_counters *c);
 const char *bus_prefix(const struct bus *b);
 int bus_sub_ready(const struct bus *b);
 int bus_cmd_ready(const struct bus *b);

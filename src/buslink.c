@@ -540,6 +540,7 @@ struct link *buslink_new(struct worker *w)
         free(bl);
         return NULL;
     }
+    bus_set_counters(bl->bus, &w->stats->bus);
     bl->heartbeat = event_new(w->base, -1, EV_PERSIST, buslink_heartbeat_cb, bl);
     bl->soon = evtimer_new(w->base, buslink_heartbeat_cb, bl);
     struct timeval tv = {BUSLINK_HB_SECONDS, 0};

@@ -150,6 +150,7 @@ static void client_output_over(struct conn *conn, void *arg)
     log_err("client %s %s:%d: %zu bytes of output pending, over MAX_OUTPUT_SIZE (slow consumer)",
             c->sid, c->addr, c->port, pending);
     c->over_limit = 1;
+    counter_add(&c->w->stats->slow_consumers, 1);
     conn_read(c->conn, 0);
     client_close_soon(c, "slow consumer");
 }
@@ -208,6 +209,7 @@ static void client_post(struct client *c, struct request *r)
 void client_message(struct client *c, struct evbuffer *msg, size_t n)
 {
     struct request *r = client_request(c, EVENT_MESSAGE);
+    counter_add(&c->w->stats->messages_in, 1);
     evbuffer_remove_buffer(msg, r->body, n);
     client_post(c, r);
 }
@@ -265,11 +267,46 @@ static void client_unlink(struct client *c)
  * marked dead, so every walk that meets it skips it and none is cut short;
  * it leaves the lists after the callback that asked returns, and its memory
  * goes a loop turn later still. */
+/* The reasons client_close is given, by the kind of close they are; any
+ * other (a socket or TLS error, a script error) is an error. */
+static const struct {
+    const char *reason;
+    enum stats_close kind;
+} client_close_kinds[] = {
+    {"closed by peer", STATS_CLOSE_CLIENT},
+    {"closed by peer (close frame)", STATS_CLOSE_CLIENT},
+    {"idle timeout", STATS_CLOSE_IDLE},
+    {"ping timeout", STATS_CLOSE_IDLE},
+    {"handshake timeout", STATS_CLOSE_HANDSHAKE_TIMEOUT},
+    {"TLS handshake timeout", STATS_CLOSE_HANDSHAKE_TIMEOUT},
+    {"slow consumer", STATS_CLOSE_SLOW_CONSUMER},
+    {"output not drained", STATS_CLOSE_SLOW_CONSUMER},
+    {"kicked", STATS_CLOSE_KICKED},
+    {"closed by the backend", STATS_CLOSE_BACKEND},
+    {"closed by script", STATS_CLOSE_SCRIPT},
+    {"message too big", STATS_CLOSE_PROTOCOL},
+    {"static redirect", STATS_CLOSE_STATIC},
+    {"static file served", STATS_CLOSE_STATIC},
+    {"static file not sent", STATS_CLOSE_STATIC},
+    {"gateway stopping", STATS_CLOSE_STOPPING},
+};
+
+static enum stats_close client_close_kind(const struct client *c, const char *reason)
+{
+    if (c->close_kind)
+        return (enum stats_close)(c->close_kind - 1);
+    for (size_t i = 0; i < sizeof(client_close_kinds) / sizeof(client_close_kinds[0]); i++)
+        if (strcmp(reason, client_close_kinds[i].reason) == 0)
+            return client_close_kinds[i].kind;
+    return STATS_CLOSE_ERROR;
+}
+
 void client_close(struct client *c, const char *reason)
 {
     if (c->dead)
         return;
     c->dead = 1;
+    counter_add(&c->w->stats->closed[client_close_kind(c, reason)], 1);
     log_info("client %s %s:%d closed: %s", c->sid, c->addr, c->port, reason);
     if (c->on_asap) {
         TAILQ_REMOVE(&c->w->asap, c, asap_entry);
@@ -377,6 +414,7 @@ void client_send(struct client *c, struct evbuffer *msg)
 {
     if (c->dead || c->closing || c->over_limit)
         return;
+    counter_add(&c->w->stats->messages_out, 1);
     c->proto->send(c, msg);
 }
 
@@ -444,6 +482,7 @@ void client_send_shared(struct client *c, struct shared_msg *m)
     }
     if (ok == 0)
         return;
+    counter_add(&c->w->stats->messages_out, 1);
     int proto = c->proto->frame;
     size_t hl = m->hdrlen[proto];
     if (m->framed < 0) {
@@ -498,6 +537,7 @@ void client_send_shared_run(struct client *c, struct shared_msg *const *ms, size
             client_send_shared(c, ms[i]);
         return;
     }
+    counter_add(&c->w->stats->messages_out, n);
     client_push_block(c, blocks[proto], blocks[proto]->data, blocks[proto]->len);
 }
 
@@ -723,6 +763,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
         int before = atomic_fetch_add(&w->shm->clients, 1);
         if (before >= cfg->max_client_num) {
             atomic_fetch_sub(&w->shm->clients, 1);
+            counter_add(&w->stats->refused_max_clients, 1);
             log_err("client refused: MAX_CLIENT_NUM (%d) reached", cfg->max_client_num);
             evutil_closesocket(fd);
             return;
@@ -754,10 +795,13 @@ void client_accept(struct worker *w, evutil_socket_t fd, struct sockaddr *sa, in
             log_err("client refused: %s has MAX_CONN_PER_IP (%d) connections", c->addr,
                     cfg->max_conn_per_ip);
         }
+        counter_add(&w->stats->refused_max_per_ip, 1);
         atomic_fetch_sub(&w->shm->clients, 1);
         conn_ext_free(c); /* closes fd */
         return;
     }
+    counter_add(&w->stats->accepted, 1);
+    conn_count_bytes(conn);
     c->script = script_ref(w->script);
     sid_next(&w->sids, sid_now_ms(), c->sid);
     c->sid[SID_LEN] = '\0';
@@ -836,6 +880,7 @@ static int client_shared_scripted(struct client *c, struct shared_msg *m)
 
 const struct client_proto client_proto_length = {
     .frame = PROTO_LENGTH,
+    .kind = STATS_PROTO_LENGTH,
     .read = client_read_length,
     .send = client_send_length,
     .shared_header = client_shared_length,
@@ -843,6 +888,7 @@ const struct client_proto client_proto_length = {
 
 const struct client_proto client_proto_script = {
     .frame = PROTO_LENGTH,
+    .kind = STATS_PROTO_SCRIPT,
     .read = client_read_scripted,
     .send = client_send_scripted,
     .shared_header = client_shared_scripted,

@@ -25,6 +25,7 @@ struct evbuffer;
  * protocol script), chosen once at accept. */
 struct client_proto {
     int frame; /* enum proto: whose frame header a shared message gets */
+    int kind;  /* enum stats_proto: how fooking_clients counts it */
     /* Bytes of state the protocol keeps per client, allocated with it and
      * given by client_proto_state (0: none). */
     size_t state_size;
@@ -69,6 +70,7 @@ struct client {
     unsigned on_asap : 1;         /* on the worker's asap list */
     unsigned resume : 1;          /* start reading again if the reasons to pause are gone */
     unsigned going_away : 1;      /* graceful stop: closed once its requests are answered */
+    unsigned close_kind : 4;      /* enum stats_close + 1 when the closer said; 0: by reason */
     int port;
     unsigned pending;               /* requests not yet answered */
     unsigned queued;                /* of those, waiting in the pool's queue */
@@ -152,7 +154,8 @@ void client_session_start(struct client *c);
 /* The first n bytes of msg are one complete message from the client: they
  * move out of msg into a FastCGI request (whole blocks move without a copy). */
 void client_message(struct client *c, struct evbuffer *msg, size_t n);
-/* Closes now; reason is logged. */
+/* Closes now; reason is logged, and counted under the kind of close it names
+ * (enum stats_close) unless c->close_kind says already. */
 void client_close(struct client *c, const char *reason);
 /* Graceful stop: no longer read; closed (WebSocket: 1001) once the requests
  * in flight are answered. Returns 1 if c started going away now. */

@@ -85,6 +85,8 @@ static const char *const config_keys[] = {
     "BACKEND_MAX_FAILS",
     "BACKEND_FAIL_TIMEOUT",
     "GRACEFUL_STOP_TIME",
+    "METRICS_HOST",
+    "METRICS_PORT",
     NULL,
 };
 
@@ -442,6 +444,7 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     INT("CHANNELS_PER_CLIENT", 128, 1, 1000000, channels_per_client);
     INT("BACKEND_MAX_FAILS", 1, 0, 1000, backend_max_fails);
     INT("GRACEFUL_STOP_TIME", 10, 0, 3600, graceful_stop_time);
+    INT("METRICS_PORT", 0, 0, 65535, metrics_port);
 #undef INT
     if (cfg_num(c, "BACKEND_CONNECT_TIMEOUT", 5, 0.001, 3600, &cfg->backend_connect_timeout) < 0
         || cfg_num(c, "BACKEND_READ_TIMEOUT", 10, 0.001, 86400, &cfg->backend_read_timeout) < 0
@@ -451,7 +454,8 @@ static int cfg_gateway(struct cfg_ctx *c, struct config *cfg)
     if (cfg->max_buff_size > cfg->max_output_size)
         return cfg_fail(c, "MAX_BUFF_SIZE", "must not exceed MAX_OUTPUT_SIZE (%zu), got %zu",
                         cfg->max_output_size, cfg->max_buff_size);
-    if (cfg_str(c, "ROUTER_HOST", NULL, &cfg->router_host) < 0)
+    if (cfg_str(c, "ROUTER_HOST", NULL, &cfg->router_host) < 0
+        || cfg_str(c, "METRICS_HOST", "127.0.0.1", &cfg->metrics_host) < 0)
         return -1;
     if (cfg->router_host && cfg->router_port == 0)
         return cfg_fail(c, "ROUTER_PORT", "is required when ROUTER_HOST is set");
@@ -627,6 +631,7 @@ void config_free(struct config *cfg)
     free(cfg->user);
     free(cfg->group);
     free(cfg->router_host);
+    free(cfg->metrics_host);
     free(cfg->router_secret);
     free(cfg->ssl_cert);
     free(cfg->ssl_pkey);

@@ -61,6 +61,8 @@ struct config {
     int channels_per_client; /* CHANNELS_PER_CLIENT: channels one session may be in */
     int ws_binary;           /* WS_BINARY: 1 = replies as binary frames */
     char **ws_subprotocols;  /* WS_SUBPROTOCOLS, NULL-terminated */
+    char *metrics_host;      /* METRICS_HOST: the master's /metrics and /healthz */
+    int metrics_port;        /* METRICS_PORT (0 = off) */
 
     struct cfg_backend *backends;
     int nbackends;

@@ -57,7 +57,7 @@ struct conn {
      * idle client's connection and state in one 576-byte heap chunk. */
     uint32_t limit, read_size, out_max;
     unsigned on_pending : 1, reading : 1, suspended : 1, writing : 1, connecting : 1, has_rd : 1,
-        has_wr : 1, freed : 1, shrink_soon : 1;
+        has_wr : 1, freed : 1, shrink_soon : 1, counted : 1;
     /* With an owner's area (conn_new_ext) the memory has two holders: the
      * conn (until conn_free and its callbacks are over) and the owner (until
      * conn_ext_free); the last one out frees it. */
@@ -73,6 +73,10 @@ struct conn {
      * _Alignof(max_align_t))
 
 static struct conn_loop *loops;
+
+/* Where counted connections add their bytes (conn_count_bytes_to). */
+static counter_t conn_nobytes[2];
+static counter_t *conn_bytes_in = &conn_nobytes[0], *conn_bytes_out = &conn_nobytes[1];
 
 static int conn_retriable(int e)
 {
@@ -219,6 +223,8 @@ static void conn_write(struct conn *c)
          * waits for EV_WRITE: the socket was full, or (rarely) there were
          * more chains, and then EV_WRITE fires at the next poll. */
         int n = evbuffer_write(c->out, c->fd);
+        if (n > 0 && c->counted)
+            counter_add(conn_bytes_out, (uint64_t)n);
         if (n < 0) {
             int e = EVUTIL_SOCKET_ERROR();
             if (conn_retriable(e) && conn_arm_write(c) == 0)
@@ -278,8 +284,13 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
 {
     struct conn *c = arg;
     (void)b;
-    if (info->n_added == 0)
+    if (info->n_added == 0) {
+        /* TLS: what the bufferevent took from here went to the peer (a plain
+         * conn counts in conn_write, past the discards). */
+        if (c->bev && c->counted && info->n_deleted)
+            counter_add(conn_bytes_out, info->n_deleted);
         return;
+    }
     if (!c->bev)
         conn_pend(c);
     /* The new length from the callback's own figures: this runs for every
@@ -387,6 +398,8 @@ static void conn_readable(evutil_socket_t fd, short what, void *arg)
         left -= v[i].iov_len;
     }
     evbuffer_commit_space(c->in, v, nv);
+    if (c->counted)
+        counter_add(conn_bytes_in, got);
     if (got == want && c->read_size < CONN_READ_MAX)
         c->read_size = c->read_size * 2 + 128;
     else if (got < want / 2)
@@ -449,6 +462,28 @@ static void conn_bev_write(struct bufferevent *bev, void *arg)
     if (c->drained_cb && evbuffer_get_length(c->out) == 0)
         c->drained_cb(c, c->arg);
     conn_leave(c);
+}
+
+/* TLS: the bytes the bufferevent decrypted into the input. */
+static void conn_tls_in_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    (void)arg;
+    if (info->n_added)
+        counter_add(conn_bytes_in, info->n_added);
+}
+
+void conn_count_bytes(struct conn *c)
+{
+    c->counted = 1;
+    if (c->bev && !evbuffer_add_cb(c->in, conn_tls_in_cb, c))
+        c->counted = 0; /* out of memory: not counted, both ways alike */
+}
+
+void conn_count_bytes_to(counter_t *in, counter_t *out)
+{
+    conn_bytes_in = in;
+    conn_bytes_out = out;
 }
 
 static void conn_bev_event(struct bufferevent *bev, short what, void *arg)
@@ -595,6 +630,7 @@ void conn_discard_output(struct conn *c)
         return;
     if (c->bev) {
         struct evbuffer *out = bufferevent_get_output(c->bev);
+        c->counted = 0; /* dropped, not sent */
         evbuffer_drain(out, evbuffer_get_length(out));
         return;
     }

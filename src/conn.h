@@ -20,6 +20,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "counter.h"
+
 struct conn;
 
 /* Event flags (the same bits as libevent's BEV_EVENT_*). */
@@ -82,6 +84,11 @@ void conn_shrink_after_flush(struct conn *c);
 void conn_discard_output(struct conn *c);
 /* Closes the socket; output not yet written is dropped. */
 void conn_free(struct conn *c);
+/* From now on the bytes c reads and writes are added to the process's byte
+ * counters (conn_count_bytes_to): a client's connection, not a backend's.
+ * For TLS they are the bytes before encryption. */
+void conn_count_bytes(struct conn *c);
+void conn_count_bytes_to(counter_t *in, counter_t *out);
 /* The OpenSSL error behind a CONN_ERROR of a TLS conn: 1 and text in out. */
 int conn_tls_error(struct conn *c, char *out, size_t len);
 

@@ -4,7 +4,11 @@
  * Signals are blocked and taken synchronously with sigtimedwait(): no handler
  * runs at an arbitrary point, and the wait's timeout doubles as the respawn
  * back-off timer. A worker that dies is replaced at once; one that keeps dying
- * young is replaced after a growing delay (0.1 s doubling to 10 s). */
+ * young is replaced after a growing delay (0.1 s doubling to 10 s).
+ *
+ * With METRICS_PORT the wait is a libevent loop instead, which also serves
+ * /metrics and /healthz (master_metrics.c): the same signals, still blocked,
+ * are read from a signalfd, and the timeout is a timer. */
 #include "master.h"
 
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -25,6 +30,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "master_metrics.h"
 #include "proc.h"
 #include "proctitle.h"
 #include "shm.h"
@@ -52,8 +58,107 @@ static double master_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* How the master waits: sigtimedwait alone, or, with METRICS_PORT, a
+ * libevent loop that serves HTTP meanwhile. The loop uses poll, which keeps
+ * no kernel object a forked worker would share (epoll would). */
+struct master_loop {
+    struct event_base *base;
+    struct master_metrics *metrics;
+    struct event *sig_ev, *timer;
+    int sigfd;
+};
+
+static void master_loop_nothing(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg; /* the loop returns after it: the caller reads the signalfd */
+}
+
+/* The HTTP endpoint, bound before anything starts so that a port in use is
+ * an error at start. 0, or -1 (logged). */
+static int master_loop_open(struct master_loop *ml, struct config *cfg, struct shm_block *shm)
+{
+    memset(ml, 0, sizeof(*ml));
+    ml->sigfd = -1;
+    if (cfg->metrics_port == 0)
+        return 0;
+    struct event_config *ec = event_config_new();
+    if (ec) {
+        event_config_avoid_method(ec, "epoll");
+        ml->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
+    if (!ml->base) {
+        log_err("master: cannot create an event loop for METRICS_PORT");
+        return -1;
+    }
+    ml->metrics = master_metrics_new(ml->base, cfg, shm);
+    return ml->metrics ? 0 : -1;
+}
+
+/* The signals the master takes (blocked already) arrive on a signalfd. */
+static int master_loop_signals(struct master_loop *ml, const sigset_t *set)
+{
+    if (!ml->base)
+        return 0;
+    ml->sigfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+    ml->sig_ev = ml->sigfd >= 0 ? event_new(ml->base, ml->sigfd, EV_READ | EV_PERSIST,
+                                            master_loop_nothing, NULL)
+                                : NULL;
+    ml->timer = evtimer_new(ml->base, master_loop_nothing, NULL);
+    if (!ml->sig_ev || !ml->timer || event_add(ml->sig_ev, NULL) < 0) {
+        log_err("master: signalfd: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* A signal, or -1 after `wait` seconds (or an HTTP request served). */
+static int master_loop_wait(struct master_loop *ml, const sigset_t *set, double wait)
+{
+    struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+    if (!ml->base) {
+        siginfo_t info;
+        return sigtimedwait(set, &info, &ts);
+    }
+    struct signalfd_siginfo si;
+    if (read(ml->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        return (int)si.ssi_signo;
+    struct timeval tv = {ts.tv_sec, ts.tv_nsec / 1000};
+    evtimer_add(ml->timer, &tv);
+    event_base_loop(ml->base, EVLOOP_ONCE);
+    if (read(ml->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        return (int)si.ssi_signo;
+    return -1;
+}
+
+/* In a forked worker: the master's descriptors are not its to keep. */
+static void master_loop_child(struct master_loop *ml)
+{
+    if (ml->sigfd >= 0)
+        close(ml->sigfd);
+    if (ml->metrics)
+        close(master_metrics_fd(ml->metrics));
+}
+
+static void master_loop_close(struct master_loop *ml)
+{
+    if (ml->sig_ev)
+        event_free(ml->sig_ev);
+    if (ml->timer)
+        event_free(ml->timer);
+    master_metrics_free(ml->metrics);
+    if (ml->sigfd >= 0)
+        close(ml->sigfd);
+    if (ml->base)
+        event_base_free(ml->base);
+    memset(ml, 0, sizeof(*ml));
+    ml->sigfd = -1;
+}
+
 static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *shm, void *ssl_ctx,
-                          const sigset_t *oldmask)
+                          const sigset_t *oldmask, struct master_loop *ml)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -65,6 +170,7 @@ static pid_t master_spawn(struct config *cfg, int id, int fd, struct shm_block *
     /* Child: default dispositions. The master's signals stay blocked until
      * worker_run has its handlers: one arriving before would kill the worker. */
     (void)oldmask;
+    master_loop_child(ml);
     signal(SIGCHLD, SIG_DFL);
     proctitle_set("fooking: worker %d", id);
     if (proc_drop_privileges(cfg) < 0)
@@ -80,6 +186,18 @@ struct upgrade {
     int status;      /* its wait status, once it exited */
     int exited;
 };
+
+/* What a dead worker held is held no more; its counters stay, and its
+ * successor counts on from them (they never go back). */
+static void master_clear_gauges(struct worker_stats *st)
+{
+    for (int p = 0; p < STATS_PROTO_N; p++)
+        gauge_set(&st->clients[p], 0);
+    gauge_set(&st->backend.queued, 0);
+    gauge_set(&st->router_link, 0);
+    gauge_set(&st->bus.connected[0], 0);
+    gauge_set(&st->bus.connected[1], 0);
+}
 
 /* A worker is gone: its clients no longer count towards MAX_CLIENT_NUM. */
 static void master_reap(struct slot *slots, int n, struct shm_block *shm, int stopping,
@@ -99,6 +217,8 @@ static void master_reap(struct slot *slots, int n, struct shm_block *shm, int st
             int left = atomic_exchange(&shm->workers[i].clients, 0);
             atomic_fetch_sub(&shm->clients, left);
             atomic_store(&shm->workers[i].pid, 0);
+            atomic_store(&shm->workers[i].ready, 0); /* its successor says so again */
+            master_clear_gauges(&shm->workers[i].stats);
             slots[i].pid = 0;
             if (stopping) {
                 log_info("worker %d (pid %d) exited", i, (int)pid);
@@ -234,6 +354,19 @@ int master_run(struct config *cfg)
         tls_ctx_free(ssl_ctx);
         return 1;
     }
+    /* Shared before daemon(): its fork keeps the mapping, and METRICS_PORT
+     * in use is an error the command line sees. */
+    struct shm_block *shm = shm_create(cfg->worker_num);
+    if (!shm) {
+        log_err("shared memory: %s", strerror(errno));
+        return 1;
+    }
+    struct master_loop ml;
+    if (master_loop_open(&ml, cfg, shm) < 0) {
+        master_loop_close(&ml);
+        shm_destroy(shm);
+        return 1;
+    }
     /* A master started by an upgrade is the old one's child: already detached. */
     if (cfg->daemonize && inherited < 0) {
         if (daemon(0, 0) != 0) {
@@ -243,11 +376,6 @@ int master_run(struct config *cfg)
     }
     if (cfg->pid_file && proc_pidfile_write(cfg->pid_file) < 0)
         return 1;
-    struct shm_block *shm = shm_create(cfg->worker_num);
-    if (!shm) {
-        log_err("shared memory: %s", strerror(errno));
-        return 1;
-    }
     proctitle_set("fooking: master %s", cfg->file);
     proc_log_owner(cfg);
     shm->master_pid = (int)getpid(); /* after daemon(): the pid the workers will see */
@@ -259,6 +387,11 @@ int master_run(struct config *cfg)
     proc_signal_set(&set); /* SIGUSR2's default action would kill us, orphaning workers */
     sigprocmask(SIG_BLOCK, &set, &oldmask);
     signal(SIGPIPE, SIG_IGN);
+    if (master_loop_signals(&ml, &set) < 0) {
+        master_loop_close(&ml);
+        shm_destroy(shm);
+        return 1;
+    }
 
     int n = cfg->worker_num;
     struct slot slots[SHM_MAX_WORKERS];
@@ -303,7 +436,7 @@ int master_run(struct config *cfg)
             if (stopping)
                 continue;
             if (slots[i].respawn_at <= now) {
-                pid_t pid = master_spawn(cfg, i, fd, shm, ssl_ctx, &oldmask);
+                pid_t pid = master_spawn(cfg, i, fd, shm, ssl_ctx, &oldmask, &ml);
                 if (pid > 0) {
                     slots[i].pid = pid;
                     slots[i].started = now;
@@ -333,9 +466,7 @@ int master_run(struct config *cfg)
         double wait = next - now;
         if (wait < 0.001)
             wait = 0.001;
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        siginfo_t info;
-        int sig = sigtimedwait(&set, &info, &ts);
+        int sig = master_loop_wait(&ml, &set, wait);
         if (sig < 0)
             continue; /* timeout or EINTR */
         switch (sig) {
@@ -379,6 +510,9 @@ int master_run(struct config *cfg)
             if (strcmp(fresh.log_file, cfg->log_file) != 0)
                 log_open(fresh.log_file, fresh.log_level);
             log_set_level(fresh.log_level);
+            if (fresh.metrics_port != cfg->metrics_port
+                || strcmp(fresh.metrics_host, cfg->metrics_host) != 0)
+                log_err("master: reload: METRICS_HOST and METRICS_PORT changes need a restart");
             char *pid_file = cfg->pid_file;
             cfg->pid_file = NULL;
             config_free(cfg);
@@ -412,6 +546,7 @@ int master_run(struct config *cfg)
     if (ready_fd >= 0)
         close(ready_fd);
     close(fd);
+    master_loop_close(&ml);
     shm_destroy(shm);
     tls_ctx_free(ssl_ctx);
     return 0;

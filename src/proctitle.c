@@ -13,10 +13,6 @@ extern char **environ;
 
 static char *title_start;
 static size_t title_len;
-/* The copies of the environment, kept for the life of the process: unsetenv
- * (of the upgrade's descriptors, proc.c) drops entries from environ, and
- * they must stay owned (and freed with the process), not lost. */
-static char **title_env;
 
 void proctitle_init(int argc, char **argv)
 {
@@ -26,20 +22,27 @@ void proctitle_init(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (argv[i] == end)
             end = argv[i] + strlen(argv[i]) + 1;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     while (environ[n])
-        n++;
+        bytes += strlen(environ[n++]) + 1;
+    /* The strings in one block: an entry that unsetenv() takes out of
+     * environ (an upgrade's FOOKING_* variables) stays part of the block the
+     * others live in, not an allocation nothing points to any more. */
     char **env = malloc((n + 1) * sizeof(char *));
-    if (env == NULL || (title_env = malloc((n + 1) * sizeof(char *))) == NULL) {
+    char *strings = malloc(bytes ? bytes : 1);
+    if (env == NULL || strings == NULL) {
         free(env);
+        free(strings);
         return;
     }
     for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(environ[i]) + 1;
         if (environ[i] == end)
-            end = environ[i] + strlen(environ[i]) + 1;
-        env[i] = title_env[i] = strdup(environ[i]);
+            end = environ[i] + len;
+        env[i] = memcpy(strings, environ[i], len);
+        strings += len;
     }
-    env[n] = title_env[n] = NULL;
+    env[n] = NULL;
     environ = env;
     title_start = argv[0];
     title_len = (size_t)(end - argv[0]);

@@ -58,6 +58,7 @@
 #include "rmsg.h"
 #include "router_cmd.h"
 #include "router_http.h"
+#include "router_metrics.h"
 #include "rtable.h"
 
 /* Largest D accepted. A message must fit in a link's output with room to spare,
@@ -136,6 +137,7 @@ struct rconn {
     unsigned ponged : 1;         /* link: answered a PING, so it is held to LINK_TIMEOUT */
     unsigned v2 : 1;             /* link: said HELLO, so it takes types 16..34 */
     unsigned v1_noted : 1;       /* link: "does not speak v2" logged once */
+    unsigned drop : 3;           /* link: why it is killed (enum router_drop; 0: an error) */
     unsigned refused;            /* messages refused (router_conn_noted) */
     int waiting;                 /* bus replies still due to this connection (INFO) */
     struct event *auth_deadline; /* ROUTER_SECRET set and not presented yet */
@@ -190,8 +192,24 @@ struct router {
     const struct router_cmd *cmds; /* router_cmds, or router_bus_cmds with a bus */
     const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
     struct router_http *http;      /* HTTP_PORT set: the JSON API (router_http.c) */
+    struct router_counters ctr;    /* for /metrics (router_metrics.c) */
     unsigned char s[UINT16_MAX];   /* S of the message being handled */
 };
+
+struct router_counters *router_counters(struct router *r)
+{
+    return &r->ctr;
+}
+
+struct rtable *router_tables(struct router *r)
+{
+    return r->tab;
+}
+
+struct bus *router_bus(struct router *r)
+{
+    return r->bus;
+}
 
 static uint32_t router_be32(const unsigned char *p)
 {
@@ -230,6 +248,7 @@ static int router_check_output(struct rconn *c)
     n = conn_output_length(c->conn);
     if (c->r->output_limit == 0 || n <= c->r->output_limit)
         return 0;
+    c->drop = ROUTER_DROP_OUTPUT_LIMIT;
     if (c->link)
         log_err("router: %s: gateway %u/%u has %zu bytes unsent (ROUTER_OUTPUT_LIMIT %zu), "
                 "dropping the link; it will reconnect and resync",
@@ -261,8 +280,10 @@ void router_conn_kill(struct rconn *c)
         return;
     c->dead = 1;
     router_gwq_conn_gone(c);
-    if (c->link)
+    if (c->link) {
+        counter_add(&r->ctr.links_dropped[c->drop], 1);
         router_link_forget(c);
+    }
     if (c->auth_deadline != NULL)
         event_del(c->auth_deadline);
     if (c->resume != NULL)
@@ -578,6 +599,8 @@ static void router_link_send(struct rconn *l, uint16_t type, const void *sp, siz
         router_conn_kill(l);
         return;
     }
+    if (type != RMSG_PING && type != RMSG_GW_QUERY)
+        counter_add(&l->r->ctr.deliveries, 1);
     router_check_output(l);
 }
 
@@ -683,6 +706,7 @@ static void router_cmd_send_all(struct rconn *c, const struct rmsg *m, struct ev
 
     rtable_with_sessions_each(c->r->tab, router_touch, &head);
     n = router_broadcast(head, m, payload);
+    counter_add(&c->r->ctr.deliveries, (uint64_t)n);
     log_debug("router: %s: %s %u bytes -> %d links", c->peer, rmsg_type_name(m->type), m->len, n);
 }
 
@@ -694,6 +718,7 @@ static void router_cmd_ch_pub(struct rconn *c, const struct rmsg *m, struct evbu
 
     rtable_channel_each(c->r->tab, m->s, m->slen, router_touch, &head);
     n = router_broadcast(head, m, payload);
+    counter_add(&c->r->ctr.deliveries, (uint64_t)n);
     if (log_get_level() >= LOG_DEBUG) {
         char name[RMSG_ESCAPE_MAX];
         log_debug("router: %s: CH_PUB \"%s\" %u bytes -> %d links", c->peer,
@@ -727,6 +752,7 @@ static void router_cmd_auth(struct rconn *c, const struct rmsg *m, struct evbuff
          * the truth, and it is about to resend its sessions. */
         log_info("router: %s: gateway %u/%u replaces its link from %s", c->peer, server, worker,
                  old->peer);
+        old->drop = ROUTER_DROP_REPLACED;
         router_conn_kill(old);
     }
     c->server_id = server;
@@ -1550,6 +1576,7 @@ static void router_dispatch(struct rconn *c, struct rmsg *m, struct evbuffer *in
         evbuffer_drain(in, m->len);
         m->len = 0;
     }
+    counter_add(&c->r->ctr.messages[m->type], 1);
     if (rc != RMSG_OK)
         router_conn_refuse(c, m, rmsg_strerror(rc));
     else
@@ -1698,6 +1725,7 @@ static void router_conn_event(struct conn *conn, short what, void *arg)
         if (left > 0)
             log_info("router: %s: closed in the middle of a message (%zu bytes dropped)", c->peer,
                      left);
+        c->drop = ROUTER_DROP_CLOSED;
         if (c->link)
             log_info("router: %s: gateway %u/%u disconnected, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id, rtable_link_sessions(c->link));
@@ -1714,9 +1742,13 @@ static void router_conn_event(struct conn *conn, short what, void *arg)
                 "answered PING before: the link is dead, forgetting its %zu sessions",
                 c->peer, c->server_id, c->worker_id, c->r->cfg->link_timeout,
                 rtable_link_sessions(c->link));
+        c->drop = ROUTER_DROP_TIMEOUT;
     } else if (what & CONN_TIMEOUT) {
         log_info("router: %s: reply not read within %d s, closing", c->peer, ROUTER_DRAIN_SECONDS);
     } else if (what & CONN_ERROR) {
+        /* A gateway that closes with our data unread resets the connection. */
+        if (EVUTIL_SOCKET_ERROR() == ECONNRESET)
+            c->drop = ROUTER_DROP_CLOSED;
         if (c->link)
             log_info("router: %s: gateway %u/%u: %s, forgetting its %zu sessions", c->peer,
                      c->server_id, c->worker_id,
@@ -2106,6 +2138,7 @@ int router_run(const struct config *cfg)
         r->cmds = router_bus_cmds;
         if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
             goto fail;
+        bus_set_counters(r->bus, &r->ctr.bus);
     } else if (cfg->link_timeout > 0) {
         /* Three PINGs per LINK_TIMEOUT: one lost to a slow moment is no alarm. */
         long ms = cfg->link_timeout * 1000L / 3;

@@ -31,6 +31,7 @@
 #include "bus.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proc.h"
 #include "rmsg.h"
 #include "router_api.h"
@@ -336,7 +337,7 @@ static void rhttp_handle(struct evhttp_request *req, void *arg)
         }
         router_metrics_write(h->r, out);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4");
+                          METRICS_CONTENT_TYPE);
         evhttp_send_reply(req, 200, NULL, out);
         evbuffer_free(out);
         return;

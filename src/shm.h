@@ -1,12 +1,15 @@
 /* shm.h - the small block of memory the master shares with its workers:
  * the gateway-wide client count (MAX_CLIENT_NUM) and, per worker slot, what a
- * replacement worker needs to carry on after its predecessor died. */
+ * replacement worker needs to carry on after its predecessor died, and what
+ * the worker counts for the master's /metrics. */
 #ifndef FOOKING_SHM_H
 #define FOOKING_SHM_H
 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "stats.h"
 
 #define SHM_MAX_WORKERS 32
 
@@ -16,6 +19,7 @@ struct shm_worker {
     atomic_uint_fast64_t sid_ms; /* last SID millisecond used, so a successor never repeats one */
     atomic_int ips_used;         /* its MAX_CONN_PER_IP table holds counts */
     atomic_int ready;            /* its worker accepts (a binary upgrade waits for all) */
+    _Alignas(64) struct worker_stats stats; /* for /metrics (stats.h); a line of its own */
 };
 
 struct shm_block {

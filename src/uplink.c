@@ -47,6 +47,7 @@ struct uplink {
     struct event *flush; /* sends the gathered CONN/CLOSE at the end of the iteration */
     struct backoff backoff;
     int connected;
+    int was_up;       /* connected once: the next connect is a reconnect */
     int pinged;       /* this connection has had a PING */
     int router_pings; /* the router here pings: hold every new connection to LINK_TIMEOUT */
     int v2;           /* this connection's router sent the v2 PING: it takes reports */
@@ -208,6 +209,8 @@ static void uplink_down(struct uplink *u, const char *why)
         log_err("router %s: link lost: %s; reconnecting", u->name, why);
     else
         log_debug("router %s: %s", u->name, why);
+    if (u->connected)
+        gauge_set(&u->w->stats->router_link, 0);
     u->connected = 0;
     if (u->conn) {
         conn_free(u->conn);
@@ -388,6 +391,10 @@ static void uplink_eventcb(struct conn *conn, short what, void *arg)
     if (what & CONN_CONNECTED) {
         struct timeval tv = {t, 0};
         u->connected = 1;
+        gauge_set(&u->w->stats->router_link, 1);
+        if (u->was_up)
+            counter_add(&u->w->stats->router_reconnects, 1);
+        u->was_up = 1;
         u->pinged = 0;
         u->v2 = 0;
         backoff_reset(&u->backoff);

@@ -63,6 +63,7 @@ struct worker {
     struct config *cfg;
     int id;
     struct shm_block *shm;
+    struct worker_stats *stats; /* its slot's, in shm: for the master's /metrics */
     struct sid_gen sids;
     struct evconnlistener *listener;
     struct backend_pool *pool;

@@ -93,6 +93,7 @@ static void worker_on_client_added(struct worker *w, struct client *c)
 {
     TAILQ_INSERT_TAIL(&w->clients, c, entry);
     w->nclients++;
+    gauge_add(&w->stats->clients[c->proto->kind], 1);
     atomic_fetch_add(&w->shm->workers[w->id].clients, 1);
 }
 
@@ -240,6 +241,7 @@ static void worker_on_client_removed(struct worker *w, struct client *c)
     }
     TAILQ_REMOVE(&w->clients, c, entry);
     w->nclients--;
+    gauge_add(&w->stats->clients[c->proto->kind], -1);
     atomic_fetch_sub(&w->shm->workers[w->id].clients, 1);
     atomic_fetch_sub(&w->shm->clients, 1);
 }
@@ -502,6 +504,7 @@ static void worker_reload_ready(struct backend_pool *pool, const char *perr, voi
         free(fresh);
         return;
     }
+    backend_pool_set_stats(pool, &w->stats->backend);
     if (strcmp(fresh->host, w->cfg->host) != 0 || fresh->port != w->cfg->port
         || fresh->worker_num != w->cfg->worker_num)
         log_err("worker %d: reload: HOST, PORT and WORKER_NUM changes need a restart", w->id);
@@ -726,6 +729,7 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     w.cfg = cfg;
     w.id = id;
     w.shm = shm;
+    w.stats = &shm->workers[id].stats;
     w.ssl_ctx = ssl_ctx;
     w.static_fd = -1;
     TAILQ_INIT(&w.clients);
@@ -773,6 +777,9 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         goto done;
     worker_server_addr(&w, listen_fd);
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(&w, cfg));
+    if (w.pool)
+        backend_pool_set_stats(w.pool, &w.stats->backend);
+    conn_count_bytes_to(&w.stats->bytes_in, &w.stats->bytes_out);
     if (cfg->static_dir) {
         w.static_fd = open(cfg->static_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (w.static_fd < 0) {

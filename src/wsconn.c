@@ -129,6 +129,7 @@ static void wsconn_http_error(struct client *c, int status, const char *why)
     if (n > 0)
         evbuffer_add(conn_output(c->conn), buf, (size_t)n);
     ws_of(c)->state = WSC_CLOSING;
+    c->close_kind = STATS_CLOSE_PROTOCOL + 1;
     client_close_after_flush(c, why);
 }
 
@@ -367,6 +368,7 @@ static void wsconn_fail(struct client *c, int code, const char *why)
 {
     log_info("client %s %s:%d: WebSocket error %d: %s", c->sid, c->addr, c->port, code, why);
     wsconn_close_frame(c, code, why);
+    c->close_kind = STATS_CLOSE_PROTOCOL + 1;
     client_close_after_flush(c, why);
 }
 
@@ -577,6 +579,7 @@ static void wsconn_read_input(struct client *c, struct evbuffer *in)
 
 const struct client_proto wsconn_proto = {
     .frame = PROTO_WEBSOCKET,
+    .kind = STATS_PROTO_WEBSOCKET,
     .start = wsconn_start,
     .read = wsconn_read_input,
     .send = wsconn_send,
