@@ -38,6 +38,20 @@ def wait_until(cond, timeout=5.0, interval=0.02, msg=None):
         time.sleep(interval)
 
 
+def wait_equal(what, fn, want, timeout=5.0):
+    """Asks fn() until it answers want, within timeout (AssertionError naming
+    what, the wanted and the last answer)."""
+    last = [None]
+
+    def ok():
+        last[0] = fn()
+        return last[0] == want
+    try:
+        wait_until(ok, timeout, msg=what)
+    except AssertionError:
+        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0]))
+
+
 # ---------------------------------------------------------------- ports
 
 def free_port():

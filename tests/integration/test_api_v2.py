@@ -61,16 +61,7 @@ def ask_params(cluster, peer):
     return json.loads(peer.msgs.pop(n))
 
 
-def wait_answer(what, fn, want, timeout=5.0):
-    last = [None]
-
-    def ok():
-        last[0] = fn()
-        return last[0] == want
-    try:
-        fk.wait_until(ok, timeout, msg=what)
-    except AssertionError:
-        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0]))
+wait_answer = fk.wait_equal
 
 
 def test_uids_reach_exactly_their_sessions(v2):

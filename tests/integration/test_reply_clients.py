@@ -272,15 +272,7 @@ def params_of(ws):
 def eventually(what, fn, want, timeout=10.0):
     """Until fn() == want. The router learns what a reply did from the gateway's
     reports on its own link, so a query on another connection may come first."""
-    last = [None]
-
-    def ok():
-        last[0] = fn()
-        return last[0] == want
-    try:
-        fk.wait_until(ok, timeout, msg=what)
-    except AssertionError:
-        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0]))
+    fk.wait_equal(what, fn, want, timeout)
 
 
 def test_reply_commands_websocket(router, gateway, reply_backend, tmp_path):  # noqa: F811
