@@ -154,8 +154,8 @@ def test_every_endpoint_router_mode(cluster):
 
     # /metrics on the same server
     status, hdrs, body = call(port, "GET", "/metrics")
-    assert status == 200 and hdrs["content-type"] == "text/plain; version=0.0.4"
-    assert body.startswith(b"# fooking router metrics")
+    assert status == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4")
+    assert b"\nfooking_router_links 2\n" in body and b"# TYPE fooking_router_sessions gauge" in body
 
 
 def test_keepalive_and_http_matches_binary(cluster):
