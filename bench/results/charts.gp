@@ -18,7 +18,7 @@ set yrange [*:*]
 plot 'rt_fooking-length_k8.dat' using 1:2 with linespoints lw 2 lc 1 title 'fooking length', 'rt_baseline-fcgi_k8.dat' using 1:2 with linespoints lw 2 lc 2 title 'baseline fcgi', 'rt_fooking-length-mpx_k8.dat' using 1:2 with linespoints lw 2 lc 3 title 'fooking length mpx', 'rt_baseline-length_k8.dat' using 1:2 with linespoints lw 2 lc 4 title 'baseline length', 'rt_fooking-ws-mpx_k8.dat' using 1:2 with linespoints lw 2 lc 5 title 'fooking ws mpx', 'rt_pushpin_k8.dat' using 1:2 with linespoints lw 2 lc 6 title 'Pushpin ws', 'rt_baseline-ws_k8.dat' using 1:2 with linespoints lw 2 lc 7 title 'baseline ws'
 unset logscale xy
 set output 'rt_latency.png'
-set title 'Round-trip latency, N=100 K=8 S=64 (log scale)'
+set title 'Round-trip latency, N=1000 K=8 S=64 (log scale)'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
