@@ -17,6 +17,7 @@
 #include "master.h"
 #include "proctitle.h"
 #include "router.h"
+#include "router_http.h"
 #include "script.h"
 #include "tls.h"
 
@@ -161,7 +162,7 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    int rc = cfg.router ? router_run(&cfg) : master_run(&cfg);
+    int rc = cfg.router ? router_run(&cfg, &router_http_service) : master_run(&cfg);
     config_free(&cfg);
     log_close();
     return rc;

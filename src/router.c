@@ -57,7 +57,6 @@
 #include "proc.h"
 #include "rmsg.h"
 #include "router_cmd.h"
-#include "router_http.h"
 #include "router_metrics.h"
 #include "rtable.h"
 
@@ -187,13 +186,14 @@ struct router {
     unsigned char secret_md[EVP_MAX_MD_SIZE];
     unsigned int secret_mdlen;
     uint32_t max_len;
-    size_t output_limit;           /* 0: none */
-    struct bus *bus;               /* BUS set: stateless, commands are published to Redis */
-    const struct router_cmd *cmds; /* router_cmds, or router_bus_cmds with a bus */
-    const struct timeval *auth_tv; /* common timeout of ROUTER_AUTH_SECONDS */
-    struct router_http *http;      /* HTTP_PORT set: the JSON API (router_http.c) */
-    struct router_counters ctr;    /* for /metrics (router_metrics.c) */
-    unsigned char s[UINT16_MAX];   /* S of the message being handled */
+    size_t output_limit;                   /* 0: none */
+    struct bus *bus;                       /* BUS set: stateless, commands are published to Redis */
+    const struct router_cmd *cmds;         /* router_cmds, or router_bus_cmds with a bus */
+    const struct timeval *auth_tv;         /* common timeout of ROUTER_AUTH_SECONDS */
+    const struct router_service *http_svc; /* the JSON API's start and stop (main.c) */
+    void *http;                            /* its state while it runs */
+    struct router_counters ctr;            /* for /metrics (router_metrics.c) */
+    unsigned char s[UINT16_MAX];           /* S of the message being handled */
 };
 
 struct router_counters *router_counters(struct router *r)
@@ -1973,7 +1973,8 @@ static void router_free(struct router *r)
 
     /* First the HTTP API: its requests' connections go (no callback after),
      * before the bus answers what is pending with nothing. */
-    router_http_free(r->http);
+    if (r->http != NULL)
+        r->http_svc->stop(r->http);
     r->http = NULL;
     /* Freeing the bus answers its pending callbacks, which touch conns. */
     bus_free(r->bus);
@@ -2027,7 +2028,7 @@ static void router_free(struct router *r)
     free(r);
 }
 
-int router_run(const struct config *cfg)
+int router_run(const struct config *cfg, const struct router_service *http)
 {
     struct router *r = calloc(1, sizeof(*r));
     const char *secret = cfg->router_secret;
@@ -2038,6 +2039,7 @@ int router_run(const struct config *cfg)
         return 1;
     }
     r->cfg = cfg;
+    r->http_svc = http;
     r->up_fd = -1;
     /* Blocked until their handlers exist: one arriving in between (a SIGHUP
      * right after start) would otherwise take its default action. */
@@ -2147,7 +2149,8 @@ int router_run(const struct config *cfg)
         if (r->ping == NULL || event_add(r->ping, &tv) < 0)
             goto fail_oom;
     }
-    if (cfg->http_port > 0 && (r->http = router_http_new(r)) == NULL)
+    if (r->http_svc != NULL && r->http_svc->wanted(cfg)
+        && (r->http = r->http_svc->start(r)) == NULL)
         goto fail;
     log_info("router: listening on %s:%d (max message %u bytes, output limit %zu bytes, max "
              "answer %zu bytes, %s%s)",

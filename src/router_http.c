@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "proc.h"
 #include "rmsg.h"
+#include "router.h"
 #include "router_api.h"
 #include "router_cmd.h"
 #include "router_metrics.h"
@@ -450,3 +451,18 @@ void router_http_free(struct router_http *h)
         evhttp_free(h->http);
     free(h);
 }
+
+static int router_http_wanted(const struct config *cfg)
+{
+    return cfg->http_port > 0;
+}
+static void *router_http_start(struct router *r)
+{
+    return router_http_new(r);
+}
+static void router_http_stop(void *h)
+{
+    router_http_free(h);
+}
+const struct router_service router_http_service = {router_http_wanted, router_http_start,
+                                                   router_http_stop};

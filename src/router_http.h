@@ -13,4 +13,7 @@ struct router_http *router_http_new(struct router *r);
  * stops listening. NULL is fine. */
 void router_http_free(struct router_http *h);
 
+/* The API as a router service (router.h), wanted when HTTP_PORT is set. */
+extern const struct router_service router_http_service;
+
 #endif
