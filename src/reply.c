@@ -279,21 +279,16 @@ void reply_deliver(struct worker *w, struct client *c, struct request *r)
 {
     struct evbuffer *body = r->reply;
     int to_self = evbuffer_get_length(body) > 0 || r->explicit_empty;
-    if (r->cmds_lost || r->cmds == NULL) {
-        if (r->cmds_lost)
-            log_err("client %s: out of memory keeping a reply's commands: none applied", c->sid);
-        if (to_self)
-            client_send(c, body);
-        return;
-    }
-    size_t n = evbuffer_get_length(r->cmds);
-    const uint8_t *p = evbuffer_pullup(r->cmds, -1), *end = p + n;
+    size_t n = r->cmds != NULL ? evbuffer_get_length(r->cmds) : 0;
+    const uint8_t *p = r->cmds_lost || n == 0 ? NULL : evbuffer_pullup(r->cmds, -1);
     if (p == NULL) {
-        log_err("client %s: out of memory reading a reply's commands: none applied", c->sid);
+        if (r->cmds_lost || n > 0)
+            log_err("client %s: out of memory for a reply's commands: none applied", c->sid);
         if (to_self)
             client_send(c, body);
         return;
     }
+    const uint8_t *end = p + n;
     struct reply_plan plan = {0};
     reply_first(w, c, p, end, &plan);
     if (c->dead)

@@ -216,9 +216,14 @@ static uint32_t router_be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+int router_has_secret(const struct router *r)
+{
+    return r->has_secret;
+}
+
 /* Compares SHA-256 digests in constant time, so neither the secret's bytes nor
  * its length leak through timing. */
-static int router_secret_ok(struct router *r, const unsigned char *p, size_t n)
+int router_secret_ok(const struct router *r, const void *p, size_t n)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;

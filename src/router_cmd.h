@@ -90,6 +90,10 @@ int router_local_run(struct rconn *c, struct rmsg *m);
  * (a gateway query, a bus reply) refers to it any more. */
 void router_local_close(struct rconn *c);
 const struct config *router_config(const struct router *r);
+/* ROUTER_SECRET is set; p[0..n) is it (SHA-256 digests compared in constant
+ * time, so neither its bytes nor its length leak through timing). */
+int router_has_secret(const struct router *r);
+int router_secret_ok(const struct router *r, const void *p, size_t n);
 struct event_base *router_base(const struct router *r);
 
 /* Commands both modes answer the same way. */

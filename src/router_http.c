@@ -25,8 +25,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "bus.h"
 #include "config.h"
@@ -49,8 +47,6 @@ struct router_http {
     struct evhttp *http;
     size_t max_body;
     int has_secret;
-    unsigned char secret_md[EVP_MAX_MD_SIZE];
-    unsigned int secret_mdlen;
     unsigned refused;             /* requests refused, for the log's rate limit */
     TAILQ_HEAD(, rhttp_req) reqs; /* waiting for answers */
 };
@@ -256,14 +252,10 @@ static void rhttp_run(struct router_http *h, struct evhttp_request *req, const c
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), rhttp_closed, p);
 }
 
-/* ROUTER_SECRET as a bearer token, compared by SHA-256 digest in constant
- * time (neither its bytes nor its length leak through timing). */
+/* ROUTER_SECRET as a bearer token, checked as the binary protocol's SECRET is. */
 static int rhttp_authorized(struct router_http *h, struct evhttp_request *req)
 {
     const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-
     if (!h->has_secret)
         return 1;
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
@@ -271,10 +263,7 @@ static int rhttp_authorized(struct router_http *h, struct evhttp_request *req)
     auth += 7;
     while (*auth == ' ')
         auth++;
-    if (EVP_Digest(auth, strlen(auth), md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen != h->secret_mdlen)
-        return 0;
-    return CRYPTO_memcmp(md, h->secret_md, mdlen) == 0;
+    return router_secret_ok(h->r, auth, strlen(auth));
 }
 
 /* A GET's query string as {"name": ["value", ...]}. */
@@ -391,7 +380,6 @@ struct router_http *router_http_new(struct router *r)
 {
     const struct config *cfg = router_config(r);
     struct router_http *h = calloc(1, sizeof(*h));
-    const char *secret = cfg->router_secret;
     int fd = -1;
 
     if (h == NULL || (h->http = evhttp_new(router_base(r))) == NULL) {
@@ -401,14 +389,7 @@ struct router_http *router_http_new(struct router *r)
     h->r = r;
     h->max_body = cfg->http_max_body;
     TAILQ_INIT(&h->reqs);
-    if (secret != NULL && secret[0] != '\0') {
-        h->has_secret = 1;
-        if (EVP_Digest(secret, strlen(secret), h->secret_md, &h->secret_mdlen, EVP_sha256(), NULL)
-            != 1) {
-            log_err("router: cannot hash ROUTER_SECRET (OpenSSL SHA-256 unavailable)");
-            goto fail;
-        }
-    }
+    h->has_secret = router_has_secret(r);
     /* evhttp refuses a body past twice HTTP_MAX_BODY itself, before reading
      * it (a 413 of its own, and the connection closed), so no request can
      * make the router hold more; one in between gets the API's JSON 413. */
