@@ -1,5 +1,5 @@
 # fooking: event-driven socket gateway. `make` builds ./fooking.
-PKGS     := libevent libevent_openssl lua5.3 hiredis openssl jansson
+PKGS     := libevent libevent_openssl libevent_pthreads lua5.3 hiredis libnats openssl jansson
 CC       ?= cc
 PREFIX   ?= /usr/local
 DESTDIR  ?=

@@ -4,11 +4,11 @@
 # Usage: scripts/deps.sh build|test|demo|demo-bus (demo-bus: the demo with BUS=redis)
 set -eu
 what=${1:-build}
-build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev libjansson-dev"
-test="$build prometheus systemd logrotate man-db groff-base dpkg-dev libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev redis-server openssl clang libclang-rt-14-dev chromium"
+build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libnats-dev libssl-dev libjansson-dev"
+test="$build prometheus systemd logrotate man-db groff-base dpkg-dev libcmocka-dev python3 python3-pytest python3-websockets python3-redis php-fpm php-cli php-redis golang-go golang-github-gomodule-redigo-dev golang-github-nats-io-go-nats-dev redis-server nats-server openssl clang libclang-rt-14-dev chromium"
 # The chat demo needs no Redis; the Go backend builds the fooking package, whose
-# Redis transport needs redigo. redis-server only for BUS=redis.
-demo="$build php-fpm php-cli golang-go golang-github-gomodule-redigo-dev"
+# Redis and NATS transports need redigo and nats.go. redis-server only for BUS=redis.
+demo="$build php-fpm php-cli golang-go golang-github-gomodule-redigo-dev golang-github-nats-io-go-nats-dev"
 case $what in
   build) pkgs=$build ;;
   test) pkgs=$test ;;

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "rmsg.h"
 #include "bus.h"
+#include "nbus.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -555,14 +556,37 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
         || cfg_str(&c, "BUS", NULL, &cfg->bus) < 0
         || cfg_str(&c, "BUS_PREFIX", "fooking:", &cfg->bus_prefix) < 0)
         goto done;
-    if (cfg->bus) {
+    if (nbus_is_nats(cfg->bus)) {
+        char berr[160];
+        if (nbus_parse_url(cfg->bus, berr, sizeof(berr)) < 0) {
+            cfg_fail(&c, "BUS",
+                     "must be \"nats://[user:password@|token@]host:port[,host:port...]\": %s, "
+                     "got \"%s\"",
+                     berr, cfg->bus);
+            goto done;
+        }
+        /* Subjects: no wildcard, no space, no empty token. */
+        const char *p = cfg->bus_prefix;
+        int bad = p[0] == '.' || strstr(p, "..") != NULL;
+        for (; *p; p++)
+            bad |= *p == '*' || *p == '>' || (unsigned char)*p <= ' ' || (unsigned char)*p >= 127;
+        if (bad || strlen(cfg->bus_prefix) > 127) {
+            cfg_fail(&c, "BUS_PREFIX",
+                     "with a NATS BUS, must be up to 127 printable bytes without spaces, '*', "
+                     "'>', a leading '.' or \"..\", got \"%s\"",
+                     cfg->bus_prefix);
+            goto done;
+        }
+    } else if (cfg->bus) {
         char host[256], pw[256], berr[128];
         int port, db;
         if (bus_parse_url(cfg->bus, host, sizeof(host), &port, pw, sizeof(pw), &db, berr,
                           sizeof(berr))
             < 0) {
-            cfg_fail(&c, "BUS", "must be \"redis://[:password@]host:port[/db]\": %s, got \"%s\"",
-                     berr, cfg->bus);
+            cfg_fail(
+                &c, "BUS",
+                "must be \"redis://[:password@]host:port[/db]\" or \"nats://...\": %s, got \"%s\"",
+                berr, cfg->bus);
             goto done;
         }
     }

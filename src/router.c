@@ -54,9 +54,11 @@
 #include "loop.h"
 #include "netaddr.h"
 #include "bus.h"
+#include "nbus.h"
 #include "proc.h"
 #include "rmsg.h"
 #include "router_cmd.h"
+#include "router_nats.h"
 #include "router_metrics.h"
 #include "rtable.h"
 
@@ -188,6 +190,7 @@ struct router {
     uint32_t max_len;
     size_t output_limit;                   /* 0: none */
     struct bus *bus;                       /* BUS set: stateless, commands are published to Redis */
+    struct router_nats *nats;              /* ... or to NATS (BUS = "nats://...") */
     const struct router_cmd *cmds;         /* router_cmds, or router_bus_cmds with a bus */
     const struct timeval *auth_tv;         /* common timeout of ROUTER_AUTH_SECONDS */
     const struct router_service *http_svc; /* the JSON API's start and stop (main.c) */
@@ -209,6 +212,11 @@ struct rtable *router_tables(struct router *r)
 struct bus *router_bus(struct router *r)
 {
     return r->bus;
+}
+
+int router_on_bus(const struct router *r)
+{
+    return r->bus != NULL || r->nats != NULL;
 }
 
 static uint32_t router_be32(const unsigned char *p)
@@ -360,6 +368,20 @@ const char *router_conn_peer(const struct rconn *c)
 struct bus *router_conn_bus(const struct rconn *c)
 {
     return c->r->bus;
+}
+
+struct router_nats *router_conn_nats(const struct rconn *c)
+{
+    return c->r->nats;
+}
+
+int router_conn_bus_ready(const struct rconn *c)
+{
+    if (c->r->bus)
+        return bus_cmd_ready(c->r->bus);
+    if (c->r->nats)
+        return router_nats_ready(c->r->nats);
+    return -1;
 }
 
 int router_conn_send(struct rconn *c, uint16_t type, const void *d, size_t len)
@@ -1984,6 +2006,8 @@ static void router_free(struct router *r)
     /* Freeing the bus answers its pending callbacks, which touch conns. */
     bus_free(r->bus);
     r->bus = NULL;
+    router_nats_free(r->nats);
+    r->nats = NULL;
     while (!TAILQ_EMPTY(&r->gwqs))
         router_gwq_free(TAILQ_FIRST(&r->gwqs));
 
@@ -2102,6 +2126,8 @@ int router_run(const struct config *cfg, const struct router_service *http)
         goto fail;
 
     r->tab = rtable_new();
+    if (nbus_is_nats(cfg->bus))
+        nbus_global_init(); /* before the loop: libnats' threads touch it */
     r->base = loop_new();
     r->gwq_ids = hmap_new(0);
     r->payload = evbuffer_new();
@@ -2140,7 +2166,11 @@ int router_run(const struct config *cfg, const struct router_service *http)
     sigprocmask(SIG_UNBLOCK, &r->sigs, NULL);
 
     r->cmds = router_cmds;
-    if (cfg->bus != NULL) {
+    if (nbus_is_nats(cfg->bus)) {
+        r->cmds = router_nats_cmds;
+        if ((r->nats = router_nats_new(r, cfg, &r->ctr.bus)) == NULL)
+            goto fail;
+    } else if (cfg->bus != NULL) {
         struct bus_handlers h = {0};
         r->cmds = router_bus_cmds;
         if ((r->bus = bus_new(r->base, cfg->bus, cfg->bus_prefix, cfg->link_timeout, &h)) == NULL)
@@ -2161,7 +2191,7 @@ int router_run(const struct config *cfg, const struct router_service *http)
              "answer %zu bytes, %s%s)",
              cfg->host, cfg->port, r->max_len, r->output_limit, r->answer_max,
              r->has_secret ? "ROUTER_SECRET required" : "no ROUTER_SECRET",
-             r->bus ? ", stateless on the bus" : "");
+             r->bus || r->nats ? ", stateless on the bus" : "");
     if (ready_fd >= 0) { /* a predecessor waits for this to hand over */
         proc_upgrade_ready(ready_fd);
         ready_fd = -1;

@@ -38,6 +38,9 @@ extern const struct router_cmd router_bus_cmds[RMSG_TYPE_MAX + 1];
 const char *router_conn_peer(const struct rconn *c);
 /* The router's bus: NULL unless BUS is set. */
 struct bus *router_conn_bus(const struct rconn *c);
+/* The bus (Redis or NATS) can take commands now: 1, 0 while it is away, -1
+ * without a bus. */
+int router_conn_bus_ready(const struct rconn *c);
 /* Ends the connection (its memory is freed after the current callback). */
 void router_conn_kill(struct rconn *c);
 /* Queues a message with empty S and D = d[0..len) on c, dropping c when that

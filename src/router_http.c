@@ -26,7 +26,6 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
-#include "bus.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -206,7 +205,6 @@ static void rhttp_run(struct router_http *h, struct evhttp_request *req, const c
                       struct router_api_req *api)
 {
     struct rhttp_req *p = calloc(1, sizeof(*p));
-    struct bus *bus;
     int rc = RMSG_OK;
 
     if (p == NULL || (p->answers = evbuffer_new()) == NULL
@@ -225,7 +223,7 @@ static void rhttp_run(struct router_http *h, struct evhttp_request *req, const c
     snprintf(p->peer, sizeof(p->peer), "%s", peer);
     /* On the bus, a command would be dropped and a query answered ERROR:
      * the caller hears it at once, as 503. */
-    if ((bus = router_conn_bus(p->c)) != NULL && !bus_cmd_ready(bus)) {
+    if (router_conn_bus_ready(p->c) == 0) {
         rhttp_refuse(h, req, peer, 503, "the bus is not connected");
         rhttp_req_free(p);
         return;

@@ -53,7 +53,7 @@ void router_metrics_write(struct router *r, struct evbuffer *out)
     for (int d = 0; d < ROUTER_DROP_N; d++)
         metrics_u64(out, n, "reason", router_drops[d], counter_get(&ctr->links_dropped[d]));
 
-    if (router_bus(r)) {
+    if (router_on_bus(r)) {
         n = "fooking_bus_connected";
         metrics_header(out, n, "gauge", "Bus (BUS) connections up, by kind.");
         metrics_i64(out, n, "connection", "subscribe", gauge_get(&ctr->bus.connected[0]));

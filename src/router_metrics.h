@@ -35,7 +35,8 @@ struct router_counters {
 /* router.c: what the metrics read. */
 struct router_counters *router_counters(struct router *r);
 struct rtable *router_tables(struct router *r);
-struct bus *router_bus(struct router *r); /* NULL unless BUS is set */
+struct bus *router_bus(struct router *r);  /* NULL unless BUS is a Redis */
+int router_on_bus(const struct router *r); /* BUS is set (Redis or NATS) */
 
 /* The router's /metrics text into out. */
 void router_metrics_write(struct router *r, struct evbuffer *out);

@@ -26,6 +26,8 @@
 
 #include "backend.h"
 #include "buslink.h"
+#include "natslink.h"
+#include "nbus.h"
 #include "channel.h"
 #include "client.h"
 #include "command.h"
@@ -747,6 +749,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
     if (cfg->protocol
         == PROTO_WEBSOCKET) /* the crypto library's first SHA-1 costs a few MB of it */
         ws_init();
+    if (nbus_is_nats(cfg->bus))
+        nbus_global_init(); /* before the loop: libnats' threads touch it */
     w.base = loop_new();
     if (!w.base) {
         log_err("worker %d: cannot create event loop", id);
@@ -773,7 +777,8 @@ int worker_run(struct config *cfg, int id, int listen_fd, struct shm_block *shm,
         goto done;
     if (cfg->router_host && worker_link_add(&w, uplink_new(&w)) < 0)
         goto done;
-    if (cfg->bus && worker_link_add(&w, buslink_new(&w)) < 0)
+    if (cfg->bus
+        && worker_link_add(&w, nbus_is_nats(cfg->bus) ? natslink_new(&w) : buslink_new(&w)) < 0)
         goto done;
     worker_server_addr(&w, listen_fd);
     w.pool = backend_pool_new(w.base, cfg, worker_static_params(&w, cfg));

@@ -610,3 +610,104 @@ def make_cert(directory, name=""):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return cert, key
+
+
+# ---------------------------------------------------------------- nats-server
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class NatsCluster:
+    """n nats-servers on loopback ports, clustered (each routes to the others),
+    each with its HTTP monitoring port; stopped by pid. A server can be stopped
+    (kill) and started again on the same ports. url(i...) is the BUS value that
+    lists servers i... in that order (all of them, starting at i, by default);
+    extra nats-server arguments (--user/--pass, --auth) as `args`."""
+
+    def __init__(self, tmpdir, n=3, args=()):
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = n
+        self.args = list(args)
+        self.ports = [free_port() for _ in range(n)]
+        self.cports = [free_port() for _ in range(n)]
+        self.mports = [free_port() for _ in range(n)]
+        self.procs = [None] * n
+        self.outs = [None] * n
+
+    def url(self, *order, auth=""):
+        order = order or range(self.n)
+        return "nats://" + (auth + "@" if auth else "") + ",".join(
+            "127.0.0.1:%d" % self.ports[i] for i in order)
+
+    def log(self, i):
+        return read_text(self.dir / ("nats%d.log" % i))
+
+    def start_one(self, i, timeout=10.0):
+        routes = ",".join("nats://127.0.0.1:%d" % self.cports[j] for j in range(self.n) if j != i)
+        self.outs[i] = open(self.dir / ("nats%d.log" % i), "ab")
+        self.procs[i] = subprocess.Popen(
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.ports[i]), "-m", str(self.mports[i]),
+             "-n", "fk%d" % i, "--cluster_name", "fk", "--cluster",
+             "nats://127.0.0.1:%d" % self.cports[i], "--routes", routes] + self.args,
+            stdin=subprocess.DEVNULL, stdout=self.outs[i], stderr=subprocess.STDOUT)
+        wait_own_listen(self.procs[i], self.ports[i], timeout, "nats-server %d" % i,
+                        lambda: self.log(i))
+
+    def start(self):
+        for i in range(self.n):
+            self.start_one(i)
+        self.wait_routed()
+        return self
+
+    def monitor(self, i, path):
+        import json
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.mports[i], path),
+                                    timeout=5) as r:
+            return json.loads(r.read())
+
+    def wait_routed(self, timeout=15.0):
+        """Every running server has a route to every other running one."""
+        up = [i for i in range(self.n) if self.alive(i)]
+
+        def ok():
+            try:
+                return all(self.monitor(i, "/routez")["num_routes"] >= len(up) - 1 for i in up)
+            except OSError:
+                return False
+        fk.wait_until(ok, timeout, msg="the NATS cluster to form")
+
+    def subscriptions(self):
+        """{subject: number of client subscriptions} over every running server."""
+        out = {}
+        for i in range(self.n):
+            if not self.alive(i):
+                continue
+            try:
+                conns = self.monitor(i, "/connz?subs=1&limit=10000")["connections"] or []
+            except OSError:
+                continue
+            for c in conns:
+                for s in c.get("subscriptions_list") or []:
+                    out[s] = out.get(s, 0) + 1
+        return out
+
+    def alive(self, i):
+        return self.procs[i] is not None and self.procs[i].poll() is None
+
+    def kill(self, i):
+        if self.alive(i):
+            self.procs[i].kill()
+            self.procs[i].wait(10)
+        if self.outs[i]:
+            self.outs[i].close()
+            self.outs[i] = None
+
+    def stop(self):
+        for i in range(self.n):
+            if self.alive(i):
+                fk.stop_pid(self.procs[i], 10)
+            if self.outs[i]:
+                self.outs[i].close()
+                self.outs[i] = None
