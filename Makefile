@@ -19,7 +19,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 .PHONY: all clean install deps test test-unit test-integration test-asan fuzz fuzz-build
 
 # Pure codecs: the fuzz targets link these and nothing else.
-CODECS   := src/fcgi.c src/rmsg.c src/ws.c src/static.c src/frame.c
+CODECS   := src/fcgi.c src/rmsg.c src/ws.c src/static.c src/frame.c src/natsq.c src/hmap.c
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_SECONDS ?= 15
 CLANG    ?= clang
@@ -95,7 +95,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(CODECS) $(wildcard src/*.h)
 	@mkdir -p $(BUILD)/fuzz
 	@echo "  FUZZ  $@"
 	@$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $< $(CODECS) \
-	    $(shell pkg-config --libs --cflags openssl)
+	    $(shell pkg-config --libs --cflags openssl libevent)
 
 fuzz: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
