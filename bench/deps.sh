@@ -4,8 +4,8 @@
 # for profiles. Idempotent: only missing packages are installed, and a dpkg lock
 # held by another apt run is waited for instead of failing.
 set -eu
-pkgs="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libssl-dev libjansson-dev python3 \
-      pushpin nginx-light libnginx-mod-nchan gnuplot-nox linux-perf procps redis-server"
+pkgs="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libnats-dev libssl-dev libjansson-dev python3 \
+      pushpin nginx-light libnginx-mod-nchan gnuplot-nox linux-perf procps redis-server nats-server"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -238,16 +238,22 @@ w("One publisher sends as fast as messages are delivered (at most about 100K del
   "CH_PUB to a channel all subscribers joined with CH_ADD). nchan: the same WebSocket "
   "subscribers on one channel, 4 HTTP publishers (one POST in flight each). Baseline: the "
   "publisher's router messages go straight to 2 epoll processes that write one prebuilt "
-  "frame per message to every socket. Deliveries per second; latency is publish to "
+  "frame per message to every socket. Via Redis bus: the same SEND_ALL through a "
+  "stateless router on one redis-server. Via NATS: through a stateless router on a "
+  "three-server nats-server cluster, first with the gateway (two workers) on the router's "
+  "server, then with two gateways (one worker each) on the two other servers, so every "
+  "message crosses a route between servers. Deliveries per second; latency is publish to "
   "delivery.\n")
-w("| subscribers | S | fooking SEND_ALL | fooking CH_PUB | fooking SEND_ALL via Redis bus | nchan | baseline | SEND_ALL / nchan | SEND_ALL / baseline | SEND_ALL ms p50 / p99 / p99.9 | nchan ms p50 / p99 / p99.9 |")
-w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+w("| subscribers | S | fooking SEND_ALL | fooking CH_PUB | fooking SEND_ALL via Redis bus | via NATS | via NATS, gateways on 2 other servers | nchan | baseline | SEND_ALL / nchan | SEND_ALL / baseline | SEND_ALL ms p50 / p99 / p99.9 | nchan ms p50 / p99 / p99.9 |")
+w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
 for n in fans:
     fs, fc = find("fooking-sendall", n=n), find("fooking-chpub", n=n)
     nc, bf = find("nchan", n=n), find("baseline-fanout", n=n)
     fb = find("fooking-bus-sendall", n=n)
+    fn, fn2 = find("fooking-nats-sendall", n=n), find("fooking-nats2-sendall", n=n)
     s = get(fs, "s") or get(bf, "s")
-    w(f"| {n} | {s} | {num(get(fs, 'rate'))} | {num(get(fc, 'rate'))} | {num(get(fb, 'rate'))} | {num(get(nc, 'rate'))} | "
+    w(f"| {n} | {s} | {num(get(fs, 'rate'))} | {num(get(fc, 'rate'))} | {num(get(fb, 'rate'))} | "
+      f"{num(get(fn, 'rate'))} | {num(get(fn2, 'rate'))} | {num(get(nc, 'rate'))} | "
       f"{num(get(bf, 'rate'))} | {ratio(get(fs, 'rate'), get(nc, 'rate'))} | "
       f"{ratio(get(fs, 'rate'), get(bf, 'rate'))} | {lat(fs)} | {lat(nc)} |")
 w("\n![deliveries per second against subscribers](bench/results/fanout.png)\n")
@@ -596,6 +602,8 @@ if pick:
 plots = []
 for label, title in (("fooking-sendall", "fooking SEND_ALL"), ("fooking-chpub", "fooking CH_PUB"),
                      ("fooking-bus-sendall", "fooking SEND_ALL via Redis"),
+                     ("fooking-nats-sendall", "fooking SEND_ALL via NATS"),
+                     ("fooking-nats2-sendall", "via NATS, 2 servers"),
                      ("nchan", "nchan"), ("baseline-fanout", "baseline")):
     pts = [(n, get(find(label, n=n), "rate")) for n in fans]
     pts = [(n, r) for n, r in pts if r]

@@ -115,13 +115,51 @@ EOF
     PIDS+=($BUS_ROUTER_PID)
     wait_port $BUS_ROUTER_PORT
 }
-# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1/bus) [WORKERS] [MULTIPLEX]: sets GW_PORT, GW_PID
+# start_nats: a three-server nats-server cluster (each routes to the others) and
+# a stateless router on server 0; sets NATS_PORTS (array), NATS_ROUTER_PORT
+start_nats() {
+    command -v nats-server >/dev/null || return 1
+    local i j p c=() routes
+    NATS_PORTS=(); NATS_PIDS=()
+    for i in 0 1 2; do port p; NATS_PORTS+=($p); port p; c+=($p); done
+    for i in 0 1 2; do
+        routes=""
+        for j in 0 1 2; do [ $j != $i ] && routes="$routes${routes:+,}nats://127.0.0.1:${c[$j]}"; done
+        nats-server -a 127.0.0.1 -p ${NATS_PORTS[$i]} -n bench$i --cluster_name bench \
+            --cluster nats://127.0.0.1:${c[$i]} --routes "$routes" > "$TMP/nats$i.out" 2>&1 &
+        PIDS+=($!); NATS_PIDS+=($!)
+    done
+    for i in 0 1 2; do wait_port ${NATS_PORTS[$i]} || return 1; done
+    # The routes are up once the servers logged their six ends.
+    for _ in $(seq 100); do
+        [ "$(cat "$TMP"/nats?.out | grep -c 'Route connection created')" -ge 6 ] && break
+        sleep 0.1
+    done
+    port NATS_ROUTER_PORT
+    cat > "$TMP/nats_router.lua" <<EOF
+ROUTER = 1
+HOST = "127.0.0.1"
+PORT = $NATS_ROUTER_PORT
+BUS = "$(nats_url 0)"
+LOG_FILE = "$TMP/nats_router.log"
+LOG_LEVEL = 1
+EOF
+    ./fooking "$TMP/nats_router.lua" > "$TMP/nats_router.out" 2>&1 & NATS_ROUTER_PID=$!
+    PIDS+=($NATS_ROUTER_PID)
+    wait_port $NATS_ROUTER_PORT
+}
+nats_url() { # nats_url I: BUS listing server I first, then the others
+    local i=$1
+    echo "nats://127.0.0.1:${NATS_PORTS[$i]},127.0.0.1:${NATS_PORTS[$(((i + 1) % 3))]},127.0.0.1:${NATS_PORTS[$(((i + 2) % 3))]}"
+}
+# start_gateway NAME PROTOCOL EVENT_CONNECT ROUTER(0/1/bus/natsI) [WORKERS] [MULTIPLEX]: sets GW_PORT, GW_PID
 start_gateway() {
     port GW_PORT
     local router=""
     [ "$4" = 1 ] && router="ROUTER_HOST = \"127.0.0.1\"
 ROUTER_PORT = $ROUTER_PORT"
     [ "$4" = bus ] && router="BUS = \"redis://127.0.0.1:$REDIS_PORT\""
+    case $4 in nats*) router="BUS = \"$(nats_url ${4#nats})\"" ;; esac
     GW_SEQ=$((${GW_SEQ:-0} + 1)) # gateways on one router need distinct SERVER_IDs
     cat > "$TMP/$1.lua" <<EOF
 HOST = "127.0.0.1"
@@ -441,6 +479,29 @@ if start_bus; then
             -a 127.0.0.1:$GWB_PORT -R 127.0.0.1:$BUS_ROUTER_PORT >/dev/null
     done
     stop "$GWB_PID"; stop "$BUS_ROUTER_PID"; stop "$REDIS_PID"
+fi
+# ... and on a three-server NATS cluster (DESIGN §16): first one gateway (two
+# workers) on the router's server, then two gateways (one worker each) on the
+# two other servers, so every delivery crosses a route between servers.
+if start_nats; then
+    start_gateway gw_ws_nats websocket 0 nats0; GWN_PORT=$GW_PORT; GWN_PID=$GW_PID
+    sleep 0.5 # the workers subscribe once connected
+    for N in $FANS; do
+        S=64; [ "$N" = 100 ] && S=16
+        run fooking-nats-sendall -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P sendall \
+            -a 127.0.0.1:$GWN_PORT -R 127.0.0.1:$NATS_ROUTER_PORT >/dev/null
+    done
+    stop "$GWN_PID"
+    start_gateway gw_ws_nats1 websocket 0 nats1 1; GWN1_PORT=$GW_PORT; GWN1_PID=$GW_PID
+    start_gateway gw_ws_nats2 websocket 0 nats2 1; GWN2_PORT=$GW_PORT; GWN2_PID=$GW_PID
+    sleep 0.5
+    for N in $FANS; do
+        S=64; [ "$N" = 100 ] && S=16
+        run fooking-nats2-sendall -s fanout -p ws -n $N -b $S -d $D -w $W $SRC -P sendall \
+            -a 127.0.0.1:$GWN1_PORT -a 127.0.0.1:$GWN2_PORT -R 127.0.0.1:$NATS_ROUTER_PORT >/dev/null
+    done
+    stop "$GWN1_PID"; stop "$GWN2_PID"; stop "$NATS_ROUTER_PID"
+    for p in "${NATS_PIDS[@]}"; do stop "$p"; done
 fi
 # CH_PUB needs the subscribers' SIDs: a gateway that posts EVENT=1, whose reply is the SID
 start_gateway gw_ws_ev websocket 1 1; GWE_PORT=$GW_PORT; GWE_PID=$GW_PID
