@@ -398,9 +398,9 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
         s = natsOptions_SetReconnectJitter(b->opts, 100, 100);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(b->opts, 2000);
-    /* Nothing is held back for a server that is away (see nbus_publish). */
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectBufSize(b->opts, 0);
+    /* While the loop knows the connection is down, publishes are dropped
+     * (nbus_publish); the few made before it hears of it wait in libnats'
+     * reconnect buffer (8 MiB) and go out after the reconnect. */
     if (s == NATS_OK && link_timeout > 0) {
         s = natsOptions_SetPingInterval(b->opts, link_timeout * 1000L / 3);
         if (s == NATS_OK)
@@ -450,6 +450,9 @@ void nbus_free(struct nbus *b)
         natsConnection_Destroy(b->nc);
     }
     natsOptions_Destroy(b->opts);
+    /* libnats' threads (delivery, timers) are done before the memory their
+     * callbacks use goes: one bus per process, so the library goes with it. */
+    nats_CloseAndWait(2000);
     /* Nothing calls back now: what is queued goes unread. */
     for (size_t i = 0; i < b->qn; i++)
         if (b->q[i].msg)
