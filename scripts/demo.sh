@@ -19,9 +19,12 @@
 #                      the gateway get BUS = "redis://127.0.0.1:<REDIS_PORT>": the
 #                      Redis bus carries the router's commands to the gateway; the
 #                      backends still talk to the router
+#                      nats: the same with a nats-server of the demo's own
+#                      (scripts/deps.sh demo-nats) and BUS = "nats://127.0.0.1:<NATS_PORT>"
 #   ROUTER_PORT=9010   fooking router      } these take the next free port
 #   FCGI_PORT=9001     the backend         } when theirs is taken; all
 #   REDIS_PORT=6390    Redis (BUS=redis)   } listen on 127.0.0.1 only
+#   NATS_PORT=4232     NATS (BUS=nats)     }
 #   WORKER_NUM=2       gateway workers
 #   KEEP_RUN_DIR=1     keep the run directory (configs and logs) after stopping
 set -euo pipefail
@@ -38,7 +41,7 @@ say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 case $BACKEND in php|go) ;; *) die "BACKEND must be php or go, got \"$BACKEND\"" ;; esac
-case $BUS in ""|redis) ;; *) die "BUS must be empty or redis, got \"$BUS\"" ;; esac
+case $BUS in ""|redis|nats) ;; *) die "BUS must be empty, redis or nats, got \"$BUS\"" ;; esac
 if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then
     die "PORT must be a port number, got \"$PORT\""
 fi
@@ -71,10 +74,15 @@ listening "$PORT" && die "port $PORT is in use; choose another: make demo PORT=.
 pick_port ROUTER_PORT "${ROUTER_PORT:-9010}"
 pick_port FCGI_PORT "${FCGI_PORT:-9001}"
 if [[ $BUS == redis ]]; then pick_port REDIS_PORT "${REDIS_PORT:-6390}"; fi
+if [[ $BUS == nats ]]; then pick_port NATS_PORT "${NATS_PORT:-4232}"; fi
 
 # ---------------------------------------------------------------- packages, build
 
-if [[ $BUS == redis ]]; then "$root/scripts/deps.sh" demo-bus; else "$root/scripts/deps.sh" demo; fi
+case $BUS in
+redis) "$root/scripts/deps.sh" demo-bus ;;
+nats) "$root/scripts/deps.sh" demo-nats ;;
+*) "$root/scripts/deps.sh" demo ;;
+esac
 say "building fooking"
 "$MAKE" -s -C "$root" fooking
 
@@ -163,6 +171,10 @@ if [[ $BUS == redis ]]; then
         --save "" --appendonly no --dir "$run" --daemonize no
     wait_port redis "$REDIS_PORT" "$run/redis.log"
     bus_conf="BUS = \"redis://127.0.0.1:$REDIS_PORT\""
+elif [[ $BUS == nats ]]; then
+    start nats "$run/nats.log" nats-server -a 127.0.0.1 -p "$NATS_PORT"
+    wait_port nats "$NATS_PORT" "$run/nats.log"
+    bus_conf="BUS = \"nats://127.0.0.1:$NATS_PORT\""
 fi
 
 # ---------------------------------------------------------------- backend
@@ -229,7 +241,7 @@ wait_port router "$ROUTER_PORT" "$run/router.out"
 
 # The gateway is linked to the router, or (BUS=redis) to the Redis bus the
 # router publishes on.
-if [[ $BUS == redis ]]; then
+if [[ -n $BUS ]]; then
     link_conf=$bus_conf
 else
     link_conf=$'ROUTER_HOST = "127.0.0.1"\n'"ROUTER_PORT = $ROUTER_PORT"
@@ -262,6 +274,7 @@ wait_port gateway "$PORT" "$run/gateway.out"
 url_host=$HOST
 bus_note=""
 if [[ $BUS == redis ]]; then bus_note=", bus redis://127.0.0.1:$REDIS_PORT"; fi
+if [[ $BUS == nats ]]; then bus_note=", bus nats://127.0.0.1:$NATS_PORT"; fi
 [[ $url_host == 0.0.0.0 ]] && url_host=127.0.0.1
 cat <<EOF
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages fooking needs to build, test or run the demo.
 # Idempotent: only missing packages are installed.
-# Usage: scripts/deps.sh build|test|demo|demo-bus (demo-bus: the demo with BUS=redis)
+# Usage: scripts/deps.sh build|test|demo|demo-bus|demo-nats (the demo with BUS=redis, BUS=nats)
 set -eu
 what=${1:-build}
 build="make gcc pkg-config libevent-dev liblua5.3-dev libhiredis-dev libnats-dev libssl-dev libjansson-dev"
@@ -14,7 +14,8 @@ case $what in
   test) pkgs=$test ;;
   demo) pkgs=$demo ;;
   demo-bus) pkgs="$demo redis-server" ;;
-  *) echo "usage: $0 build|test|demo|demo-bus" >&2; exit 2 ;;
+  demo-nats) pkgs="$demo nats-server" ;;
+  *) echo "usage: $0 build|test|demo|demo-bus|demo-nats" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

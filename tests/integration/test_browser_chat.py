@@ -127,14 +127,21 @@ def _read(path):
 @pytest.fixture(params=["php", "go"])
 def chat(request, tmp_path, gateway):
     """The whole chat demo for one backend ("php", "go"; "php-bus", "go-bus": the
-    router and the gateway on the Redis bus, as `make demo BUS=redis` runs them);
+    router and the gateway on the Redis bus, as `make demo BUS=redis` runs them;
+    "php-nats": on a nats-server, as `make demo BUS=nats`);
     everything stopped by pid at the end."""
     backend, _, bus = request.param.partition("-")
     started = []
     try:
         link = {}
         bus_url = None
-        if bus:
+        if bus == "nats":
+            if not os.access(peers.NATS_SERVER, os.X_OK):
+                pytest.skip("nats-server not installed (scripts/deps.sh test)")
+            nats = peers.NatsCluster(tmp_path / "nats", 1).start()
+            started.append(nats)
+            bus_url = link["BUS"] = nats.url()
+        elif bus:
             if not os.access(peers.REDIS_SERVER, os.X_OK):
                 pytest.skip("redis-server not installed (scripts/deps.sh test)")
             redis = peers.RedisServer(tmp_path / "redis").start()
@@ -200,7 +207,7 @@ async def _recv_until(ws, pred, timeout=5.0):
     return await asyncio.wait_for(loop(), timeout)
 
 
-@pytest.mark.parametrize("chat", ["php", "go", "php-bus", "go-bus"], indirect=True)
+@pytest.mark.parametrize("chat", ["php", "go", "php-bus", "go-bus", "php-nats"], indirect=True)
 def test_chat_protocol(chat):
     websockets = pytest.importorskip("websockets")
 
