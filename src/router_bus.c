@@ -24,15 +24,13 @@
 #include "router_cmd.h"
 #include "sid.h"
 
-/* Publishes header + S + D on <prefix><channel>. */
-static void router_bus_publish(struct bus *bus, const char *ch, size_t chlen, uint16_t type,
-                               const void *sp, size_t slen, struct evbuffer *payload, const void *d,
-                               size_t dlen)
+struct evbuffer *router_bus_message(uint16_t type, const void *sp, size_t slen,
+                                    struct evbuffer *payload, const void *d, size_t dlen)
 {
     unsigned char hdr[RMSG_HEADER_LEN];
     struct evbuffer *msg = evbuffer_new();
     if (msg == NULL)
-        return;
+        return NULL;
     if (payload != NULL)
         dlen = evbuffer_get_length(payload);
     rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
@@ -42,6 +40,17 @@ static void router_bus_publish(struct bus *bus, const char *ch, size_t chlen, ui
         evbuffer_add_buffer_reference(msg, payload);
     else
         evbuffer_add(msg, d, dlen);
+    return msg;
+}
+
+/* Publishes header + S + D on <prefix><channel>. */
+static void router_bus_publish(struct bus *bus, const char *ch, size_t chlen, uint16_t type,
+                               const void *sp, size_t slen, struct evbuffer *payload, const void *d,
+                               size_t dlen)
+{
+    struct evbuffer *msg = router_bus_message(type, sp, slen, payload, d, dlen);
+    if (msg == NULL)
+        return;
     size_t n = evbuffer_get_length(msg);
     bus_publish(bus, ch, chlen, evbuffer_pullup(msg, -1), n, NULL, 0);
     evbuffer_free(msg);
@@ -52,21 +61,19 @@ static void router_bus_group_free(void *g)
     evbuffer_free(g);
 }
 
-/* KICK, SEND_MSG, CH_ADD, CH_DEL: one publish per gateway worker, found from
- * the server and worker ids inside each SID (no lookup, no state). */
-static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+void router_sids_by_worker(const unsigned char *s, size_t slen, router_group_fn *fn, void *arg)
 {
     struct hmap *groups = hmap_new(8);
     if (groups == NULL)
         return;
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
+    for (size_t off = 0; off + RMSG_SID_LEN <= slen; off += RMSG_SID_LEN) {
         unsigned server, worker;
         char sid[SID_LEN];
-        memcpy(sid, m->s + off, SID_LEN);
+        memcpy(sid, s + off, SID_LEN);
         if (sid_decode(sid, NULL, &server, &worker, NULL) < 0)
             continue; /* not one of ours: no gateway can hold it */
-        unsigned char key[4] = {(unsigned char)(server >> 8), (unsigned char)server,
-                                (unsigned char)worker, 0};
+        unsigned char key[3] = {(unsigned char)(server >> 8), (unsigned char)server,
+                                (unsigned char)worker};
         struct evbuffer *g = hmap_get(groups, key, sizeof(key));
         if (g == NULL) {
             if ((g = evbuffer_new()) == NULL || hmap_put(groups, key, sizeof(key), g, NULL) < 0) {
@@ -83,14 +90,34 @@ static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuf
     hmap_iter_init(&it);
     while (hmap_next(groups, &it, &k, NULL, &v)) {
         const unsigned char *key = k;
-        struct evbuffer *g = v;
-        char ch[32];
-        int chlen = snprintf(ch, sizeof(ch), "gw:%u:%u", (unsigned)key[0] << 8 | key[1], key[2]);
-        size_t slen = evbuffer_get_length(g);
-        router_bus_publish(router_conn_bus(c), ch, (size_t)chlen, m->type, evbuffer_pullup(g, -1),
-                           slen, payload, m->d, m->len);
+        size_t n = evbuffer_get_length(v);
+        fn(arg, (unsigned)key[0] << 8 | key[1], key[2], evbuffer_pullup(v, -1), n);
     }
     hmap_free(groups, router_bus_group_free);
+}
+
+struct router_bus_split {
+    struct rconn *c;
+    const struct rmsg *m;
+    struct evbuffer *payload;
+};
+
+static void router_bus_split_one(void *arg, unsigned server, unsigned worker,
+                                 const unsigned char *sids, size_t slen)
+{
+    struct router_bus_split *sp = arg;
+    char ch[32];
+    int chlen = snprintf(ch, sizeof(ch), "gw:%u:%u", server, worker);
+    router_bus_publish(router_conn_bus(sp->c), ch, (size_t)chlen, sp->m->type, sids, slen,
+                       sp->payload, sp->m->d, sp->m->len);
+}
+
+/* KICK, SEND_MSG, CH_ADD, CH_DEL: one publish per gateway worker, found from
+ * the server and worker ids inside each SID (no lookup, no state). */
+static void router_bus_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
+{
+    struct router_bus_split sp = {c, m, payload};
+    router_sids_by_worker(m->s, m->slen, router_bus_split_one, &sp);
     log_debug("router: %s: %s published", router_conn_peer(c), rmsg_type_name(m->type));
 }
 

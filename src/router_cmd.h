@@ -32,6 +32,17 @@ struct router_cmd {
 /* The bus mode's table (router_bus.c). */
 extern const struct router_cmd router_bus_cmds[RMSG_TYPE_MAX + 1];
 
+/* What both buses' tables share (router_bus.c). A whole message (header, S,
+ * then D: payload by reference, or d[0..dlen)), NULL when out of memory. */
+struct evbuffer *router_bus_message(uint16_t type, const void *sp, size_t slen,
+                                    struct evbuffer *payload, const void *d, size_t dlen);
+/* Calls fn once for each gateway worker named by the SIDs in s[0..slen)
+ * (read out of each SID), with its SIDs in their order; SIDs no gateway
+ * could hold are left out. */
+typedef void router_group_fn(void *arg, unsigned server, unsigned worker, const unsigned char *sids,
+                             size_t slen);
+void router_sids_by_worker(const unsigned char *s, size_t slen, router_group_fn *fn, void *arg);
+
 /* ---- what router.c offers the tables ---- */
 
 /* "addr:port", for log lines. */

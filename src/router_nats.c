@@ -33,7 +33,6 @@
 #include "nbus.h"
 #include "rmsg.h"
 #include "router_cmd.h"
-#include "sid.h"
 
 /* A worker unheard of this long is not waited for (3 heartbeats missed). */
 #define ROUTER_NATS_EXPIRE 10.0
@@ -99,67 +98,35 @@ static struct router_nats *rn_of(const struct rconn *c)
 static void rn_publish(struct router_nats *rn, const char *subj, uint16_t type, const void *sp,
                        size_t slen, struct evbuffer *payload, const void *d, size_t dlen)
 {
-    unsigned char hdr[RMSG_HEADER_LEN];
-    struct evbuffer *msg = evbuffer_new();
+    struct evbuffer *msg = router_bus_message(type, sp, slen, payload, d, dlen);
     if (msg == NULL)
         return;
-    if (payload != NULL)
-        dlen = evbuffer_get_length(payload);
-    rmsg_encode_header(hdr, type, (uint16_t)slen, (uint32_t)dlen);
-    evbuffer_add(msg, hdr, sizeof(hdr));
-    evbuffer_add(msg, sp, slen);
-    if (payload != NULL)
-        evbuffer_add_buffer_reference(msg, payload);
-    else
-        evbuffer_add(msg, d, dlen);
     size_t n = evbuffer_get_length(msg);
     nbus_publish(rn->bus, subj, NULL, evbuffer_pullup(msg, -1), n, NULL, 0);
     evbuffer_free(msg);
 }
 
-static void rn_group_free(void *g)
+struct rn_split {
+    struct router_nats *rn;
+    const struct rmsg *m;
+    struct evbuffer *payload;
+};
+
+static void rn_split_one(void *arg, unsigned server, unsigned worker, const unsigned char *sids,
+                         size_t slen)
 {
-    evbuffer_free(g);
+    struct rn_split *sp = arg;
+    char name[32], subj[NBUS_SUBJECT_MAX];
+    snprintf(name, sizeof(name), "gw.%u.%u", server, worker);
+    nbus_subject(sp->rn->bus, subj, name, NULL, 0);
+    rn_publish(sp->rn, subj, sp->m->type, sids, slen, sp->payload, sp->m->d, sp->m->len);
 }
 
 /* One publish per gateway worker, found from the ids inside each SID. */
 static void rn_split(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
 {
-    struct router_nats *rn = rn_of(c);
-    struct hmap *groups = hmap_new(8);
-    if (groups == NULL)
-        return;
-    for (size_t off = 0; off + RMSG_SID_LEN <= m->slen; off += RMSG_SID_LEN) {
-        unsigned server, worker;
-        char sid[SID_LEN];
-        unsigned char key[3];
-        memcpy(sid, m->s + off, SID_LEN);
-        if (sid_decode(sid, NULL, &server, &worker, NULL) < 0)
-            continue; /* not one of ours: no gateway can hold it */
-        rn_key(key, server, worker);
-        struct evbuffer *g = hmap_get(groups, key, sizeof(key));
-        if (g == NULL) {
-            if ((g = evbuffer_new()) == NULL || hmap_put(groups, key, sizeof(key), g, NULL) < 0) {
-                if (g)
-                    evbuffer_free(g);
-                continue;
-            }
-        }
-        evbuffer_add(g, sid, SID_LEN);
-    }
-    struct hmap_iter it;
-    const void *k;
-    void *v;
-    hmap_iter_init(&it);
-    while (hmap_next(groups, &it, &k, NULL, &v)) {
-        const unsigned char *key = k;
-        char name[32], subj[NBUS_SUBJECT_MAX];
-        snprintf(name, sizeof(name), "gw.%u.%u", (unsigned)key[0] << 8 | key[1], key[2]);
-        nbus_subject(rn->bus, subj, name, NULL, 0);
-        size_t slen = evbuffer_get_length(v);
-        rn_publish(rn, subj, m->type, evbuffer_pullup(v, -1), slen, payload, m->d, m->len);
-    }
-    hmap_free(groups, rn_group_free);
+    struct rn_split sp = {rn_of(c), m, payload};
+    router_sids_by_worker(m->s, m->slen, rn_split_one, &sp);
 }
 
 static void rn_send_all(struct rconn *c, const struct rmsg *m, struct evbuffer *payload)
