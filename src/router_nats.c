@@ -315,11 +315,25 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
     rn_query_finish(q, NULL);
 }
 
+/* An answer has its query's type but an answer's S and D (natsq.h), which
+ * rmsg_decode would check as the query's (a CH_COUNT's D must be empty...): only
+ * the framing is read here, natsq_merge_add checks the rest. */
+static int rn_answer_decode(const unsigned char *p, size_t len, struct rmsg *m)
+{
+    if (len < RMSG_HEADER_LEN)
+        return -1;
+    m->type = rmsg_get_u16(p);
+    m->slen = rmsg_get_u16(p + 2);
+    m->len = rmsg_get_u32(p + 4);
+    m->s = p + RMSG_HEADER_LEN;
+    m->d = m->s + m->slen;
+    return rmsg_size(m) == len ? 0 : -1;
+}
+
 static void rn_answer(struct router_nats *rn, const char *subject, const char *data, size_t len)
 {
     const char *dot = strrchr(subject, '.');
     struct rmsg m;
-    size_t consumed;
     unsigned server, worker;
     int status;
     unsigned char key[3];
@@ -332,8 +346,8 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
     struct rn_query *q = hmap_get(rn->queries, &id, sizeof(id));
     if (q == NULL)
         return; /* after its deadline */
-    if (rmsg_decode(data, len, (uint32_t)len, &m, &consumed) != RMSG_OK || consumed != len
-        || m.type != q->type || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
+    if (rn_answer_decode((const unsigned char *)data, len, &m) < 0 || m.type != q->type
+        || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
         || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
         log_err("router: a malformed %s answer on the bus (%zu bytes), ignored",
                 rmsg_type_name(q->type), len);
