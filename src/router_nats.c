@@ -509,11 +509,13 @@ static void rn_api_answer(void *arg, struct evbuffer *msg)
 static void rn_api(struct router_nats *rn, const char *reply, const char *data, size_t len)
 {
     struct rmsg m;
-    size_t consumed;
+    size_t consumed = 0;
     int rc = rmsg_decode(data, len, (uint32_t)len, &m, &consumed);
-    if (rc != RMSG_OK || consumed != len) {
+    /* A whole message refused for its content (consumed set) goes on:
+     * router_local_run refuses it, and a query is answered ERROR. */
+    if (consumed == 0 || consumed != len) {
         log_err("router: a malformed message on the bus's api subject (%zu bytes): %s; ignored",
-                len, rc == RMSG_OK ? "trailing bytes" : rmsg_strerror(rc));
+                len, consumed ? "trailing bytes" : rmsg_strerror(rc));
         return;
     }
     int query = rmsg_is_query(m.type) || m.type == RMSG_INFO;
