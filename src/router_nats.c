@@ -346,6 +346,8 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
     struct rn_query *q = hmap_get(rn->queries, &id, sizeof(id));
     if (q == NULL)
         return; /* after its deadline */
+    if (len == 0)
+        return; /* the server's "no responders" status: no worker listens on q */
     if (rn_answer_decode((const unsigned char *)data, len, &m) < 0 || m.type != q->type
         || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
         || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
