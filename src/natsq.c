@@ -267,7 +267,8 @@ int natsq_merge_result(struct natsq_merge *m, struct evbuffer *out)
         }
         break;
     case RMSG_INFO:
-        qsort(m->rows, m->nrows, sizeof(*m->rows), natsq_row_cmp);
+        if (m->nrows) /* rows is NULL while no worker answered */
+            qsort(m->rows, m->nrows, sizeof(*m->rows), natsq_row_cmp);
         rc = evbuffer_add_printf(out, "clients: %llu\r\nchannels: %llu\r\nuids: %llu\r\n",
                                  (unsigned long long)m->count,
                                  (unsigned long long)(hmap_count(m->names) + m->extra_ch),

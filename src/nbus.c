@@ -15,12 +15,17 @@
 #include <nats/adapters/libevent.h>
 #pragma GCC diagnostic pop
 
+#include "backoff.h"
 #include "log.h"
 
 #define NBUS_AUTH_MAX 256
 #define NBUS_HOST_MAX 300
+/* A connection libnats gave up (it does on an authorization error) is made
+ * anew after this back-off, as the Redis bus's (bus.c). */
+#define NBUS_RETRY_MIN 0.1
+#define NBUS_RETRY_MAX 5.0
 
-enum { NBUS_EV_MSG, NBUS_EV_UP, NBUS_EV_DOWN, NBUS_EV_SLOW };
+enum { NBUS_EV_MSG, NBUS_EV_UP, NBUS_EV_DOWN, NBUS_EV_SLOW, NBUS_EV_CLOSED };
 
 struct nbus_item {
     natsMsg *msg; /* NBUS_EV_MSG */
@@ -36,6 +41,9 @@ struct nbus_tag {
 struct nbus_sub {
     struct nbus *b;
     natsSubscription *sub;
+    char *subject, *queue; /* to subscribe again on a new connection */
+    int tag;
+    struct nbus_sub *next, **pprev;
 };
 
 struct nbus {
@@ -53,12 +61,18 @@ struct nbus {
     int ever_up;                 /* reconnects count from the second time */
     double down_at;              /* monotonic seconds, while down */
     unsigned long dropped_since; /* publishes dropped since the last log line */
+    struct event *retry;         /* makes a connection libnats gave up anew */
+    struct backoff backoff;
+    struct nbus_sub *subs; /* every subscription */
     /* Filled by libnats' threads, emptied by the loop. */
     pthread_mutex_t mu;
     struct nbus_item *q;
     size_t qn, qcap, qbytes;
     int woken;
     unsigned long overflow; /* messages dropped: the queue was full */
+    /* nbus_free waits for the connection's closed callback, libnats' last. */
+    int freeing, nc_closed;
+    pthread_cond_t closed_cv;
 };
 
 int nbus_is_nats(const char *url)
@@ -200,6 +214,12 @@ static void nbus_push(struct nbus *b, natsMsg *msg, int ev, int tag)
     size_t len = msg ? (size_t)natsMsg_GetDataLength(msg) : 0;
     int wake = 0;
     pthread_mutex_lock(&b->mu);
+    if (b->freeing) {
+        pthread_mutex_unlock(&b->mu);
+        if (msg)
+            natsMsg_Destroy(msg);
+        return;
+    }
     if (msg && b->qbytes + len > NBUS_QUEUE_MAX) {
         b->overflow++;
         pthread_mutex_unlock(&b->mu);
@@ -248,6 +268,19 @@ static void nbus_on_down(natsConnection *nc, void *closure)
     nbus_push(closure, NULL, NBUS_EV_DOWN, 0);
 }
 
+/* libnats will not try again (an authorization error): made anew on the loop.
+ * The last callback of a connection: b is not touched after the signal. */
+static void nbus_on_closed(natsConnection *nc, void *closure)
+{
+    struct nbus *b = closure;
+    (void)nc;
+    nbus_push(b, NULL, NBUS_EV_CLOSED, 0);
+    pthread_mutex_lock(&b->mu);
+    b->nc_closed = 1;
+    pthread_cond_signal(&b->closed_cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
 static void nbus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
@@ -279,6 +312,7 @@ static void nbus_went_up(struct nbus *b)
         log_err("bus: %lu publishes were dropped while NATS was away", b->dropped_since);
     b->dropped_since = 0;
     b->ever_up = 1;
+    backoff_reset(&b->backoff);
     if (b->h.up)
         b->h.up(b->h.arg);
 }
@@ -294,6 +328,53 @@ static void nbus_went_down(struct nbus *b)
     log_err("bus: lost NATS %s; reconnecting (to the next server of the list, if any); publishes "
             "are dropped until then",
             b->url);
+}
+
+static void nbus_went_closed(struct nbus *b)
+{
+    const char *err = NULL;
+    natsStatus s = natsConnection_GetLastError(b->nc, &err);
+    double d = backoff_next(&b->backoff);
+    struct timeval tv = backoff_timeval(d);
+    nbus_went_down(b);
+    log_err("bus: NATS %s refused the connection or gave it up (%s; are the credentials in BUS "
+            "right?); connecting again in %.1f s",
+            b->url, err && *err ? err : natsStatus_GetText(s), d);
+    evtimer_add(b->retry, &tv);
+}
+
+static natsStatus nbus_sub_make(struct nbus *b, struct nbus_sub *s);
+
+static void nbus_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct nbus *b = arg;
+    natsConnection *nc = NULL;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&b->mu);
+    b->nc_closed = 0;
+    pthread_mutex_unlock(&b->mu);
+    natsStatus s = natsConnection_Connect(&nc, b->opts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+        double d = backoff_next(&b->backoff);
+        struct timeval tv = backoff_timeval(d);
+        log_err("bus: NATS %s: %s; connecting again in %.1f s", b->url, natsStatus_GetText(s), d);
+        pthread_mutex_lock(&b->mu);
+        b->nc_closed = 1; /* still the old one, closed */
+        pthread_mutex_unlock(&b->mu);
+        evtimer_add(b->retry, &tv);
+        return;
+    }
+    for (struct nbus_sub *sub = b->subs; sub; sub = sub->next) {
+        natsSubscription_Destroy(sub->sub);
+        sub->sub = NULL;
+    }
+    natsConnection_Destroy(b->nc);
+    b->nc = nc;
+    for (struct nbus_sub *sub = b->subs; sub; sub = sub->next)
+        nbus_sub_make(b, sub);
+    if (s == NATS_OK)
+        nbus_push(b, NULL, NBUS_EV_UP, 0);
 }
 
 static void nbus_wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -337,6 +418,9 @@ static void nbus_wake_cb(evutil_socket_t fd, short what, void *arg)
             counter_add(&b->ctr->dropped, 1);
             log_err("bus: NATS %s: messages dropped by the client library (slow consumer)", b->url);
             break;
+        case NBUS_EV_CLOSED:
+            nbus_went_closed(b);
+            break;
         }
     }
     free(q);
@@ -364,11 +448,14 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
     snprintf(b->prefix, sizeof(b->prefix), "%s", prefix);
     snprintf(b->url, sizeof(b->url), "%s", servers[0]);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->closed_cv, NULL);
+    backoff_init(&b->backoff, NBUS_RETRY_MIN, NBUS_RETRY_MAX);
     for (int i = 0; i < NBUS_TAGS; i++)
         b->tags[i] = (struct nbus_tag){b, i};
     for (int i = 0; i < n; i++)
         list[i] = servers[i];
-    if ((b->wake = event_new(base, -1, 0, nbus_wake_cb, b)) == NULL)
+    if ((b->wake = event_new(base, -1, 0, nbus_wake_cb, b)) == NULL
+        || (b->retry = evtimer_new(base, nbus_retry_cb, b)) == NULL)
         goto fail;
     s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
@@ -413,6 +500,8 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, nbus_on_down, b);
     if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(b->opts, nbus_on_closed, b);
+    if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(b->opts, nbus_on_error, b);
     if (s != NATS_OK) {
         log_err("bus: NATS options: %s", natsStatus_GetText(s));
@@ -446,7 +535,19 @@ void nbus_free(struct nbus *b)
     if (b == NULL)
         return;
     if (b->nc) {
+        pthread_mutex_lock(&b->mu);
+        b->freeing = 1;
+        pthread_mutex_unlock(&b->mu);
         natsConnection_Close(b->nc);
+        /* Its callbacks come from libnats' thread, the closed one last: b
+         * must outlive them (bounded: a connection closed already says so). */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        pthread_mutex_lock(&b->mu);
+        while (!b->nc_closed && pthread_cond_timedwait(&b->closed_cv, &b->mu, &until) == 0)
+            ;
+        pthread_mutex_unlock(&b->mu);
         natsConnection_Destroy(b->nc);
     }
     natsOptions_Destroy(b->opts);
@@ -460,6 +561,9 @@ void nbus_free(struct nbus *b)
     free(b->q);
     if (b->wake)
         event_free(b->wake);
+    if (b->retry)
+        event_free(b->retry);
+    pthread_cond_destroy(&b->closed_cv);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -494,6 +598,35 @@ size_t nbus_max_payload(const struct nbus *b)
     return n > 0 ? (size_t)n : 1u << 20;
 }
 
+/* NATS_CONNECTION_CLOSED is no failure: the subscription is made on the next
+ * connection (nbus_retry_cb). */
+static natsStatus nbus_sub_make(struct nbus *b, struct nbus_sub *s)
+{
+    natsStatus st;
+    if (s->queue)
+        st = natsConnection_QueueSubscribe(&s->sub, b->nc, s->subject, s->queue, nbus_on_msg,
+                                           &b->tags[s->tag]);
+    else
+        st = natsConnection_Subscribe(&s->sub, b->nc, s->subject, nbus_on_msg, &b->tags[s->tag]);
+    if (st != NATS_OK) {
+        if (st != NATS_CONNECTION_CLOSED)
+            log_err("bus: NATS subscribe %s: %s", s->subject, natsStatus_GetText(st));
+        s->sub = NULL;
+        return st;
+    }
+    /* The delivery thread only queues: the library's own pending limits need
+     * not hold messages back on top of NBUS_QUEUE_MAX. */
+    natsSubscription_SetPendingLimits(s->sub, -1, -1);
+    return NATS_OK;
+}
+
+static void nbus_sub_free(struct nbus_sub *s)
+{
+    free(s->subject);
+    free(s->queue);
+    free(s);
+}
+
 struct nbus_sub *nbus_subscribe(struct nbus *b, const char *subject, const char *queue, int tag)
 {
     struct nbus_sub *s = calloc(1, sizeof(*s));
@@ -501,19 +634,18 @@ struct nbus_sub *nbus_subscribe(struct nbus *b, const char *subject, const char 
     if (s == NULL)
         return NULL;
     s->b = b;
-    if (queue)
-        st = natsConnection_QueueSubscribe(&s->sub, b->nc, subject, queue, nbus_on_msg,
-                                           &b->tags[tag]);
-    else
-        st = natsConnection_Subscribe(&s->sub, b->nc, subject, nbus_on_msg, &b->tags[tag]);
-    if (st != NATS_OK) {
-        log_err("bus: NATS subscribe %s: %s", subject, natsStatus_GetText(st));
-        free(s);
+    s->tag = tag;
+    s->subject = strdup(subject);
+    s->queue = queue ? strdup(queue) : NULL;
+    if (s->subject == NULL || (queue && s->queue == NULL)
+        || ((st = nbus_sub_make(b, s)) != NATS_OK && st != NATS_CONNECTION_CLOSED)) {
+        nbus_sub_free(s);
         return NULL;
     }
-    /* The delivery thread only queues: the library's own pending limits need
-     * not hold messages back on top of NBUS_QUEUE_MAX. */
-    natsSubscription_SetPendingLimits(s->sub, -1, -1);
+    if ((s->next = b->subs) != NULL)
+        b->subs->pprev = &s->next;
+    b->subs = s;
+    s->pprev = &b->subs;
     return s;
 }
 
@@ -521,9 +653,14 @@ void nbus_unsubscribe(struct nbus_sub *s)
 {
     if (s == NULL)
         return;
-    natsSubscription_Unsubscribe(s->sub);
-    natsSubscription_Destroy(s->sub);
-    free(s);
+    if (s->sub) {
+        natsSubscription_Unsubscribe(s->sub);
+        natsSubscription_Destroy(s->sub);
+    }
+    *s->pprev = s->next;
+    if (s->next)
+        s->next->pprev = s->pprev;
+    nbus_sub_free(s);
 }
 
 int nbus_publish(struct nbus *b, const char *subject, const char *reply, const void *hdr,

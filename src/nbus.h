@@ -9,8 +9,10 @@
  * messages.
  *
  * libnats fails over along the server list and subscribes everything again
- * after a reconnect by itself. While the connection is down nothing queues
- * up: publishes are dropped (counted, logged), like the Redis bus's. */
+ * after a reconnect by itself. A connection it gives up (it does on an
+ * authorization error) is made anew here, with a back-off, and everything
+ * subscribed again on it. While the connection is down nothing queues up:
+ * publishes are dropped (counted, logged), like the Redis bus's. */
 #ifndef FOOKING_NBUS_H
 #define FOOKING_NBUS_H
 

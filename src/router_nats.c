@@ -282,9 +282,25 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
     rn_query_finish(q, NULL);
 }
 
+/* An answer has its query's type but an answer's S and D (natsq.h), which
+ * rmsg_decode would check as the query's (a CH_COUNT's D must be empty...): only
+ * the framing is read here, natsq_merge_add checks the rest. */
+static int rn_answer_decode(const unsigned char *p, size_t len, struct rmsg *m)
+{
+    if (len < RMSG_HEADER_LEN)
+        return -1;
+    m->type = rmsg_get_u16(p);
+    m->slen = rmsg_get_u16(p + 2);
+    m->len = rmsg_get_u32(p + 4);
+    m->s = p + RMSG_HEADER_LEN;
+    m->d = m->s + m->slen;
+    return rmsg_size(m) == len ? 0 : -1;
+}
+
 static void rn_answer(struct router_nats *rn, const char *subject, const char *data, size_t len)
 {
     const char *dot = strrchr(subject, '.');
+    struct rmsg m;
     unsigned server, worker;
     int status;
     unsigned char key[3];
@@ -297,16 +313,11 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
     struct rn_query *q = hmap_get(rn->queries, &id, sizeof(id));
     if (q == NULL)
         return; /* after its deadline */
-    /* An answer's D is not what the query's type allows from a backend (a
-     * query has none): only the framing is checked here, the part by natsq. */
-    const unsigned char *p = (const unsigned char *)data;
-    if (len < RMSG_HEADER_LEN || rmsg_get_u16(p) != q->type
-        || RMSG_HEADER_LEN + (size_t)rmsg_get_u16(p + 2) + rmsg_get_u32(p + 4) != len
-        || natsq_answer_s_parse(p + RMSG_HEADER_LEN, rmsg_get_u16(p + 2), &server, &worker, &status)
-               < 0
-        || natsq_merge_add(q->merge, server, worker, status,
-                           p + RMSG_HEADER_LEN + rmsg_get_u16(p + 2), rmsg_get_u32(p + 4))
-               < 0) {
+    if (len == 0)
+        return; /* the server's "no responders" status: no worker listens on q */
+    if (rn_answer_decode((const unsigned char *)data, len, &m) < 0 || m.type != q->type
+        || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
+        || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
         log_err("router: a malformed %s answer on the bus (%zu bytes), ignored",
                 rmsg_type_name(q->type), len);
         return;
@@ -467,11 +478,13 @@ static void rn_api_answer(void *arg, struct evbuffer *msg)
 static void rn_api(struct router_nats *rn, const char *reply, const char *data, size_t len)
 {
     struct rmsg m;
-    size_t consumed;
+    size_t consumed = 0;
     int rc = rmsg_decode(data, len, (uint32_t)len, &m, &consumed);
-    if (rc != RMSG_OK || consumed != len) {
+    /* A whole message refused for its content (consumed set) goes on:
+     * router_local_run refuses it, and a query is answered ERROR. */
+    if (consumed == 0 || consumed != len) {
         log_err("router: a malformed message on the bus's api subject (%zu bytes): %s; ignored",
-                len, rc == RMSG_OK ? "trailing bytes" : rmsg_strerror(rc));
+                len, consumed ? "trailing bytes" : rmsg_strerror(rc));
         return;
     }
     int query = rmsg_is_query(m.type) || m.type == RMSG_INFO;
