@@ -55,6 +55,7 @@ struct rn_query {
     struct hmap *answered; /* ... and those that did */
     struct event *timer;
     int warming; /* waits for the warm-up too */
+    double sent; /* when it went out */
     struct rn_query *next, **pprev;
 };
 
@@ -303,7 +304,11 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
     hmap_iter_init(&it);
     while (hmap_next(q->due, &it, &k, &klen, NULL)) {
         const unsigned char *key = k;
-        void *w;
+        void *w = hmap_get(rn->workers, k, klen);
+        /* Heard since the query went out: it (re)connected after, and missed
+         * only this one. */
+        if (w && ((struct rn_worker *)w)->seen > q->sent)
+            continue;
         log_err("router: %s: gateway %u/%u did not answer %s on the bus within %ld ms; answered "
                 "without it, and it is not waited for until it is heard again",
                 router_conn_peer(q->c), (unsigned)key[0] << 8 | key[1], key[2],
@@ -385,6 +390,7 @@ static void rn_query(struct rconn *c, const struct rmsg *m, struct evbuffer *pay
     q->c = c;
     q->type = m->type;
     q->id = rn->next_id++;
+    q->sent = now;
     q->merge = natsq_merge_new(m->type, router_conn_answer_max(c), m->slen / RMSG_SID_LEN);
     q->due = hmap_new(16);
     q->answered = hmap_new(16);
