@@ -294,6 +294,8 @@ static void nbus_went_down(struct nbus *b)
     log_err("bus: lost NATS %s; reconnecting (to the next server of the list, if any); publishes "
             "are dropped until then",
             b->url);
+    if (b->h.down)
+        b->h.down(b->h.arg);
 }
 
 static void nbus_wake_cb(evutil_socket_t fd, short what, void *arg)

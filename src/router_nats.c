@@ -562,6 +562,15 @@ static void rn_up(void *arg)
     nbus_publish(rn->bus, subj, NULL, "", 0, NULL, 0);
 }
 
+static void rn_down(void *arg)
+{
+    struct router_nats *rn = arg;
+    /* What is out is answered to the connection that was lost: not a sum of
+     * nothing at the deadline, but an error now. */
+    while (rn->all)
+        rn_query_finish(rn->all, "the bus is not connected");
+}
+
 struct router_nats *router_nats_new(struct router *r, const struct config *cfg,
                                     struct bus_counters *ctr)
 {
@@ -574,7 +583,7 @@ struct router_nats *router_nats_new(struct router *r, const struct config *cfg,
     if (cfg->link_timeout > 0 && cfg->link_timeout * 1000L < ms)
         ms = cfg->link_timeout * 1000L;
     rn->deadline = (struct timeval){ms / 1000, (ms % 1000) * 1000};
-    struct nbus_handlers h = {.arg = rn, .up = rn_up, .message = rn_message};
+    struct nbus_handlers h = {.arg = rn, .up = rn_up, .down = rn_down, .message = rn_message};
     rn->workers = hmap_new(64);
     rn->queries = hmap_new(64);
     if (!rn->workers || !rn->queries)
