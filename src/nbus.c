@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -328,6 +329,8 @@ static void nbus_went_down(struct nbus *b)
     log_err("bus: lost NATS %s; reconnecting (to the next server of the list, if any); publishes "
             "are dropped until then",
             b->url);
+    if (b->h.down)
+        b->h.down(b->h.arg);
 }
 
 static void nbus_went_closed(struct nbus *b)

@@ -38,6 +38,8 @@ struct nbus_handlers {
     /* Connected (first time or again): what the far side keeps of us, anew.
      * The subscriptions were sent again by libnats before this. */
     void (*up)(void *arg);
+    /* Disconnected (NULL: not told): what comes for us until up is lost. */
+    void (*down)(void *arg);
     /* A message on a subscription made with tag; reply is its reply subject
      * (NULL: none). data is valid during the call only. */
     void (*message)(void *arg, int tag, const char *subject, const char *reply, const char *data,

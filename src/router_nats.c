@@ -54,6 +54,7 @@ struct rn_query {
     struct hmap *answered; /* ... and those that did */
     struct event *timer;
     int warming; /* waits for the warm-up too */
+    double sent; /* when it went out */
     struct rn_query *next, **pprev;
 };
 
@@ -270,7 +271,11 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
     hmap_iter_init(&it);
     while (hmap_next(q->due, &it, &k, &klen, NULL)) {
         const unsigned char *key = k;
-        void *w;
+        void *w = hmap_get(rn->workers, k, klen);
+        /* Heard since the query went out: it (re)connected after, and missed
+         * only this one. */
+        if (w && ((struct rn_worker *)w)->seen > q->sent)
+            continue;
         log_err("router: %s: gateway %u/%u did not answer %s on the bus within %ld ms; answered "
                 "without it, and it is not waited for until it is heard again",
                 router_conn_peer(q->c), (unsigned)key[0] << 8 | key[1], key[2],
@@ -360,6 +365,7 @@ static void rn_query(struct rconn *c, const struct rmsg *m, struct evbuffer *pay
     q->c = c;
     q->type = m->type;
     q->id = rn->next_id++;
+    q->sent = now;
     q->merge = natsq_merge_new(m->type, router_conn_answer_max(c), m->slen / RMSG_SID_LEN);
     q->due = hmap_new(16);
     q->answered = hmap_new(16);
@@ -533,6 +539,15 @@ static void rn_up(void *arg)
     nbus_publish(rn->bus, subj, NULL, "", 0, NULL, 0);
 }
 
+static void rn_down(void *arg)
+{
+    struct router_nats *rn = arg;
+    /* What is out is answered to the connection that was lost: not a sum of
+     * nothing at the deadline, but an error now. */
+    while (rn->all)
+        rn_query_finish(rn->all, "the bus is not connected");
+}
+
 struct router_nats *router_nats_new(struct router *r, const struct config *cfg,
                                     struct bus_counters *ctr)
 {
@@ -545,7 +560,7 @@ struct router_nats *router_nats_new(struct router *r, const struct config *cfg,
     if (cfg->link_timeout > 0 && cfg->link_timeout * 1000L < ms)
         ms = cfg->link_timeout * 1000L;
     rn->deadline = (struct timeval){ms / 1000, (ms % 1000) * 1000};
-    struct nbus_handlers h = {.arg = rn, .up = rn_up, .message = rn_message};
+    struct nbus_handlers h = {.arg = rn, .up = rn_up, .down = rn_down, .message = rn_message};
     rn->workers = hmap_new(64);
     rn->queries = hmap_new(64);
     if (!rn->workers || !rn->queries)

@@ -169,12 +169,18 @@ class NatsBus:
     test_bus.Bus where the tests share them (open_clients, wait_channel, publish,
     routers, gws, swarm, logs, stop)."""
 
-    def __init__(self, tmp, php, nats_args=(), auth="", **gw_keys):
+    def __init__(self, tmp, php, nats_args=(), auth="", per_gw=None, per_router=None,
+                 **gw_keys):
+        """gw_keys: extra keys of both gateways; per_gw: {server id: keys} of one
+        gateway (METRICS_PORT, which must differ); per_router: {router number:
+        keys} of the routers start() starts (HTTP_PORT)."""
         self.tmp = Path(tmp)
         self.php = php
         self.nats = NatsCluster(self.tmp / "nats", 3, args=nats_args)
         self.auth = auth
         self.gw_keys = gw_keys
+        self.per_gw = per_gw or {}
+        self.per_router = per_router or {}
         self.gws = {}
         self.routers = []
         self.dead_routers = []
@@ -187,19 +193,25 @@ class NatsBus:
     def start(self):
         self.nats.start()
         for s in SERVERS:
-            p = base_params()
-            p["EVENT_LOG"] = str(self.tmp / "events.log")
-            keys = dict(SERVER_ID=s, WORKER_NUM=WORKERS, BUS=self.url(GW_ORDER[s]),
-                        BUS_PREFIX=PREFIX, BACKEND_SERVER=self.php.addr, FASTCGI_PREFIX="",
-                        FASTCGI_PARAMS=p, EVENT_CONNECT=1, LOG_LEVEL=3)
-            keys.update(self.gw_keys)
-            gw = peers.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s, **keys)
-            self.gws[s] = gw
-            gw.start()
-        for _ in range(2):
-            self.start_router()
+            self.start_gateway(s)
+        for i in range(2):
+            self.start_router(**self.per_router.get(i, {}))
         self.wait_subscribed()
         return self
+
+    def start_gateway(self, s):
+        """Starts gateway SERVER_ID s (it need not find a NATS server up)."""
+        p = base_params()
+        p["EVENT_LOG"] = str(self.tmp / "events.log")
+        keys = dict(SERVER_ID=s, WORKER_NUM=WORKERS, BUS=self.url(GW_ORDER[s]),
+                    BUS_PREFIX=PREFIX, BACKEND_SERVER=self.php.addr, FASTCGI_PREFIX="",
+                    FASTCGI_PARAMS=p, EVENT_CONNECT=1, LOG_LEVEL=3)
+        keys.update(self.gw_keys)
+        keys.update(self.per_gw.get(s, {}))
+        gw = peers.Gateway(self.tmp / ("gw%d" % s), name="gw%d" % s, **keys)
+        self.gws[s] = gw
+        gw.start()
+        return gw
 
     def start_router(self, **keys):
         n = len(self.routers) + len(self.dead_routers)
@@ -307,10 +319,10 @@ def natsbus(php, tmp_path):
         pytest.skip("nats-server not installed")
     made = []
 
-    def make(name="n", **kw):
+    def make(name="n", start=True, **kw):
         b = NatsBus(tmp_path / name, php, **kw)
         made.append(b)
-        return b.start()
+        return b.start() if start else b
     yield make
     problems = []
     for b in made:
