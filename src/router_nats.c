@@ -318,8 +318,8 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
 static void rn_answer(struct router_nats *rn, const char *subject, const char *data, size_t len)
 {
     const char *dot = strrchr(subject, '.');
+    const unsigned char *p = (const unsigned char *)data;
     struct rmsg m;
-    size_t consumed;
     unsigned server, worker;
     int status;
     unsigned char key[3];
@@ -332,7 +332,16 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
     struct rn_query *q = hmap_get(rn->queries, &id, sizeof(id));
     if (q == NULL)
         return; /* after its deadline */
-    if (rmsg_decode(data, len, (uint32_t)len, &m, &consumed) != RMSG_OK || consumed != len
+    /* Framed only: an answer's S and D are not the query's (rmsg_decode would
+     * check them as the backend's message of that type). */
+    if (len >= RMSG_HEADER_LEN) {
+        m.type = rmsg_get_u16(p);
+        m.slen = rmsg_get_u16(p + 2);
+        m.len = rmsg_get_u32(p + 4);
+        m.s = p + RMSG_HEADER_LEN;
+        m.d = m.s + m.slen;
+    }
+    if (len < RMSG_HEADER_LEN || len - RMSG_HEADER_LEN != (size_t)m.slen + m.len
         || m.type != q->type || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
         || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
         log_err("router: a malformed %s answer on the bus (%zu bytes), ignored",
