@@ -495,7 +495,20 @@ static void rn_api_answer(void *arg, struct evbuffer *msg)
     struct rn_api *a = arg;
     if (msg != NULL) {
         size_t n = evbuffer_get_length(msg);
-        nbus_publish(a->rn->bus, a->reply, NULL, evbuffer_pullup(msg, -1), n, NULL, 0);
+        const unsigned char *p = evbuffer_pullup(msg, -1);
+        if (n > nbus_max_payload(a->rn->bus) && n >= 2) {
+            /* It could not be published: say so rather than leave the
+             * requester waiting for an answer that never comes. */
+            unsigned char err[RMSG_ERROR_MSG_MAX];
+            uint16_t type = rmsg_get_u16(p);
+            log_info("router: bus api: %s answer of %zu bytes over the bus's max_payload (%zu), "
+                     "answered ERROR",
+                     rmsg_type_name(type), n, nbus_max_payload(a->rn->bus));
+            n = rmsg_encode_error(err, type, "answer over the NATS server's max_payload");
+            nbus_publish(a->rn->bus, a->reply, NULL, err, n, NULL, 0);
+        } else {
+            nbus_publish(a->rn->bus, a->reply, NULL, p, n, NULL, 0);
+        }
     }
     router_local_close(a->c);
     free(a);

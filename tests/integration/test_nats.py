@@ -1,6 +1,8 @@
 """NATS as the bus: BUS = "nats://..." on gateways and routers (natsbus.py has the
 cluster: three nats-servers, two gateways x 2 workers, two routers)."""
 
+import struct
+
 import pytest
 
 import rproto as rp
@@ -25,7 +27,6 @@ def test_queries_through_a_router_sum_the_workers(natsbus):
     """The v2 queries through a router on the bus: the router asks every worker
     on q and adds up their answers (each is a message of the query's type, S =
     server | worker | status, D = that worker's part), exactly."""
-    import struct
     import fk
     b = natsbus()
     links = b.open_clients(2)
@@ -40,8 +41,9 @@ def test_queries_through_a_router_sum_the_workers(natsbus):
             return (bk.count(rp.UID_COUNT, b"alice") == 2 and bk.count(rp.CH_COUNT, b"room") == 3
                     and bk.query(rp.SESSION_GET, D[0].sid) == b"\x01\x00data")
         fk.wait_until(exact, 5, msg="the commands applied")
-        assert sorted(bk.query(rp.UID_SIDS, b"alice")[i:i + 16] for i in (0, 16)) == \
-            sorted([A[0].sid, D[0].sid])
+        got = bk.query(rp.UID_SIDS, b"alice")
+        assert sorted(got[i:i + 16] for i in range(0, len(got), 16)) == \
+            sorted([A[0].sid, D[0].sid]), b.logs()
         assert bk.query(rp.SID_UID, D[0].sid) == b"alice"
         assert bk.query(rp.SID_UID, B[0].sid) == b""
         assert bk.query(rp.IS_ONLINE, A[0].sid + b"0" * 16 + D[1].sid) == b"\x01\x00\x01"
@@ -54,3 +56,31 @@ def test_queries_through_a_router_sum_the_workers(natsbus):
     finally:
         bk.close()
     assert "malformed" not in "".join(r.read_log() for r in b.routers)
+
+
+def test_api_answer_over_max_payload_is_an_error(natsbus, tmp_path):
+    """A router's answer on the api subject that the NATS server would not take
+    (over its max_payload, though within ROUTER_ANSWER_MAX) is answered ERROR
+    at once instead of being dropped; over TCP the same answer goes whole."""
+    import fk
+    from natsbus import PREFIX
+    conf = tmp_path / "max_payload.conf"
+    conf.write_text("max_payload: 65536\n")
+    b = natsbus(SESSION_MAX_SIZE=16384, nats_args=["-c", str(conf)])
+    b.open_clients(2)
+    big = b.swarm.open()[:5]
+    bk = rp.Backend(b.routers[0].port)
+    try:
+        bk.ch_add(sids(big), b"big")
+        for i, p in enumerate(big):
+            bk.session_set(p.sid, bytes([65 + i]) * 16000)
+        fk.wait_until(lambda: len(bk.query(rp.CH_SESSIONS, b"big")) == 5 * (16 + 4 + 16000), 5,
+                      msg="the sessions' data applied")
+    finally:
+        bk.close()
+    nc = b.bus_client()
+    t, s, d = rp.decode(nc.request(PREFIX + "api", rp.encode(rp.CH_SESSIONS, b"big"), 3))[0]
+    assert (t, s, d) == (rp.ERROR, b"", struct.pack(">H", rp.CH_SESSIONS)
+                         + b"answer over the NATS server's max_payload")
+    t, s, d = rp.decode(nc.request(PREFIX + "api", rp.encode(rp.CH_COUNT, b"big"), 3))[0]
+    assert (t, d) == (rp.CH_COUNT, struct.pack(">I", 5))
