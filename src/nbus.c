@@ -59,6 +59,9 @@ struct nbus {
     size_t qn, qcap, qbytes;
     int woken;
     unsigned long overflow; /* messages dropped: the queue was full */
+    /* The closed callback ran: libnats calls back no more (nbus_free waits). */
+    pthread_cond_t closed_cv;
+    int closed;
 };
 
 int nbus_is_nats(const char *url)
@@ -248,6 +251,17 @@ static void nbus_on_down(natsConnection *nc, void *closure)
     nbus_push(closure, NULL, NBUS_EV_DOWN, 0);
 }
 
+/* The last connection callback: libnats' callback thread runs them in order. */
+static void nbus_on_closed(natsConnection *nc, void *closure)
+{
+    struct nbus *b = closure;
+    (void)nc;
+    pthread_mutex_lock(&b->mu);
+    b->closed = 1;
+    pthread_cond_broadcast(&b->closed_cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
 static void nbus_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
@@ -364,6 +378,7 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
     snprintf(b->prefix, sizeof(b->prefix), "%s", prefix);
     snprintf(b->url, sizeof(b->url), "%s", servers[0]);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->closed_cv, NULL);
     for (int i = 0; i < NBUS_TAGS; i++)
         b->tags[i] = (struct nbus_tag){b, i};
     for (int i = 0; i < n; i++)
@@ -413,6 +428,8 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, nbus_on_down, b);
     if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(b->opts, nbus_on_closed, b);
+    if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(b->opts, nbus_on_error, b);
     if (s != NATS_OK) {
         log_err("bus: NATS options: %s", natsStatus_GetText(s));
@@ -446,7 +463,20 @@ void nbus_free(struct nbus *b)
     if (b == NULL)
         return;
     if (b->nc) {
+        /* Close hands the disconnected and closed callbacks to libnats'
+         * callback thread and returns: wait for the last one (bounded), or
+         * they would run on freed memory. */
+        struct timespec until;
         natsConnection_Close(b->nc);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&b->mu);
+        while (!b->closed && pthread_cond_timedwait(&b->closed_cv, &b->mu, &until) == 0)
+            ;
+        int closed = b->closed;
+        pthread_mutex_unlock(&b->mu);
+        if (!closed)
+            log_err("bus: NATS: the connection's closed callback did not come within 5 s");
         natsConnection_Destroy(b->nc);
     }
     natsOptions_Destroy(b->opts);
@@ -458,6 +488,7 @@ void nbus_free(struct nbus *b)
     if (b->wake)
         event_free(b->wake);
     pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->closed_cv);
     free(b);
 }
 
