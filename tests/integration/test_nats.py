@@ -43,7 +43,7 @@ def test_queries_through_a_router_sum_the_workers(natsbus):
         fk.wait_until(exact, 5, msg="the commands applied")
         got = bk.query(rp.UID_SIDS, b"alice")
         assert sorted(got[i:i + 16] for i in range(0, len(got), 16)) == \
-            sorted([A[0].sid, D[0].sid]), b.logs()
+            sorted([A[0].sid, D[0].sid]), (got, A[0].sid, D[0].sid, b.logs())
         assert bk.query(rp.SID_UID, D[0].sid) == b"alice"
         assert bk.query(rp.SID_UID, B[0].sid) == b""
         assert bk.query(rp.IS_ONLINE, A[0].sid + b"0" * 16 + D[1].sid) == b"\x01\x00\x01"
