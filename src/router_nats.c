@@ -341,14 +341,21 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
         m.s = p + RMSG_HEADER_LEN;
         m.d = m.s + m.slen;
     }
-    if (len < RMSG_HEADER_LEN || len - RMSG_HEADER_LEN != (size_t)m.slen + m.len
-        || m.type != q->type || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
-        || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
+    int ok = len >= RMSG_HEADER_LEN && len - RMSG_HEADER_LEN == (size_t)m.slen + m.len
+             && m.type == q->type
+             && natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) == 0;
+    if (ok) {
+        rn_key(key, server, worker);
+        /* A worker's answer delivered twice must not be added up twice. */
+        if (hmap_has(q->answered, key, sizeof(key)))
+            return;
+        ok = natsq_merge_add(q->merge, server, worker, status, m.d, m.len) == 0;
+    }
+    if (!ok) {
         log_err("router: a malformed %s answer on the bus (%zu bytes), ignored",
                 rmsg_type_name(q->type), len);
         return;
     }
-    rn_key(key, server, worker);
     hmap_del(q->due, key, sizeof(key), NULL);
     hmap_put(q->answered, key, sizeof(key), (void *)1, NULL);
     struct rn_worker *w = hmap_get(rn->workers, key, sizeof(key));

@@ -1,6 +1,7 @@
 """NATS as the bus: BUS = "nats://..." on gateways and routers (natsbus.py has the
 cluster: three nats-servers, two gateways x 2 workers, two routers)."""
 
+import os
 import struct
 
 import pytest
@@ -84,3 +85,50 @@ def test_api_answer_over_max_payload_is_an_error(natsbus, tmp_path):
                          + b"answer over the NATS server's max_payload")
     t, s, d = rp.decode(nc.request(PREFIX + "api", rp.encode(rp.CH_COUNT, b"big"), 3))[0]
     assert (t, d) == (rp.CH_COUNT, struct.pack(">I", 5))
+
+
+def test_a_workers_answer_delivered_twice_counts_once(tmp_path):
+    """A router adds up one answer per worker and query: the same worker's
+    answer arriving twice (NATS may deliver a message twice while routes
+    between servers form) is not counted again. Two fake workers (9/0, 9/1)
+    on a bare nats-server; 9/0 answers each query twice."""
+    import fk
+    import peers
+    from natsbus import NatsClient
+    if not os.path.exists(peers.NATS_SERVER):
+        pytest.skip("nats-server not installed")
+    nats = peers.NatsCluster(tmp_path / "nats", n=1).start()
+    router = None
+    fake = bk = None
+    try:
+        router = peers.Router(tmp_path / "router", BUS=nats.url(), BUS_PREFIX="dup.").start()
+        fk.wait_until(lambda: nats.subscriptions().get("dup.hb", 0) == 1, 10, msg="router on hb")
+        fake = NatsClient(nats.ports[0])
+        fake.subscribe("dup.q")
+        fake.flush()
+        bk = rp.Backend(router.port)
+
+        def ask():
+            for w in (0, 1):
+                fake.publish("dup.hb", b"up 9 %d 1 0" % w)
+            fake.flush()
+            bk.send(rp.UID_COUNT, b"alice")
+            m = fake.next_msg(3)
+            if m is not None:
+                _, reply, _ = m
+                for w in (0, 0, 1):
+                    fake.publish(reply, rp.encode(rp.UID_COUNT, struct.pack(">HBB", 9, w, 0),
+                                                  struct.pack(">I", 1)))
+                fake.flush()
+            return struct.unpack(">I", bk.answer(rp.UID_COUNT))[0]
+        n = fk.wait_until(ask, 10, msg="the router to wait for the fake workers")
+        assert n == 2
+        assert ask() == 2
+    finally:
+        if bk:
+            bk.close()
+        if fake:
+            fake.close()
+        if router:
+            assert router.stop() == 0
+        nats.stop()
