@@ -320,14 +320,20 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
         return; /* after its deadline */
     if (len == 0)
         return; /* the server's "no responders" status: no worker listens on q */
-    if (rn_answer_decode((const unsigned char *)data, len, &m) < 0 || m.type != q->type
-        || natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) < 0
-        || natsq_merge_add(q->merge, server, worker, status, m.d, m.len) < 0) {
+    int ok = rn_answer_decode((const unsigned char *)data, len, &m) == 0 && m.type == q->type
+             && natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) == 0;
+    if (ok) {
+        rn_key(key, server, worker);
+        /* A worker's answer delivered twice must not be added up twice. */
+        if (hmap_has(q->answered, key, sizeof(key)))
+            return;
+        ok = natsq_merge_add(q->merge, server, worker, status, m.d, m.len) == 0;
+    }
+    if (!ok) {
         log_err("router: a malformed %s answer on the bus (%zu bytes), ignored",
                 rmsg_type_name(q->type), len);
         return;
     }
-    rn_key(key, server, worker);
     hmap_del(q->due, key, sizeof(key), NULL);
     hmap_put(q->answered, key, sizeof(key), (void *)1, NULL);
     struct rn_worker *w = hmap_get(rn->workers, key, sizeof(key));
@@ -475,7 +481,20 @@ static void rn_api_answer(void *arg, struct evbuffer *msg)
     struct rn_api *a = arg;
     if (msg != NULL) {
         size_t n = evbuffer_get_length(msg);
-        nbus_publish(a->rn->bus, a->reply, NULL, evbuffer_pullup(msg, -1), n, NULL, 0);
+        const unsigned char *p = evbuffer_pullup(msg, -1);
+        if (n > nbus_max_payload(a->rn->bus) && n >= 2) {
+            /* It could not be published: say so rather than leave the
+             * requester waiting for an answer that never comes. */
+            unsigned char err[RMSG_ERROR_MSG_MAX];
+            uint16_t type = rmsg_get_u16(p);
+            log_info("router: bus api: %s answer of %zu bytes over the bus's max_payload (%zu), "
+                     "answered ERROR",
+                     rmsg_type_name(type), n, nbus_max_payload(a->rn->bus));
+            n = rmsg_encode_error(err, type, "answer over the NATS server's max_payload");
+            nbus_publish(a->rn->bus, a->reply, NULL, err, n, NULL, 0);
+        } else {
+            nbus_publish(a->rn->bus, a->reply, NULL, p, n, NULL, 0);
+        }
     }
     router_local_close(a->c);
     free(a);

@@ -470,21 +470,36 @@ def redis_server(tmp_path):
 # ---------------------------------------------------------------- Go builds
 
 GO = shutil.which("go") or "/usr/lib/go/bin/go"
-# The fooking client package (example/clients/go) and, for its Redis transport,
-# Debian's redigo (golang-github-gomodule-redigo-dev) under /usr/share/gocode.
+# The fooking client package (example/clients/go) and, for its Redis and NATS
+# transports, Debian's redigo (golang-github-gomodule-redigo-dev) and nats.go
+# (golang-github-nats-io-go-nats-dev, with nkeys, nuid and golang.org/x/crypto)
+# under /usr/share/gocode.
 GO_CLIENT_PATH = "%s:/usr/share/gocode" % (ROOT / "example" / "clients" / "go")
 REDIGO = "/usr/share/gocode/src/github.com/gomodule/redigo/redis"
+NATS_GO = "/usr/share/gocode/src/github.com/nats-io/nats.go"
+NATS_GO_DEPS = [NATS_GO] + ["/usr/share/gocode/src/" + d for d in (
+    "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/crypto/ed25519")]
+
+
+def skip_without_go_deps():
+    """Skips the test unless what the fooking package imports is installed:
+    redigo and nats.go with its dependencies."""
+    if not os.path.isdir(REDIGO):
+        pytest.skip("redigo not installed (golang-github-gomodule-redigo-dev)")
+    for d in NATS_GO_DEPS:
+        if not os.path.isdir(d):
+            pytest.skip("%s not installed (golang-github-nats-io-go-nats-dev)" % d)
 
 
 def go_build(outdir, source, name="drive", gopath=GO_CLIENT_PATH, need_redigo=True):
     """Builds one Go program (GOPATH mode, no cgo) from `source` (the text of a
     main.go) into outdir/name and returns its path; skips the test when go (or,
-    with need_redigo, redigo: the fooking package's Redis half needs it) is not
-    installed."""
+    with need_redigo, what the fooking package imports: redigo for its Redis
+    half, nats.go for its NATS half) is not installed."""
     if not os.path.exists(GO):
         pytest.skip("go not installed")
-    if need_redigo and not os.path.isdir(REDIGO):
-        pytest.skip("redigo not installed (golang-github-gomodule-redigo-dev)")
+    if need_redigo:
+        skip_without_go_deps()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     src = outdir / "main.go"

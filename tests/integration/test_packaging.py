@@ -416,13 +416,19 @@ GO_MOD_DIR = REPO / "example" / "clients" / "go" / "src" / "fooking"
 
 def test_go_client_is_a_module_that_builds_offline(tmp_path):
     """go.mod is valid and the package builds in module mode, offline: the
-    consumer replaces the module with this directory and redigo with Debian's copy
-    (testify, which redigo's go.mod names but the package does not import, with a
-    stub)."""
+    consumer replaces the module with this directory, redigo and nats.go (and
+    nats.go's own dependencies) with Debian's copies, and the modules that only
+    their go.mod files name (testify, golang.org/x/tools, x/mod) with stubs;
+    Debian's nuid has no go.mod, so it gets one."""
     need("go")
-    redigo = Path("/usr/share/gocode/src/github.com/gomodule/redigo")
-    if not (redigo / "go.mod").is_file():
-        pytest.skip("golang-github-gomodule-redigo-dev is not installed")
+    gocode = Path("/usr/share/gocode/src")
+    debian = {"github.com/gomodule/redigo": None, "github.com/nats-io/nats.go": None,
+              "github.com/nats-io/nkeys": None, "github.com/nats-io/nuid": None,
+              "golang.org/x/crypto": None, "golang.org/x/net": None, "golang.org/x/sys": None,
+              "golang.org/x/term": None, "golang.org/x/text": None}
+    for mod in debian:
+        if not (gocode / mod).is_dir():
+            pytest.skip("%s is not installed (scripts/deps.sh test)" % mod)
     env = dict(os.environ, GO111MODULE="on", GOFLAGS="-mod=mod", GOPROXY="off",
                GOSUMDB="off", CGO_ENABLED="0", GOPATH=str(tmp_path / "gopath"),
                GOCACHE=str(tmp_path / "cache"), GOMODCACHE=str(tmp_path / "gopath" / "mod"))
@@ -432,24 +438,35 @@ def test_go_client_is_a_module_that_builds_offline(tmp_path):
     mod = json.loads(r.stdout)
     path = mod["Module"]["Path"]
     assert path.endswith("/fooking")
-    assert {q["Path"] for q in mod.get("Require") or []} == {"github.com/gomodule/redigo"}
-    stub = tmp_path / "testify"
-    stub.mkdir()
-    (stub / "go.mod").write_text("module github.com/stretchr/testify\n\ngo 1.13\n")
+    assert {q["Path"] for q in mod.get("Require") or []} == {"github.com/gomodule/redigo",
+                                                               "github.com/nats-io/nats.go"}
+    stubs = tmp_path / "stubs"
+    for m in list(debian):
+        d = gocode / m
+        if not (d / "go.mod").is_file():
+            d = stubs / m
+            shutil.copytree(gocode / m, d)
+            (d / "go.mod").write_text("module %s\n\ngo 1.13\n" % m)
+        debian[m] = d
+    for m in ("github.com/stretchr/testify", "golang.org/x/tools", "golang.org/x/mod"):
+        d = stubs / m
+        d.mkdir(parents=True)
+        (d / "go.mod").write_text("module %s\n\ngo 1.13\n" % m)
+        debian[m] = d
     app = tmp_path / "app"
     app.mkdir()
     (app / "go.mod").write_text(
-        "module fookingtest\n\ngo 1.19\n\nrequire %s v0.0.0\n\n"
-        "replace %s => %s\n\nreplace github.com/gomodule/redigo => %s\n\n"
-        "replace github.com/stretchr/testify => %s\n" % (path, path, GO_MOD_DIR, redigo, stub))
+        "module fookingtest\n\ngo 1.19\n\nrequire %s v0.0.0\n\nreplace %s => %s\n\n" % (
+            path, path, GO_MOD_DIR)
+        + "".join("replace %s => %s\n" % kv for kv in sorted(debian.items())))
     (app / "main.go").write_text(
         'package main\n\nimport (\n\t"fmt"\n\n\t"%s"\n)\n\n'
         "func main() {\n\tfmt.Println(len(fooking.Encode(fooking.TypeKick, nil, nil)), "
-        "fooking.DefaultBusPrefix)\n}\n" % path)
+        "fooking.DefaultBusPrefix, fooking.NATSName(\"a.b\"))\n}\n" % path)
     r = subprocess.run(["go", "run", "."], cwd=str(app), capture_output=True, text=True,
                        env=env, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.split() == ["8", "fooking:"]
+    assert r.stdout.split() == ["8", "fooking:", "a%2Eb"]
 
 
 def test_php_client_is_a_composer_package(tmp_path):

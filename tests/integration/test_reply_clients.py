@@ -48,8 +48,7 @@ def test_go_reply_unit(tmp_path):
     go test fooking` runs it."""
     if not os.path.exists(peers.GO):
         pytest.skip("go not installed (scripts/deps.sh test)")
-    if not os.path.isdir(peers.REDIGO):
-        pytest.skip("redigo not installed (golang-github-gomodule-redigo-dev)")
+    peers.skip_without_go_deps()
     env = dict(os.environ, GO111MODULE="off", GOFLAGS="", CGO_ENABLED="0",
                GOPATH="/usr/share/gocode:%s" % (fk.REPO / "example" / "clients" / "go"))
     home = env.get("HOME")

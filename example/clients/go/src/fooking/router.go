@@ -1,9 +1,10 @@
 // Package fooking is a backend client for fooking: Router talks to the router
 // (this file: standard library only), Redis publishes on the Redis message bus
-// (redis.go: redigo), and Join, Publish, SetSession and the other reply
-// commands put commands for the gateway in a FastCGI reply's headers
-// (reply.go: net/http). It builds in GOPATH mode:
-// GO111MODULE=off GOPATH=.../example/clients/go:/usr/share/gocode, import "fooking".
+// (redis.go: redigo), NATS on the NATS message bus (nats.go: nats.go), and
+// Join, Publish, SetSession and the other reply commands put commands for the
+// gateway in a FastCGI reply's headers (reply.go: net/http). It builds in
+// GOPATH mode: GO111MODULE=off GOPATH=.../example/clients/go:/usr/share/gocode,
+// import "fooking".
 //
 // Every message is "u16 type | u16 slen | u32 len" (big-endian), then S, then D.
 // Commands are fire-and-forget: the router never answers them. Info and the
@@ -778,14 +779,9 @@ func (r *Router) answer(typ uint16, max int) ([]byte, error) {
 	if _, err := io.ReadFull(r.conn, hdr[:]); err != nil {
 		return nil, r.fail(fmt.Errorf("fooking router: reading the %s answer: %w", typeName(typ), err))
 	}
-	t := binary.BigEndian.Uint16(hdr[0:])
-	slen := int64(binary.BigEndian.Uint16(hdr[2:]))
-	dlen := int64(binary.BigEndian.Uint32(hdr[4:]))
-	if t != typ && (t != TypeError || typ == TypeInfo) {
-		return nil, r.malformed("expected an %s answer, got type %d", typeName(typ), t)
-	}
-	if dlen > int64(max) {
-		return nil, r.malformed("%s answer of %d bytes, over %d", typeName(typ), dlen, max)
+	t, slen, dlen, err := answerHeader(typ, hdr[:], max)
+	if err != nil {
+		return nil, r.malformed("%v", err)
 	}
 	// Read as it comes: a header that promises more than arrives costs no
 	// more memory than what arrived.
@@ -794,14 +790,43 @@ func (r *Router) answer(typ uint16, max int) ([]byte, error) {
 		return nil, r.fail(fmt.Errorf("fooking router: reading the %s answer: %w", typeName(typ), err))
 	}
 	b := body.Bytes()
-	s, d := b[:slen], b[slen:]
+	d, err := answerBody(typ, t, b[:slen], b[slen:])
+	var re *RouterError
+	if err != nil && !errors.As(err, &re) {
+		return nil, r.malformed("%v", err)
+	}
+	return d, err
+}
+
+// The checks of an answer below are shared by Router and NATS (which gets the
+// router's answer message as a NATS reply).
+
+// answerHeader checks the 8-byte header of the answer to a query of type typ:
+// its type (typ, or ERROR but to INFO) and a D of at most max bytes. It
+// returns the answer's type and the lengths of its S and D.
+func answerHeader(typ uint16, hdr []byte, max int) (t uint16, slen, dlen int64, err error) {
+	t = binary.BigEndian.Uint16(hdr[0:])
+	slen = int64(binary.BigEndian.Uint16(hdr[2:]))
+	dlen = int64(binary.BigEndian.Uint32(hdr[4:]))
+	if t != typ && (t != TypeError || typ == TypeInfo) {
+		return 0, 0, 0, malformedf("expected an %s answer, got type %d", typeName(typ), t)
+	}
+	if dlen > int64(max) {
+		return 0, 0, 0, malformedf("%s answer of %d bytes, over %d", typeName(typ), dlen, max)
+	}
+	return t, slen, dlen, nil
+}
+
+// answerBody reads the S and D of an answer of type t (from answerHeader): the
+// D, a *RouterError for an ERROR about typ, or an error naming what is wrong.
+func answerBody(typ, t uint16, s, d []byte) ([]byte, error) {
 	// INFO's S was always skipped; the v2 answers have none.
 	if len(s) != 0 && typ != TypeInfo {
-		return nil, r.malformed("%s answer with an S of %d bytes", typeName(typ), len(s))
+		return nil, malformedf("%s answer with an S of %d bytes", typeName(typ), len(s))
 	}
 	if t == TypeError {
 		if len(d) < 2 || binary.BigEndian.Uint16(d) != typ {
-			return nil, r.malformed("ERROR answer that is not about %s", typeName(typ))
+			return nil, malformedf("ERROR answer that is not about %s", typeName(typ))
 		}
 		return nil, &RouterError{Type: typ, Text: string(d[2:])}
 	}
