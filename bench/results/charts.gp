@@ -37,7 +37,7 @@ set logscale xy
 set xlabel 'subscribers'
 set ylabel 'deliveries/s'
 set yrange [*:*]
-plot 'fanout_fooking-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL', 'fanout_fooking-chpub.dat' using 1:2 with linespoints lw 2 title 'fooking CH_PUB', 'fanout_fooking-bus-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL via Redis', 'fanout_nchan.dat' using 1:2 with linespoints lw 2 title 'nchan', 'fanout_baseline-fanout.dat' using 1:2 with linespoints lw 2 title 'baseline'
+plot 'fanout_fooking-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL', 'fanout_fooking-chpub.dat' using 1:2 with linespoints lw 2 title 'fooking CH_PUB', 'fanout_fooking-bus-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL via Redis', 'fanout_fooking-nats-sendall.dat' using 1:2 with linespoints lw 2 title 'fooking SEND_ALL via NATS', 'fanout_fooking-nats2-sendall.dat' using 1:2 with linespoints lw 2 title 'via NATS, 2 servers', 'fanout_nchan.dat' using 1:2 with linespoints lw 2 title 'nchan', 'fanout_baseline-fanout.dat' using 1:2 with linespoints lw 2 title 'baseline'
 unset logscale xy
 set output 'idle.png'
 set title 'Memory per idle WebSocket connection (VmRSS)'
