@@ -40,6 +40,7 @@ from peers import (HB_EVERY, HB_TTL, REDIS_SERVER, RESYNC_DEADLINE, RedisServer,
                    norm_info, ops_json, worker_pid)
 from swarm import Swarm, assert_delivered, new_marker, sid_link
 from conftest import base_params
+from v2util import make_sid
 
 redis = pytest.importorskip("redis")
 
@@ -52,11 +53,6 @@ WORKERS = 2
 LINKS = [(s, w) for s in SERVERS for w in range(WORKERS)]
 
 
-def make_sid(server, worker, n):
-    """A well-formed SID of (server, worker) that no gateway handed out (its clock
-    field is tiny), distinct for every n."""
-    v = ((n + 1) << 24) | (server << 11) | (worker << 6) | (n & 63)
-    return b"%016x" % v
 
 
 # ---------------------------------------------------------------- redis-server

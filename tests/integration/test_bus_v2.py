@@ -11,7 +11,6 @@ query is waited for, with a deadline, until it is exact (wait_answer). What a
 command delivered is checked with a marker, as in test_bus.py.
 """
 
-import json
 import os
 import signal
 import socket
@@ -25,13 +24,12 @@ import peers
 import rproto as rp
 from peers import HB_TTL, REDIS_SERVER, RESYNC_DEADLINE, Router, worker_pid
 from swarm import assert_delivered, new_marker
-from test_bus import LINKS, PREFIX, SERVERS, WORKERS, Bus, make_sid, received, sids
+from test_bus import LINKS, PREFIX, SERVERS, WORKERS, Bus, received, sids
+from v2util import APPLY_DEADLINE, ask_params, info, make_sid, uid_sids, wait_answer
 from conftest import base_params
 
 redis = pytest.importorskip("redis")
 
-# How long a command may take to show in the answers (publish, apply, write).
-APPLY_DEADLINE = 5.0
 
 
 class V2Bus(Bus):
@@ -83,41 +81,12 @@ def v2bus(php, tmp_path):
         pytest.fail("sanitizer reports from fooking:\n" + "\n".join(problems[:20]))
 
 
-def wait_answer(what, fn, want, timeout=APPLY_DEADLINE):
-    """Asks fn() until it answers want, within timeout; returns how long it took."""
-    last = [None]
-    t0 = time.monotonic()
-
-    def ok():
-        try:
-            last[0] = fn()
-        except rp.QueryError as e:
-            last[0] = e
-        return last[0] == want
-    try:
-        fk.wait_until(ok, timeout, interval=0.01, msg=what)
-    except AssertionError:
-        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0]))
-    return time.monotonic() - t0
 
 
-def uid_sids(bk, uid):
-    d = bk.query(rp.UID_SIDS, uid)
-    return sorted(d[i:i + 16] for i in range(0, len(d), 16))
 
 
-def ask_params(bus, peer):
-    """The client sends "params"; the backend answers with its $_SERVER as JSON."""
-    n = len(peer.msgs)
-    peer.sock.sendall(struct.pack(">I", 6) + b"params")
-    bus.swarm.wait(lambda: len(peer.msgs) > n, 10, "the params reply")
-    return json.loads(peer.msgs.pop(n))
 
 
-def info(bk):
-    i = bk.info()
-    i["gateways"] = sorted(i["gateways"])
-    return i
 
 
 @pytest.mark.parametrize("via", [0, 1])

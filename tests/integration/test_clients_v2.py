@@ -32,6 +32,7 @@ import time
 import pytest
 
 import fk
+import godriver
 import peers
 import rproto as rp
 from peers import ROOT, router  # noqa: F401 (router: the fixture)
@@ -82,68 +83,10 @@ foreach ($ops as $o) {
 echo json_encode($out, JSON_INVALID_UTF8_SUBSTITUTE | JSON_THROW_ON_ERROR), "\n";
 """
 
-GO_DRIVER = r"""package main
-
-import (
-	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"time"
-
-	"fooking"
-)
-
-type op struct {
-	Op      string
-	Args    []json.RawMessage
-	Port    int
-	Secret  string
-	Timeout float64
-}
-
-func str(a json.RawMessage) string {
-	var s string
-	if err := json.Unmarshal(a, &s); err != nil {
-		panic(err)
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
-
-// strs: a list of strings, or one string as a list of one (PHP takes both).
-func strs(a json.RawMessage) []string {
-	var l []string
-	if err := json.Unmarshal(a, &l); err != nil {
-		return []string{str(a)}
-	}
-	out := make([]string, len(l))
-	for i, s := range l {
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			panic(err)
-		}
-		out[i] = string(b)
-	}
-	return out
-}
-
-func h(s string) string { return hex.EncodeToString([]byte(s)) }
-
-func orNull(s string) interface{} {
-	if s == "" {
-		return nil
-	}
-	return h(s)
-}
-
+GO_DRIVER = godriver.program(r"""
 func run(r **fooking.Router, o op) (interface{}, error) {
-	a := o.Args
-	if o.Op == "connect" {
+	switch o.Op {
+	case "connect":
 		if *r != nil {
 			(*r).Close()
 		}
@@ -156,95 +99,11 @@ func run(r **fooking.Router, o op) (interface{}, error) {
 		}
 		*r = c
 		return nil, nil
-	}
-	c := *r
-	switch o.Op {
 	case "close":
-		return nil, c.Close()
-	case "bindUid":
-		return nil, c.BindUid(str(a[0]), str(a[1]))
-	case "unbindUid":
-		return nil, c.UnbindUid(str(a[0]))
-	case "sendToUid":
-		return nil, c.SendToUid(strs(a[0]), []byte(str(a[1])))
-	case "kickUid":
-		return nil, c.KickUid(strs(a[0])...)
-	case "setSession":
-		return nil, c.SetSession(str(a[0]), []byte(str(a[1])))
-	case "sendAll":
-		if len(a) > 1 {
-			return nil, c.SendAll([]byte(str(a[0])), strs(a[1])...)
-		}
-		return nil, c.SendAll([]byte(str(a[0])))
-	case "chPub":
-		if len(a) > 2 {
-			return nil, c.ChPub(str(a[0]), []byte(str(a[1])), strs(a[2])...)
-		}
-		return nil, c.ChPub(str(a[0]), []byte(str(a[1])))
-	case "chAdd":
-		return nil, c.ChAdd(strs(a[0]), str(a[1]))
-	case "sendMsg":
-		return nil, c.SendMsg(strs(a[0]), []byte(str(a[1])))
-	case "isOnline":
-		m, err := c.IsOnline(strs(a[0]))
-		out := map[string]bool{}
-		for k, v := range m {
-			out[h(k)] = v
-		}
-		return out, err
-	case "isUidOnline":
-		return c.IsUidOnline(str(a[0]))
-	case "getSidsByUid":
-		l, err := c.GetSidsByUid(str(a[0]))
-		out := []string{}
-		for _, s := range l {
-			out = append(out, h(s))
-		}
-		return out, err
-	case "getUidBySid":
-		u, err := c.GetUidBySid(str(a[0]))
-		return orNull(u), err
-	case "getSession":
-		d, found, err := c.GetSession(str(a[0]))
-		if !found {
-			return nil, err
-		}
-		return h(string(d)), err
-	case "chCount":
-		return c.ChCount(str(a[0]))
-	case "chMembers":
-		m, err := c.ChMembers(str(a[0]))
-		out := map[string]interface{}{}
-		for k, v := range m {
-			out[h(k)] = orNull(v)
-		}
-		return out, err
-	case "chSessions":
-		m, err := c.ChSessions(str(a[0]))
-		out := map[string]string{}
-		for k, v := range m {
-			out[h(k)] = h(string(v))
-		}
-		return out, err
-	case "channels":
-		m, err := c.Channels()
-		out := map[string]int{}
-		for k, v := range m {
-			out[h(k)] = v
-		}
-		return out, err
-	case "info":
-		i, err := c.Info()
-		if err != nil {
-			return nil, err
-		}
-		gws := []map[string]int{}
-		for _, g := range i.Gateways {
-			gws = append(gws, map[string]int{"server": g.Server, "worker": g.Worker,
-				"clients": g.Clients, "channels": g.Channels})
-		}
-		return map[string]interface{}{"clients": i.Clients, "channels": i.Channels,
-			"uids": i.Uids, "gateways": gws}, nil
+		return nil, (*r).Close()
+	}
+	if v, ok, err := v2(*r, o); ok {
+		return v, err
 	}
 	panic("unknown op " + o.Op)
 }
@@ -258,29 +117,13 @@ func main() {
 	out := []map[string]interface{}{}
 	for _, o := range ops {
 		t := time.Now()
-		v, err := run(&r, o)
-		res := map[string]interface{}{}
-		var re *fooking.RouterError
-		switch {
-		case err == nil:
-			res["ok"] = v
-		case errors.Is(err, fooking.ErrInvalidArgument):
-			res["err"], res["msg"], res["code"] = "InvalidArgumentException", err.Error(), 0
-		case errors.As(err, &re):
-			res["err"], res["msg"], res["code"] = "FookingRouterError", err.Error(), re.Type
-		default:
-			res["err"], res["msg"], res["code"] = "RuntimeException", err.Error(), 0
-		}
+		res := outcome(run(&r, o))
 		res["ms"] = time.Since(t).Milliseconds()
 		out = append(out, res)
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println(string(b))
+	emit(out)
 }
-"""
+""", imports="\t\"time\"\n")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ worker's answer leaves after its SUB, along the same routes), so a command that
 depends on one is sent after a query shows it (wait_answer), never after a sleep.
 """
 
-import json
 import os
 import signal
 import struct
@@ -33,63 +32,29 @@ import rproto as rp
 from conftest import base_params
 from natsbus import LINKS, PREFIX, NatsBus, NatsClient, received, sids, subject
 from natsbus import natsbus  # noqa: F401  (the fixture)
+from v2util import ask_params, info, make_sid, uid_sids, wait_answer
 from peers import NATS_SERVER, worker_pid
 from swarm import assert_delivered, new_marker
 
 # How long a command may take to show in the answers (publish, apply, answer).
-APPLY_DEADLINE = 5.0
 # The router's query deadline (router_nats.c ROUTER_NATS_QUERY_MS), and how long
 # after a worker's death its replacement answers for its slot.
 QUERY_DEADLINE = 2.0
 RESTART_DEADLINE = 8.0
 
 
-def make_sid(server, worker, n):
-    """A well-formed SID of (server, worker) that no gateway handed out (its clock
-    field is tiny), distinct for every n (as test_bus.make_sid)."""
-    v = ((n + 1) << 24) | (server << 11) | (worker << 6) | (n & 63)
-    return b"%016x" % v
 
 
 def backend(bus, i=0):
     return rp.Backend(bus.routers[i].port)
 
 
-def wait_answer(what, fn, want, timeout=APPLY_DEADLINE):
-    """Asks fn() until it answers want, within timeout; returns how long it took."""
-    last = [None]
-    t0 = time.monotonic()
-
-    def ok():
-        try:
-            last[0] = fn()
-        except rp.QueryError as e:
-            last[0] = e
-        return last[0] == want
-    try:
-        fk.wait_until(ok, timeout, interval=0.01, msg=what)
-    except AssertionError:
-        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0]))
-    return time.monotonic() - t0
 
 
-def uid_sids(bk, uid):
-    d = bk.query(rp.UID_SIDS, uid)
-    return sorted(d[i:i + 16] for i in range(0, len(d), 16))
 
 
-def info(bk):
-    i = bk.info()
-    i["gateways"] = sorted(i["gateways"])
-    return i
 
 
-def ask_params(bus, peer):
-    """The client sends "params"; the backend answers with its $_SERVER as JSON."""
-    n = len(peer.msgs)
-    peer.sock.sendall(struct.pack(">I", 6) + b"params")
-    bus.swarm.wait(lambda: len(peer.msgs) > n, 10, "the params reply")
-    return json.loads(peer.msgs.pop(n))
 
 
 def empty_info():

@@ -79,9 +79,10 @@ func (e *noRouterError) Unwrap() error        { return e.err }
 // routers there. It is safe for concurrent use (set Timeout and MaxAnswer
 // before sharing it).
 type NATS struct {
-	nc     *nats.Conn
-	prefix string
-	owned  bool
+	busCommands // Kick, SendMsg, SendAll, ChAdd, ChDel, ChPub, BindUid, UnbindUid, SendToUid, KickUid, SetSession
+	nc          *nats.Conn
+	prefix      string
+	owned       bool
 	// Timeout bounds each query's wait for a router's answer (0:
 	// DefaultNATSTimeout).
 	Timeout time.Duration
@@ -122,12 +123,16 @@ func ConnectNATS(url, prefix string, opts ...nats.Option) (*NATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fooking nats: %w", err)
 	}
-	return &NATS{nc: nc, prefix: prefix, owned: true}, nil
+	n := &NATS{nc: nc, prefix: prefix, owned: true}
+	n.busCommands = busCommands{n}
+	return n, nil
 }
 
 // NewNATS uses a connection the application already has.
 func NewNATS(nc *nats.Conn, prefix string) *NATS {
-	return &NATS{nc: nc, prefix: prefix}
+	n := &NATS{nc: nc, prefix: prefix}
+	n.busCommands = busCommands{n}
+	return n
 }
 
 // Close flushes what was published and closes the connection ConnectNATS made
@@ -231,96 +236,7 @@ func NATSName(name string) string {
 	return b.String()
 }
 
-// Kick closes these clients.
-func (n *NATS) Kick(sids []string) error { return n.sidsCommand(TypeKick, sids, nil) }
-
-// SendMsg delivers msg to these clients.
-func (n *NATS) SendMsg(sids []string, msg []byte) error {
-	return n.sidsCommand(TypeSendMsg, sids, msg)
-}
-
-// SendAll delivers msg to every client of every gateway but the exclude SIDs
-// (SEND_ALL without exclusions, SEND_ALL_EX with; at most MaxSIDs of them).
-func (n *NATS) SendAll(msg []byte, exclude ...string) error {
-	if len(exclude) == 0 {
-		return n.publish([]pubMsg{{n.prefix + "all", Encode(TypeSendAll, nil, msg)}})
-	}
-	s, err := excludeList(exclude, MaxSIDs)
-	if err != nil {
-		return err
-	}
-	return n.publish([]pubMsg{{n.prefix + "all", Encode(TypeSendAllEx, s, msg)}})
-}
-
-// ChAdd makes these clients join channel.
-func (n *NATS) ChAdd(sids []string, channel string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	return n.sidsCommand(TypeChAdd, sids, []byte(channel))
-}
-
-// ChDel makes these clients leave channel.
-func (n *NATS) ChDel(sids []string, channel string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	return n.sidsCommand(TypeChDel, sids, []byte(channel))
-}
-
-// ChPub delivers msg to every member of channel but the exclude SIDs (CH_PUB
-// without exclusions, CH_PUB_EX with: at most min(MaxSIDs, (65534 -
-// len(channel)) / 16) SIDs).
-func (n *NATS) ChPub(channel string, msg []byte, exclude ...string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	subj := n.prefix + "ch." + NATSName(channel)
-	if len(exclude) == 0 {
-		return n.publish([]pubMsg{{subj, Encode(TypeChPub, []byte(channel), msg)}})
-	}
-	s, err := chPubExS(channel, exclude)
-	if err != nil {
-		return err
-	}
-	return n.publish([]pubMsg{{subj, Encode(TypeChPubEx, s, msg)}})
-}
-
 // ---- backend API v2: commands (published, no answer) ----
-
-// BindUid binds the session to uid (replacing the uid it had).
-func (n *NATS) BindUid(sid, uid string) error {
-	if err := checkUID(uid); err != nil {
-		return err
-	}
-	return n.sidsCommand(TypeBind, []string{sid}, []byte(uid))
-}
-
-// UnbindUid makes the session lose its uid.
-func (n *NATS) UnbindUid(sid string) error {
-	return n.sidsCommand(TypeUnbind, []string{sid}, nil)
-}
-
-// SendToUid delivers msg to every session bound to one of uids, each session
-// once: one message on <prefix>u.<uid> per distinct uid, which only the
-// workers holding a session of that uid subscribe to.
-func (n *NATS) SendToUid(uids []string, msg []byte) error {
-	return n.uidsCommand(TypeSendUID, uids, msg)
-}
-
-// KickUid closes every session bound to one of uids.
-func (n *NATS) KickUid(uids ...string) error {
-	return n.uidsCommand(TypeKickUID, uids, nil)
-}
-
-// SetSession sets the session's data, kept by its gateway (0..MaxSession bytes,
-// and no more than the gateway's SESSION_MAX_SIZE; empty clears it).
-func (n *NATS) SetSession(sid string, data []byte) error {
-	if len(data) > MaxSession {
-		return argErrorf("fooking: session data is at most %d bytes, got %d", MaxSession, len(data))
-	}
-	return n.sidsCommand(TypeSessionSet, []string{sid}, data)
-}
 
 // ---- backend API v2: queries (a router on the bus answers) ----
 
@@ -599,3 +515,6 @@ func (n *NATS) publish(msgs []pubMsg) error {
 	}
 	return nil
 }
+
+func (n *NATS) allSubject() string              { return n.prefix + "all" }
+func (n *NATS) chSubject(channel string) string { return n.prefix + "ch." + NATSName(channel) }

@@ -47,9 +47,10 @@ const DefaultBusPrefix = "fooking:"
 // for concurrent use: every call takes a connection from a pool (set
 // MaxAnswer before sharing it).
 type Redis struct {
-	pool   *redis.Pool
-	prefix string
-	owned  bool
+	busCommands // Kick, SendMsg, SendAll, ChAdd, ChDel, ChPub, BindUid, UnbindUid, SendToUid, KickUid, SetSession
+	pool        *redis.Pool
+	prefix      string
+	owned       bool
 	// MaxAnswer bounds the answer D a query accepts (0: DefaultMaxAnswer); a
 	// bigger one is a *RouterError.
 	MaxAnswer int
@@ -80,12 +81,16 @@ func ConnectRedis(url, prefix string) (*Redis, error) {
 		pool.Close()
 		return nil, fmt.Errorf("fooking redis: %w", err)
 	}
-	return &Redis{pool: pool, prefix: prefix, owned: true}, nil
+	r := &Redis{pool: pool, prefix: prefix, owned: true}
+	r.busCommands = busCommands{r}
+	return r, nil
 }
 
 // NewRedis uses a pool the application already has.
 func NewRedis(pool *redis.Pool, prefix string) *Redis {
-	return &Redis{pool: pool, prefix: prefix}
+	r := &Redis{pool: pool, prefix: prefix}
+	r.busCommands = busCommands{r}
+	return r
 }
 
 // Close closes the pool ConnectRedis made (a pool given to NewRedis is left open).
@@ -96,95 +101,7 @@ func (r *Redis) Close() error {
 	return nil
 }
 
-// Kick closes these clients.
-func (r *Redis) Kick(sids []string) error { return r.sidsCommand(TypeKick, sids, nil) }
-
-// SendMsg delivers msg to these clients.
-func (r *Redis) SendMsg(sids []string, msg []byte) error {
-	return r.sidsCommand(TypeSendMsg, sids, msg)
-}
-
-// SendAll delivers msg to every client of every gateway but the exclude SIDs
-// (SEND_ALL without exclusions, SEND_ALL_EX with; at most MaxSIDs of them).
-func (r *Redis) SendAll(msg []byte, exclude ...string) error {
-	if len(exclude) == 0 {
-		return r.publish([]pubMsg{{r.prefix + "all", Encode(TypeSendAll, nil, msg)}})
-	}
-	s, err := excludeList(exclude, MaxSIDs)
-	if err != nil {
-		return err
-	}
-	return r.publish([]pubMsg{{r.prefix + "all", Encode(TypeSendAllEx, s, msg)}})
-}
-
-// ChAdd makes these clients join channel.
-func (r *Redis) ChAdd(sids []string, channel string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	return r.sidsCommand(TypeChAdd, sids, []byte(channel))
-}
-
-// ChDel makes these clients leave channel.
-func (r *Redis) ChDel(sids []string, channel string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	return r.sidsCommand(TypeChDel, sids, []byte(channel))
-}
-
-// ChPub delivers msg to every member of channel but the exclude SIDs (CH_PUB
-// without exclusions, CH_PUB_EX with: at most min(MaxSIDs, (65534 -
-// len(channel)) / 16) SIDs).
-func (r *Redis) ChPub(channel string, msg []byte, exclude ...string) error {
-	if err := checkChannel(channel); err != nil {
-		return err
-	}
-	if len(exclude) == 0 {
-		return r.publish([]pubMsg{{r.prefix + "ch:" + channel, Encode(TypeChPub, []byte(channel), msg)}})
-	}
-	s, err := chPubExS(channel, exclude)
-	if err != nil {
-		return err
-	}
-	return r.publish([]pubMsg{{r.prefix + "ch:" + channel, Encode(TypeChPubEx, s, msg)}})
-}
-
 // ---- backend API v2: commands (published, no answer) ----
-
-// BindUid binds the session to uid (replacing the uid it had).
-func (r *Redis) BindUid(sid, uid string) error {
-	if err := checkUID(uid); err != nil {
-		return err
-	}
-	return r.sidsCommand(TypeBind, []string{sid}, []byte(uid))
-}
-
-// UnbindUid makes the session lose its uid.
-func (r *Redis) UnbindUid(sid string) error {
-	return r.sidsCommand(TypeUnbind, []string{sid}, nil)
-}
-
-// SendToUid delivers msg to every session bound to one of uids, each session
-// once: the router's script publishes once to each gateway worker holding
-// any of them.
-func (r *Redis) SendToUid(uids []string, msg []byte) error {
-	return r.uidsCommand(TypeSendUID, uids, msg)
-}
-
-// KickUid closes every session bound to one of uids.
-func (r *Redis) KickUid(uids ...string) error {
-	return r.uidsCommand(TypeKickUID, uids, nil)
-}
-
-// SetSession sets the session's data, kept by its gateway (0..MaxSession bytes,
-// and no more than the gateway's SESSION_MAX_SIZE; empty clears it).
-func (r *Redis) SetSession(sid string, data []byte) error {
-	if len(data) > MaxSession {
-		return argErrorf("fooking: session data is at most %d bytes, got %d", MaxSession, len(data))
-	}
-	return r.sidsCommand(TypeSessionSet, []string{sid}, data)
-}
 
 // ---- backend API v2: queries (one script each, as a router with BUS runs) ----
 
@@ -677,3 +594,6 @@ var busScriptText = map[string]string{
 	"ch_records":  luaChRecords,
 	"channels":    luaChannels,
 }
+
+func (r *Redis) allSubject() string              { return r.prefix + "all" }
+func (r *Redis) chSubject(channel string) string { return r.prefix + "ch:" + channel }
