@@ -476,26 +476,19 @@ static int buslink_publish(struct link *l, int type, const void *s, size_t slen,
                            size_t dlen)
 {
     struct buslink *bl = (struct buslink *)l;
-    unsigned char hdr[RMSG_HEADER_LEN + 1 + RMSG_MAX_CHANNEL + RMSG_MAX_SIDS * RMSG_SID_LEN];
-    char ch[RMSG_MAX_CHANNEL + 4];
-    size_t chlen;
-    if (bl->stopped || !bus_cmd_ready(bl->bus) || slen > sizeof(hdr) - RMSG_HEADER_LEN
-        || dlen > UINT32_MAX)
+    unsigned char hdr[RMSG_PUBLISH_HEAD_MAX];
+    char ch[RMSG_MAX_CHANNEL + 4] = "all";
+    size_t chlen = 3, hlen;
+    struct rmsg_ch_ex ex;
+    if (bl->stopped || !bus_cmd_ready(bl->bus)
+        || (hlen = rmsg_encode_publish_head(hdr, type, s, slen, dlen, &ex)) == 0)
         return -1;
-    if (type == RMSG_CH_PUB_EX) {
-        struct rmsg_ch_ex ex;
-        if (rmsg_ch_ex_parse(s, slen, &ex) != RMSG_OK)
-            return -1;
+    if (ex.channel) {
         memcpy(ch, "ch:", 3);
         memcpy(ch + 3, ex.channel, ex.chlen);
         chlen = ex.chlen + 3;
-    } else {
-        memcpy(ch, "all", 3);
-        chlen = 3;
     }
-    rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
-    memcpy(hdr + RMSG_HEADER_LEN, s, slen);
-    return bus_publish(bl->bus, ch, chlen, hdr, RMSG_HEADER_LEN + slen, d, dlen);
+    return bus_publish(bl->bus, ch, chlen, hdr, hlen, d, dlen);
 }
 
 /* The bus router subscribes no worker: a CH_ADD nobody took has nothing to

@@ -359,22 +359,18 @@ static int natslink_publish(struct link *l, int type, const void *s, size_t slen
                             size_t dlen)
 {
     struct natslink *nl = (struct natslink *)l;
-    unsigned char hdr[RMSG_HEADER_LEN + 1 + RMSG_MAX_CHANNEL + RMSG_MAX_SIDS * RMSG_SID_LEN];
+    unsigned char hdr[RMSG_PUBLISH_HEAD_MAX];
     char subj[NBUS_SUBJECT_MAX];
-    if (nl->stopped || !nbus_ready(nl->bus) || slen > sizeof(hdr) - RMSG_HEADER_LEN
-        || dlen > UINT32_MAX)
+    struct rmsg_ch_ex ex;
+    size_t hlen;
+    if (nl->stopped || !nbus_ready(nl->bus)
+        || (hlen = rmsg_encode_publish_head(hdr, type, s, slen, dlen, &ex)) == 0)
         return -1;
-    if (type == RMSG_CH_PUB_EX) {
-        struct rmsg_ch_ex ex;
-        if (rmsg_ch_ex_parse(s, slen, &ex) != RMSG_OK)
-            return -1;
+    if (ex.channel)
         nbus_subject(nl->bus, subj, "ch.", ex.channel, ex.chlen);
-    } else {
+    else
         nbus_subject(nl->bus, subj, "all", NULL, 0);
-    }
-    rmsg_encode_header(hdr, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
-    memcpy(hdr + RMSG_HEADER_LEN, s, slen);
-    return nbus_publish(nl->bus, subj, NULL, hdr, RMSG_HEADER_LEN + slen, d, dlen);
+    return nbus_publish(nl->bus, subj, NULL, hdr, hlen, d, dlen);
 }
 
 static void natslink_stop(struct link *l)

@@ -69,6 +69,10 @@ struct nbus {
     pthread_mutex_t mu;
     struct nbus_item *q;
     size_t qn, qcap, qbytes;
+    /* The loop's: the array it emptied last, handed back at the next swap,
+     * so that no batch allocates. */
+    struct nbus_item *spare;
+    size_t sparecap;
     int woken;
     unsigned long overflow; /* messages dropped: the queue was full */
     /* nbus_free waits for the connection's closed callback, libnats' last. */
@@ -212,7 +216,8 @@ static double nbus_now(void)
 
 static void nbus_push(struct nbus *b, natsMsg *msg, int ev, int tag)
 {
-    size_t len = msg ? (size_t)natsMsg_GetDataLength(msg) : 0;
+    /* Counted with its slot, so that empty messages are bounded too. */
+    size_t len = (msg ? (size_t)natsMsg_GetDataLength(msg) : 0) + sizeof(struct nbus_item);
     int wake = 0;
     pthread_mutex_lock(&b->mu);
     if (b->freeing) {
@@ -392,8 +397,12 @@ static void nbus_wake_cb(evutil_socket_t fd, short what, void *arg)
     q = b->q;
     n = b->qn;
     overflow = b->overflow;
-    b->q = NULL;
-    b->qn = b->qcap = b->qbytes = 0;
+    size_t cap = b->qcap;
+    b->q = b->spare;
+    b->qcap = b->sparecap;
+    b->spare = q;
+    b->sparecap = cap;
+    b->qn = b->qbytes = 0;
     b->overflow = 0;
     b->woken = 0;
     pthread_mutex_unlock(&b->mu);
@@ -426,7 +435,6 @@ static void nbus_wake_cb(evutil_socket_t fd, short what, void *arg)
             break;
         }
     }
-    free(q);
 }
 
 struct nbus *nbus_new(struct event_base *base, const char *url, const char *prefix,
@@ -562,6 +570,7 @@ void nbus_free(struct nbus *b)
         if (b->q[i].msg)
             natsMsg_Destroy(b->q[i].msg);
     free(b->q);
+    free(b->spare);
     if (b->wake)
         event_free(b->wake);
     if (b->retry)

@@ -402,6 +402,19 @@ size_t rmsg_encode_channel_count(unsigned char out[RMSG_CHANNEL_REC_MAX], const 
     return 1 + len + 4;
 }
 
+size_t rmsg_encode_publish_head(unsigned char out[RMSG_PUBLISH_HEAD_MAX], int type, const void *s,
+                                size_t slen, size_t dlen, struct rmsg_ch_ex *ex)
+{
+    *ex = (struct rmsg_ch_ex){NULL, 0, NULL, 0};
+    if (slen > RMSG_PUBLISH_HEAD_MAX - RMSG_HEADER_LEN || dlen > UINT32_MAX)
+        return 0;
+    if (type == RMSG_CH_PUB_EX && rmsg_ch_ex_parse(s, slen, ex) != RMSG_OK)
+        return 0;
+    rmsg_encode_header(out, (uint16_t)type, (uint16_t)slen, (uint32_t)dlen);
+    memcpy(out + RMSG_HEADER_LEN, s, slen);
+    return RMSG_HEADER_LEN + slen;
+}
+
 size_t rmsg_encode_error(unsigned char out[RMSG_ERROR_MSG_MAX], uint16_t type, const char *text)
 {
     size_t n = strlen(text);

@@ -221,6 +221,14 @@ size_t rmsg_encode_record_head(unsigned char out[RMSG_RECORD_HEAD], const unsign
 /* A CHANNELS record: u8 len | name | u32 members (len 1..255). */
 size_t rmsg_encode_channel_count(unsigned char out[RMSG_CHANNEL_REC_MAX], const void *name,
                                  size_t len, uint32_t members);
+/* A gateway's own publish (link.h: a reply's CH_PUB_EX or SEND_ALL_EX, S
+ * given, D of dlen bytes to follow): the header and S into out, and for
+ * CH_PUB_EX its channel in *ex (ex->channel NULL for SEND_ALL_EX). The bytes
+ * written, or 0 when S is too long, dlen over a u32, or S not a CH_PUB_EX's. */
+#define RMSG_PUBLISH_HEAD_MAX                                                                      \
+    (RMSG_HEADER_LEN + 1 + RMSG_MAX_CHANNEL + RMSG_MAX_SIDS * RMSG_SID_LEN)
+size_t rmsg_encode_publish_head(unsigned char out[RMSG_PUBLISH_HEAD_MAX], int type, const void *s,
+                                size_t slen, size_t dlen, struct rmsg_ch_ex *ex);
 /* A whole ERROR message (header + D = u16 type | text, the text cut at
  * RMSG_MAX_ERROR bytes). out needs RMSG_HEADER_LEN + 2 + RMSG_MAX_ERROR bytes. */
 #define RMSG_ERROR_MSG_MAX (RMSG_HEADER_LEN + 2 + RMSG_MAX_ERROR)

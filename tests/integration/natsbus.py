@@ -164,7 +164,7 @@ class NatsClient:
             pass
 
 
-class NatsBus:
+class NatsBus(swarm.BusCluster):
     """The NATS cluster, two gateways and two routers; the same methods as
     test_bus.Bus where the tests share them (open_clients, wait_channel, publish,
     routers, gws, swarm, logs, stop)."""
@@ -237,30 +237,14 @@ class NatsBus:
             self.nc = self.client(0)
         return self.nc
 
+    links = LINKS
+
     def stop(self):
-        self.swarm.close_all()
-        problems = []
-        for gw in self.gws.values():
-            gw.stop()
-            problems += gw.sanitizer_report()
-        rcs = []
-        for r in self.routers:
-            try:
-                rcs.append(r.stop())
-            except AssertionError as e:
-                rcs.append(str(e))
+        problems, rcs = self.stop_fooking()
         if self.nc is not None:
             self.nc.close()
         self.nats.stop()
         return problems, rcs
-
-    def logs(self):
-        out = []
-        for s, gw in self.gws.items():
-            out.append("--- gw%d log:\n%s" % (s, (gw.log() + gw.output())[-2500:]))
-        for i, r in enumerate(self.routers):
-            out.append("--- router %d log:\n%s" % (i, r.read_log()[-1500:]))
-        return "\n".join(out)
 
     # -- the NATS side
 
@@ -289,14 +273,6 @@ class NatsBus:
         c = self.bus_client()
         c.publish(subj or PREFIX + "all", rp.encode(mtype, s, d))
         c.flush()
-
-    # -- clients
-
-    def open_clients(self, per_link=3, max_clients=300):
-        return swarm.open_welcomed(self.swarm, self.gws, LINKS, per_link, max_clients)
-
-    def by_link(self):
-        return swarm.links_of(self.swarm, LINKS)
 
 
 def received(bus, marker, timeout=10.0):

@@ -202,3 +202,44 @@ def open_welcomed(sw, gws, links, per_link=3, max_clients=400):
             p.link = sid_link(p.sid)
             server = [s for s, g in gws.items() if g.port == p.port][0]
             assert p.link[0] == server and p.link in links, (p.sid, p.link, server)
+
+
+class BusCluster:
+    """What the bus test clusters share (test_bus.Bus on Redis, natsbus.NatsBus
+    on NATS): gateways in self.gws, routers in self.routers, clients in
+    self.swarm, on the (server, worker) links in self.links. A subclass stops
+    its bus after stop_fooking()."""
+
+    links = ()
+
+    def stop_fooking(self):
+        """Closes the clients and stops the gateways and routers: (sanitizer
+        reports, each router's exit status or why it failed)."""
+        self.swarm.close_all()
+        problems = []
+        for gw in self.gws.values():
+            gw.stop()
+            problems += gw.sanitizer_report()
+        rcs = []
+        for r in self.routers:
+            try:
+                rcs.append(r.stop())
+            except AssertionError as e:
+                rcs.append(str(e))
+        return problems, rcs
+
+    def logs(self):
+        out = []
+        for s, gw in self.gws.items():
+            out.append("--- gw%d log:\n%s" % (s, (gw.log() + gw.output())[-2500:]))
+        for i, r in enumerate(self.routers):
+            out.append("--- router %d log:\n%s" % (i, r.read_log()[-1500:]))
+        return "\n".join(out)
+
+    def open_clients(self, per_link=3, max_clients=300):
+        """Opens clients on the gateways until every (server, worker) holds at least
+        per_link of them, learning each SID from its welcome; returns them by link."""
+        return open_welcomed(self.swarm, self.gws, self.links, per_link, max_clients)
+
+    def by_link(self):
+        return links_of(self.swarm, self.links)

@@ -389,7 +389,7 @@ def test_library_password_and_db(request, tmp_path):
 
 # ---------------------------------------------------------------- the cluster
 
-class Bus:
+class Bus(swarm.BusCluster):
     """redis-server, two gateways and two routers on one bus."""
 
     def __init__(self, tmp, php):
@@ -426,30 +426,14 @@ class Bus:
         self.routers.append(r)
         return r
 
+    links = LINKS
+
     def stop(self):
-        self.swarm.close_all()
-        problems = []
-        for gw in self.gws.values():
-            gw.stop()
-            problems += gw.sanitizer_report()
-        rcs = []
-        for r in self.routers:
-            try:
-                rcs.append(r.stop())
-            except AssertionError as e:
-                rcs.append(str(e))
+        problems, rcs = self.stop_fooking()
         if self.rc is not None:
             self.rc.close()
         self.redis.stop()
         return problems, rcs
-
-    def logs(self):
-        out = []
-        for s, gw in self.gws.items():
-            out.append("--- gw%d log:\n%s" % (s, (gw.log() + gw.output())[-2500:]))
-        for i, r in enumerate(self.routers):
-            out.append("--- router %d log:\n%s" % (i, r.read_log()[-1500:]))
-        return "\n".join(out)
 
     # -- redis side
 
@@ -477,16 +461,6 @@ class Bus:
     def publish(self, mtype, s=b"", d=b"", name="all"):
         """Publishes one message straight onto the bus, as a library would."""
         return self.rc.publish(PREFIX + name, rp.encode(mtype, s, d))
-
-    # -- clients
-
-    def open_clients(self, per_link=3, max_clients=300):
-        """Opens clients on both gateways until every (server, worker) holds at least
-        per_link of them, learning each SID from its welcome; returns them by link."""
-        return swarm.open_welcomed(self.swarm, self.gws, LINKS, per_link, max_clients)
-
-    def by_link(self):
-        return swarm.links_of(self.swarm, LINKS)
 
 
 def received(bus, marker, timeout=10.0):

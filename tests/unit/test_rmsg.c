@@ -245,7 +245,6 @@ static void test_strerror(void **state)
     assert_string_equal(rmsg_strerror(-99), "unknown error");
 }
 
-
 /* ---- backend API v2 ---- */
 
 static int validate(uint16_t type, const void *s, size_t slen, const void *d, size_t len)
@@ -268,8 +267,7 @@ static void test_v2_framing(void **state)
     assert_int_equal(decode_hdr(RMSG_BIND, 16, RMSG_MAX_REFUSED + 1, MAX_LEN), RMSG_ERR_LEN);
     assert_int_equal(decode_hdr(RMSG_IS_ONLINE, 16, RMSG_MAX_REFUSED + 1, MAX_LEN), RMSG_ERR_LEN);
     assert_int_equal(decode_hdr(RMSG_GW_QUERY, 16, 1u << 20, MAX_LEN), RMSG_ERR_LEN);
-    assert_int_equal(decode_hdr(RMSG_SESSION_SET, 16, RMSG_MAX_REFUSED + 1, MAX_LEN),
-                     RMSG_ERR_LEN);
+    assert_int_equal(decode_hdr(RMSG_SESSION_SET, 16, RMSG_MAX_REFUSED + 1, MAX_LEN), RMSG_ERR_LEN);
     /* Message-carrying types take the caller's maximum. */
     assert_int_equal(decode_hdr(RMSG_SEND_UID, 3, 1u << 20, MAX_LEN), RMSG_OK);
     assert_int_equal(decode_hdr(RMSG_SEND_UID, 3, 101, 100), RMSG_ERR_LEN);
@@ -305,13 +303,31 @@ static void test_v2_validate(void **state)
     assert_int_equal(validate(RMSG_UNBIND, SID16, 16, NULL, 0), RMSG_OK);
     assert_int_equal(validate(RMSG_UNBIND, SID16, 16, NULL, 1), RMSG_ERR_D);
     /* SEND_UID / KICK_UID: a uid list */
-    assert_int_equal(validate(RMSG_SEND_UID, "\x01" "a\x02" "bc", 5, NULL, 7), RMSG_OK);
+    assert_int_equal(validate(RMSG_SEND_UID,
+                              "\x01"
+                              "a\x02"
+                              "bc",
+                              5, NULL, 7),
+                     RMSG_OK);
     assert_int_equal(validate(RMSG_SEND_UID, uid128, sizeof(uid128), NULL, 0), RMSG_OK);
     assert_int_equal(validate(RMSG_SEND_UID, "", 0, NULL, 3), RMSG_ERR_UIDS);
     assert_int_equal(validate(RMSG_SEND_UID, "\x00", 1, NULL, 3), RMSG_ERR_UIDS);
-    assert_int_equal(validate(RMSG_SEND_UID, "\x01" "a\x03" "bc", 5, NULL, 3), RMSG_ERR_UIDS);
-    assert_int_equal(validate(RMSG_KICK_UID, "\x01" "a", 2, NULL, 0), RMSG_OK);
-    assert_int_equal(validate(RMSG_KICK_UID, "\x01" "a", 2, NULL, 1), RMSG_ERR_D);
+    assert_int_equal(validate(RMSG_SEND_UID,
+                              "\x01"
+                              "a\x03"
+                              "bc",
+                              5, NULL, 3),
+                     RMSG_ERR_UIDS);
+    assert_int_equal(validate(RMSG_KICK_UID,
+                              "\x01"
+                              "a",
+                              2, NULL, 0),
+                     RMSG_OK);
+    assert_int_equal(validate(RMSG_KICK_UID,
+                              "\x01"
+                              "a",
+                              2, NULL, 1),
+                     RMSG_ERR_D);
     {
         unsigned char u129[130];
         memset(u129, 'x', sizeof(u129));
@@ -321,8 +337,7 @@ static void test_v2_validate(void **state)
     /* SESSION_SET: one SID, data 0..RMSG_MAX_SESSION */
     assert_int_equal(validate(RMSG_SESSION_SET, SID16, 16, NULL, 0), RMSG_OK);
     assert_int_equal(validate(RMSG_SESSION_SET, SID16, 16, sess, RMSG_MAX_SESSION), RMSG_OK);
-    assert_int_equal(validate(RMSG_SESSION_SET, SID16, 16, sess, RMSG_MAX_SESSION + 1),
-                     RMSG_ERR_D);
+    assert_int_equal(validate(RMSG_SESSION_SET, SID16, 16, sess, RMSG_MAX_SESSION + 1), RMSG_ERR_D);
     assert_int_equal(validate(RMSG_SESSION_SET, SID16 SID16, 32, NULL, 0), RMSG_ERR_SID);
     assert_int_equal(validate(RMSG_SESSION_SET, "", 0, NULL, 0), RMSG_ERR_SID);
     /* SEND_ALL_EX: SIDs (maybe none) */
@@ -364,8 +379,7 @@ static void test_v2_validate(void **state)
     assert_int_equal(validate(RMSG_GW_QUERY, SID16, 16, "\0\0\1", 3), RMSG_ERR_D);
     /* GW_ANSWER: id, then records */
     assert_int_equal(validate(RMSG_GW_ANSWER, "", 0, "\0\0\0\1", 4), RMSG_OK);
-    assert_int_equal(validate(RMSG_GW_ANSWER, "", 0, "\0\0\0\1" SID16 "\0\0\0\2hi", 26),
-                     RMSG_OK);
+    assert_int_equal(validate(RMSG_GW_ANSWER, "", 0, "\0\0\0\1" SID16 "\0\0\0\2hi", 26), RMSG_OK);
     assert_int_equal(validate(RMSG_GW_ANSWER, "", 0, "\0\0\0\1" SID16 "\0\0\0\3hi", 26),
                      RMSG_ERR_RECORDS);
     assert_int_equal(validate(RMSG_GW_ANSWER, "", 0, "\0\0\0\1" SID16 "\0\0", 22),
@@ -423,7 +437,10 @@ static void test_v2_decode_skips(void **state)
 
 static void test_uids_walk(void **state)
 {
-    static const unsigned char list[] = "\x01" "a\x03" "bcd\x01" "a";
+    static const unsigned char list[] = "\x01"
+                                        "a\x03"
+                                        "bcd\x01"
+                                        "a";
     const unsigned char *uid;
     size_t off = 0, len;
 
@@ -490,7 +507,10 @@ static void test_records_and_encoders(void **state)
     assert_int_equal(rmsg_records_next(buf, 22, &off, &sid, &data, &len), RMSG_ERR_RECORDS);
 
     assert_int_equal(rmsg_encode_member(buf, (const unsigned char *)SID16, "bob", 3), 20);
-    assert_memory_equal(buf, SID16 "\x03" "bob", 20);
+    assert_memory_equal(buf,
+                        SID16 "\x03"
+                              "bob",
+                        20);
     assert_int_equal(rmsg_encode_member(buf, (const unsigned char *)SID16, NULL, 0), 17);
     assert_int_equal(buf[16], 0);
     assert_int_equal(rmsg_encode_channel_count(buf, "room", 4, 0x01020304), 9);
@@ -512,6 +532,35 @@ static void test_records_and_encoders(void **state)
         assert_int_equal(n, RMSG_ERROR_MSG_MAX);
         assert_int_equal(rmsg_decode(msg, n, MAX_LEN, &m, &used), RMSG_OK);
     }
+}
+
+/* A gateway's own publish: header and S, the channel of a CH_PUB_EX. */
+static void test_publish_head(void **state)
+{
+    (void)state;
+    static unsigned char out[RMSG_PUBLISH_HEAD_MAX];
+    struct rmsg_ch_ex ex;
+    const unsigned char s[] = "\x04room0123456789abcdef";
+    size_t n = rmsg_encode_publish_head(out, RMSG_CH_PUB_EX, s, sizeof(s) - 1, 5, &ex);
+    assert_int_equal(n, RMSG_HEADER_LEN + sizeof(s) - 1);
+    assert_memory_equal(out, "\x00\x16\x00\x15\x00\x00\x00\x05", RMSG_HEADER_LEN);
+    assert_memory_equal(out + RMSG_HEADER_LEN, s, sizeof(s) - 1);
+    assert_int_equal(ex.chlen, 4);
+    assert_memory_equal(ex.channel, "room", 4);
+    n = rmsg_encode_publish_head(out, RMSG_SEND_ALL_EX, "0123456789abcdef", 16, 0, &ex);
+    assert_int_equal(n, RMSG_HEADER_LEN + 16);
+    assert_null(ex.channel);
+    /* Not a CH_PUB_EX's S, S too long, D too long: nothing. */
+    assert_int_equal(rmsg_encode_publish_head(out, RMSG_CH_PUB_EX,
+                                              "\x09"
+                                              "ab",
+                                              3, 0, &ex),
+                     0);
+    assert_int_equal(rmsg_encode_publish_head(out, RMSG_SEND_ALL_EX, out,
+                                              RMSG_PUBLISH_HEAD_MAX - RMSG_HEADER_LEN + 1, 0, &ex),
+                     0);
+    assert_int_equal(
+        rmsg_encode_publish_head(out, RMSG_SEND_ALL_EX, "", 0, (size_t)UINT32_MAX + 1, &ex), 0);
 }
 
 int main(void)
@@ -537,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_uids_walk),
         cmocka_unit_test(test_ch_ex_parse),
         cmocka_unit_test(test_records_and_encoders),
+        cmocka_unit_test(test_publish_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,13 +6,12 @@ package fooking
 
 // busSender is what a bus transport sends commands through.
 type busSender interface {
-	// sidsCommand publishes one message of typ per gateway worker named by
-	// the SIDs (at most MaxSIDs each), D = d.
-	sidsCommand(typ uint16, sids []string, d []byte) error
 	// uidsCommand publishes SEND_UID or KICK_UID for the uids.
 	uidsCommand(typ uint16, uids []string, d []byte) error
 	publish(msgs []pubMsg) error
-	// Where SEND_ALL and CH_PUB of channel go.
+	// Where the commands for a gateway worker's SIDs, SEND_ALL and CH_PUB of
+	// channel go.
+	gwSubject(server, worker int) string
 	allSubject() string
 	chSubject(channel string) string
 }
@@ -20,11 +19,11 @@ type busSender interface {
 type busCommands struct{ s busSender }
 
 // Kick closes these clients.
-func (b busCommands) Kick(sids []string) error { return b.s.sidsCommand(TypeKick, sids, nil) }
+func (b busCommands) Kick(sids []string) error { return b.sidsCommand(TypeKick, sids, nil) }
 
 // SendMsg delivers msg to these clients.
 func (b busCommands) SendMsg(sids []string, msg []byte) error {
-	return b.s.sidsCommand(TypeSendMsg, sids, msg)
+	return b.sidsCommand(TypeSendMsg, sids, msg)
 }
 
 // SendAll delivers msg to every client of every gateway but the exclude SIDs
@@ -45,7 +44,7 @@ func (b busCommands) ChAdd(sids []string, channel string) error {
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
-	return b.s.sidsCommand(TypeChAdd, sids, []byte(channel))
+	return b.sidsCommand(TypeChAdd, sids, []byte(channel))
 }
 
 // ChDel makes these clients leave channel.
@@ -53,7 +52,7 @@ func (b busCommands) ChDel(sids []string, channel string) error {
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
-	return b.s.sidsCommand(TypeChDel, sids, []byte(channel))
+	return b.sidsCommand(TypeChDel, sids, []byte(channel))
 }
 
 // ChPub delivers msg to every member of channel but the exclude SIDs (CH_PUB
@@ -80,12 +79,12 @@ func (b busCommands) BindUid(sid, uid string) error {
 	if err := checkUID(uid); err != nil {
 		return err
 	}
-	return b.s.sidsCommand(TypeBind, []string{sid}, []byte(uid))
+	return b.sidsCommand(TypeBind, []string{sid}, []byte(uid))
 }
 
 // UnbindUid makes the session lose its uid.
 func (b busCommands) UnbindUid(sid string) error {
-	return b.s.sidsCommand(TypeUnbind, []string{sid}, nil)
+	return b.sidsCommand(TypeUnbind, []string{sid}, nil)
 }
 
 // SendToUid delivers msg to every session bound to one of uids, each session
@@ -107,5 +106,33 @@ func (b busCommands) SetSession(sid string, data []byte) error {
 	if len(data) > MaxSession {
 		return argErrorf("fooking: session data is at most %d bytes, got %d", MaxSession, len(data))
 	}
-	return b.s.sidsCommand(TypeSessionSet, []string{sid}, data)
+	return b.sidsCommand(TypeSessionSet, []string{sid}, data)
+}
+
+// sidsCommand splits the SIDs by gateway worker (in order of first appearance),
+// at most MaxSIDs per message, and publishes each where that worker listens.
+func (b busCommands) sidsCommand(typ uint16, sids []string, d []byte) error {
+	if err := checkSIDs(sids); err != nil {
+		return err
+	}
+	var order []string
+	groups := map[string][]string{}
+	for _, sid := range sids {
+		server, worker, err := GatewayOf(sid)
+		if err != nil {
+			return err
+		}
+		gw := b.s.gwSubject(server, worker)
+		if _, ok := groups[gw]; !ok {
+			order = append(order, gw)
+		}
+		groups[gw] = append(groups[gw], sid)
+	}
+	var msgs []pubMsg
+	for _, gw := range order {
+		for _, s := range joinSIDs(groups[gw]) {
+			msgs = append(msgs, pubMsg{gw, Encode(typ, s, d)})
+		}
+	}
+	return b.s.publish(msgs)
 }

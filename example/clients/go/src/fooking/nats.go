@@ -450,34 +450,6 @@ func (n *NATS) request(typ uint16, s []byte, max int) ([]byte, error) {
 	return d, err
 }
 
-// sidsCommand splits the SIDs by gateway worker (in order of first appearance),
-// at most MaxSIDs per message, each on that worker's subject.
-func (n *NATS) sidsCommand(typ uint16, sids []string, d []byte) error {
-	if err := checkSIDs(sids); err != nil {
-		return err
-	}
-	var order []string
-	groups := map[string][]string{}
-	for _, sid := range sids {
-		server, worker, err := GatewayOf(sid)
-		if err != nil {
-			return err
-		}
-		gw := fmt.Sprintf("gw.%d.%d", server, worker)
-		if _, ok := groups[gw]; !ok {
-			order = append(order, gw)
-		}
-		groups[gw] = append(groups[gw], sid)
-	}
-	var msgs []pubMsg
-	for _, gw := range order {
-		for _, s := range joinSIDs(groups[gw]) {
-			msgs = append(msgs, pubMsg{n.prefix + gw, Encode(typ, s, d)})
-		}
-	}
-	return n.publish(msgs)
-}
-
 // uidsCommand publishes SEND_UID / KICK_UID once per distinct uid, on its
 // subject, with S = that uid: what a router does with the uid lists.
 func (n *NATS) uidsCommand(typ uint16, uids []string, d []byte) error {
@@ -516,5 +488,8 @@ func (n *NATS) publish(msgs []pubMsg) error {
 	return nil
 }
 
+func (n *NATS) gwSubject(server, worker int) string {
+	return fmt.Sprintf("%sgw.%d.%d", n.prefix, server, worker)
+}
 func (n *NATS) allSubject() string              { return n.prefix + "all" }
 func (n *NATS) chSubject(channel string) string { return n.prefix + "ch." + NATSName(channel) }

@@ -6,36 +6,15 @@ import (
 	"testing"
 )
 
-// busTransport is the method set the Redis and NATS transports share.
-type busTransport interface {
-	Kick(sids []string) error
-	SendMsg(sids []string, msg []byte) error
-	SendAll(msg []byte, exclude ...string) error
-	ChAdd(sids []string, channel string) error
-	ChDel(sids []string, channel string) error
-	ChPub(channel string, msg []byte, exclude ...string) error
-	BindUid(sid, uid string) error
-	UnbindUid(sid string) error
-	SendToUid(uids []string, msg []byte) error
-	KickUid(uids ...string) error
-	SetSession(sid string, data []byte) error
-	IsOnline(sids []string) (map[string]bool, error)
-	IsUidOnline(uid string) (int, error)
-	GetSidsByUid(uid string) ([]string, error)
-	GetUidBySid(sid string) (string, error)
-	GetSession(sid string) ([]byte, bool, error)
-	ChCount(channel string) (int, error)
-	ChMembers(channel string) (map[string]string, error)
-	ChSessions(channel string) (map[string][]byte, error)
-	Channels() (map[string]int, error)
+// The bus transports have Online too, on top of Client.
+type busClient interface {
+	Client
 	Online(sid string) (bool, error)
-	Info() (*Info, error)
-	Close() error
 }
 
 var (
-	_ busTransport = (*Redis)(nil)
-	_ busTransport = (*NATS)(nil)
+	_ busClient = (*Redis)(nil)
+	_ busClient = (*NATS)(nil)
 )
 
 func TestNATSName(t *testing.T) {

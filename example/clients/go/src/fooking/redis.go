@@ -367,34 +367,6 @@ type pubMsg struct {
 	msg     []byte
 }
 
-// sidsCommand splits the SIDs by gateway worker (in order of first appearance),
-// at most MaxSIDs per message, and publishes each on that worker's channel.
-func (r *Redis) sidsCommand(typ uint16, sids []string, d []byte) error {
-	if err := checkSIDs(sids); err != nil {
-		return err
-	}
-	var order []string
-	groups := map[string][]string{}
-	for _, sid := range sids {
-		server, worker, err := GatewayOf(sid)
-		if err != nil {
-			return err
-		}
-		gw := fmt.Sprintf("%d:%d", server, worker)
-		if _, ok := groups[gw]; !ok {
-			order = append(order, gw)
-		}
-		groups[gw] = append(groups[gw], sid)
-	}
-	var msgs []pubMsg
-	for _, gw := range order {
-		for _, s := range joinSIDs(groups[gw]) {
-			msgs = append(msgs, pubMsg{r.prefix + "gw:" + gw, Encode(typ, s, d)})
-		}
-	}
-	return r.publish(msgs)
-}
-
 // publish PUBLISHes the messages in order, pipelined on one connection.
 func (r *Redis) publish(msgs []pubMsg) error {
 	if len(msgs) == 0 {
@@ -595,5 +567,8 @@ var busScriptText = map[string]string{
 	"channels":    luaChannels,
 }
 
+func (r *Redis) gwSubject(server, worker int) string {
+	return fmt.Sprintf("%sgw:%d:%d", r.prefix, server, worker)
+}
 func (r *Redis) allSubject() string              { return r.prefix + "all" }
 func (r *Redis) chSubject(channel string) string { return r.prefix + "ch:" + channel }
