@@ -58,12 +58,17 @@ SSL = 0
 -- ROUTER_PORT = 9010
 -- ROUTER_SECRET = "change me"   -- must match the router's ROUTER_SECRET (at most 256 bytes)
 -- LINK_TIMEOUT = 15   -- seconds of silence after which a router link that has been
-                       -- pinged, or a Redis connection, is dead: dropped and reconnected (0 = off)
+                       -- pinged, or a Redis connection, is dead: dropped and reconnected;
+                       -- a NATS connection is pinged every third of it (0 = off)
 
--- Redis message bus instead of (or beside) the router: gateways subscribe to
--- commands published in Redis and keep their presence there (README, "the Redis bus").
+-- Message bus instead of (or beside) the router: gateways subscribe to commands
+-- published on it. Redis (README, "the Redis bus"): presence kept in Redis.
 -- BUS = "redis://127.0.0.1:6379"   -- redis://[:password@]host:port[/db]
--- BUS_PREFIX = "fooking:"          -- namespace of the bus channels and keys
+-- NATS (README, "Beyond one Redis: NATS"): up to 16 servers, tried in this order;
+-- queries are asked of the workers themselves.
+-- BUS = "nats://127.0.0.1:4222,127.0.0.1:4223"  -- also nats://user:pass@... or nats://token@...
+-- BUS_PREFIX = "fooking:"          -- namespace of the bus channels, keys and subjects
+                                    -- (with NATS: no space, '*', '>', leading '.' or "..")
 
 -- FastCGI backends: "host:port", "unix:/path", or a table of address = weight.
 BACKEND_SERVER = "127.0.0.1:9000"   -- required
