@@ -483,6 +483,10 @@ struct nbus *nbus_new(struct event_base *base, const char *url, const char *pref
     if (s == NATS_OK)
         s = natsOptions_SetEventLoop(b->opts, base, natsLibevent_Attach, natsLibevent_Read,
                                      natsLibevent_Write, natsLibevent_Detach);
+    /* A request nobody subscribes to is answered by its deadline, not by
+     * the server's empty "no responders" status message. */
+    if (s == NATS_OK)
+        s = natsOptions_DisableNoResponders(b->opts, true);
     /* One delivery thread for every subscription: messages stay in order. */
     if (s == NATS_OK)
         s = natsOptions_UseGlobalMessageDelivery(b->opts, true);

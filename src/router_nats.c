@@ -239,6 +239,21 @@ static void rn_query_maybe_done(struct rn_query *q)
         rn_query_finish(q, NULL);
 }
 
+/* Every worker heard from lately that has not answered q is waited for. */
+static void rn_query_expect(struct rn_query *q, double now)
+{
+    struct hmap_iter it;
+    const void *k;
+    size_t klen;
+    void *v;
+    hmap_iter_init(&it);
+    while (hmap_next(q->rn->workers, &it, &k, &klen, &v)) {
+        struct rn_worker *w = v;
+        if (now - w->seen < ROUTER_NATS_EXPIRE && !hmap_has(q->answered, k, klen))
+            hmap_put(q->due, k, klen, (void *)1, NULL);
+    }
+}
+
 static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rn_query *q = arg;
@@ -247,17 +262,7 @@ static void rn_query_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (q->warming) { /* the warm-up is over: from now on, the deadline */
         q->warming = 0;
-        struct hmap_iter it;
-        const void *k;
-        size_t klen;
-        hmap_iter_init(&it);
-        void *v;
-        double now = rn_now();
-        while (hmap_next(rn->workers, &it, &k, &klen, &v)) {
-            struct rn_worker *w = v;
-            if (now - w->seen < ROUTER_NATS_EXPIRE && !hmap_has(q->answered, k, klen))
-                hmap_put(q->due, k, klen, (void *)1, NULL);
-        }
+        rn_query_expect(q, rn_now()); /* those known since it was asked */
         if (hmap_count(q->due) == 0) {
             rn_query_finish(q, NULL);
             return;
@@ -318,8 +323,6 @@ static void rn_answer(struct router_nats *rn, const char *subject, const char *d
     struct rn_query *q = hmap_get(rn->queries, &id, sizeof(id));
     if (q == NULL)
         return; /* after its deadline */
-    if (len == 0)
-        return; /* the server's "no responders" status: no worker listens on q */
     int ok = rn_answer_decode((const unsigned char *)data, len, &m) == 0 && m.type == q->type
              && natsq_answer_s_parse(m.s, m.slen, &server, &worker, &status) == 0;
     if (ok) {
@@ -389,17 +392,7 @@ static void rn_query(struct rconn *c, const struct rmsg *m, struct evbuffer *pay
         rn_query_free(q);
         return;
     }
-    /* Everyone heard from lately is waited for. */
-    struct hmap_iter it;
-    const void *k;
-    size_t klen;
-    void *v;
-    hmap_iter_init(&it);
-    while (hmap_next(rn->workers, &it, &k, &klen, &v)) {
-        struct rn_worker *w = v;
-        if (now - w->seen < ROUTER_NATS_EXPIRE)
-            hmap_put(q->due, k, klen, (void *)1, NULL);
-    }
+    rn_query_expect(q, now);
     rmsg_put_u32(head, (uint32_t)router_conn_answer_max(c));
     rmsg_encode_header(head + NATSQ_REQ_HEAD, m->type, m->slen, 0); /* no query has a D */
     struct evbuffer *req = evbuffer_new();

@@ -948,3 +948,27 @@ def test_a_workers_answer_delivered_twice_counts_once(tmp_path):
         if router:
             assert router.stop() == 0
         nats.stop()
+
+
+def test_query_with_no_gateway_on_the_bus(tmp_path):
+    """A router alone on the bus answers a query at once with nothing held
+    anywhere, and logs no answer it did not get (no "no responders" status
+    message from the server taken for a worker's answer)."""
+    if not os.path.exists(NATS_SERVER):
+        pytest.skip("nats-server not installed")
+    nats = peers.NatsCluster(tmp_path / "nats", n=1).start()
+    router = bk = None
+    try:
+        router = peers.Router(tmp_path / "router", BUS=nats.url(), BUS_PREFIX="alone.").start()
+        fk.wait_until(lambda: nats.subscriptions().get("alone.hb", 0) == 1, 10, msg="router on hb")
+        bk = rp.Backend(router.port)
+        for _ in range(3):
+            assert struct.unpack(">I", bk.query(rp.UID_COUNT, b"alice"))[0] == 0
+        assert info(bk) == {"clients": 0, "channels": 0, "uids": 0, "gateways": []}
+        assert "malformed" not in router.read_log()
+    finally:
+        if bk:
+            bk.close()
+        if router:
+            assert router.stop() == 0
+        nats.stop()
