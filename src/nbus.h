@@ -29,7 +29,7 @@ struct nbus_sub;
 #define NBUS_TAGS 8
 /* A whole subject: prefix (127), a tag, a name of 255 bytes escaped (3 each). */
 #define NBUS_SUBJECT_MAX 1024
-/* Messages waiting for the loop, in payload bytes; past it they are dropped. */
+/* Messages waiting for the loop, payload and slot bytes; past it they are dropped. */
 #define NBUS_QUEUE_MAX   (64u << 20)
 #define NBUS_SERVERS_MAX 16
 
