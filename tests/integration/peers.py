@@ -649,6 +649,7 @@ class NatsCluster:
         self.mports = [free_port() for _ in range(n)]
         self.procs = [None] * n
         self.outs = [None] * n
+        self.started = [False] * n
 
     def url(self, *order, auth=""):
         order = order or range(self.n)
@@ -659,15 +660,37 @@ class NatsCluster:
         return read_text(self.dir / ("nats%d.log" % i))
 
     def start_one(self, i, timeout=10.0):
-        routes = ",".join("nats://127.0.0.1:%d" % self.cports[j] for j in range(self.n) if j != i)
-        self.outs[i] = open(self.dir / ("nats%d.log" % i), "ab")
-        self.procs[i] = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.ports[i]), "-m", str(self.mports[i]),
-             "-n", "fk%d" % i, "--cluster_name", "fk", "--cluster",
-             "nats://127.0.0.1:%d" % self.cports[i], "--routes", routes] + self.args,
-            stdin=subprocess.DEVNULL, stdout=self.outs[i], stderr=subprocess.STDOUT)
-        wait_own_listen(self.procs[i], self.ports[i], timeout, "nats-server %d" % i,
-                        lambda: self.log(i))
+        """Starts server i. One of its three ports taken by someone else (they are
+        picked free, then bound by nats-server a moment later): a first start takes
+        new ports (the others' routes to the old cluster port do not matter, its own
+        routes to them form the cluster); a restart waits and tries the same ones."""
+        for attempt in range(START_ATTEMPTS):
+            routes = ",".join("nats://127.0.0.1:%d" % self.cports[j]
+                              for j in range(self.n) if j != i)
+            log_at = len(self.log(i))
+            self.outs[i] = open(self.dir / ("nats%d.log" % i), "ab")
+            self.procs[i] = subprocess.Popen(
+                [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.ports[i]),
+                 "-m", str(self.mports[i]), "-n", "fk%d" % i, "--cluster_name", "fk",
+                 "--cluster", "nats://127.0.0.1:%d" % self.cports[i], "--routes", routes]
+                + self.args, stdin=subprocess.DEVNULL, stdout=self.outs[i],
+                stderr=subprocess.STDOUT)
+            try:
+                wait_own_listen(self.procs[i], self.ports[i], timeout, "nats-server %d" % i,
+                                lambda: self.log(i))
+                self.started[i] = True
+                return
+            except (PortTaken, AssertionError):
+                if "address already in use" not in self.log(i)[log_at:].lower():
+                    raise
+                self.outs[i].close()
+                self.outs[i] = None
+                if self.started[i]:
+                    time.sleep(0.2)
+                else:
+                    self.ports[i], self.cports[i], self.mports[i] = (free_port(), free_port(),
+                                                                     free_port())
+        raise AssertionError("nats-server %d: a port in use %d times" % (i, START_ATTEMPTS))
 
     def start(self):
         for i in range(self.n):
